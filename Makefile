@@ -1,0 +1,14 @@
+.PHONY: demo test lint bench crds
+
+demo:   ## install what is needed, then run the demo end to end
+	bash scripts/bootstrap.sh
+	.venv/bin/streamml demo $(ARGS)
+
+test:   ## install what is needed, then lint, type-check and run every test
+	bash scripts/test.sh $(ARGS)
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && bash scripts/typecheck.sh
+
+crds:   ## regenerate crds/ and config/crd/ from the pydantic schemas
+	.venv/bin/streamml crds --out crds

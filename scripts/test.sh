@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: install, lint, type-check, then every test (real components).
+# Extra arguments go to pytest, e.g. `make test ARGS="-m 'not slurm'"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+echo ">> ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo ">> mypy (strict)"
+bash scripts/typecheck.sh
+echo ">> pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,69 @@
+"""The project's exceptions: one root, a few clear branches.
+
+::
+
+    StreamMLError                 every error this project raises on purpose
+    ├── ConfigurationError        bad settings or command-line options (fail fast at start-up)
+    ├── SpecError                 an invalid user-supplied spec (model spec, CR spec, sweep file)
+    │   └── UnknownComponentError a river class or scheduler that is not on the allow-list
+    ├── NotFoundError             a named thing (model, trial, job) does not exist
+    ├── ConflictError             a named thing already exists (never silently overwritten)
+    ├── AuthError                 missing or wrong credentials; forbidden action
+    ├── DeliveryError             a result could not be delivered to the model server (yet)
+    ├── SchedulerError            a scheduler backend refused or failed an operation
+    ├── LammpsError               LAMMPS failed or its log cannot be parsed
+    └── InfrastructureError       a local service (control plane, Slurm) failed to build or start
+
+User mistakes become clear messages (HTTP 4xx with ``{"message": ...}``, a CR status condition,
+a CLI error line), never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class StreamMLError(Exception):
+    """Root of every error raised on purpose by lammps-stream-ml."""
+
+
+class ConfigurationError(StreamMLError):
+    """Settings or command-line options are invalid or incomplete."""
+
+
+class SpecError(StreamMLError):
+    """A user-supplied spec is invalid. ``field`` names the offending field when known."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownComponentError(SpecError):
+    """A named component (river class, scheduler) is not on the allow-list."""
+
+
+class NotFoundError(StreamMLError):
+    """A named thing does not exist."""
+
+
+class ConflictError(StreamMLError):
+    """A named thing already exists."""
+
+
+class AuthError(StreamMLError):
+    """Credentials are missing or wrong, or the action is forbidden."""
+
+
+class DeliveryError(StreamMLError):
+    """A result could not be delivered to the model server."""
+
+
+class SchedulerError(StreamMLError):
+    """A scheduler backend refused or failed an operation."""
+
+
+class LammpsError(StreamMLError):
+    """LAMMPS failed, or its output could not be parsed."""
+
+
+class InfrastructureError(StreamMLError):
+    """A local service (control plane, Slurm) could not be built or started."""

@@ -1,0 +1,20 @@
+"""Shared pytest configuration: fixture plugins, one per real component.
+
+- ``tests.fixtures.server``: a real ``streamml serve`` process on 127.0.0.1.
+- ``tests.fixtures.controlplane``: a real kube-apiserver + etcd (+ controller-manager).
+- ``tests.fixtures.hpc``: real munge + Slurm daemons (+ slurmrestd) and the ``lmp`` binary.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+pytest_plugins = [
+    name
+    for name in (
+        "tests.fixtures.server",
+        "tests.fixtures.controlplane",
+        "tests.fixtures.hpc",
+    )
+    if importlib.util.find_spec(name) is not None
+]
