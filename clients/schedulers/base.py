@@ -47,6 +47,9 @@ class JobStatus:
     state: JobState
     reason: str | None = None  # the scheduler's own words for a failure
     exit_code: int | None = None
+    #: the job's result document when the backend transports it (e.g. a Pod's termination
+    #: message); backends on a shared filesystem leave it None and the job writes a result file
+    output: str | None = None
 
 
 @runtime_checkable
@@ -61,6 +64,14 @@ class Scheduler(Protocol):
 
     async def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Current status of each id (unknown ids map to JobState.UNKNOWN)."""
+        ...
+
+    async def lookup(self, name: str) -> str | None:
+        """The id of a job previously submitted under ``name``, or None.
+
+        Lets a restarted driver find a job whose submission it recorded but whose id it never
+        saw (crash between submit and the status write): it never submits that trial twice.
+        """
         ...
 
     async def cancel(self, job_id: str) -> None:
