@@ -100,7 +100,7 @@ if TYPE_CHECKING:  # mypy cannot follow a recursive TypeAliasType; pydantic need
 else:
     ParamValue = TypeAliasType(
         "ParamValue",
-        Union[bool, int, float, str, list["ParamValue"], "Component", None],  # noqa: UP007
+        Union[bool, int, float, str, list["ParamValue"], "Component", None],
     )
 
 
