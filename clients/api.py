@@ -1,0 +1,247 @@
+"""An async client for the model server (riverapi's wire format plus our extensions).
+
+Used by the job-side program, the sweep engine, the operator and ``streamml watch``::
+
+    async with ModelServerClient("http://127.0.0.1:8080", username="u", token="t") as client:
+        await client.learn({"nx": 8, "ny": 8, "nz": 8}, 0.42, identifier="sweep-t0007")
+        print(await client.metrics("linear"))
+
+Authentication follows riverapi's handshake: a request without credentials gets 401, the client
+exchanges ``username:token`` (HTTP Basic) at ``/api/auth/token/`` for a bearer token, and retries.
+The token endpoint is always taken from the configured base URL, never from the server's
+``Www-Authenticate`` realm, so a server cannot redirect credentials elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from streamml.errors import (
+    AuthError,
+    ConflictError,
+    DeliveryError,
+    NotFoundError,
+    SpecError,
+    StreamMLError,
+)
+from streamml.vocabulary.modelspec import ModelSpec
+
+Features = Mapping[str, float | int | str | bool]
+
+
+class ModelServerClient:
+    """One connection pool to one model server; safe for concurrent use from one event loop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._owns_session = session is None
+        self._bearer: str | None = None
+        self._auth_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._owns_session = True
+        return self._session
+
+    # -- the API -------------------------------------------------------------------------
+
+    async def models(self) -> list[str]:
+        reply = await self._request("GET", "/api/models/")
+        return [str(name) for name in reply.get("models", [])]
+
+    async def create_model(self, spec: ModelSpec) -> str:
+        """Create a declarative model; :class:`ConflictError` when the name is taken."""
+        body = {"pipeline": [step.to_data() for step in spec.pipeline]}
+        reply = await self._request("POST", f"/api/model/{spec.flavor}/{spec.name}/", json=body)
+        return str(reply.get("name", spec.name))
+
+    async def ensure_model(self, spec: ModelSpec) -> bool:
+        """Create the model unless one of that name exists; True when it was created."""
+        try:
+            await self.create_model(spec)
+        except ConflictError:
+            return False
+        return True
+
+    async def delete_model(self, name: str) -> None:
+        await self._request("DELETE", "/api/model/", data={"model": name})
+
+    async def learn(
+        self,
+        features: Features,
+        ground_truth: float | int | str | bool,
+        *,
+        model: str | None = None,
+        models: Sequence[str] | None = None,
+        identifier: str | None = None,
+    ) -> dict[str, Any]:
+        """Learn one sample on one model, a subset, or (neither given) every model."""
+        body: dict[str, Any] = {"features": dict(features), "ground_truth": ground_truth}
+        if model is not None:
+            body["model"] = model
+        if models is not None:
+            body["models"] = list(models)
+        if identifier is not None:
+            body["identifier"] = identifier
+        return await self._request("POST", "/api/learn/", json=body)
+
+    async def learn_batch(
+        self,
+        samples: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        models: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Learn many samples (``{"features", "ground_truth", "identifier"?}``) in one request."""
+        body: dict[str, Any] = {"samples": [dict(s) for s in samples]}
+        if model is not None:
+            body["model"] = model
+        if models is not None:
+            body["models"] = list(models)
+        return await self._request("POST", "/api/learn/batch/", json=body)
+
+    async def predict(
+        self, features: Features, *, model: str, identifier: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "features": dict(features)}
+        if identifier is not None:
+            body["identifier"] = identifier
+        return await self._request("POST", "/api/predict/", json=body)
+
+    async def predict_batch(
+        self, samples: Sequence[Mapping[str, Any]], *, model: str
+    ) -> list[dict[str, Any]]:
+        body = {"model": model, "samples": [dict(s) for s in samples]}
+        reply = await self._request("POST", "/api/predict/batch/", json=body)
+        return list(reply.get("predictions", []))
+
+    async def label(self, *, model: str, identifier: str, label: float | int | str | bool) -> None:
+        body = {"model": model, "identifier": identifier, "label": label}
+        await self._request("POST", "/api/label/", json=body)
+
+    async def metrics(self, model: str) -> dict[str, float]:
+        reply = await self._request("GET", "/api/metrics/", params={"model": model})
+        return {str(k): float(v) for k, v in reply.items() if isinstance(v, int | float)}
+
+    async def stats(self, model: str) -> dict[str, Any]:
+        return await self._request("GET", "/api/stats/", params={"model": model})
+
+    async def model_json(self, model: str) -> dict[str, Any]:
+        return await self._request("GET", f"/api/model/{model}/")
+
+    async def ready(self) -> bool:
+        """True when ``/readyz`` answers 200; never raises for an unreachable server."""
+        try:
+            async with self._http().get(f"{self.base_url}/readyz") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        for attempt in range(2):
+            headers = {"Authorization": f"Bearer {self._bearer}"} if self._bearer else {}
+            try:
+                async with self._http().request(
+                    method, url, json=json, data=data, params=params, headers=headers
+                ) as response:
+                    if response.status == 401 and attempt == 0 and self._username is not None:
+                        await self._authenticate(stale=self._bearer)
+                        continue
+                    payload = await _payload(response)
+                    _raise_for_status(response.status, payload, method, path)
+                    return payload
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise DeliveryError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+        raise AuthError(f"{method} {path}: the server rejected the credentials")
+
+    async def _authenticate(self, *, stale: str | None) -> None:
+        async with self._auth_lock:
+            if self._bearer is not None and self._bearer != stale:
+                return  # another task refreshed it meanwhile
+            if self._username is None or self._token is None:
+                raise AuthError("the server requires credentials: set a username and a token")
+            auth = aiohttp.BasicAuth(self._username, self._token)
+            url = f"{self.base_url}/api/auth/token/"
+            async with self._http().get(url, auth=auth) as response:
+                payload = await _payload(response)
+                if response.status != 200 or not isinstance(payload.get("token"), str):
+                    raise AuthError(f"token exchange failed ({response.status}): {_msg(payload)}")
+                self._bearer = payload["token"]
+
+
+async def _payload(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        payload = await response.json(content_type=None)
+    except ValueError:
+        text = await response.text()
+        return {"message": text[:500]}
+    if isinstance(payload, dict):
+        return payload
+    return {"value": payload}
+
+
+def _msg(payload: Mapping[str, Any]) -> str:
+    return str(payload.get("message") or payload.get("detail") or payload)
+
+
+def _raise_for_status(status: int, payload: Mapping[str, Any], method: str, path: str) -> None:
+    if status < 400:
+        return
+    where = f"{method} {path}"
+    error: type[StreamMLError]
+    if status in (401, 403):
+        error = AuthError
+    elif status == 404:
+        error = NotFoundError
+    elif status == 409:
+        error = ConflictError
+    elif status < 500:
+        error = SpecError
+    else:
+        error = DeliveryError
+    raise error(f"{where}: {status} {_msg(payload)}")
