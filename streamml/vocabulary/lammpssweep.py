@@ -1,0 +1,320 @@
+"""The LammpsSweep resource: a parameter sweep of LAMMPS runs that teaches a StreamModel.
+
+The same document drives the operator (a ``LammpsSweep`` custom resource) and the command line
+(``streamml sweep FILE.yaml``)::
+
+    apiVersion: streamml.io/v1alpha1
+    kind: LammpsSweep
+    metadata: {name: lj-size}
+    spec:
+      streamModelRef: {name: lj-runtime}
+      parameters:
+        - {name: nx, type: int, min: 8, max: 14}
+        - {name: ny, type: int, min: 8, max: 14}
+      sampling: {method: random, seed: 7}
+      trials: 30
+      testTrials: 10
+      parallelism: 2
+      scheduler: {type: local}
+
+Every field is camelCase on the wire (``populate_by_name`` lets Python use snake_case). Schemas
+stay structural (one type per node) so the CRD generated from them is accepted as is: parameter
+values in status are strings, categorical values are strings.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+MAX_TRIALS = 10_000
+MAX_TEST_TRIALS = 1_000
+MAX_PARALLELISM = 512
+#: the status keeps at most this many trial records (all in-flight ones plus the latest finished)
+MAX_TRIAL_RECORDS = 200
+#: points kept per model in the learning curve (older points are thinned, never the last one)
+MAX_CURVE_POINTS = 100
+
+SamplingMethod = Literal["random", "grid", "latinHypercube"]
+SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes"]
+SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes")
+Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
+TrialRole = Literal["train", "test"]
+TrialState = Literal["Submitting", "Pending", "Running", "Succeeded", "Failed", "Cancelled", "Lost"]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class _Record(BaseModel):
+    """Status parts: mutable (the sweep engine updates them in place), unknown keys ignored."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+
+class Parameter(_Camel):
+    """One named dimension of the space: an integer or float range, or a list of categories."""
+
+    name: str = Field(pattern=VAR_PATTERN, description="LAMMPS variable name (-var NAME value)")
+    type: Literal["int", "float", "categorical"] = Field(description="kind of values")
+    min: float | None = Field(default=None, description="lowest value (int, float)")
+    max: float | None = Field(default=None, description="highest value, inclusive (int, float)")
+    step: float | None = Field(
+        default=None, gt=0, description="grid spacing (int: default 1; float: needed for grid)"
+    )
+    values: list[str] | None = Field(
+        default=None, min_length=1, max_length=1000, description="categories (categorical)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parameter:
+        if self.type == "categorical":
+            if not self.values:
+                raise ValueError(f"parameter {self.name!r}: categorical needs values")
+            if self.min is not None or self.max is not None or self.step is not None:
+                raise ValueError(f"parameter {self.name!r}: categorical takes only values")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError(f"parameter {self.name!r}: duplicate values")
+            return self
+        if self.values is not None:
+            raise ValueError(f"parameter {self.name!r}: {self.type} takes min/max, not values")
+        if self.min is None or self.max is None:
+            raise ValueError(f"parameter {self.name!r}: {self.type} needs min and max")
+        if self.min > self.max:
+            raise ValueError(f"parameter {self.name!r}: min {self.min} > max {self.max}")
+        if self.type == "int":
+            for label, v in (("min", self.min), ("max", self.max), ("step", self.step)):
+                if v is not None and not float(v).is_integer():
+                    raise ValueError(f"parameter {self.name!r}: int {label} must be whole")
+        return self
+
+
+class Sampling(_Camel):
+    method: SamplingMethod = Field(default="random", description="how points are drawn")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed: same seed, same plan")
+
+
+class ObjectRef(_Camel):
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+
+
+class KeyRef(_Camel):
+    """A key of a ConfigMap or Secret in the sweep's namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+class LammpsSpec(_Camel):
+    command: list[str] = Field(
+        default_factory=lambda: ["lmp"], min_length=1, max_length=16, description="LAMMPS binary"
+    )
+    input: str | None = Field(
+        default=None, max_length=65_536, description="the input script, inline"
+    )
+    config_map_ref: KeyRef | None = Field(
+        default=None, description="the input script from a ConfigMap key (operator only)"
+    )
+    input_file: str | None = Field(
+        default=None, max_length=4096, description="path of the input script (CLI, shared FS)"
+    )
+    vars: dict[str, str] = Field(
+        default_factory=dict, description="extra -var NAME VALUE pairs, the same for every trial"
+    )
+    mpi_procs: int = Field(default=1, ge=1, le=1024, description="MPI ranks per run")
+    target: str = Field(
+        default="loop_time",
+        pattern=r"^[a-z_]{1,40}$",
+        description="what the models learn to predict (loop_time, wall_time, ...)",
+    )
+    features: list[str] | None = Field(
+        default=None, description="parameters sent as features (default: all parameters)"
+    )
+    steps: int | None = Field(default=None, ge=1, description="run length, if the input uses it")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> LammpsSpec:
+        given = [x for x in (self.input, self.config_map_ref, self.input_file) if x is not None]
+        if len(given) > 1:
+            raise ValueError("lammps: give at most one of input, configMapRef, inputFile")
+        for name in self.vars:
+            if not _is_var(name):
+                raise ValueError(f"lammps.vars: {name!r} is not a valid variable name")
+        return self
+
+
+class Resources(_Camel):
+    cpus: int = Field(default=1, ge=1, le=1024, description="CPUs per trial")
+    time_limit_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
+    memory: str | None = Field(default=None, pattern=r"^[0-9]+(Ki|Mi|Gi|K|M|G)?$")
+
+
+class SchedulerSpec(_Camel):
+    type: SchedulerType = Field(default="local", description="where trials run")
+    partition: str | None = Field(default=None, max_length=128, description="Slurm partition")
+    rest_url: str | None = Field(
+        default=None, max_length=2048, description="slurmrestd base URL (slurm-rest)"
+    )
+    rest_user: str | None = Field(default=None, max_length=128, description="Slurm user (REST)")
+    jwt_secret_ref: KeyRef | None = Field(
+        default=None, description="Secret key holding the Slurm JWT (slurm-rest)"
+    )
+    image: str | None = Field(default=None, max_length=512, description="image (kubernetes)")
+    max_local_jobs: int | None = Field(
+        default=None, ge=1, le=256, description="local pool size (default: parallelism)"
+    )
+
+    @model_validator(mode="after")
+    def _needs(self) -> SchedulerSpec:
+        if self.type == "slurm-rest" and not self.rest_url:
+            raise ValueError("scheduler.restUrl is required for slurm-rest")
+        if self.type == "kubernetes" and not self.image:
+            raise ValueError("scheduler.image is required for kubernetes")
+        return self
+
+
+class LammpsSweepSpec(_Camel):
+    stream_model_ref: ObjectRef = Field(description="the StreamModel whose server learns")
+    models: list[str] | None = Field(
+        default=None, max_length=64, description="models to teach (default: all on the server)"
+    )
+    parameters: list[Parameter] = Field(min_length=1, max_length=32)
+    sampling: Sampling = Field(default_factory=Sampling)
+    trials: int = Field(ge=1, le=MAX_TRIALS, description="training runs")
+    test_trials: int = Field(default=0, ge=0, le=MAX_TEST_TRIALS, description="held-out runs")
+    parallelism: int = Field(default=2, ge=1, le=MAX_PARALLELISM, description="runs in flight")
+    max_failures: int = Field(
+        default=3,
+        ge=0,
+        le=MAX_TRIALS,
+        description="failed runs tolerated in total (each is retried); one more fails the sweep",
+    )
+    lammps: LammpsSpec = Field(default_factory=LammpsSpec)
+    resources: Resources = Field(default_factory=Resources)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    suspend: bool = Field(default=False, description="stop submitting and cancel runs in flight")
+
+    @model_validator(mode="after")
+    def _names(self) -> LammpsSweepSpec:
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise ValueError("parameters: duplicate names")
+        for feature in self.lammps.features or []:
+            if feature not in names:
+                raise ValueError(f"lammps.features: {feature!r} is not a parameter")
+        clash = set(names) & set(self.lammps.vars)
+        if clash:
+            raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
+        return self
+
+
+def _is_var(name: str) -> bool:
+    import re
+
+    return re.fullmatch(VAR_PATTERN, name) is not None
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+class Condition(_Record):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class TrialRecord(_Record):
+    """One attempt of one trial. Written BEFORE the job is submitted (state Submitting)."""
+
+    id: int = Field(ge=0, description="index in the sweep's plan")
+    role: TrialRole
+    attempt: int = Field(ge=1)
+    job_name: str
+    job_id: str | None = None
+    state: TrialState = "Submitting"
+    reason: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    target: float | None = None
+
+
+class CurvePoint(_Record):
+    trials: int = Field(description="training runs learned so far")
+    samples: int = Field(description="samples the model has learned (server's count)")
+    value: float | None = Field(default=None, description="headline metric value")
+
+
+class LearningCurve(_Record):
+    model: str
+    metric: str
+    points: list[CurvePoint] = Field(default_factory=list)
+
+
+class HeldOutResult(_Record):
+    id: int
+    target: float
+    predictions: dict[str, float] = Field(default_factory=dict)
+
+
+class Evaluation(_Record):
+    model: str
+    n: int
+    mae: float | None = Field(default=None, alias="MAE")
+    rmse: float | None = Field(default=None, alias="RMSE")
+    r2: float | None = Field(default=None, alias="R2")
+
+
+class LammpsSweepStatus(_Record):
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    progress: str = Field(default="0/0", description="finished runs / all runs")
+    submitted: int = Field(default=0, description="jobs submitted (every attempt counts)")
+    running: int = 0
+    succeeded: int = 0
+    failed: int = Field(default=0, description="failed attempts")
+    pending: int = Field(default=0, description="runs not started yet")
+    start_time: str | None = None
+    completion_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    plan_fingerprint: str | None = Field(default=None, description="hash of the sampled plan")
+    next_trial: int = Field(default=0, description="next index of the plan to start")
+    retry_queue: list[int] = Field(default_factory=list, description="trials to run again")
+    attempts: dict[str, int] = Field(
+        default_factory=dict, description="attempts so far of trials that were retried"
+    )
+    trials: list[TrialRecord] = Field(default_factory=list)
+    learning_curve: list[LearningCurve] = Field(default_factory=list)
+    test_results: list[HeldOutResult] = Field(default_factory=list)
+    evaluation: list[Evaluation] = Field(default_factory=list)
+    best_model: str | None = None
+    held_out_r2: float | None = Field(default=None, alias="heldOutR2")
+
+
+LAMMPSSWEEP = ResourceInfo(
+    kind="LammpsSweep",
+    plural="lammpssweeps",
+    singular="lammpssweep",
+    short_names=("lsw", "sweep"),
+    spec_model=LammpsSweepSpec,
+    status_model=LammpsSweepStatus,
+    printer_columns=(
+        PrinterColumn("Phase", ".status.phase"),
+        PrinterColumn("Progress", ".status.progress", description="finished/all runs"),
+        PrinterColumn("Succeeded", ".status.succeeded", "integer"),
+        PrinterColumn("Failed", ".status.failed", "integer"),
+        PrinterColumn("Model", ".spec.streamModelRef.name"),
+        PrinterColumn("R2", ".status.heldOutR2", "number", "held-out R² of the best model"),
+        PrinterColumn("Best", ".status.bestModel", priority=1),
+        PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+    ),
+)
