@@ -1,0 +1,175 @@
+"""Sampling: reproducible, distinct where possible, train/test disjoint, clear errors."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from streamml.clients import sampling
+from streamml.clients.sampling import as_vars, fingerprint, plan, sample, space_size
+from streamml.errors import SpecError
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, Parameter
+
+METHODS = ["random", "grid", "latinHypercube"]
+
+
+def _spec(params: list[dict[str, Any]], trials: int, test: int = 0, **sampling: Any) -> Any:
+    return LammpsSweepSpec.model_validate(
+        {
+            "streamModelRef": {"name": "m"},
+            "parameters": params,
+            "trials": trials,
+            "testTrials": test,
+            "sampling": sampling,
+        }
+    )
+
+
+CELLS = [{"name": n, "type": "int", "min": 8, "max": 12} for n in ("nx", "ny", "nz")]
+
+
+def _keys(points: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(p, sort_keys=True) for p in points]
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(sampling).failed == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_plan_is_reproducible_and_seed_dependent(method: str) -> None:
+    a = plan(_spec(CELLS, 30, 10, method=method, seed=3))
+    b = plan(_spec(CELLS, 30, 10, method=method, seed=3))
+    c = plan(_spec(CELLS, 30, 10, method=method, seed=4))
+    assert a == b
+    assert fingerprint(a) == fingerprint(b)
+    assert a != c
+    assert len(a) == 40
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_points_distinct_and_in_range(method: str) -> None:
+    points = plan(_spec(CELLS, 30, 10, method=method, seed=1))
+    assert len(set(_keys(points))) == 40  # 125 points in the space: room for all
+    for p in points:
+        for name in ("nx", "ny", "nz"):
+            assert isinstance(p[name], int)
+            assert 8 <= p[name] <= 12
+
+
+@pytest.mark.parametrize("method", ["random", "latinHypercube"])
+def test_small_space_train_repeats_but_test_disjoint(method: str) -> None:
+    params = [{"name": "nx", "type": "int", "min": 1, "max": 4}]
+    points = plan(_spec(params, 10, 2, method=method, seed=9))
+    train, test = _keys(points[:10]), _keys(points[10:])
+    assert len(set(test)) == 2
+    assert not set(train) & set(test)
+    assert set(train) == {k for k in _keys([{"nx": v} for v in (1, 2, 3, 4)])} - set(test)
+
+
+def test_train_and_test_disjoint_large() -> None:
+    params = [*CELLS, {"name": "lat", "type": "categorical", "values": ["fcc", "bcc"]}]
+    points = plan(_spec(params, 100, 40, seed=5))
+    assert not set(_keys(points[:100])) & set(_keys(points[100:]))
+
+
+def test_grid_covers_whole_grid() -> None:
+    params = [
+        {"name": "a", "type": "int", "min": 1, "max": 3},
+        {"name": "b", "type": "float", "min": 0.0, "max": 1.0, "step": 0.5},
+    ]
+    points = plan(_spec(params, 6, 3, method="grid"))
+    assert sorted(_keys(points)) == sorted(
+        _keys([{"a": a, "b": b} for a in (1, 2, 3) for b in (0.0, 0.5, 1.0)])
+    )
+
+
+def test_float_continuous_and_rounded() -> None:
+    params = [{"name": "t", "type": "float", "min": 0.5, "max": 1.5}]
+    points = sample([Parameter.model_validate(params[0])], 50, method="random", seed=0)
+    assert all(0.5 <= p["t"] <= 1.5 for p in points)  # type: ignore[operator]
+    assert all(float(as_vars(p)["t"]) == p["t"] for p in points)
+    assert space_size([Parameter.model_validate(params[0])]) is None
+
+
+def test_latin_hypercube_stratifies_each_dimension() -> None:
+    p = Parameter(name="t", type="float", min=0.0, max=1.0)
+    points = sample([p], 20, method="latinHypercube", seed=2)
+    strata = sorted(int(float(x["t"]) * 20) for x in points)
+    assert strata == list(range(20))
+
+
+def test_int_step_and_categorical_values() -> None:
+    params = [
+        {"name": "n", "type": "int", "min": 2, "max": 10, "step": 4},
+        {"name": "c", "type": "categorical", "values": ["x", "y"]},
+    ]
+    points = plan(_spec(params, 6, 0, seed=0))
+    assert {p["n"] for p in points} <= {2, 6, 10}
+    assert {p["c"] for p in points} <= {"x", "y"}
+    assert len(set(_keys(points))) == 6
+
+
+@pytest.mark.parametrize(
+    ("params", "trials", "test", "method", "field"),
+    [
+        ([{"name": "n", "type": "int", "min": 1, "max": 2}], 1, 2, "random", "testTrials"),
+        ([{"name": "n", "type": "int", "min": 1, "max": 2}], 3, 0, "grid", "trials"),
+        (
+            [{"name": "f", "type": "float", "min": 0, "max": 1}],
+            3,
+            0,
+            "grid",
+            "parameters[0].step",
+        ),
+        (
+            [{"name": "f", "type": "float", "min": 0, "max": 1, "step": 1e-9}],
+            3,
+            0,
+            "grid",
+            "parameters[0].step",
+        ),
+    ],
+)
+def test_impossible_plans_name_the_field(
+    params: list[dict[str, Any]], trials: int, test: int, method: str, field: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        plan(_spec(params, trials, test, method=method))
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"parameters": []},
+        {"parameters": [{"name": "n", "type": "int", "min": 3, "max": 1}]},
+        {"parameters": [{"name": "n", "type": "int", "min": 1.5, "max": 3}]},
+        {"parameters": [{"name": "n", "type": "categorical", "values": []}]},
+        {"parameters": [{"name": "n", "type": "categorical", "values": ["a", "a"]}]},
+        {"parameters": [{"name": "n", "type": "int"}]},
+        {"parameters": [{"name": "bad name", "type": "int", "min": 1, "max": 2}]},
+        {"trials": -1},
+        {"trials": 0},
+        {"testTrials": -3},
+        {"parallelism": 0},
+        {"maxFailures": -1},
+        {"scheduler": {"type": "pbs"}},
+        {"scheduler": {"type": "slurm-rest"}},
+        {"sampling": {"method": "sobol"}},
+        {"bogus": 1},
+    ],
+)
+def test_invalid_specs_rejected_by_schema(bad: dict[str, Any]) -> None:
+    doc: dict[str, Any] = {
+        "streamModelRef": {"name": "m"},
+        "parameters": CELLS,
+        "trials": 3,
+    }
+    doc.update(bad)
+    with pytest.raises(ValidationError):
+        LammpsSweepSpec.model_validate(doc)
