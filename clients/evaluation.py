@@ -1,0 +1,252 @@
+"""Held-out evaluation of the streamed models, next to the offline ceiling.
+
+A LAMMPS Lennard-Jones run's time grows with its atom count (4·nx·ny·nz for an fcc box of
+nx by ny by nz cells), and the same run varies by about ±15 % on a shared machine, which caps
+any model's R².
+The honest yardstick is therefore not R² = 1 but the *ceiling*: an ordinary least-squares fit of
+the target on the atom count over the training runs, scored on the same held-out runs as the
+models. A streamed model close to that ceiling has learned what there is to learn.
+
+The atom count is taken from the trial's ``atoms`` (parsed from the LAMMPS log) when present, else
+as the product of the numeric parameters: for a linear fit a constant factor (the 4 atoms per fcc
+cell) changes nothing.
+
+Pure functions only: the demo, ``streamml plot`` and the benchmark feed them trial records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamml.errors import SpecError
+
+TRAIN = "train"
+TEST = "test"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial: its parameters, its measured target and the models' predictions."""
+
+    name: str
+    split: str  # TRAIN or TEST
+    parameters: Mapping[str, float]
+    target: float
+    atoms: float | None = None
+    predictions: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> float:
+        """The atom count (or a quantity proportional to it)."""
+        if self.atoms is not None:
+            return self.atoms
+        return math.prod(self.parameters.values()) if self.parameters else 0.0
+
+
+@dataclass(frozen=True)
+class Scores:
+    n: int
+    mae: float
+    rmse: float
+    r2: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"n": self.n, "MAE": self.mae, "RMSE": self.rmse, "R2": self.r2}
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The offline least-squares fit ``target ≈ intercept + slope · atoms``."""
+
+    intercept: float
+    slope: float
+    n_train: int
+    scores: Scores
+
+    def predict(self, size: float) -> float:
+        return self.intercept + self.slope * size
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    models: dict[str, Scores]
+    ceiling: Ceiling | None
+
+    def best(self) -> tuple[str, Scores] | None:
+        scored = [(name, s) for name, s in self.models.items() if math.isfinite(s.r2)]
+        return max(scored, key=lambda item: item[1].r2) if scored else None
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.best()
+        return {
+            "models": {name: s.as_dict() for name, s in self.models.items()},
+            "ceiling": None
+            if self.ceiling is None
+            else {
+                "intercept": self.ceiling.intercept,
+                "slope": self.ceiling.slope,
+                "n_train": self.ceiling.n_train,
+                **self.ceiling.scores.as_dict(),
+            },
+            "best": None if best is None else {"model": best[0], "R2": best[1].r2},
+        }
+
+
+def scores(actual: Sequence[float], predicted: Sequence[float]) -> Scores:
+    """MAE, RMSE and R² (1 - SS_res/SS_tot; NaN when the actual values do not vary)."""
+    if len(actual) != len(predicted):
+        raise ValueError("actual and predicted differ in length")
+    n = len(actual)
+    if n == 0:
+        return Scores(0, math.nan, math.nan, math.nan)
+    errors = [a - p for a, p in zip(actual, predicted, strict=True)]
+    mean = sum(actual) / n
+    ss_tot = sum((a - mean) ** 2 for a in actual)
+    ss_res = sum(e * e for e in errors)
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    return Scores(n, sum(abs(e) for e in errors) / n, math.sqrt(ss_res / n), r2)
+
+
+def least_squares(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of the ordinary least-squares line through the points."""
+    n = len(xs)
+    if n < 2:
+        raise ValueError("a line needs at least two points")
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return my, 0.0
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - slope * mx, slope
+
+
+def offline_ceiling(trials: Iterable[TrialRecord]) -> Ceiling | None:
+    """Fit on the training trials, score on the held-out ones; None without enough of either."""
+    trials = list(trials)
+    train = [t for t in trials if t.split == TRAIN]
+    test = [t for t in trials if t.split == TEST]
+    if len(train) < 2 or not test:
+        return None
+    intercept, slope = least_squares([t.size for t in train], [t.target for t in train])
+    predicted = [intercept + slope * t.size for t in test]
+    return Ceiling(intercept, slope, len(train), scores([t.target for t in test], predicted))
+
+
+def evaluate(trials: Iterable[TrialRecord]) -> Evaluation:
+    """Score every model's held-out predictions and compute the ceiling on the same runs."""
+    trials = list(trials)
+    test = [t for t in trials if t.split == TEST]
+    names = sorted({name for t in test for name in t.predictions})
+    models: dict[str, Scores] = {}
+    for name in names:
+        pairs = [(t.target, t.predictions[name]) for t in test if name in t.predictions]
+        pairs = [(a, p) for a, p in pairs if math.isfinite(p)]
+        models[name] = scores([a for a, _ in pairs], [p for _, p in pairs])
+    return Evaluation(models, offline_ceiling(trials))
+
+
+def format_evaluation(evaluation: Evaluation) -> str:
+    """A plain-text table: one row per model, then the ceiling, sorted by held-out R²."""
+    rows = sorted(
+        evaluation.models.items(),
+        key=lambda item: item[1].r2 if math.isfinite(item[1].r2) else -math.inf,
+        reverse=True,
+    )
+    width = max([len("MODEL"), len("offline ceiling (LSQ on atoms)")] + [len(n) for n, _ in rows])
+    header = f"{'N':>3}  {'MAE':>9}  {'RMSE':>9}  {'R2':>7}  {'vs CEILING':>10}"
+    lines = [f"{'MODEL':<{width}}  {header}"]
+    ceiling = evaluation.ceiling
+    for name, s in rows:
+        gap = s.r2 - ceiling.scores.r2 if ceiling is not None else math.nan
+        lines.append(
+            f"{name:<{width}}  {s.n:>3}  {s.mae:>9.4f}  {s.rmse:>9.4f}  {s.r2:>7.3f}  {gap:>+10.3f}"
+        )
+    if ceiling is not None:
+        c = ceiling.scores
+        label = "offline ceiling (LSQ on atoms)"
+        lines.append(f"{label:<{width}}  {c.n:>3}  {c.mae:>9.4f}  {c.rmse:>9.4f}  {c.r2:>7.3f}")
+    return "\n".join(lines)
+
+
+# -- trial records on disk -----------------------------------------------------------------
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{what} must be a number, got {value!r}", field=what)
+    number = float(value)
+    if not math.isfinite(number):
+        raise SpecError(f"{what} must be finite, got {value!r}", field=what)
+    return number
+
+
+def trial_from_data(data: Mapping[str, Any]) -> TrialRecord:
+    """A :class:`TrialRecord` from its JSON form, with clear errors for malformed input."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"a trial record must be an object, got {type(data).__name__}")
+    name = str(data.get("name") or data.get("trial") or "")
+    split = data.get("split", TRAIN)
+    if split not in (TRAIN, TEST):
+        raise SpecError(f"trial {name!r}: split must be 'train' or 'test'", field="split")
+    raw_params = data.get("parameters")
+    if not isinstance(raw_params, Mapping):
+        raise SpecError(f"trial {name!r}: parameters must be an object", field="parameters")
+    params = {str(k): _number(v, f"parameters.{k}") for k, v in raw_params.items()}
+    target = _number(data.get("target"), "target")
+    atoms = data.get("atoms")
+    raw_pred = data.get("predictions") or {}
+    if not isinstance(raw_pred, Mapping):
+        raise SpecError(f"trial {name!r}: predictions must be an object", field="predictions")
+    predictions = {
+        str(k): float(v)
+        for k, v in raw_pred.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return TrialRecord(
+        name=name,
+        split=split,
+        parameters=params,
+        target=target,
+        atoms=None if atoms is None else _number(atoms, "atoms"),
+        predictions=predictions,
+    )
+
+
+def trial_to_data(trial: TrialRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": trial.name,
+        "split": trial.split,
+        "parameters": dict(trial.parameters),
+        "target": trial.target,
+        "predictions": dict(trial.predictions),
+    }
+    if trial.atoms is not None:
+        data["atoms"] = trial.atoms
+    return data
+
+
+def load_trials(path: Path) -> list[TrialRecord]:
+    """Trial records from a JSONL file (one object a line) or a JSON list."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        if text.lstrip().startswith("["):
+            items = json.loads(text)
+        else:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not JSON/JSONL: {exc}") from exc
+    return [trial_from_data(item) for item in items]
+
+
+def write_trials(path: Path, trials: Iterable[TrialRecord]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for trial in trials:
+            out.write(json.dumps(trial_to_data(trial), sort_keys=True) + "\n")

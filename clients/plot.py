@@ -1,0 +1,227 @@
+"""``streamml plot``: PNGs from what ``watch`` recorded and from a sweep's trial records.
+
+Reads from ``--in DIR``:
+
+- ``metrics.csv`` (``streamml watch``) → ``learning_curve_<METRIC>.png``: the metric against
+  samples learned, one line per model;
+- ``trials.jsonl`` (one trial record a line, see :mod:`streamml.clients.evaluation`) →
+  ``predicted_vs_actual.png`` for the held-out runs (one marker set per model, the offline ceiling
+  and the diagonal), ``runtime_vs_atoms.png`` (training and held-out runs, the ceiling's line) and
+  ``runtime_heatmap.png`` (mean runtime over the first two parameters).
+
+Figures are built as plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot global
+state, no display needed), so tests inspect the plotted data, not just the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamml.clients.evaluation import TEST, TRAIN, Ceiling, TrialRecord, evaluate, load_trials
+from streamml.clients.watch import METRICS_CSV, read_metrics_table
+from streamml.errors import ConfigurationError, SpecError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+TRIALS_JSONL = "trials.jsonl"
+#: metrics drawn as learning curves when present, in this order
+CURVE_METRICS = ("R2", "RMSE", "MAE")
+HEATMAP_BINS = 6
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def learning_curve_figure(rows: Sequence[dict[str, Any]], metric: str) -> Figure:
+    """``metric`` against samples learned, one line per model (points sorted by samples)."""
+    series: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in rows:
+        value = row["metrics"].get(metric)
+        if value is not None and math.isfinite(value):
+            series[row["model"]][row["samples"]] = value  # the latest poll at a count wins
+    figure = _figure()
+    ax = figure.add_subplot()
+    for model in sorted(series):
+        points = sorted(series[model].items())
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=model)
+    ax.set_xlabel("samples learned")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Learning curves: {metric} (progressive validation)")
+    if metric == "R2":
+        ax.set_ylim(max(-1.0, ax.get_ylim()[0]), 1.0)  # early R² can be hugely negative
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure
+
+
+def prediction_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) -> Figure:
+    """Predicted against actual for the held-out runs: one marker set per model."""
+    test = [t for t in trials if t.split == TEST]
+    evaluation = evaluate(trials)
+    figure = _figure(6.5, 6.0)
+    ax = figure.add_subplot()
+    for model, scores in sorted(evaluation.models.items()):
+        pairs = [(t.target, t.predictions[model]) for t in test if model in t.predictions]
+        ax.scatter(
+            [a for a, _ in pairs],
+            [p for _, p in pairs],
+            label=f"{model} (R² {scores.r2:.3f})",
+            s=18,
+        )
+    if ceiling is not None:
+        ax.scatter(
+            [t.target for t in test],
+            [ceiling.predict(t.size) for t in test],
+            label=f"offline ceiling (R² {ceiling.scores.r2:.3f})",
+            marker="x",
+            color="black",
+        )
+    actual = [t.target for t in test]
+    if actual:
+        low, high = min(actual), max(actual)
+        ax.plot([low, high], [low, high], linestyle="--", color="grey", label="perfect")
+        pad = 0.5 * (high - low or 1.0)
+        ax.set_xlim(low - 0.1 * pad, high + 0.1 * pad)
+        ax.set_ylim(low - pad, high + pad)  # a wild model must not squash the others
+    ax.set_xlabel("actual runtime (s)")
+    ax.set_ylabel("predicted runtime (s)")
+    ax.set_title(f"Held-out runs ({len(test)}): predicted vs actual")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    return figure
+
+
+def runtime_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) -> Figure:
+    """Runtime against atom count (training and held-out runs) with the ceiling's line."""
+    figure = _figure()
+    ax = figure.add_subplot()
+    for split, marker in ((TRAIN, "o"), (TEST, "s")):
+        chosen = [t for t in trials if t.split == split]
+        if chosen:
+            ax.scatter(
+                [t.size for t in chosen],
+                [t.target for t in chosen],
+                marker=marker,
+                label=f"{split} runs ({len(chosen)})",
+            )
+    if ceiling is not None and trials:
+        sizes = [t.size for t in trials]
+        xs = [min(sizes), max(sizes)]
+        ax.plot(xs, [ceiling.predict(x) for x in xs], color="black", label="least squares")
+    ax.set_xlabel("atoms" if all(t.atoms is not None for t in trials) else "product of params")
+    ax.set_ylabel("runtime (s)")
+    ax.set_title("Runtime surface: runtime against problem size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure
+
+
+def heatmap_grid(
+    trials: Sequence[TrialRecord], x_param: str, y_param: str, bins: int = HEATMAP_BINS
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """Bin edges on both axes and the mean runtime per cell (NaN where no run fell)."""
+    xs = [t.parameters[x_param] for t in trials]
+    ys = [t.parameters[y_param] for t in trials]
+
+    def edges(values: list[float]) -> list[float]:
+        low, high = min(values), max(values)
+        if high == low:
+            high = low + 1.0
+        return [low + (high - low) * i / bins for i in range(bins + 1)]
+
+    def index(value: float, e: list[float]) -> int:
+        for i in range(bins):
+            if value < e[i + 1]:
+                return i
+        return bins - 1
+
+    x_edges, y_edges = edges(xs), edges(ys)
+    sums = [[0.0] * bins for _ in range(bins)]
+    counts = [[0] * bins for _ in range(bins)]
+    for t, x, y in zip(trials, xs, ys, strict=True):
+        i, j = index(y, y_edges), index(x, x_edges)
+        sums[i][j] += t.target
+        counts[i][j] += 1
+    grid = [
+        [sums[i][j] / counts[i][j] if counts[i][j] else math.nan for j in range(bins)]
+        for i in range(bins)
+    ]
+    return x_edges, y_edges, grid
+
+
+def heatmap_figure(trials: Sequence[TrialRecord], x_param: str, y_param: str) -> Figure:
+    """Mean runtime over two parameters (the others averaged out)."""
+    import numpy as np
+
+    x_edges, y_edges, grid = heatmap_grid(trials, x_param, y_param)
+    figure = _figure(6.5, 5.0)
+    ax = figure.add_subplot()
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(np.array(grid)), cmap="viridis")
+    figure.colorbar(mesh, ax=ax, label="mean runtime (s)")
+    ax.set_xlabel(x_param)
+    ax.set_ylabel(y_param)
+    ax.set_title(f"Runtime over {x_param} by {y_param} ({len(trials)} runs)")
+    return figure
+
+
+def render(in_dir: Path, out_dir: Path) -> list[Path]:
+    """Every figure the inputs allow; returns the PNGs written."""
+    if not in_dir.is_dir():
+        raise ConfigurationError(f"--in {in_dir} is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(figure: Figure, name: str) -> None:
+        path = out_dir / name
+        figure.savefig(path, format="png")
+        written.append(path)
+
+    metrics_path = in_dir / METRICS_CSV
+    if metrics_path.exists():
+        rows = read_metrics_table(metrics_path)
+        present = {m for row in rows for m in row["metrics"]}
+        for metric in CURVE_METRICS:
+            if metric in present:
+                save(learning_curve_figure(rows, metric), f"learning_curve_{metric}.png")
+    trials_path = in_dir / TRIALS_JSONL
+    if trials_path.exists():
+        trials = load_trials(trials_path)
+        ceiling = evaluate(trials).ceiling
+        if any(t.split == TEST and t.predictions for t in trials):
+            save(prediction_figure(trials, ceiling), "predicted_vs_actual.png")
+        if trials:
+            save(runtime_figure(trials, ceiling), "runtime_vs_atoms.png")
+        params = sorted({p for t in trials for p in t.parameters})
+        pair = set(params[:2])
+        with_both = [t for t in trials if len(pair) == 2 and pair <= t.parameters.keys()]
+        if with_both:
+            save(heatmap_figure(with_both, params[0], params[1]), "runtime_heatmap.png")
+    if not written:
+        raise SpecError(f"nothing to plot in {in_dir}: expected {METRICS_CSV} or {TRIALS_JSONL}")
+    return written
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in", dest="in_dir", type=Path, required=True, help="watch/sweep output")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNGs")
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in render(args.in_dir, args.out):
+        print(path)
+    return 0

@@ -1,0 +1,272 @@
+"""watch's recording, plot's figures and the offline evaluation, with no server running."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from streamml.clients import evaluation as ev
+from streamml.clients import plot, watch
+from streamml.errors import ConfigurationError, SpecError
+
+
+def _snap(t: float, model: str, samples: int, **metrics: float) -> dict[str, object]:
+    return watch.snapshot(t, model, metrics, {"learn": {"n_calls": samples}}, {"p": 1})
+
+
+def test_samples_learned_reads_riverapi_stats_and_ignores_garbage() -> None:
+    assert watch.samples_learned({"learn": {"n_calls": 7}, "predict": {"n_calls": 3}}) == 7
+    assert watch.samples_learned({"samples": 11, "learn": {"n_calls": 7}}) == 11
+    assert watch.samples_learned({"learn": "many"}) == 0
+    assert watch.samples_learned({"samples": True}) == 0
+    assert watch.samples_learned({}) == 0
+
+
+def test_numeric_metrics_drops_non_numbers_and_non_finite() -> None:
+    got = watch.numeric_metrics({"MAE": 1, "RMSE": float("nan"), "x": "1", "ok": False, "R2": 0.5})
+    assert got == {"MAE": 1.0, "R2": 0.5}
+
+
+def test_metrics_table_appends_and_widens_without_losing_rows(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    table = watch.MetricsTable(path)
+    table.append([_snap(1.0, "a", 1, MAE=0.5), _snap(1.0, "b,evil\nname", 1, MAE=0.7)])
+    table.append([_snap(2.0, "a", 2, MAE=0.4, RMSE=0.6)])  # a new metric appears
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["time", "model", "samples", "MAE", "RMSE"]
+    assert rows[1] == ["1.000", "a", "1", "0.5", ""]
+    assert rows[2][1] == "b,evil\nname"  # quoted, not split into columns
+    assert rows[3] == ["2.000", "a", "2", "0.4", "0.6"]
+    # a second recorder on the same directory continues the same table
+    again = watch.MetricsTable(path)
+    assert again.columns == ["time", "model", "samples", "MAE", "RMSE"]
+    again.append([_snap(3.0, "a", 3, RMSE=0.5)])
+    parsed = watch.read_metrics_table(path)
+    assert [(r["model"], r["samples"], r["metrics"]) for r in parsed][-1] == (
+        "a",
+        3,
+        {"RMSE": 0.5},
+    )
+    assert len(parsed) == 4
+
+
+def test_metrics_table_refuses_a_foreign_csv(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ConfigurationError, match="not a streamml metrics table"):
+        watch.MetricsTable(path)
+
+
+def test_metrics_table_caps_hostile_numbers_of_columns(tmp_path: Path) -> None:
+    table = watch.MetricsTable(tmp_path / "metrics.csv")
+    table.append([_snap(1.0, "a", 1, **{f"m{i:04d}": float(i) for i in range(500)})])
+    assert len(table.columns) == len(watch.FIXED_COLUMNS) + watch.MAX_METRIC_COLUMNS
+
+
+def test_read_metrics_table_skips_corrupt_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("time,model,samples,MAE\n1.0,a,1,0.5\nnot-a-time,a,x,0.1\n2.0,a,2,oops\n")
+    rows = watch.read_metrics_table(path)
+    assert [(r["samples"], r["metrics"]) for r in rows] == [(1, {"MAE": 0.5}), (2, {})]
+
+
+def test_recorder_writes_full_snapshots_as_jsonl(tmp_path: Path) -> None:
+    recorder = watch.Recorder(tmp_path / "out")
+    recorder.record([_snap(1.0, "a", 1, MAE=0.5)])
+    recorder.record([])
+    lines = (tmp_path / "out" / watch.SNAPSHOTS_JSONL).read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {
+            "time": 1.0,
+            "model": "a",
+            "samples": 1,
+            "metrics": {"MAE": 0.5},
+            "stats": {"learn": {"n_calls": 1}},
+            "parameters": {"p": 1},
+        }
+    ]
+    assert recorder.count == 1
+
+
+def test_recorder_reports_an_unusable_output_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigurationError, match="cannot create output directory"):
+        watch.Recorder(blocker / "sub")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--server", "http://127.0.0.1:1", "--interval", "0"], "--interval"),
+        (["--server", "http://127.0.0.1:1", "--interval", "nan"], "--interval"),
+        (["--server", "http://127.0.0.1:1", "--count", "0"], "--count"),
+        (["--server", "http://127.0.0.1:1", "--duration", "-1"], "--duration"),
+        (["--server", "file:///etc/passwd"], "http"),
+    ],
+)
+def test_watch_rejects_bad_options(argv: list[str], message: str, tmp_path: Path) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    watch.configure(parser)
+    args = parser.parse_args([*argv, "--out", str(tmp_path)])
+    with pytest.raises(ConfigurationError, match=message):
+        watch.run(args)
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+def test_scores_match_hand_computed_values() -> None:
+    s = ev.scores([1.0, 2.0, 3.0], [1.0, 2.0, 4.0])
+    assert (s.n, s.mae, s.rmse) == (3, pytest.approx(1 / 3), pytest.approx(math.sqrt(1 / 3)))
+    assert s.r2 == pytest.approx(1 - 1 / 2)
+    assert math.isnan(ev.scores([2.0, 2.0], [1.0, 3.0]).r2)  # no variance: undefined, not 1
+
+
+def _synthetic(seed: int = 0, noise: float = 0.1) -> list[ev.TrialRecord]:
+    rng = random.Random(seed)
+    trials = []
+    for i in range(40):
+        nx, ny, nz = (rng.randint(8, 30) for _ in range(3))
+        atoms = 4 * nx * ny * nz
+        runtime = 0.02 + 30e-6 * atoms * (1 + rng.uniform(-noise, noise))
+        split = ev.TRAIN if i < 30 else ev.TEST
+        predictions = {"good": 0.02 + 30e-6 * atoms, "raw": 0.01 * (nx + ny + nz)}
+        trials.append(
+            ev.TrialRecord(
+                f"t{i}", split, {"nx": nx, "ny": ny, "nz": nz}, runtime, predictions=predictions
+            )
+        )
+    return trials
+
+
+def test_ceiling_recovers_the_generating_line_and_scores_held_out_runs() -> None:
+    trials = _synthetic(noise=0.0)
+    ceiling = ev.offline_ceiling(trials)
+    assert ceiling is not None
+    # size is the product of the params: slope = 4 * 30e-6 per unit of product
+    assert ceiling.slope == pytest.approx(120e-6)
+    assert ceiling.intercept == pytest.approx(0.02)
+    assert ceiling.scores.r2 == pytest.approx(1.0)
+    assert ceiling.n_train == 30 and ceiling.scores.n == 10
+
+
+def test_evaluate_ranks_models_against_the_ceiling() -> None:
+    result = ev.evaluate(_synthetic())
+    assert set(result.models) == {"good", "raw"}
+    assert result.best() is not None and result.best()[0] == "good"  # type: ignore[index]
+    assert result.models["raw"].r2 < result.models["good"].r2
+    table = ev.format_evaluation(result)
+    assert table.splitlines()[1].startswith("good")
+    assert "offline ceiling" in table.splitlines()[-1]
+    data = result.as_dict()
+    assert data["best"]["model"] == "good"
+    assert data["ceiling"]["n_train"] == 30
+
+
+def test_ceiling_needs_training_and_test_runs() -> None:
+    trials = [t for t in _synthetic() if t.split == ev.TRAIN]
+    assert ev.offline_ceiling(trials) is None
+    assert ev.offline_ceiling(_synthetic()[:1] + _synthetic()[-1:]) is None
+
+
+def test_trial_records_round_trip_and_reject_malformed_input(tmp_path: Path) -> None:
+    path = tmp_path / "trials.jsonl"
+    ev.write_trials(path, _synthetic())
+    assert ev.load_trials(path) == _synthetic()
+    bad = [
+        ('{"split": "test", "parameters": {"nx": 1}, "target": "fast"}', "target"),
+        ('{"split": "holdout", "parameters": {}, "target": 1}', "split"),
+        ('{"parameters": [1, 2], "target": 1}', "parameters"),
+        ('{"parameters": {"nx": "8"}, "target": 1}', "parameters.nx"),
+        ('{"parameters": {"nx": 8}, "target": 1e999}', "finite"),
+        ("[1, 2]", "must be an object"),
+        ("{not json", "not JSON"),
+    ]
+    for text, message in bad:
+        path.write_text(text)
+        with pytest.raises(SpecError, match=message):
+            ev.load_trials(path)
+    with pytest.raises(SpecError, match="cannot read"):
+        ev.load_trials(tmp_path / "missing.jsonl")
+
+
+# -- plot ----------------------------------------------------------------------------------
+
+
+def test_learning_curve_has_one_line_per_model_with_the_recorded_points() -> None:
+    rows = [
+        {"model": "a", "samples": 1, "metrics": {"RMSE": 3.0}},
+        {"model": "a", "samples": 2, "metrics": {"RMSE": 2.0}},
+        {"model": "a", "samples": 2, "metrics": {"RMSE": 1.5}},  # later poll, same count
+        {"model": "b", "samples": 1, "metrics": {"RMSE": 4.0, "MAE": 1.0}},
+        {"model": "c", "samples": 1, "metrics": {"MAE": 1.0}},  # no RMSE: no line
+    ]
+    figure = plot.learning_curve_figure(rows, "RMSE")
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["a", "b"]
+    assert list(lines[0].get_xdata()) == [1, 2]
+    assert list(lines[0].get_ydata()) == [3.0, 1.5]
+
+
+def test_prediction_and_runtime_figures_plot_every_held_out_run() -> None:
+    trials = _synthetic()
+    ceiling = ev.offline_ceiling(trials)
+    figure = plot.prediction_figure(trials, ceiling)
+    collections = figure.axes[0].collections
+    labels = [c.get_label() for c in collections]
+    assert labels[0].startswith("good (R² ") and labels[1].startswith("raw (R² ")
+    assert labels[2].startswith("offline ceiling")
+    assert all(len(c.get_offsets()) == 10 for c in collections)
+    runtime = plot.runtime_figure(trials, ceiling)
+    sizes = [len(c.get_offsets()) for c in runtime.axes[0].collections]
+    assert sizes == [30, 10]
+
+
+def test_heatmap_grid_averages_runtime_per_cell() -> None:
+    trials = [
+        ev.TrialRecord("a", ev.TRAIN, {"nx": 0, "ny": 0}, 1.0),
+        ev.TrialRecord("b", ev.TRAIN, {"nx": 0, "ny": 0}, 3.0),
+        ev.TrialRecord("c", ev.TRAIN, {"nx": 6, "ny": 6}, 5.0),
+    ]
+    x_edges, y_edges, grid = plot.heatmap_grid(trials, "nx", "ny", bins=2)
+    assert x_edges == [0, 3, 6] and y_edges == [0, 3, 6]
+    assert grid[0][0] == 2.0 and grid[1][1] == 5.0
+    assert math.isnan(grid[0][1]) and math.isnan(grid[1][0])
+
+
+def test_render_writes_decodable_non_blank_pngs(tmp_path: Path) -> None:
+    from matplotlib import image
+
+    src = tmp_path / "in"
+    recorder = watch.Recorder(src)
+    for n in range(1, 6):
+        recorder.record([_snap(n, "a", n, RMSE=1 / n, MAE=0.5 / n), _snap(n, "b", n, RMSE=2 / n)])
+    ev.write_trials(src / plot.TRIALS_JSONL, _synthetic())
+    written = plot.render(src, tmp_path / "png")
+    assert sorted(p.name for p in written) == [
+        "learning_curve_MAE.png",
+        "learning_curve_RMSE.png",
+        "predicted_vs_actual.png",
+        "runtime_heatmap.png",
+        "runtime_vs_atoms.png",
+    ]
+    for path in written:
+        pixels = image.imread(path)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 400
+        assert pixels.std() > 0.05  # something was drawn
+
+
+def test_render_explains_when_there_is_nothing_to_plot(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="nothing to plot"):
+        plot.render(tmp_path, tmp_path / "png")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        plot.render(tmp_path / "missing", tmp_path / "png")
