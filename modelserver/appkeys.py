@@ -1,0 +1,18 @@
+"""Typed application state (``web.AppKey``), shared by the app factory, middleware and views."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from streamml.modelserver.auth import Authenticator
+from streamml.modelserver.events import EventHub
+from streamml.modelserver.service import ModelService
+from streamml.modelserver.settings import ServerSettings
+from streamml.modelserver.telemetry import Telemetry
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")
+SERVICE = web.AppKey("service", ModelService)
+HUB = web.AppKey("hub", EventHub)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+READY = web.AppKey("ready", list[bool])

@@ -1,0 +1,79 @@
+"""``streamml serve``: parse options, build the settings, run the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # Defaults are SUPPRESS so that only options actually given override STREAMML_* env vars.
+    add = parser.add_argument
+    s = argparse.SUPPRESS
+    add("--host", default=s, help="address to listen on (default 127.0.0.1)")
+    add("--port", type=int, default=s, help="port (default 8000)")
+    add("--data-dir", default=s, help="directory for the SQLite store (default ./data)")
+    add("--auth-user", default=s, help="username for Basic auth / token handshake")
+    add("--auth-token", default=s, help="the user's token (prefer --auth-token-file)")
+    add("--auth-token-file", default=s, help="file holding the token")
+    add("--no-auth", action="store_true", default=s, help="serve WITHOUT authentication")
+    add("--auth-secret", default=s, help="JWT signing secret shared by replicas")
+    add("--auth-secret-file", default=s, help="file holding the JWT signing secret")
+    add("--token-ttl-seconds", type=int, default=s, help="bearer token lifetime")
+    add("--allow-pickle-upload", action="store_true", default=s,
+        help="accept dill pickle uploads from authenticated callers (executes code!)")  # fmt: skip
+    add("--max-body-bytes", type=int, default=s, help="request body limit (default 8 MiB)")
+    add("--pending-ttl-seconds", type=float, default=s, help="how long predictions await a label")
+    add("--pending-max", type=int, default=s, help="most predictions awaiting a label")
+    add("--idempotency-window", type=int, default=s, help="identifiers remembered per model")
+    add("--snapshot-every", type=int, default=s, help="snapshot a model after N learns")
+    add("--snapshot-interval-seconds", type=float, default=s, help="snapshot at least this often")
+    add("--sse-queue-size", type=int, default=s, help="events buffered per stream client")
+    add("--sync", choices=["full", "normal"], default=s, help="SQLite durability (default full)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from pydantic import ValidationError
+
+    from streamml.errors import ConfigurationError
+    from streamml.modelserver.app import create_app
+    from streamml.modelserver.settings import ServerSettings
+
+    given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
+    try:
+        settings = ServerSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigurationError(f"invalid setting {where}: {first['msg']}") from None
+    app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
+    if settings.no_auth:
+        log.warning("authentication is OFF (--no-auth): anyone who can reach the port may learn")
+    if settings.allow_pickle_upload:
+        log.warning("pickle upload is ON: authenticated callers can run code on this server")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    url = f"http://{settings.host}:{settings.port}"
+    log.info(
+        "streamml model server listening on %s (data in %s, pid %d)",
+        url,
+        settings.data_dir,
+        os.getpid(),
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,  # per-request logging costs more than the learn; Prometheus counts them
+        print=lambda message: print(message, flush=True),
+        shutdown_timeout=10.0,
+    )
+    return 0

@@ -1,0 +1,395 @@
+"""The learning core: named river models, progressive validation, stats, idempotency, pending
+predictions. It knows nothing of HTTP or storage; the views call it and persist what it returns.
+
+Progressive validation (river's ``progressive_val_score`` on a live stream): for each sample the
+model first predicts, then learns, then the metrics are updated with (truth, earlier prediction).
+Learning before the metric update means a sample the model rejects leaves metrics untouched.
+Every applied learn returns a :class:`LearnRecord`; replaying the records on a snapshot
+reproduces model, metrics, stats and identifiers exactly (the prediction and the duration are in
+the record, so replay does not depend on timing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import metrics as _river_metrics
+
+from streamml.errors import NotFoundError, SpecError
+
+#: river is typed loosely; treat its metric classes as Any
+river_metrics: Any = _river_metrics
+
+#: weight of the newest call in the exponentially weighted mean duration
+EWM_ALPHA = 0.1
+
+
+class SampleError(SpecError):
+    """A sample the model cannot use (wrong feature types, missing ground truth)."""
+
+
+def human_duration(ns: int) -> str:
+    """``1950828`` -> ``1ms950μs828ns`` (the old server's human form)."""
+    if ns <= 0:
+        return "0ns"
+    parts = []
+    for unit, size in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000)):
+        if ns >= size:
+            parts.append(f"{ns // size}{unit}")
+            ns %= size
+    for unit, size in (("ms", 1_000_000), ("μs", 1_000), ("ns", 1)):
+        if ns >= size:
+            parts.append(f"{ns // size}{unit}")
+            ns %= size
+    return "".join(parts)
+
+
+@dataclass
+class CallStats:
+    """Count and durations of one kind of call (learn or predict), in nanoseconds."""
+
+    n_calls: int = 0
+    total_ns: int = 0
+    ewm_ns: float = 0.0
+
+    def record(self, ns: int) -> None:
+        self.n_calls += 1
+        self.total_ns += ns
+        self.ewm_ns = (
+            float(ns) if self.n_calls == 1 else EWM_ALPHA * ns + (1 - EWM_ALPHA) * self.ewm_ns
+        )
+
+    def to_data(self) -> dict[str, Any]:
+        mean = self.total_ns // self.n_calls if self.n_calls else 0
+        ewm = round(self.ewm_ns)
+        return {
+            "n_calls": self.n_calls,
+            "mean_duration": mean,
+            "mean_duration_human": human_duration(mean),
+            "ewm_duration": ewm,
+            "ewm_duration_human": human_duration(ewm),
+        }
+
+
+def default_metrics(flavor: str) -> list[Any]:
+    """The flavor's metrics (the old server's, plus R2 for regression)."""
+    if flavor == "regression":
+        return [
+            river_metrics.MAE(),
+            river_metrics.RMSE(),
+            river_metrics.SMAPE(),
+            river_metrics.R2(),
+        ]
+    if flavor == "binary":
+        return [
+            river_metrics.Accuracy(),
+            river_metrics.LogLoss(),
+            river_metrics.Precision(),
+            river_metrics.Recall(),
+            river_metrics.F1(),
+        ]
+    if flavor == "multiclass":
+        return [
+            river_metrics.Accuracy(),
+            river_metrics.CrossEntropy(),
+            river_metrics.MacroPrecision(),
+            river_metrics.MacroRecall(),
+            river_metrics.MacroF1(),
+            river_metrics.MicroPrecision(),
+            river_metrics.MicroRecall(),
+            river_metrics.MicroF1(),
+        ]
+    return []
+
+
+def _check_number(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise SampleError("ground_truth must be a finite number for a regression model")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What progressive validation compares with the truth: a label/number and, for
+    classifiers, the class probabilities (for LogLoss/CrossEntropy)."""
+
+    value: Any
+    proba: dict[Any, float] | None = None
+
+    def encode(self) -> Any:
+        if self.proba is None:
+            return self.value
+        return [self.value, [[k, v] for k, v in self.proba.items()]]
+
+    @classmethod
+    def decode(cls, data: Any) -> Prediction:
+        if isinstance(data, list):
+            return cls(data[0], {k: v for k, v in data[1]})
+        return cls(data)
+
+
+@dataclass(frozen=True)
+class LearnRecord:
+    """One applied learn, enough to replay it: ``[features, y, prediction, ns, identifier]``."""
+
+    features: dict[str, Any]
+    ground_truth: Any
+    prediction: Prediction | None
+    duration_ns: int
+    identifier: str | None
+
+    def encode(self) -> list[Any]:
+        pred = None if self.prediction is None else self.prediction.encode()
+        return [self.features, self.ground_truth, pred, self.duration_ns, self.identifier]
+
+    @classmethod
+    def decode(cls, data: list[Any]) -> LearnRecord:
+        features, y, pred, ns, identifier = data
+        return cls(features, y, None if pred is None else Prediction.decode(pred), ns, identifier)
+
+
+@dataclass
+class ModelState:
+    """One named model with its metrics, stats and the identifiers it has learned."""
+
+    name: str
+    flavor: str
+    model: Any
+    metrics: list[Any] = field(default_factory=list)
+    learn_stats: CallStats = field(default_factory=CallStats)
+    predict_stats: CallStats = field(default_factory=CallStats)
+    #: identifiers already learned (the idempotency window), oldest first
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: learns applied since the last snapshot (not pickled: reset on load)
+    dirty: int = 0
+
+    @property
+    def classifier(self) -> bool:
+        return self.flavor in ("binary", "multiclass")
+
+    @property
+    def supervised(self) -> bool:
+        return self.flavor not in ("cluster",)
+
+    def predict(self, features: dict[str, Any]) -> Prediction:
+        """Predict without learning; model input errors become :class:`SampleError`."""
+        try:
+            if self.classifier:
+                proba = self.model.predict_proba_one(features)
+                label = max(proba, key=proba.__getitem__) if proba else None
+                return Prediction(label, dict(proba))
+            if hasattr(self.model, "predict_one"):
+                return Prediction(self.model.predict_one(features))
+            return Prediction(None)
+        except (TypeError, ValueError, KeyError, ArithmeticError, AttributeError) as exc:
+            raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
+
+    def predict_timed(self, features: dict[str, Any]) -> Prediction:
+        start = time.perf_counter_ns()
+        prediction = self.predict(features)
+        self.predict_stats.record(time.perf_counter_ns() - start)
+        return prediction
+
+    def check_target(self, ground_truth: Any) -> Any:
+        if ground_truth is None:
+            if self.supervised and self.flavor != "custom":
+                raise SampleError(f"ground_truth is required to learn model {self.name!r}")
+            return None
+        if self.flavor == "regression":
+            return _check_number(ground_truth)
+        return ground_truth
+
+    def learn(
+        self,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None = None,
+        prediction: Prediction | None = None,
+    ) -> LearnRecord | None:
+        """Progressive validation of one sample; None when ``identifier`` was already learned."""
+        if identifier is not None and identifier in self.seen:
+            return None
+        y = self.check_target(ground_truth)
+        start = time.perf_counter_ns()
+        if prediction is None and y is not None and self.metrics:
+            prediction = self.predict(features)
+        try:
+            if y is None:
+                self.model.learn_one(features)
+            else:
+                self.model.learn_one(features, y)
+        except (TypeError, ValueError, KeyError, ArithmeticError, AttributeError) as exc:
+            raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
+        if prediction is not None:
+            self._update_metrics(y, prediction)
+        record = LearnRecord(features, y, prediction, time.perf_counter_ns() - start, identifier)
+        self._account(record)
+        return record
+
+    def replay(self, record: LearnRecord) -> None:
+        """Re-apply a logged learn on top of a snapshot (after a restart)."""
+        if record.ground_truth is None:
+            self.model.learn_one(record.features)
+        else:
+            self.model.learn_one(record.features, record.ground_truth)
+        if record.prediction is not None:
+            self._update_metrics(record.ground_truth, record.prediction)
+        self._account(record)
+
+    def _account(self, record: LearnRecord) -> None:
+        self.learn_stats.record(record.duration_ns)
+        self.dirty += 1
+        if record.identifier is not None:
+            self.seen[record.identifier] = None
+
+    def forget_old_identifiers(self, window: int) -> None:
+        while len(self.seen) > window:
+            self.seen.popitem(last=False)
+
+    def _update_metrics(self, y: Any, prediction: Prediction) -> None:
+        # `is None`, not falsiness: a prediction of exactly 0.0 is a prediction (old-server bug).
+        if prediction.value is None and prediction.proba is None:
+            return
+        if not self.classifier:
+            for metric in self.metrics:
+                metric.update(y, prediction.value)
+            return
+        for metric in self.metrics:
+            if metric.requires_labels:
+                if prediction.value is not None:
+                    metric.update(y, prediction.value)
+            elif prediction.proba:
+                metric.update(y, prediction.proba)
+
+    def metric_values(self) -> dict[str, float | None]:
+        values: dict[str, float | None] = {}
+        for metric in self.metrics:
+            value = metric.get()
+            values[type(metric).__name__] = float(value) if math.isfinite(value) else None
+        return values
+
+    def stats(self) -> dict[str, Any]:
+        return {"predict": self.predict_stats.to_data(), "learn": self.learn_stats.to_data()}
+
+
+@dataclass
+class PendingPrediction:
+    features: dict[str, Any]
+    prediction: Prediction
+    created: float
+
+
+class PendingPredictions:
+    """Predictions waiting for a label, bounded by age and by count (oldest dropped first)."""
+
+    def __init__(self, *, ttl_seconds: float, max_count: int) -> None:
+        self.ttl = ttl_seconds
+        self.max_count = max_count
+        self._items: OrderedDict[tuple[str, str], PendingPrediction] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, model: str, identifier: str, item: PendingPrediction) -> None:
+        key = (model, identifier)
+        self._items.pop(key, None)
+        self._items[key] = item
+        while len(self._items) > self.max_count:
+            self._items.popitem(last=False)
+
+    def take(self, model: str, identifier: str) -> PendingPrediction | None:
+        item = self._items.pop((model, identifier), None)
+        if item is not None and time.monotonic() - item.created > self.ttl:
+            return None
+        return item
+
+    def expire(self) -> int:
+        """Drop expired entries (insertion order is age order); returns how many."""
+        limit = time.monotonic() - self.ttl
+        dropped = 0
+        while self._items:
+            key, item = next(iter(self._items.items()))
+            if item.created >= limit:
+                break
+            del self._items[key]
+            dropped += 1
+        return dropped
+
+    def forget_model(self, model: str) -> None:
+        for key in [k for k in self._items if k[0] == model]:
+            del self._items[key]
+
+
+class Registry:
+    """All models of one server, applied in order on one event loop (no locks needed)."""
+
+    def __init__(self, *, pending_ttl: float, pending_max: int, idempotency_window: int) -> None:
+        self.models: dict[str, ModelState] = {}
+        self.pending = PendingPredictions(ttl_seconds=pending_ttl, max_count=pending_max)
+        self.idempotency_window = idempotency_window
+
+    def get(self, name: str) -> ModelState:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFoundError(f"model {name!r} does not exist") from None
+
+    def targets(self, model: str | None, models: list[str] | None) -> list[ModelState]:
+        """The models one learn goes to: one, a subset, or (neither given) all of them."""
+        if model is not None and models is not None:
+            raise SpecError("give either 'model' or 'models', not both", field="models")
+        if model is not None:
+            return [self.get(model)]
+        if models is not None:
+            return [self.get(name) for name in dict.fromkeys(models)]
+        if not self.models:
+            raise NotFoundError("there are no models to learn")
+        return list(self.models.values())
+
+    def predict(
+        self, state: ModelState, features: dict[str, Any], identifier: str | None
+    ) -> tuple[Any, str]:
+        prediction = state.predict_timed(features)
+        identifier = identifier or str(uuid.uuid4())
+        self.pending.add(
+            state.name, identifier, PendingPrediction(features, prediction, time.monotonic())
+        )
+        return prediction.value, identifier
+
+    def learn(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None = None,
+        prediction: Any = None,
+    ) -> LearnRecord | None:
+        """One learn; joins an earlier prediction made under the same identifier, if any."""
+        supplied = None if prediction is None else Prediction(prediction)
+        if identifier is not None and identifier not in state.seen:
+            pending = self.pending.take(state.name, identifier)
+            if pending is not None and supplied is None:
+                supplied = pending.prediction
+        record = state.learn(features, ground_truth, identifier, supplied)
+        if record is not None and record.identifier is not None:
+            state.forget_old_identifiers(self.idempotency_window)
+        return record
+
+    def label(self, state: ModelState, identifier: str, label: Any) -> LearnRecord | None:
+        """The late ground truth of an earlier prediction: learn it with that prediction."""
+        if identifier in state.seen:
+            return None
+        pending = self.pending.take(state.name, identifier)
+        if pending is None:
+            raise NotFoundError(
+                f"no pending prediction {identifier!r} for model {state.name!r} "
+                "(unknown, already labelled, or expired)"
+            )
+        record = state.learn(pending.features, label, identifier, pending.prediction)
+        state.forget_old_identifiers(self.idempotency_window)
+        return record

@@ -1,0 +1,134 @@
+"""One middleware for every request: authentication, telemetry, and errors as JSON.
+
+One function instead of three keeps the per-request overhead low. Domain errors map to HTTP
+statuses here; anything unexpected is logged and becomes a 500 with a generic message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from streamml.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    SpecError,
+    StreamMLError,
+)
+from streamml.modelserver.appkeys import AUTH, TELEMETRY
+from streamml.modelserver.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: paths that never need credentials (service info, the handshake itself, operations)
+PUBLIC_PATHS = frozenset(
+    {
+        "/api/",
+        "/api/auth/token/",
+        "/api/auth/token",
+        "/api/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
+
+
+class ForbiddenError(AuthError):
+    """Authenticated or not, this action is not allowed (403)."""
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"message": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "json_invalid":
+            return f"malformed JSON body: {message}"
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts[:5]) or "invalid request"
+
+
+def challenge(request: web.Request) -> dict[str, str]:
+    """riverapi's ``Www-Authenticate``: where to fetch a token, and for which service."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
+    base = f"{scheme}://{request.host}"
+    return {"Www-Authenticate": f'realm="{base}/api/auth/token",service="{base}"'}
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        auth = request.app[AUTH]
+        if auth is not None and request.path not in PUBLIC_PATHS and route is not None:
+            auth.check_header(request.headers.get("Authorization"))
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
+        return error_response(exc.status, message or exc.reason, headers)
+    except ForbiddenError as exc:
+        status = 403
+        return error_response(403, str(exc))
+    except AuthError as exc:
+        status = 401
+        return error_response(401, str(exc), challenge(request))
+    except ValidationError as exc:
+        status = 400
+        return error_response(400, validation_message(exc))
+    except NotFoundError as exc:
+        status = 404
+        return error_response(404, str(exc))
+    except ConflictError as exc:
+        status = 409
+        return error_response(409, str(exc))
+    except SpecError as exc:
+        status = 400
+        return error_response(400, str(exc))
+    except StorageError as exc:
+        status = 503
+        return error_response(503, str(exc))
+    except StreamMLError as exc:
+        status = 400
+        return error_response(400, str(exc))
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal server error (logged)")
+    finally:
+        request.app[TELEMETRY].observe(
+            request.method, route_name, status, time.perf_counter() - start
+        )

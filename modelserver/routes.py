@@ -1,0 +1,36 @@
+"""The URL table: riverapi's paths (trailing slashes) plus the extensions and operations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from streamml.modelserver import openapi, streams, views
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.get("/api/", views.service_info),
+            web.get("/api/auth/token/", views.auth_token),
+            web.get("/api/auth/token", views.auth_token),  # the realm URL, as riverapi follows it
+            web.get("/api/openapi.json", openapi.document_view),
+            web.get("/api/models/", views.list_models),
+            web.post("/api/model/{flavor}/", views.upload_model),
+            web.post("/api/model/{flavor}/{name}/", views.upload_model),
+            web.get("/api/model/download/{name}/", views.download_model),
+            web.get("/api/model/{name}/", views.get_model_json),
+            web.delete("/api/model/", views.delete_model),
+            web.post("/api/learn/", views.learn),
+            web.post("/api/learn/batch/", views.learn_batch),
+            web.post("/api/predict/", views.predict),
+            web.post("/api/predict/batch/", views.predict_batch),
+            web.post("/api/label/", views.label),
+            web.get("/api/metrics/", views.metrics),
+            web.get("/api/stats/", views.stats),
+            web.get("/api/stream/events/", streams.stream_events),
+            web.get("/api/stream/metrics/", streams.stream_metrics),
+            web.get("/healthz", views.healthz),
+            web.get("/readyz", views.readyz),
+            web.get("/metrics", views.prometheus),
+        ]
+    )

@@ -1,0 +1,266 @@
+"""The model service: the learning core plus durability and events, still without HTTP.
+
+Every mutation is applied in memory on the event loop (so it is ordered and never lost to a race)
+and queued to storage in the same order; the caller awaits the commit before replying.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from typing import Any
+
+import dill
+import orjson
+
+from streamml.errors import ConflictError, NotFoundError, SpecError
+from streamml.modelserver.events import EventHub, jsonable
+from streamml.modelserver.learning import LearnRecord, ModelState, Registry, default_metrics
+from streamml.modelserver.storage import Op, Storage
+
+log = logging.getLogger(__name__)
+
+
+def dumps(data: Any) -> bytes:
+    encoded: bytes = orjson.dumps(data, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
+    return encoded
+
+
+def snapshot_blob(state: ModelState) -> bytes:
+    """Our own pickle of a model's state; dill only for objects plain pickle cannot handle."""
+    payload = {
+        "model": state.model,
+        "metrics": state.metrics,
+        "learn_stats": state.learn_stats,
+        "predict_stats": state.predict_stats,
+        "seen": state.seen,
+    }
+    try:
+        return b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return b"D" + bytes(dill.dumps(payload))
+
+
+def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
+    # Only blobs this server wrote itself (snapshot_blob) are ever loaded here.
+    body = blob[1:]
+    payload = pickle.loads(body) if blob[:1] == b"P" else dill.loads(body)  # noqa: S301
+    return ModelState(name=name, flavor=flavor, **payload)
+
+
+class ModelService:
+    def __init__(
+        self,
+        registry: Registry,
+        storage: Storage,
+        hub: EventHub,
+        *,
+        snapshot_every: int,
+        snapshot_interval: float,
+    ) -> None:
+        self.registry = registry
+        self.storage = storage
+        self.hub = hub
+        self.snapshot_every = snapshot_every
+        self.snapshot_interval = snapshot_interval
+        self._last_snapshot = time.monotonic()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Each model from its snapshot, then the learn log after it, in order."""
+        for stored in await self.storage.load_models():
+            state = load_snapshot(stored.name, stored.flavor, stored.snapshot)
+            replayed = 0
+            for body in await self.storage.log_after(stored.name, stored.snapshot_seq):
+                for item in orjson.loads(body):
+                    state.replay(LearnRecord.decode(item))
+                    replayed += 1
+            state.forget_old_identifiers(self.registry.idempotency_window)
+            self.registry.models[state.name] = state
+            log.info(
+                "loaded model %s (%s, %d samples, %d replayed from the log)",
+                state.name,
+                state.flavor,
+                state.learn_stats.n_calls,
+                replayed,
+            )
+
+    # -- models --------------------------------------------------------------------------------
+
+    async def create(self, name: str, flavor: str, model: Any, *, origin: str, spec: Any) -> str:
+        if name in self.registry.models:
+            raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+        state = ModelState(name=name, flavor=flavor, model=model, metrics=default_metrics(flavor))
+        blob = snapshot_blob(state)
+        self.registry.models[name] = state
+        spec_text = None if spec is None else dumps(spec).decode()
+        op: Op = (
+            "create",
+            name,
+            flavor,
+            origin,
+            spec_text,
+            time.time(),
+            self.storage.next_seq(),
+            blob,
+        )
+        future = self.storage.submit([op])
+        assert future is not None
+        try:
+            await future
+        except Exception:
+            self.registry.models.pop(name, None)
+            raise
+        log.info("created model %s (%s, %s)", name, flavor, origin)
+        return name
+
+    async def delete(self, name: str) -> None:
+        self.registry.get(name)
+        del self.registry.models[name]
+        self.registry.pending.forget_model(name)
+        future = self.storage.submit([("delete", name)])
+        assert future is not None
+        await future
+        log.info("deleted model %s", name)
+
+    # -- learning ------------------------------------------------------------------------------
+
+    async def learn(
+        self,
+        features: dict[str, Any],
+        ground_truth: Any,
+        *,
+        model: str | None = None,
+        models: list[str] | None = None,
+        identifier: str | None = None,
+        prediction: Any = None,
+    ) -> dict[str, dict[str, Any]]:
+        targets = self.registry.targets(model, models)
+        results: dict[str, dict[str, Any]] = {}
+        ops: list[Op] = []
+        errors: list[str] = []
+        for state in targets:
+            try:
+                record = self.registry.learn(state, features, ground_truth, identifier, prediction)
+            except SpecError as exc:
+                results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
+                errors.append(str(exc))
+                continue
+            if record is None:
+                results[state.name] = {"learned": False, "duplicate": True}
+                continue
+            results[state.name] = {"learned": True, "duplicate": False}
+            ops.append(("log", self.storage.next_seq(), state.name, dumps([record.encode()])))
+            self._published(state, [record], "learn")
+        if errors and len(errors) == len(targets):
+            raise SpecError(errors[0] if len(errors) == 1 else "; ".join(errors))
+        await self._commit(ops)
+        return results
+
+    async def learn_batch(
+        self,
+        samples: list[tuple[dict[str, Any], Any, str | None]],
+        *,
+        model: str | None = None,
+        models: list[str] | None = None,
+    ) -> dict[str, dict[str, int]]:
+        """Many samples; a sample a model rejects fails the request for that model only after
+        the samples before it were learned, so the reply counts exactly what was kept."""
+        targets = self.registry.targets(model, models)
+        results: dict[str, dict[str, int]] = {}
+        ops: list[Op] = []
+        failure: SpecError | None = None
+        for state in targets:
+            records: list[LearnRecord] = []
+            duplicates = 0
+            for index, (features, ground_truth, identifier) in enumerate(samples):
+                try:
+                    record = self.registry.learn(state, features, ground_truth, identifier)
+                except SpecError as exc:
+                    failure = SpecError(f"samples[{index}]: {exc}", field=f"samples[{index}]")
+                    break
+                if record is None:
+                    duplicates += 1
+                else:
+                    records.append(record)
+            results[state.name] = {"learned": len(records), "duplicates": duplicates}
+            if records:
+                encoded = [record.encode() for record in records]
+                ops.append(("log", self.storage.next_seq(), state.name, dumps(encoded)))
+                self._published(state, records, "learn")
+        await self._commit(ops)
+        if failure is not None:
+            raise failure
+        return results
+
+    def predict(
+        self, model: str, features: dict[str, Any], identifier: str | None
+    ) -> tuple[Any, str]:
+        state = self.registry.get(model)
+        value, identifier = self.registry.predict(state, features, identifier)
+        if self.hub.has_subscribers("events"):
+            self.hub.publish(
+                "events",
+                {"model": model, "features": features, "prediction": value},
+                event="predict",
+            )
+        return value, identifier
+
+    async def label(self, model: str, identifier: str, label: Any) -> bool:
+        state = self.registry.get(model)
+        record = self.registry.label(state, identifier, label)
+        if record is None:
+            return False
+        op: Op = ("log", self.storage.next_seq(), state.name, dumps([record.encode()]))
+        self._published(state, [record], "label")
+        await self._commit([op])
+        return True
+
+    async def _commit(self, ops: list[Op]) -> None:
+        if ops:
+            future = self.storage.submit(ops)
+            assert future is not None
+            await future
+
+    def _published(self, state: ModelState, records: list[LearnRecord], event: str) -> None:
+        if self.hub.has_subscribers("events"):
+            for record in records:
+                self.hub.publish(
+                    "events",
+                    {
+                        "model": state.name,
+                        "features": record.features,
+                        "prediction": None
+                        if record.prediction is None
+                        else record.prediction.value,
+                        "ground_truth": record.ground_truth,
+                    },
+                    event=event,
+                )
+        if self.hub.has_subscribers("metrics"):
+            self.hub.publish("metrics", {"model": state.name, **state.metric_values()})
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot_dirty(self, *, force: bool = False) -> int:
+        """Queue snapshots of models changed enough (or long enough ago); returns how many."""
+        now = time.monotonic()
+        interval_due = now - self._last_snapshot >= self.snapshot_interval
+        ops: list[Op] = []
+        for state in self.registry.models.values():
+            if state.dirty and (force or interval_due or state.dirty >= self.snapshot_every):
+                ops.append(("snapshot", state.name, self.storage.seq, snapshot_blob(state)))
+                state.dirty = 0
+        if interval_due or force:
+            self._last_snapshot = now
+        if ops:
+            self.storage.submit(ops, wait=False)
+        return len(ops)
+
+    def require(self, name: str) -> ModelState:
+        try:
+            return self.registry.models[name]
+        except KeyError:
+            raise NotFoundError(f"model {name!r} does not exist") from None

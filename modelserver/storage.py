@@ -1,0 +1,213 @@
+"""Durable state in one SQLite file (WAL): model definitions, snapshots and an append-only learn
+log, written by one thread with group commit.
+
+Every write goes through one FIFO queue. The flusher takes everything queued, writes it in ONE
+transaction in the storage thread and only then resolves the callers' futures: a learn is
+acknowledged after its commit, and many concurrent learns share one fsync. Because the queue
+order is the order in which the event loop applied the learns, every commit is a consistent
+prefix: a snapshot taken at sequence S is committed together with (or after) every record <= S.
+
+Snapshots are pickles that this server wrote of its own in-memory state (model, metrics, stats,
+identifiers); uploaded user bytes are never stored or unpickled at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamml.errors import StreamMLError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY, flavor TEXT NOT NULL, origin TEXT NOT NULL, spec TEXT, created REAL
+);
+CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, blob BLOB);
+CREATE TABLE IF NOT EXISTS learn_log (
+    seq INTEGER PRIMARY KEY, name TEXT NOT NULL, body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS learn_log_name ON learn_log (name, seq);
+"""
+
+
+class StorageError(StreamMLError):
+    """The data directory could not be written (the request was not made durable)."""
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    name: str
+    flavor: str
+    origin: str
+    spec: str | None
+    snapshot_seq: int
+    snapshot: bytes
+
+
+# Operations queued for the storage thread (plain tuples keep the hot path cheap):
+#   ("log", seq, name, body) | ("create", name, flavor, origin, spec, created, seq, blob)
+#   ("snapshot", name, seq, blob) | ("delete", name)
+Op = tuple[Any, ...]
+
+
+class Storage:
+    def __init__(self, data_dir: Path, *, synchronous: str = "FULL") -> None:
+        self.path = data_dir / "streamml.sqlite3"
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[tuple[Op, asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        self.commits = 0
+        self.seq = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._run(self._open_sync)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="storage-flusher")
+
+    def _open_sync(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+        row = conn.execute(
+            "SELECT max(s) FROM (SELECT max(seq) AS s FROM learn_log "
+            "UNION ALL SELECT max(seq) FROM snapshots)"
+        ).fetchone()
+        self.seq = int(row[0] or 0)
+
+    async def close(self) -> None:
+        """Flush everything queued, then close (graceful shutdown)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            await self._flusher
+        await self._run(self._close_sync)
+        self._executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- reads (start-up only) ---------------------------------------------------------------
+
+    async def load_models(self) -> list[StoredModel]:
+        result: list[StoredModel] = await self._run(self._load_models_sync)
+        return result
+
+    def _load_models_sync(self) -> list[StoredModel]:
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT m.name, m.flavor, m.origin, m.spec, s.seq, s.blob FROM models m "
+            "JOIN snapshots s ON s.name = m.name ORDER BY m.created, m.name"
+        ).fetchall()
+        return [StoredModel(*row) for row in rows]
+
+    async def log_after(self, name: str, seq: int) -> list[bytes]:
+        result: list[bytes] = await self._run(self._log_after_sync, name, seq)
+        return result
+
+    def _log_after_sync(self, name: str, seq: int) -> list[bytes]:
+        assert self._conn is not None
+        cursor = self._conn.execute(
+            "SELECT body FROM learn_log WHERE name = ? AND seq > ? ORDER BY seq", (name, seq)
+        )
+        return [row[0] for row in cursor]
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def submit(self, ops: list[Op], *, wait: bool = True) -> asyncio.Future[None] | None:
+        """Queue operations in order; the future resolves once they are committed."""
+        if self._closing:
+            raise StorageError("the server is shutting down")
+        future = asyncio.get_running_loop().create_future() if wait else None
+        last = len(ops) - 1
+        for i, op in enumerate(ops):
+            self._queue.append((op, future if i == last else None))
+        self._wakeup.set()
+        return future
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._run(self._commit_sync, [op for op, _ in batch])
+                except Exception as exc:
+                    log.exception("storage commit failed")
+                    error = StorageError(f"could not write the data directory: {exc}")
+                    for _, future in batch:
+                        if future is not None and not future.done():
+                            future.set_exception(error)
+                    continue
+                self.commits += 1
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_result(None)
+            if self._closing and not self._queue:
+                return
+
+    def _commit_sync(self, ops: list[Op]) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            logs = [op[1:] for op in ops if op[0] == "log"]
+            if len(logs) == len(ops):  # the common case: only learns
+                conn.executemany("INSERT INTO learn_log (seq, name, body) VALUES (?, ?, ?)", logs)
+            else:
+                for op in ops:
+                    self._apply_sync(conn, op)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _apply_sync(conn: sqlite3.Connection, op: Op) -> None:
+        kind = op[0]
+        if kind == "log":
+            conn.execute("INSERT INTO learn_log (seq, name, body) VALUES (?, ?, ?)", op[1:])
+        elif kind == "create":
+            _, name, flavor, origin, spec, created, seq, blob = op
+            conn.execute(
+                "INSERT INTO models (name, flavor, origin, spec, created) VALUES (?, ?, ?, ?, ?)",
+                (name, flavor, origin, spec, created),
+            )
+            conn.execute(
+                "INSERT INTO snapshots (name, seq, blob) VALUES (?, ?, ?)", (name, seq, blob)
+            )
+        elif kind == "snapshot":
+            _, name, seq, blob = op
+            conn.execute("UPDATE snapshots SET seq = ?, blob = ? WHERE name = ?", (seq, blob, name))
+            conn.execute("DELETE FROM learn_log WHERE name = ? AND seq <= ?", (name, seq))
+        elif kind == "delete":
+            name = op[1]
+            for table in ("models", "snapshots", "learn_log"):
+                conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608
+        else:  # pragma: no cover - programming error
+            raise ValueError(f"unknown storage operation {kind!r}")

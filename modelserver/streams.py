@@ -1,0 +1,42 @@
+"""The two server-sent event streams (riverapi's ``stream_events`` and ``stream_metrics``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from streamml.modelserver.appkeys import HUB
+
+KEEPALIVE_SECONDS = 15.0
+
+
+async def _stream(request: web.Request, topic: str) -> web.StreamResponse:
+    hub = request.app[HUB]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    subscriber = hub.subscribe(topic, request.transport)
+    try:
+        while True:
+            try:
+                frame = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                frame = b": keep-alive\n\n"
+            if frame is None:
+                break
+            await response.write(frame)
+    except ConnectionResetError:
+        pass  # a departed or dropped (too slow) client: end quietly, learning goes on
+    finally:
+        hub.unsubscribe(subscriber)
+    return response
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    return await _stream(request, "events")
+
+
+async def stream_metrics(request: web.Request) -> web.StreamResponse:
+    return await _stream(request, "metrics")

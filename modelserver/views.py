@@ -1,0 +1,283 @@
+"""HTTP handlers: parse and validate the request, call the model service, shape the reply.
+
+Views know nothing of river internals: models are built by ``components`` and learned by the
+service. Errors are raised as project exceptions and turned into JSON by the middleware.
+"""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from streamml import __version__
+from streamml.errors import AuthError, ConflictError, SpecError
+from streamml.modelserver import components
+from streamml.modelserver.appkeys import AUTH, READY, SERVICE, SETTINGS, TELEMETRY
+from streamml.modelserver.events import jsonable
+from streamml.modelserver.middleware import ForbiddenError
+from streamml.modelserver.names import generate_name
+from streamml.vocabulary.modelspec import FLAVORS
+from streamml.vocabulary.wire import (
+    BatchLearnRequest,
+    BatchPredictRequest,
+    DeclarativeModelRequest,
+    LabelRequest,
+    LearnRequest,
+    ModelQuery,
+    PredictRequest,
+)
+
+M = TypeVar("M", bound=BaseModel)
+_NAME_CHECK = ModelQuery  # validates a model name with the shared pattern
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    body = orjson.dumps(data, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def parse(request: web.Request, schema: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text=f"expected Content-Type application/json, got {request.content_type!r}"
+        )
+    body = await request.read()
+    if not body:
+        raise SpecError("the request needs a JSON body")
+    return schema.model_validate_json(body)
+
+
+def checked_name(name: str, what: str = "model name") -> str:
+    try:
+        return _NAME_CHECK(model=name).model
+    except ValidationError:
+        raise SpecError(
+            f"invalid {what} {name[:80]!r}: use lowercase letters, digits and '-' (a DNS label)"
+        ) from None
+
+
+async def model_from_query(request: web.Request) -> str:
+    """``?model=NAME``, or riverapi's JSON body on a GET."""
+    name = request.query.get("model")
+    if name is None and request.can_read_body:
+        body = await request.read()
+        if body:
+            return (ModelQuery.model_validate_json(body)).model
+    if name is None:
+        raise SpecError('give the model as ?model=NAME or a JSON body {"model": NAME}')
+    return checked_name(name)
+
+
+# -- service -------------------------------------------------------------------------------------
+
+
+async def service_info(request: web.Request) -> web.Response:
+    from importlib.metadata import version
+
+    return reply(
+        {
+            "id": "streamml",
+            "status": "running",
+            "name": "streamml model server",
+            "description": "river online-learning server (riverapi compatible)",
+            "documentationUrl": "/api/openapi.json",
+            "storage": "sqlite",
+            "river_version": version("river"),
+            "version": __version__,
+        }
+    )
+
+
+async def auth_token(request: web.Request) -> web.Response:
+    auth = request.app[AUTH]
+    if auth is None:
+        raise SpecError("authentication is disabled on this server (--no-auth); no token needed")
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise AuthError("send Basic credentials (username:token) to obtain a bearer token")
+    user = auth.check_basic(value.strip())
+    token, expires_in, issued = auth.issue(user)
+    issued_at = datetime.fromtimestamp(issued, UTC).isoformat()
+    return reply({"token": token, "expires_in": expires_in, "issued_at": issued_at})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return reply({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[READY][0]:
+        return reply({"message": "loading models"}, status=503)
+    return reply({"status": "ready"})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    body = generate_latest(request.app[TELEMETRY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def _flavor(request: web.Request) -> str:
+    flavor = request.match_info["flavor"]
+    if flavor not in FLAVORS:
+        raise SpecError(f"unknown flavor {flavor[:40]!r} (flavors: {', '.join(FLAVORS)})")
+    return flavor
+
+
+async def upload_model(request: web.Request) -> web.Response:
+    flavor = _flavor(request)
+    service = request.app[SERVICE]
+    raw_name = request.match_info.get("name")
+    name = checked_name(raw_name) if raw_name else generate_name(service.registry.models)
+    if name in service.registry.models:
+        # checked before reading the body so a duplicate never costs an unpickle
+        raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+    if request.content_type == "application/json":
+        definition = await parse(request, DeclarativeModelRequest)
+        if definition.flavor is not None and definition.flavor != flavor:
+            raise SpecError(
+                f"flavor {definition.flavor!r} in the body contradicts {flavor!r} in the URL"
+            )
+        model = components.build_pipeline(definition.pipeline, flavor)
+        spec = definition.model_dump(mode="json", by_alias=True)
+        origin = "spec"
+    else:
+        model = await _unpickle(request, flavor)
+        spec, origin = None, "pickle"
+    await service.create(name, flavor, model, origin=origin, spec=spec)
+    return reply({"name": name}, status=201)
+
+
+async def _unpickle(request: web.Request, flavor: str) -> Any:
+    settings = request.app[SETTINGS]
+    if not settings.allow_pickle_upload:
+        raise ForbiddenError(
+            "pickle upload is disabled on this server (it executes code); create the model "
+            "from a declarative JSON spec (Content-Type: application/json), or start the "
+            "server with --allow-pickle-upload"
+        )
+    if request.app[AUTH] is None:
+        raise ForbiddenError(
+            "pickle upload needs an authenticated caller, and this server runs with --no-auth"
+        )
+    body = await request.read()
+    if not body:
+        raise SpecError("the request body is empty: expected a dill pickle of a river model")
+    import dill
+
+    try:
+        model = dill.loads(body)  # noqa: S301 - enabled explicitly, authenticated caller only
+    except Exception as exc:
+        raise SpecError(f"the body is not a loadable dill pickle: {type(exc).__name__}") from None
+    components.check_flavor(model, flavor)
+    return model
+
+
+async def get_model_json(request: web.Request) -> web.Response:
+    state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+    return reply(components.model_json(state.model))
+
+
+async def download_model(request: web.Request) -> web.Response:
+    state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+    body = pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)
+    return web.Response(
+        body=body,
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{state.name}.pkl"'},
+    )
+
+
+async def delete_model(request: web.Request) -> web.Response:
+    """riverapi sends a form body ``model=NAME``; JSON and ``?model=`` work too."""
+    name: str | None = request.query.get("model")
+    if name is None and request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        value = form.get("model")
+        name = value if isinstance(value, str) else None
+    elif name is None and request.content_type == "application/json":
+        name = (await parse(request, ModelQuery)).model
+    if not name:
+        raise SpecError("give the model to delete as form field 'model' (or ?model=NAME)")
+    name = checked_name(name)
+    await request.app[SERVICE].delete(name)
+    return reply({"deleted": name})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return reply({"models": list(request.app[SERVICE].registry.models)})
+
+
+# -- learning ------------------------------------------------------------------------------------
+
+
+async def learn(request: web.Request) -> web.Response:
+    body = await parse(request, LearnRequest)
+    results = await request.app[SERVICE].learn(
+        body.features,
+        body.ground_truth,
+        model=body.model,
+        models=body.models,
+        identifier=body.identifier,
+        prediction=body.prediction,
+    )
+    data: dict[str, Any] = {"results": results}
+    if body.model is not None:
+        data["model"] = body.model
+    return reply(data, status=201 if any(r["learned"] for r in results.values()) else 200)
+
+
+async def learn_batch(request: web.Request) -> web.Response:
+    body = await parse(request, BatchLearnRequest)
+    samples = [(s.features, s.ground_truth, s.identifier) for s in body.samples]
+    results = await request.app[SERVICE].learn_batch(samples, model=body.model, models=body.models)
+    return reply({"results": results})
+
+
+async def predict(request: web.Request) -> web.Response:
+    body = await parse(request, PredictRequest)
+    value, identifier = request.app[SERVICE].predict(body.model, body.features, body.identifier)
+    return reply({"model": body.model, "prediction": value, "identifier": identifier})
+
+
+async def predict_batch(request: web.Request) -> web.Response:
+    body = await parse(request, BatchPredictRequest)
+    service = request.app[SERVICE]
+    predictions = []
+    for sample in body.samples:
+        value, identifier = service.predict(body.model, sample.features, sample.identifier)
+        predictions.append({"prediction": value, "identifier": identifier})
+    return reply({"model": body.model, "predictions": predictions})
+
+
+async def label(request: web.Request) -> web.Response:
+    body = await parse(request, LabelRequest)
+    learned = await request.app[SERVICE].label(body.model, body.identifier, body.label)
+    return reply(
+        {
+            "model": body.model,
+            "identifier": body.identifier,
+            "learned": learned,
+            "duplicate": not learned,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    name = await model_from_query(request)
+    return reply(request.app[SERVICE].require(name).metric_values())
+
+
+async def stats(request: web.Request) -> web.Response:
+    name = await model_from_query(request)
+    return reply(request.app[SERVICE].require(name).stats())

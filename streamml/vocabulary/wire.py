@@ -1,0 +1,234 @@
+"""Request and response bodies of the model server's HTTP API, shared by the server and clients.
+
+The riverapi-compatible endpoints keep the old server's shapes (``{"model", "features",
+"ground_truth"}`` and so on); the extensions (fan-out, idempotent identifiers, batches,
+declarative models) add optional fields or new endpoints and never change an old shape.
+Every request model forbids unknown fields: a typo is a 400 naming the field, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from math import isfinite
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, Flavor
+
+#: Largest number of samples one batch request may carry (the body-size limit applies too).
+MAX_BATCH_SAMPLES = 10_000
+MAX_FEATURES = 1_000
+
+ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def check_features(features: dict[str, Any]) -> dict[str, Any]:
+    """Feature values must be finite numbers, booleans, short strings or null (NaN/inf refused).
+
+    A hand-written check rather than a pydantic union: it runs once per sample on the hot path,
+    is several times faster and names the offending feature plainly.
+    """
+    if len(features) > MAX_FEATURES:
+        raise ValueError(f"at most {MAX_FEATURES} features per sample")
+    for name, value in features.items():
+        kind = type(value)
+        if kind is float:
+            if not isfinite(value):
+                raise ValueError(f"feature {name!r} is not a finite number")
+        elif kind is int or kind is bool or value is None:
+            continue
+        elif kind is str:
+            if len(value) > 1_000:
+                raise ValueError(f"feature {name!r} is longer than 1000 characters")
+        else:
+            raise ValueError(f"feature {name!r} must be a number, boolean, string or null")
+        if not name or len(name) > 200:
+            raise ValueError("feature names must have 1 to 200 characters")
+    return features
+
+
+def check_target(value: Any) -> Any:
+    """A target is a finite number, a boolean or a class label string."""
+    kind = type(value)
+    if kind is float and not isfinite(value):
+        raise ValueError("must be a finite number")
+    if kind not in (float, int, bool, str):
+        raise ValueError("must be a number, boolean or string")
+    if kind is str and len(value) > 1_000:
+        raise ValueError("is longer than 1000 characters")
+    return value
+
+
+_FEATURES_SCHEMA = {
+    "type": "object",
+    "maxProperties": MAX_FEATURES,
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "string", "maxLength": 1_000},
+            {"type": "null"},
+        ]
+    },
+}
+_TARGET_SCHEMA = {
+    "anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string", "maxLength": 1_000}]
+}
+
+Features = Annotated[
+    dict[str, Any], AfterValidator(check_features), WithJsonSchema(_FEATURES_SCHEMA)
+]
+Target = Annotated[Any, AfterValidator(check_target), WithJsonSchema(_TARGET_SCHEMA)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorReply(BaseModel):
+    """Every error: 4xx for the caller's mistakes, 5xx only for the server's own failures."""
+
+    message: str
+
+
+class ServiceInfo(BaseModel):
+    id: str
+    status: str
+    name: str
+    description: str
+    documentationUrl: str
+    storage: str
+    river_version: str
+    version: str
+
+
+class TokenReply(BaseModel):
+    token: str
+    expires_in: int
+    issued_at: str
+
+
+class CreatedReply(BaseModel):
+    name: str
+
+
+class ModelsReply(BaseModel):
+    models: list[str]
+
+
+class DeclarativeModelRequest(_Request):
+    """Body of ``POST /api/model/<flavor>/<name>/`` with ``Content-Type: application/json``."""
+
+    pipeline: list[Component] = Field(min_length=1, max_length=16)
+    flavor: Flavor | None = Field(default=None, description="if given, must match the URL")
+
+
+class LearnRequest(_Request):
+    """One sample for one model (``model``), a subset (``models``) or all models (neither)."""
+
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(default=None, max_length=1_000)
+    features: Features
+    ground_truth: Target | None = None
+    prediction: Target | None = None
+    identifier: Identifier | None = None
+
+
+class LearnResult(BaseModel):
+    learned: bool
+    duplicate: bool
+    error: str | None = None
+
+
+class LearnReply(BaseModel):
+    model: str | None = None
+    results: dict[str, LearnResult]
+
+
+class LearnSample(_Request):
+    features: Features
+    ground_truth: Target | None = None
+    identifier: Identifier | None = None
+
+
+class BatchLearnRequest(_Request):
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(default=None, max_length=1_000)
+    samples: list[LearnSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
+
+
+class BatchLearnResult(BaseModel):
+    learned: int
+    duplicates: int
+
+
+class BatchLearnReply(BaseModel):
+    results: dict[str, BatchLearnResult]
+
+
+class PredictRequest(_Request):
+    model: ModelName
+    features: Features
+    identifier: Identifier | None = None
+
+
+class PredictReply(BaseModel):
+    model: str
+    prediction: Any
+    identifier: str
+
+
+class PredictSample(_Request):
+    features: Features
+    identifier: Identifier | None = None
+
+
+class BatchPredictRequest(_Request):
+    model: ModelName
+    samples: list[PredictSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
+
+
+class BatchPrediction(BaseModel):
+    prediction: Any
+    identifier: str
+
+
+class BatchPredictReply(BaseModel):
+    model: str
+    predictions: list[BatchPrediction]
+
+
+class LabelRequest(_Request):
+    """Joins a late ground truth to an earlier prediction (by its identifier)."""
+
+    model: ModelName
+    identifier: Identifier
+    label: Target
+
+
+class ModelQuery(_Request):
+    """The JSON body riverapi sends on ``GET /api/metrics/`` and ``GET /api/stats/``."""
+
+    model: ModelName
+
+
+class CallStats(BaseModel):
+    n_calls: int
+    mean_duration: int
+    mean_duration_human: str
+    ewm_duration: int
+    ewm_duration_human: str
+
+
+class StatsReply(BaseModel):
+    predict: CallStats
+    learn: CallStats
+
+
+class DeletedReply(BaseModel):
+    deleted: str
+
+
+class HealthReply(BaseModel):
+    status: str
