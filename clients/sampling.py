@@ -233,7 +233,7 @@ def _latin(
     spare = iter(_random(parameters, min(size, 4 * n + 16), size, rng))
     for point in points:
         while _key(point) in seen:
-            point = next(spare, None) or _fresh(parameters, seen)
+            point = next(spare, {}) or _fresh(parameters, seen)
         seen.add(_key(point))
         out.append(point)
     return out

@@ -45,8 +45,22 @@ SamplingMethod = Literal["random", "grid", "latinHypercube"]
 SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes"]
 SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes")
 Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
+#: what a trial may learn: the numeric fields run-lammps parses from the LAMMPS log
+Target = Literal[
+    "loop_time",
+    "wall_time",
+    "timesteps_per_s",
+    "tau_per_day",
+    "matom_steps_per_s",
+    "atoms",
+    "steps",
+    "cpu_use",
+]
 TrialRole = Literal["train", "test"]
-TrialState = Literal["Submitting", "Pending", "Running", "Succeeded", "Failed", "Cancelled", "Lost"]
+#: Spooled: the run succeeded but its result waits in the spool for the server to come back
+TrialState = Literal[
+    "Submitting", "Pending", "Running", "Spooled", "Succeeded", "Failed", "Cancelled", "Lost"
+]
 
 
 class _Camel(BaseModel):
@@ -115,8 +129,8 @@ class KeyRef(_Camel):
 
 
 class LammpsSpec(_Camel):
-    command: list[str] = Field(
-        default_factory=lambda: ["lmp"], min_length=1, max_length=16, description="LAMMPS binary"
+    command: str = Field(
+        default="lmp", min_length=1, max_length=1024, description="the LAMMPS binary"
     )
     input: str | None = Field(
         default=None, max_length=65_536, description="the input script, inline"
@@ -131,15 +145,10 @@ class LammpsSpec(_Camel):
         default_factory=dict, description="extra -var NAME VALUE pairs, the same for every trial"
     )
     mpi_procs: int = Field(default=1, ge=1, le=1024, description="MPI ranks per run")
-    target: str = Field(
-        default="loop_time",
-        pattern=r"^[a-z_]{1,40}$",
-        description="what the models learn to predict (loop_time, wall_time, ...)",
+    target: Target = Field(default="loop_time", description="what the models learn to predict")
+    features: Literal["vars", "vars+atoms"] = Field(
+        default="vars", description="what the models see: the -var values (+ the atom count)"
     )
-    features: list[str] | None = Field(
-        default=None, description="parameters sent as features (default: all parameters)"
-    )
-    steps: int | None = Field(default=None, ge=1, description="run length, if the input uses it")
 
     @model_validator(mode="after")
     def _one_input(self) -> LammpsSpec:
@@ -167,6 +176,9 @@ class SchedulerSpec(_Camel):
     rest_user: str | None = Field(default=None, max_length=128, description="Slurm user (REST)")
     jwt_secret_ref: KeyRef | None = Field(
         default=None, description="Secret key holding the Slurm JWT (slurm-rest)"
+    )
+    token_file: str | None = Field(
+        default=None, max_length=4096, description="file holding the Slurm JWT (CLI, slurm-rest)"
     )
     image: str | None = Field(default=None, max_length=512, description="image (kubernetes)")
     max_local_jobs: int | None = Field(
@@ -208,9 +220,6 @@ class LammpsSweepSpec(_Camel):
         names = [p.name for p in self.parameters]
         if len(set(names)) != len(names):
             raise ValueError("parameters: duplicate names")
-        for feature in self.lammps.features or []:
-            if feature not in names:
-                raise ValueError(f"lammps.features: {feature!r} is not a parameter")
         clash = set(names) & set(self.lammps.vars)
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")

@@ -1,0 +1,431 @@
+"""The sweep engine: one state machine shared by the operator and ``streamml sweep``.
+
+The engine keeps ``parallelism`` trials in flight on a scheduler, reads each finished trial's
+result, retries failures up to ``maxFailures``, runs the held-out trials once training is done,
+and keeps a learning curve and the held-out evaluation. Its whole memory is a
+:class:`~streamml.vocabulary.lammpssweep.LammpsSweepStatus`, persisted through a
+:class:`StateStore` (the operator's patches the CR status; the CLI's writes a JSON file).
+
+Restart safety rests on one ordering: a trial's record (state ``Submitting``, its deterministic
+job name) is SAVED before the job is submitted, and the job id is saved right after. A restarted
+engine that finds a ``Submitting`` record without an id asks the scheduler for the name
+(:meth:`Scheduler.lookup`): found, it adopts the job; not found, it submits under that name
+now. A trial is therefore never submitted twice and never forgotten.
+
+The plan (the sampled points) is not stored: it is recomputed from the spec (seeded), and a
+fingerprint in status detects a spec whose space was edited after the sweep started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from streamml.clients import sweep_jobs as jobs
+from streamml.clients.sampling import Point, as_vars, fingerprint, plan
+from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.errors import SchedulerError, SpecError, StreamMLError
+from streamml.vocabulary.lammpssweep import (
+    MAX_TRIAL_RECORDS,
+    CurvePoint,
+    HeldOutResult,
+    LammpsSweepSpec,
+    LammpsSweepStatus,
+    LearningCurve,
+    TrialRecord,
+)
+
+log = logging.getLogger(__name__)
+
+#: states that hold a slot of ``parallelism``
+ACTIVE = ("Submitting", "Pending", "Running")
+#: states of a trial that is not done yet (a spooled result still has to reach the server)
+OPEN = (*ACTIVE, "Spooled")
+MetricsSource = Callable[[Sequence[str] | None], Awaitable[dict[str, tuple[int, dict[str, float]]]]]
+Redeliver = Callable[[], Awaitable[None]]
+
+
+class StateStore(Protocol):
+    """Where a sweep's status lives between ticks (and across restarts)."""
+
+    async def load(self) -> LammpsSweepStatus | None: ...
+
+    async def save(self, status: LammpsSweepStatus) -> None: ...
+
+
+class FileStore:
+    """The CLI's store: the status as JSON, replaced atomically on every save."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def load(self) -> LammpsSweepStatus | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return LammpsSweepStatus.model_validate_json(text)
+        except ValueError as exc:
+            raise SpecError(f"state file {self.path} is not a sweep status: {exc}") from exc
+
+    async def save(self, status: LammpsSweepStatus) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        tmp.write_text(status.model_dump_json(by_alias=True, indent=1))
+        os.replace(tmp, self.path)
+
+
+class SweepEngine:
+    """Drive one sweep. Call :meth:`tick` repeatedly (or :meth:`run`) until it returns True."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: LammpsSweepSpec,
+        scheduler: Scheduler,
+        store: StateStore,
+        ctx: jobs.JobContext,
+        *,
+        metrics: MetricsSource | None = None,
+        redeliver: Redeliver | None = None,
+        generation: int | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.scheduler = scheduler
+        self.store = store
+        self.ctx = ctx
+        self.metrics = metrics
+        self.redeliver = redeliver
+        self.generation = generation
+        self.points: list[Point] = plan(spec)  # SpecError for impossible plans
+        self.status = LammpsSweepStatus()
+        self._loaded = False
+
+    @property
+    def total(self) -> int:
+        return self.spec.trials + self.spec.test_trials
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in ("Succeeded", "Failed")
+
+    def update_spec(self, spec: LammpsSweepSpec, generation: int | None = None) -> None:
+        """Take a new spec (suspend, parallelism, maxFailures may change; the space may not)."""
+        points = plan(spec)
+        if self._loaded and fingerprint(points) != self.status.plan_fingerprint:
+            raise SpecError(
+                "parameters, sampling, trials and testTrials cannot change once a sweep started",
+                field="parameters",
+            )
+        self.spec, self.points, self.generation = spec, points, generation
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        stored = await self.store.load()
+        fp = fingerprint(self.points)
+        if stored is None or stored.plan_fingerprint is None:
+            self.status = stored or LammpsSweepStatus()
+            self.status.plan_fingerprint = fp
+            self.status.start_time = self.status.start_time or jobs.now()
+        else:
+            self.status = stored
+            if stored.plan_fingerprint != fp:
+                raise SpecError(
+                    "the sweep's space changed after it started (parameters, sampling, trials"
+                    " or testTrials); create a new sweep instead",
+                    field="parameters",
+                )
+        self._loaded = True
+        await self._resolve_unknown_submissions()
+
+    async def run(self, stop: asyncio.Event | None = None, interval: float = 1.0) -> None:
+        """Tick until finished or ``stop`` is set."""
+        if not self._loaded:
+            await self.load()
+        while not await self.tick():
+            if stop is not None and stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for((stop or asyncio.Event()).wait(), timeout=interval)
+
+    async def tick(self) -> bool:
+        """One round: poll, collect results, submit; True once the sweep is over."""
+        if not self._loaded:
+            await self.load()
+        if self.finished:
+            return True
+        if self.spec.suspend:
+            await self._suspend()
+            return False
+        before = self.status.model_dump_json()
+        self.status.phase = "Running"
+        jobs.set_condition(self.status, "Suspended", False, "Running")
+        jobs.set_condition(self.status, "Ready", True, "Running", "runs in flight")
+        learned = await self._collect()
+        if self._failed():  # too many failures
+            await self.cancel_all("the sweep failed")
+        else:
+            learned |= await self._deliver_spooled()
+            await self._submit_more()
+        self._recount()
+        if learned:
+            await self._update_curve()
+        self._finish_if_done()
+        self._recount()
+        if self.status.model_dump_json() != before:
+            await self.store.save(self.status)
+        return self.finished
+
+    def _failed(self) -> bool:
+        return self.status.phase == "Failed"
+
+    async def cancel_all(self, reason: str = "cancelled") -> int:
+        """Cancel every job in flight (delete, suspend, failure); returns how many."""
+        count = 0
+        for record in self.status.trials:
+            if record.state not in ACTIVE:
+                continue
+            job_id = record.job_id or await self.scheduler.lookup(record.job_name)
+            if job_id is not None:
+                try:
+                    await self.scheduler.cancel(job_id)
+                except StreamMLError as exc:
+                    log.warning("cancel %s (%s): %s", record.job_name, job_id, exc)
+                count += 1
+            record.job_id = job_id
+            record.state = "Cancelled"
+            record.reason = reason
+        return count
+
+    # -- steps --------------------------------------------------------------------------------
+
+    async def _resolve_unknown_submissions(self) -> None:
+        for record in self.status.trials:
+            if record.state == "Submitting" and record.job_id is None:
+                job_id = await self.scheduler.lookup(record.job_name)
+                if job_id is not None:
+                    log.info("sweep %s: adopted job %s (%s)", self.name, record.job_name, job_id)
+                    record.job_id = job_id
+                    record.state = "Pending"
+                    self.status.submitted += 1
+                    await self.store.save(self.status)
+                else:  # the crash came before the submit: submit it now, under the same name
+                    await self._submit(record, self._request(record.id, record.attempt))
+
+    async def _suspend(self) -> None:
+        if self.status.phase == "Suspended":
+            return
+        for record in self.status.trials:
+            if record.state in ACTIVE:
+                self.status.retry_queue.insert(0, record.id)  # re-run later, not a failure
+                self.status.attempts[str(record.id)] = record.attempt
+        await self.cancel_all("suspended")
+        self.status.phase = "Suspended"
+        jobs.set_condition(self.status, "Suspended", True, "Suspended", "spec.suspend is true")
+        self._recount()
+        await self.store.save(self.status)
+
+    async def _collect(self) -> bool:
+        """Poll jobs in flight and take the finished ones in; True if training trials learned."""
+        active = [r for r in self.status.trials if r.state in ACTIVE and r.job_id]
+        if not active:
+            return False
+        try:
+            states = await self.scheduler.poll([r.job_id for r in active if r.job_id])
+        except SchedulerError as exc:
+            log.warning("sweep %s: poll failed: %s", self.name, exc)
+            return False
+        learned = False
+        for record in active:
+            assert record.job_id is not None
+            status = states.get(record.job_id, JobStatus(JobState.UNKNOWN, reason="not reported"))
+            if not status.state.finished:
+                record.state = "Running" if status.state == JobState.RUNNING else "Pending"
+                continue
+            learned |= self._finish_trial(record, status)
+        return learned
+
+    def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
+        result = jobs.read_result(self.ctx, record.job_name, status.output)
+        target = jobs.finite(result.get("target")) if result else None
+        if status.state == JobState.SUCCEEDED and target is not None and result is not None:
+            delivered = bool(result.get("delivered"))
+            record.state = "Succeeded" if delivered else "Spooled"
+            self.status.succeeded += delivered
+            record.target = target
+            record.reason = None if delivered else f"server unreachable: {result.get('error')}"
+            if record.role == "test":
+                predictions = {
+                    str(m): y
+                    for m, v in (result.get("predictions") or {}).items()
+                    if (y := jobs.finite(v)) is not None
+                }
+                self.status.test_results = [
+                    r for r in self.status.test_results if r.id != record.id
+                ] + [HeldOutResult(id=record.id, target=target, predictions=predictions)]
+            return record.role == "train" and bool(result.get("delivered"))
+        reason = (result or {}).get("error") or status.reason or f"job {status.state.value}"
+        if status.state == JobState.SUCCEEDED:
+            reason = "the job succeeded but left no readable result"
+        record.state = "Lost" if status.state == JobState.UNKNOWN else "Failed"
+        record.reason = str(reason)[:500]
+        self.status.failed += 1
+        log.warning("sweep %s: %s failed: %s", self.name, record.job_name, record.reason)
+        if self.status.failed > self.spec.max_failures:
+            self.status.phase = "Failed"
+            jobs.set_condition(
+                self.status,
+                "Ready",
+                False,
+                "TooManyFailures",
+                f"{self.status.failed} failed runs > maxFailures {self.spec.max_failures};"
+                f" last: {record.job_name}: {record.reason}",
+            )
+        else:
+            self.status.retry_queue.append(record.id)
+            self.status.attempts[str(record.id)] = record.attempt
+        return False
+
+    async def _deliver_spooled(self) -> bool:
+        """Re-send spooled results (the server was down when their jobs ended)."""
+        waiting = [r for r in self.status.trials if r.state == "Spooled"]
+        if not waiting or self.redeliver is None:
+            return False
+        try:
+            await self.redeliver()
+        except StreamMLError as exc:
+            log.info("sweep %s: spooled results not delivered yet: %s", self.name, exc)
+            return False
+        learned = False
+        for record in waiting:
+            result = jobs.read_result(self.ctx, record.job_name, None)
+            if result and result.get("delivered"):
+                learned |= self._finish_trial(record, JobStatus(JobState.SUCCEEDED, output=None))
+        return learned
+
+    def _next_trial(self) -> int | None:
+        queue = self.status.retry_queue
+        if queue and (queue[0] < self.spec.trials or not self._training_open()):
+            return queue.pop(0)
+        nxt = self.status.next_trial
+        if nxt >= self.total:
+            return None
+        if nxt >= self.spec.trials and self._training_open():
+            return None  # held-out trials start once every training trial is in
+        self.status.next_trial += 1
+        return nxt
+
+    def _training_open(self) -> bool:
+        if self.status.next_trial < self.spec.trials:
+            return True
+        if any(i < self.spec.trials for i in self.status.retry_queue):
+            return True
+        return any(r.role == "train" and r.state in OPEN for r in self.status.trials)
+
+    async def _submit_more(self) -> None:
+        while sum(r.state in ACTIVE for r in self.status.trials) < self.spec.parallelism:
+            trial = self._next_trial()
+            if trial is None:
+                return
+            attempt = self.status.attempts.get(str(trial), 0) + 1
+            self.status.attempts.pop(str(trial), None)
+            request = self._request(trial, attempt)
+            record = TrialRecord(
+                id=trial,
+                role="test" if trial >= self.spec.trials else "train",
+                attempt=attempt,
+                job_name=request.name,
+                params=as_vars(self.points[trial]),
+            )
+            self.status.trials.append(record)
+            self._recount()
+            await self.store.save(self.status)  # recorded BEFORE the job exists
+            await self._submit(record, request)
+
+    def _request(self, trial: int, attempt: int) -> JobRequest:
+        return jobs.build_job(
+            self.spec,
+            self.ctx,
+            trial=trial,
+            attempt=attempt,
+            point=self.points[trial],
+            test=trial >= self.spec.trials,
+            sweep=self.name,
+        )
+
+    async def _submit(self, record: TrialRecord, request: JobRequest) -> None:
+        try:
+            record.job_id = await self.scheduler.submit(request)
+        except SchedulerError as exc:
+            self._finish_trial(record, JobStatus(JobState.FAILED, reason=f"submit: {exc}"))
+            await self.store.save(self.status)
+            return
+        record.state = "Pending"
+        self.status.submitted += 1
+        await self.store.save(self.status)  # the id, right after the submit
+
+    async def _update_curve(self) -> None:
+        if self.metrics is None:
+            return
+        try:
+            per_model = await self.metrics(self.ctx.models)
+        except StreamMLError as exc:
+            log.info("sweep %s: metrics not available: %s", self.name, exc)
+            return
+        learned = min(self.status.succeeded, self.spec.trials)
+        curves = {c.model: c for c in self.status.learning_curve}
+        for model, (samples, values) in sorted(per_model.items()):
+            metric, value = jobs.headline(values)
+            curve = curves.get(model)
+            if curve is None:
+                curve = LearningCurve(model=model, metric=metric)
+                self.status.learning_curve.append(curve)
+            jobs.add_point(curve.points, CurvePoint(trials=learned, samples=samples, value=value))
+
+    def _finish_if_done(self) -> None:
+        if self.status.phase == "Failed":
+            self._complete()
+            return
+        busy = any(r.state in OPEN for r in self.status.trials)
+        if self.status.next_trial >= self.total and not self.status.retry_queue and not busy:
+            self.status.phase = "Succeeded"
+            jobs.set_condition(self.status, "Ready", True, "Succeeded", "every run finished")
+            self._complete()
+
+    def _complete(self) -> None:
+        self.status.completion_time = self.status.completion_time or jobs.now()
+        jobs.set_condition(self.status, "Complete", True, self.status.phase)
+
+    def _recount(self) -> None:
+        s = self.status
+        active = [r for r in s.trials if r.state in OPEN]
+        s.running = sum(r.state == "Running" for r in active)
+        s.pending = self.total - s.succeeded - len(active) - len(s.retry_queue)
+        s.progress = f"{s.succeeded}/{self.total}"
+        if self.generation is not None:
+            s.observed_generation = self.generation
+        s.evaluation = jobs.evaluate(s.test_results)
+        scored = [e for e in s.evaluation if e.r2 is not None]
+        if scored:
+            best = max(scored, key=lambda e: e.r2 if e.r2 is not None else float("-inf"))
+            s.best_model, s.held_out_r2 = best.model, best.r2
+        # bounded history: every record in flight, then the newest finished ones
+        if len(s.trials) > MAX_TRIAL_RECORDS:
+            keep = {id(r) for r in active}
+            finished = [r for r in s.trials if id(r) not in keep]
+            room = max(MAX_TRIAL_RECORDS - len(active), 0)
+            kept = {id(r) for r in finished[len(finished) - room :]} | keep
+            s.trials = [r for r in s.trials if id(r) in kept]
+
+
+def dump(status: LammpsSweepStatus) -> str:
+    return json.dumps(status.model_dump(by_alias=True), indent=1)

@@ -1,0 +1,216 @@
+"""Pure builders of the sweep engine: job names and requests, result reading, scores, curves.
+
+Nothing here talks to a scheduler or a server; the engine (:mod:`streamml.clients.sweep`) calls
+these and does the I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from streamml.clients.sampling import Point, as_vars
+from streamml.clients.schedulers.base import JobRequest
+from streamml.vocabulary.lammpssweep import (
+    MAX_CURVE_POINTS,
+    Condition,
+    CurvePoint,
+    Evaluation,
+    HeldOutResult,
+    LammpsSweepSpec,
+    LammpsSweepStatus,
+)
+
+#: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
+DEFAULT_JOB_PREFIX: tuple[str, ...] = (sys.executable, "-m", "streamml.cli", "run-lammps")
+RESULT_FILE = "result.json"
+#: preferred headline metrics for the learning curve, in order
+HEADLINE_METRICS = ("R2", "RMSE", "MAE")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a trial's job needs besides its point: where to send, how to authenticate."""
+
+    server: str
+    workdir: Path
+    identity: str  # unique per sweep (the CR uid, or name + plan fingerprint for the CLI)
+    models: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # e.g. STREAMML_TOKEN_FILE
+    prefix: Sequence[str] = DEFAULT_JOB_PREFIX
+    input_file: Path | None = None  # the input script, materialised by the caller
+    spool: bool = True
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_name(sweep: str, trial: int, attempt: int) -> str:
+    """A DNS-label-safe name, unique per (sweep, trial, attempt): the restart lookup key."""
+    base = re.sub(r"[^a-z0-9-]", "-", sweep.lower()).strip("-") or "sweep"
+    if len(base) > 44:
+        base = f"{base[:35]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    return f"{base}-t{trial:05d}-a{attempt}"
+
+
+def trial_identifier(identity: str, trial: int) -> str:
+    """The learn identifier: the same for every attempt, so a retried trial learns once."""
+    return f"{identity}/t{trial:05d}"
+
+
+def trial_dir(ctx: JobContext, name: str) -> Path:
+    return ctx.workdir / "trials" / name
+
+
+def build_job(
+    spec: LammpsSweepSpec,
+    ctx: JobContext,
+    *,
+    trial: int,
+    attempt: int,
+    point: Point,
+    test: bool,
+    sweep: str,
+) -> JobRequest:
+    """The scheduler request of one attempt of one trial (``streamml run-lammps ...``)."""
+    name = job_name(sweep, trial, attempt)
+    out = trial_dir(ctx, name)
+    command = [
+        *ctx.prefix,
+        "--server",
+        ctx.server,
+        "--trial-id",
+        trial_identifier(ctx.identity, trial),
+        "--target",
+        spec.lammps.target,
+        "--features",
+        spec.lammps.features,
+        "--lmp",
+        spec.lammps.command,
+        "--result-file",
+        str(out / RESULT_FILE),
+        "--log-file",
+        str(out / "lammps.log"),
+    ]
+    if ctx.spool:
+        command += ["--spool-dir", str(ctx.workdir / "spool")]
+    for model in ctx.models or ():
+        command += ["--model", model]
+    if ctx.input_file is not None:
+        command += ["--input", str(ctx.input_file)]
+    for key, value in {**spec.lammps.vars, **as_vars(point)}.items():
+        command += ["--var", f"{key}={value}"]
+    if spec.lammps.mpi_procs > 1:
+        command += ["--mpirun", str(spec.lammps.mpi_procs)]
+    if spec.resources.time_limit_seconds:
+        command += ["--timeout", str(spec.resources.time_limit_seconds)]
+    if test:
+        command.append("--test")
+    return JobRequest(
+        name=name,
+        command=command,
+        env={**ctx.env, "STREAMML_RESULT_FILE": str(out / RESULT_FILE)},
+        workdir=out,
+        cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),
+        time_limit_s=(
+            spec.resources.time_limit_seconds + 60 if spec.resources.time_limit_seconds else None
+        ),
+    )
+
+
+def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:
+    """The job's result document: transported by the scheduler, else the file it wrote."""
+    text = output
+    if not text:
+        try:
+            text = (trial_dir(ctx, name) / RESULT_FILE).read_text()
+        except OSError:
+            return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluate(results: Sequence[HeldOutResult]) -> list[Evaluation]:
+    """Held-out MAE, RMSE and R² per model from the test trials' predictions vs. actual."""
+    per_model: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        for model, y_hat in r.predictions.items():
+            per_model.setdefault(model, []).append((r.target, y_hat))
+    out: list[Evaluation] = []
+    for model in sorted(per_model):
+        pairs = per_model[model]
+        n = len(pairs)
+        errors = [y_hat - y for y, y_hat in pairs]
+        mae = sum(abs(e) for e in errors) / n
+        sse = sum(e * e for e in errors)
+        mean = sum(y for y, _ in pairs) / n
+        sst = sum((y - mean) ** 2 for y, _ in pairs)
+        r2 = 1.0 - sse / sst if sst > 0 else None
+        out.append(Evaluation(model=model, n=n, MAE=mae, RMSE=math.sqrt(sse / n), R2=r2))
+    return out
+
+
+def headline(metrics: Mapping[str, Any]) -> tuple[str, float | None]:
+    for name in HEADLINE_METRICS:
+        if name in metrics:
+            return name, finite(metrics[name])
+    for name, value in sorted(metrics.items()):
+        return name, finite(value)
+    return "none", None
+
+
+def add_point(points: list[CurvePoint], point: CurvePoint) -> None:
+    """Append, keeping at most MAX_CURVE_POINTS: thin every other old point, keep the newest."""
+    if points and points[-1].trials == point.trials:
+        points[-1] = point
+        return
+    points.append(point)
+    if len(points) > MAX_CURVE_POINTS:
+        kept = [*points[:-1:2], points[-1]]
+        points[:] = kept
+
+
+def set_condition(
+    status: LammpsSweepStatus, type_: str, value: bool, reason: str, message: str = ""
+) -> None:
+    """Set a condition; its transition time changes only when its status does."""
+    text: Literal["True", "False"] = "True" if value else "False"
+    for cond in status.conditions:
+        if cond.type == type_:
+            if cond.status != text:
+                cond.last_transition_time = now()
+            cond.status = text
+            cond.reason = reason
+            cond.message = message[:1000]
+            return
+    status.conditions.append(
+        Condition(
+            type=type_,
+            status=text,
+            reason=reason,
+            message=message[:1000],
+            last_transition_time=now(),
+        )
+    )
+
+
+def condition(status: LammpsSweepStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)

@@ -1,0 +1,176 @@
+"""What both drivers of a sweep (operator and CLI) hand to the engine: the same wiring twice.
+
+Given a validated spec, where the model server is, its credentials and a work directory, build
+the scheduler, the job context (credentials as files, never on a command line), the metrics
+source for the learning curve and the re-delivery of spooled results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamml.clients import sweep_jobs as jobs
+from streamml.clients.schedulers.base import Scheduler
+from streamml.clients.sweep import MetricsSource, Redeliver, StateStore, SweepEngine
+from streamml.errors import DeliveryError, SpecError
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+
+
+@dataclass(frozen=True)
+class ServerAccess:
+    url: str
+    username: str | None = None
+    token: str | None = None
+
+
+def scheduler_settings(
+    spec: LammpsSweepSpec,
+    workdir: Path,
+    *,
+    namespace: str | None = None,
+    slurm_token: str | None = None,
+) -> dict[str, Any]:
+    """The typed ``spec.scheduler`` as the settings mapping of ``make_scheduler``."""
+    s = spec.scheduler
+    if s.type == "local":
+        return {"root": str(workdir / "jobs"), "maxParallel": s.max_local_jobs or spec.parallelism}
+    if s.type == "slurm":
+        return {"partition": s.partition} if s.partition else {}
+    if s.type == "slurm-rest":
+        settings: dict[str, Any] = {"url": s.rest_url, "user": s.rest_user or "root"}
+        if s.partition:
+            settings["partition"] = s.partition
+        if slurm_token:
+            settings["token"] = slurm_token
+        elif s.token_file:
+            settings["tokenFile"] = s.token_file
+        else:
+            raise SpecError(
+                "slurm-rest needs a JWT: scheduler.jwtSecretRef (operator) or scheduler.tokenFile",
+                field="scheduler.jwtSecretRef",
+            )
+        return settings
+    return {"namespace": namespace or "default", "image": s.image}
+
+
+def build_scheduler(spec: LammpsSweepSpec, settings: dict[str, Any]) -> Scheduler:
+    from streamml.clients.schedulers import make_scheduler
+
+    try:
+        return make_scheduler(spec.scheduler.type, settings)
+    except SpecError as exc:
+        raise SpecError(str(exc), field=f"scheduler.{exc.field or 'type'}") from exc
+
+
+def credential_env(workdir: Path, access: ServerAccess) -> dict[str, str]:
+    """Write the server credentials as 0600 files; jobs get the file paths, not the secrets."""
+    env: dict[str, str] = {}
+    secrets = workdir / "credentials"
+    for key, value in (("USERNAME", access.username), ("TOKEN", access.token)):
+        if not value:
+            continue
+        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = secrets / key.lower()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        env[f"STREAMML_{key}_FILE"] = str(path)
+    return env
+
+
+def metrics_source(access: ServerAccess) -> MetricsSource:
+    """Per model: (samples learned, metrics) from the server, for the learning curve."""
+
+    async def fetch(models: Sequence[str] | None) -> dict[str, tuple[int, dict[str, float]]]:
+        from streamml.clients.api import ModelServerClient
+
+        out: dict[str, tuple[int, dict[str, float]]] = {}
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            for model in models or await client.models():
+                values = await client.metrics(model)
+                stats = await client.stats(model)
+                learn = stats.get("learn") if isinstance(stats, dict) else None
+                samples = learn.get("n_calls") if isinstance(learn, dict) else None
+                out[model] = (int(samples) if isinstance(samples, int) else -1, values)
+        return out
+
+    return fetch
+
+
+def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
+    """Re-send what jobs spooled while the server was unreachable."""
+
+    async def redeliver() -> None:
+        from streamml.clients import delivery
+
+        spool = workdir / "spool"
+        if not spool.is_dir():
+            return
+        report = await delivery.redeliver(
+            spool,
+            delivery.Credentials(access.username, access.token),
+            retry=delivery.Retry(attempts=1, initial_s=0.1),
+            server=access.url,
+        )
+        if report.failed:
+            raise DeliveryError(f"{len(report.failed)} spooled results not delivered yet")
+
+    return redeliver
+
+
+def materialise_input(spec: LammpsSweepSpec, workdir: Path, inline: str | None) -> Path | None:
+    """The input script as a file the jobs read (inline text, a ConfigMap's text, or a path)."""
+    text = inline if inline is not None else spec.lammps.input
+    if text is not None:
+        path = workdir / "input.lammps"
+        workdir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+    if spec.lammps.input_file:
+        path = Path(spec.lammps.input_file)
+        if not path.is_file():
+            raise SpecError(f"lammps.inputFile {path}: no such file", field="lammps.inputFile")
+        return path.resolve()
+    return None  # run-lammps' packaged LJ input
+
+
+def build_engine(
+    name: str,
+    spec: LammpsSweepSpec,
+    store: StateStore,
+    *,
+    access: ServerAccess,
+    workdir: Path,
+    identity: str,
+    scheduler: Scheduler,
+    input_text: str | None = None,
+    models: Sequence[str] | None = None,
+    job_prefix: Sequence[str] = jobs.DEFAULT_JOB_PREFIX,
+    generation: int | None = None,
+) -> SweepEngine:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = jobs.JobContext(
+        server=access.url,
+        workdir=workdir.resolve(),
+        identity=identity,
+        models=list(models) if models else (spec.models or None),
+        env=credential_env(workdir.resolve(), access),
+        prefix=tuple(job_prefix),
+        input_file=materialise_input(spec, workdir.resolve(), input_text),
+    )
+    return SweepEngine(
+        name,
+        spec,
+        scheduler,
+        store,
+        ctx,
+        metrics=metrics_source(access),
+        redeliver=redeliverer(workdir.resolve(), access),
+        generation=generation,
+    )
