@@ -250,3 +250,61 @@ def write_trials(path: Path, trials: Iterable[TrialRecord]) -> None:
     with path.open("w", encoding="utf-8") as out:
         for trial in trials:
             out.write(json.dumps(trial_to_data(trial), sort_keys=True) + "\n")
+
+
+def trials_from_sweep_status(status: Mapping[str, Any]) -> list[TrialRecord]:
+    """Trial records from a LammpsSweep's ``status`` (camelCase, as the API server returns it).
+
+    Training runs are the succeeded ``train`` trials with a target; held-out runs are the
+    ``testResults`` (target and every model's prediction) joined to their trial's parameters.
+    """
+    if not isinstance(status, Mapping):
+        raise SpecError("a LammpsSweep status must be an object")
+    params_of: dict[tuple[str, int], dict[str, float]] = {}
+    trials: list[TrialRecord] = []
+    for record in status.get("trials") or []:
+        if not isinstance(record, Mapping) or not isinstance(record.get("id"), int):
+            continue
+        params = _numeric_params(record.get("params"))
+        role = str(record.get("role", ""))
+        params_of[(role, record["id"])] = params
+        target: Any = record.get("target")
+        if role == TRAIN and record.get("state") == "Succeeded" and _is_number(target):
+            name = str(record.get("jobName") or f"train-{record['id']}")
+            trials.append(TrialRecord(name, TRAIN, params, float(target)))
+    for result in status.get("testResults") or []:
+        if not isinstance(result, Mapping) or not _is_number(result.get("target")):
+            continue
+        ident = result.get("id")
+        predictions = {
+            str(k): float(v) for k, v in (result.get("predictions") or {}).items() if _is_number(v)
+        }
+        trials.append(
+            TrialRecord(
+                f"test-{ident}",
+                TEST,
+                params_of.get((TEST, ident), {}) if isinstance(ident, int) else {},
+                float(result["target"]),
+                predictions=predictions,
+            )
+        )
+    return trials
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numeric_params(raw: Any) -> dict[str, float]:
+    """Status parameters are strings (structural schema); keep those that are numbers."""
+    params: dict[str, float] = {}
+    if not isinstance(raw, Mapping):
+        return params
+    for key, value in raw.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            params[str(key)] = number
+    return params

@@ -4,7 +4,8 @@ Reads from ``--in DIR``:
 
 - ``metrics.csv`` (``streamml watch``) → ``learning_curve_<METRIC>.png``: the metric against
   samples learned, one line per model;
-- ``trials.jsonl`` (one trial record a line, see :mod:`streamml.clients.evaluation`) →
+- ``trials.jsonl`` (one trial record a line, see :mod:`streamml.clients.evaluation`), or else
+  ``sweep.json`` (a LammpsSweep as ``kubectl get -o json`` prints it, or its status) →
   ``predicted_vs_actual.png`` for the held-out runs (one marker set per model, the offline ceiling
   and the diagonal), ``runtime_vs_atoms.png`` (training and held-out runs, the ceiling's line) and
   ``runtime_heatmap.png`` (mean runtime over the first two parameters).
@@ -16,6 +17,7 @@ state, no display needed), so tests inspect the plotted data, not just the files
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from collections import defaultdict
@@ -23,7 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamml.clients.evaluation import TEST, TRAIN, Ceiling, TrialRecord, evaluate, load_trials
+from streamml.clients.evaluation import (
+    TEST,
+    TRAIN,
+    Ceiling,
+    TrialRecord,
+    evaluate,
+    load_trials,
+    trials_from_sweep_status,
+)
 from streamml.clients.watch import METRICS_CSV, read_metrics_table
 from streamml.errors import ConfigurationError, SpecError
 
@@ -33,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRIALS_JSONL = "trials.jsonl"
+#: a LammpsSweep object (``kubectl get lammpssweep X -o json``) or its status
+SWEEP_JSON = "sweep.json"
 #: metrics drawn as learning curves when present, in this order
 CURVE_METRICS = ("R2", "RMSE", "MAE")
 HEATMAP_BINS = 6
@@ -179,6 +191,35 @@ def heatmap_figure(trials: Sequence[TrialRecord], x_param: str, y_param: str) ->
     return figure
 
 
+def _sweep_status(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: not a JSON document: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: expected a LammpsSweep object or its status")
+    status = doc.get("status", doc) if doc.get("kind", "LammpsSweep") == "LammpsSweep" else None
+    if not isinstance(status, dict):
+        raise SpecError(f"{path}: expected a LammpsSweep object or its status")
+    return status
+
+
+def curve_rows_from_sweep_status(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status' bounded learning curve in the shape of ``metrics.csv`` rows."""
+    rows: list[dict[str, Any]] = []
+    for curve in status.get("learningCurve") or []:
+        if not isinstance(curve, dict):
+            continue
+        model, metric = str(curve.get("model", "")), str(curve.get("metric", ""))
+        for point in curve.get("points") or []:
+            value, samples = point.get("value"), point.get("samples")
+            if isinstance(value, int | float) and isinstance(samples, int):
+                rows.append({"model": model, "samples": samples, "metrics": {metric: value}})
+    return rows
+
+
 def render(in_dir: Path, out_dir: Path) -> list[Path]:
     """Every figure the inputs allow; returns the PNGs written."""
     if not in_dir.is_dir():
@@ -192,15 +233,24 @@ def render(in_dir: Path, out_dir: Path) -> list[Path]:
         written.append(path)
 
     metrics_path = in_dir / METRICS_CSV
+    sweep_status = _sweep_status(in_dir / SWEEP_JSON)
+    rows: list[dict[str, Any]] = []
     if metrics_path.exists():
         rows = read_metrics_table(metrics_path)
+    elif sweep_status is not None:
+        rows = curve_rows_from_sweep_status(sweep_status)
+    if rows:
         present = {m for row in rows for m in row["metrics"]}
         for metric in CURVE_METRICS:
             if metric in present:
                 save(learning_curve_figure(rows, metric), f"learning_curve_{metric}.png")
     trials_path = in_dir / TRIALS_JSONL
+    trials: list[TrialRecord] | None = None
     if trials_path.exists():
         trials = load_trials(trials_path)
+    elif sweep_status is not None:
+        trials = trials_from_sweep_status(sweep_status)
+    if trials is not None:
         ceiling = evaluate(trials).ceiling
         if any(t.split == TEST and t.predictions for t in trials):
             save(prediction_figure(trials, ceiling), "predicted_vs_actual.png")
@@ -212,7 +262,8 @@ def render(in_dir: Path, out_dir: Path) -> list[Path]:
         if with_both:
             save(heatmap_figure(with_both, params[0], params[1]), "runtime_heatmap.png")
     if not written:
-        raise SpecError(f"nothing to plot in {in_dir}: expected {METRICS_CSV} or {TRIALS_JSONL}")
+        expected = f"{METRICS_CSV}, {TRIALS_JSONL} or {SWEEP_JSON}"
+        raise SpecError(f"nothing to plot in {in_dir}: expected {expected}")
     return written
 
 

@@ -270,3 +270,119 @@ def test_render_explains_when_there_is_nothing_to_plot(tmp_path: Path) -> None:
         plot.render(tmp_path, tmp_path / "png")
     with pytest.raises(ConfigurationError, match="not a directory"):
         plot.render(tmp_path / "missing", tmp_path / "png")
+
+
+def _sweep_status() -> dict[str, object]:
+    return {
+        "phase": "Succeeded",
+        "trials": [
+            {
+                "id": 0,
+                "role": "train",
+                "attempt": 1,
+                "jobName": "s-t0",
+                "state": "Succeeded",
+                "params": {"nx": "8", "ny": "8"},
+                "target": 0.2,
+            },
+            {
+                "id": 1,
+                "role": "train",
+                "attempt": 1,
+                "jobName": "s-t1",
+                "state": "Succeeded",
+                "params": {"nx": "16", "ny": "8"},
+                "target": 0.4,
+            },
+            {
+                "id": 2,
+                "role": "train",
+                "attempt": 1,
+                "jobName": "s-t2",
+                "state": "Failed",
+                "params": {"nx": "9", "ny": "9"},
+                "target": None,
+            },
+            {
+                "id": 3,
+                "role": "train",
+                "attempt": 1,
+                "jobName": "s-t3",
+                "state": "Succeeded",
+                "params": {"nx": "16", "ny": "16"},
+                "target": 0.8,
+            },
+            {
+                "id": 0,
+                "role": "test",
+                "attempt": 1,
+                "jobName": "s-h0",
+                "state": "Succeeded",
+                "params": {"nx": "12", "ny": "8", "mode": "fast"},
+                "target": 0.3,
+            },
+            {
+                "id": 1,
+                "role": "test",
+                "attempt": 1,
+                "jobName": "s-h1",
+                "state": "Succeeded",
+                "params": {"nx": "8", "ny": "12"},
+                "target": 0.31,
+            },
+        ],
+        "testResults": [
+            {"id": 0, "target": 0.3, "predictions": {"a": 0.29, "b": "oops"}},
+            {"id": 1, "target": 0.31, "predictions": {"a": 0.33, "b": 0.5}},
+            {"id": 9, "target": True},
+        ],
+        "learningCurve": [
+            {
+                "model": "a",
+                "metric": "RMSE",
+                "points": [
+                    {"trials": 1, "samples": 1, "value": 0.5},
+                    {"trials": 3, "samples": 3, "value": 0.1},
+                ],
+            },
+        ],
+    }
+
+
+def test_trials_from_sweep_status_joins_held_out_results_to_their_parameters() -> None:
+    trials = ev.trials_from_sweep_status(_sweep_status())
+    train = [t for t in trials if t.split == ev.TRAIN]
+    test = [t for t in trials if t.split == ev.TEST]
+    assert [(t.name, t.size, t.target) for t in train] == [
+        ("s-t0", 64, 0.2),
+        ("s-t1", 128, 0.4),
+        ("s-t3", 256, 0.8),
+    ]
+    assert [(t.parameters, t.target, t.predictions) for t in test] == [
+        ({"nx": 12.0, "ny": 8.0}, 0.3, {"a": 0.29}),  # the categorical param is not a size
+        ({"nx": 8.0, "ny": 12.0}, 0.31, {"a": 0.33, "b": 0.5}),
+    ]
+    ceiling = ev.offline_ceiling(trials)
+    assert ceiling is not None and ceiling.slope == pytest.approx(0.2 / 64)
+    with pytest.raises(SpecError):
+        ev.trials_from_sweep_status([])  # type: ignore[arg-type]
+
+
+def test_render_from_a_sweep_object_alone(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / plot.SWEEP_JSON).write_text(
+        json.dumps({"kind": "LammpsSweep", "status": _sweep_status()})
+    )
+    written = sorted(p.name for p in plot.render(src, tmp_path / "png"))
+    assert written == [
+        "learning_curve_RMSE.png",
+        "predicted_vs_actual.png",
+        "runtime_heatmap.png",
+        "runtime_vs_atoms.png",
+    ]
+    rows = plot.curve_rows_from_sweep_status(_sweep_status())
+    assert [(r["samples"], r["metrics"]) for r in rows] == [(1, {"RMSE": 0.5}), (3, {"RMSE": 0.1})]
+    (src / plot.SWEEP_JSON).write_text("[]")
+    with pytest.raises(SpecError, match="LammpsSweep"):
+        plot.render(src, tmp_path / "png")
