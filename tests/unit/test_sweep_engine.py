@@ -157,7 +157,7 @@ async def test_sweep_completes_and_evaluates(tmp_path: Path) -> None:
     in_flight = []
     for _ in range(200):
         done = await engine.tick()
-        in_flight.append(engine.status.running + sum(r.state == "Pending" for r in engine.status.trials))
+        in_flight.append(sum(r.state in ("Pending", "Running") for r in engine.status.trials))
         if done:
             break
     status = await store.load()
@@ -218,9 +218,10 @@ async def test_failed_trials_are_retried_with_reason(tmp_path: Path) -> None:
 
 
 async def test_too_many_failures_fail_the_sweep_and_cancel(tmp_path: Path) -> None:
-    sched = FakeScheduler(tmp_path, lambda job: "ERROR: bad input" if "t00000" in job.name else None)
+    sched = FakeScheduler(tmp_path, lambda j: "ERROR: bad input" if "-t00000-" in j.name else None)
     sched.duration = 5
-    engine = _engine(tmp_path, _spec(maxFailures=1, parallelism=4), sched, FileStore(tmp_path / "s"))
+    spec = _spec(maxFailures=1, parallelism=4)
+    engine = _engine(tmp_path, spec, sched, FileStore(tmp_path / "s"))
     await _drive(engine)
     status = engine.status
     assert status.phase == "Failed"
@@ -255,7 +256,9 @@ async def test_submit_refused_counts_as_failure(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("crash_at", range(1, 31))  # a full run saves 31 times
-async def test_crash_anywhere_never_submits_twice_nor_forgets(tmp_path: Path, crash_at: int) -> None:
+async def test_crash_anywhere_never_submits_twice_nor_forgets(
+    tmp_path: Path, crash_at: int
+) -> None:
     """Kill the driver at save N, restart it on the same state: each job submitted once."""
     sched = FakeScheduler(tmp_path)
     spec = _spec()
@@ -376,7 +379,11 @@ async def test_spooled_results_wait_for_delivery(tmp_path: Path) -> None:
 
     ctx = jobs.JobContext(server="http://127.0.0.1:9", workdir=tmp_path, identity="u")
     engine = SweepEngine(
-        "demo", _spec(trials=3, testTrials=0), sched, FileStore(tmp_path / "s"), ctx,
+        "demo",
+        _spec(trials=3, testTrials=0),
+        sched,
+        FileStore(tmp_path / "s"),
+        ctx,
         redeliver=redeliver,
     )
     for _ in range(10):
@@ -406,7 +413,8 @@ def test_job_request_carries_no_secret(tmp_path: Path) -> None:
         models=["a", "b"],
     )
     spec = _spec(lammps={"vars": {"steps": "20"}, "mpiProcs": 2})
-    req = jobs.build_job(spec, ctx, trial=9, attempt=2, point={"nx": 3, "ny": 4}, test=True, sweep="S_x")
+    point = {"nx": 3, "ny": 4}
+    req = jobs.build_job(spec, ctx, trial=9, attempt=2, point=point, test=True, sweep="S_x")
     assert req.name == "s-x-t00009-a2"
     args = list(req.command)
     assert _values(args, "--var") == ["steps=20", "nx=3", "ny=4"]
