@@ -1,0 +1,242 @@
+"""Deliver one trial's result to the model server: retry with backoff, else spool to disk.
+
+A finished LAMMPS run is expensive; its result is never dropped. :func:`deliver` retries a
+server that is down or failing (connection errors, 5xx) with exponential backoff; if it stays
+unreachable the request is written to ``<spool>/<trial>.json`` and :func:`redeliver` sends it
+later (``streamml run-lammps --deliver-spool DIR``). Every request carries the trial's identifier,
+so the server learns it once however often it is re-sent (idempotent learn).
+
+A spool file is the whole request plus where it goes::
+
+    {"kind": "learn" | "predict", "server": URL, "trial": ID, "models": [..] | null,
+     "features": {...}, "ground_truth": y | null, "result_file": path | null}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from streamml.clients.api import ModelServerClient
+from streamml.errors import DeliveryError, StreamMLError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["learn", "predict"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff: ``initial_s * factor**n`` capped at ``max_s``, ``attempts`` in all."""
+
+    attempts: int = 5
+    initial_s: float = 0.5
+    factor: float = 2.0
+    max_s: float = 30.0
+
+    def delays(self) -> list[float]:
+        return [min(self.max_s, self.initial_s * self.factor**n) for n in range(self.attempts - 1)]
+
+
+@dataclass
+class Request:
+    kind: Kind
+    server: str
+    trial: str
+    features: dict[str, Any]
+    ground_truth: float | None = None
+    models: list[str] | None = None  # None: learn on every model / predict with every model
+    result_file: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "server": self.server,
+            "trial": self.trial,
+            "models": self.models,
+            "features": self.features,
+            "ground_truth": self.ground_truth,
+            "result_file": self.result_file,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Request:
+        kind = data.get("kind")
+        if kind not in ("learn", "predict"):
+            raise DeliveryError(f"spool entry has an invalid kind {kind!r}")
+        if not isinstance(data.get("server"), str) or not isinstance(data.get("trial"), str):
+            raise DeliveryError("spool entry lacks 'server' or 'trial'")
+        if not isinstance(data.get("features"), dict):
+            raise DeliveryError("spool entry lacks 'features'")
+        models = data.get("models")
+        if models is not None and not (
+            isinstance(models, list) and all(isinstance(m, str) for m in models)
+        ):
+            raise DeliveryError("spool entry has invalid 'models'")
+        return cls(
+            kind=kind,
+            server=data["server"],
+            trial=data["trial"],
+            features=data["features"],
+            ground_truth=data.get("ground_truth"),
+            models=models,
+            result_file=data.get("result_file"),
+        )
+
+
+@dataclass
+class Outcome:
+    delivered: bool
+    spooled: Path | None = None
+    reply: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    #: the server was unreachable or failing (worth retrying later), not refusing the request
+    unreachable: bool = False
+
+
+async def send(request: Request, credentials: Credentials, *, timeout_s: float = 10.0) -> Outcome:
+    """One attempt: learn (idempotent by trial id) or predict with each model."""
+    async with ModelServerClient(
+        request.server, username=credentials.username, token=credentials.token, timeout=timeout_s
+    ) as client:
+        if request.kind == "learn":
+            if request.ground_truth is None:
+                raise DeliveryError(f"trial {request.trial}: a learn request needs a target")
+            reply = await client.learn(
+                request.features,
+                request.ground_truth,
+                models=request.models,
+                identifier=request.trial,
+            )
+            return Outcome(delivered=True, reply=reply)
+        models = request.models if request.models is not None else await client.models()
+        predictions: dict[str, Any] = {}
+        for model in models:
+            answer = await client.predict(request.features, model=model, identifier=request.trial)
+            predictions[model] = answer.get("prediction")
+        return Outcome(delivered=True, predictions=predictions)
+
+
+async def deliver(
+    request: Request,
+    credentials: Credentials,
+    *,
+    retry: Retry | None = None,
+    spool_dir: Path | None = None,
+) -> Outcome:
+    """Send with retries; when the server stays unreachable, spool (if a spool dir is given).
+
+    Only DeliveryError (unreachable, 5xx) is retried: a 4xx (bad credentials, unknown model)
+    will not heal by waiting. Either way an undelivered request is spooled, never dropped.
+    """
+    retry = retry or Retry()
+    delays = retry.delays()
+    error: StreamMLError | None = None
+    for attempt in range(retry.attempts):
+        try:
+            return await send(request, credentials)
+        except DeliveryError as exc:
+            error = exc
+            if attempt < len(delays):
+                log.warning(
+                    "trial %s: delivery attempt %d/%d failed (%s); retrying in %.1f s",
+                    request.trial,
+                    attempt + 1,
+                    retry.attempts,
+                    exc,
+                    delays[attempt],
+                )
+                await asyncio.sleep(delays[attempt])
+        except StreamMLError as exc:  # not retriable
+            error = exc
+            break
+    message = str(error)
+    spooled = spool(request, spool_dir) if spool_dir is not None else None
+    if spooled is not None:
+        log.warning("trial %s: not delivered (%s); spooled to %s", request.trial, message, spooled)
+    unreachable = isinstance(error, DeliveryError)
+    return Outcome(delivered=False, spooled=spooled, error=message, unreachable=unreachable)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def spool_path(spool_dir: Path, trial: str) -> Path:
+    return spool_dir / f"{_SAFE.sub('_', trial)[:200] or 'trial'}.json"
+
+
+def spool(request: Request, spool_dir: Path) -> Path:
+    """Write the request atomically (a reader never sees half a file)."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    path = spool_path(spool_dir, request.trial)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(request.to_data(), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class Redelivery:
+    delivered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # spool file -> reason
+
+
+async def redeliver(
+    spool_dir: Path,
+    credentials: Credentials,
+    *,
+    retry: Retry | None = None,
+    server: str | None = None,
+) -> Redelivery:
+    """Send every spooled request; a delivered one moves to ``<spool>/delivered/``.
+
+    ``server`` overrides the recorded address (the server may have moved). A request whose
+    result file was recorded gets that file updated (``delivered``, predictions).
+    """
+    report = Redelivery()
+    done = spool_dir / "delivered"
+    for path in await asyncio.to_thread(lambda: sorted(spool_dir.glob("*.json"))):
+        try:
+            request = Request.from_data(json.loads(path.read_text()))
+        except (OSError, ValueError, DeliveryError) as exc:
+            report.failed[str(path)] = f"unreadable spool entry: {exc}"
+            continue
+        if server is not None:
+            request.server = server
+        outcome = await deliver(request, credentials, retry=retry or Retry(attempts=1))
+        if not outcome.delivered:
+            report.failed[str(path)] = outcome.error or "not delivered"
+            continue
+        if request.result_file:
+            _mark_delivered(Path(request.result_file), outcome)
+        done.mkdir(exist_ok=True)
+        os.replace(path, done / path.name)
+        report.delivered.append(request.trial)
+    return report
+
+
+def _mark_delivered(result_file: Path, outcome: Outcome) -> None:
+    try:
+        document = json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        return  # the result file is the job's; a missing one does not undo a delivery
+    document["delivered"] = True
+    if outcome.predictions:
+        document["predictions"] = outcome.predictions
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, result_file)

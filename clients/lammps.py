@@ -1,0 +1,229 @@
+"""Run the ``lmp`` binary and read its log: the measurements a trial reports.
+
+Pure pieces (:func:`build_command`, :func:`parse_log`, :func:`find_error`) are kept apart from the
+one side effect (:func:`run_lammps`, a subprocess), so the parser is tested on real and hostile
+logs without running anything. The lines parsed (LAMMPS 2021; newer versions add Matom-step/s)::
+
+    Loop time of 0.0170414 on 1 procs for 50 steps with 384 atoms
+    Performance: 1267499.860 tau/day, 2934.027 timesteps/s[, 1.127 Matom-step/s]
+    51.3% CPU use with 1 MPI tasks x 1 OpenMP threads
+    Total wall time: 0:00:01
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from streamml.errors import LammpsError
+
+#: the default input: LJ melt sized by integer cell counts nx, ny, nz (and ``steps``)
+DEFAULT_INPUT = "in.lj"
+
+#: names a trial may use as its target (all numeric fields of :class:`LammpsMetrics`)
+TARGETS: tuple[str, ...] = (
+    "loop_time",
+    "wall_time",
+    "timesteps_per_s",
+    "tau_per_day",
+    "matom_steps_per_s",
+    "atoms",
+    "steps",
+    "cpu_use",
+)
+
+#: a log larger than this is read from its tail only (a runaway thermo output must not eat memory)
+MAX_LOG_BYTES = 16 * 1024 * 1024
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_LOOP = re.compile(
+    rf"^Loop time of ({_NUM}) on (\d+) procs for (\d+) steps with (\d+) atoms", re.MULTILINE
+)
+_PERF = re.compile(
+    rf"^Performance:(?:.*?({_NUM}) tau/day)?(?:.*?({_NUM}) timesteps/s)?"
+    rf"(?:.*?({_NUM}) Matom-step/s)?",
+    re.MULTILINE,
+)
+_CPU = re.compile(rf"^({_NUM})% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads", re.MULTILINE)
+_WALL = re.compile(r"^Total wall time: (\d+):(\d{2}):(\d{2})", re.MULTILINE)
+_ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class LammpsMetrics:
+    """What one LAMMPS run measured. Several ``run`` commands: times and steps are summed."""
+
+    loop_time: float
+    procs: int
+    steps: int
+    atoms: int
+    tau_per_day: float | None = None
+    timesteps_per_s: float | None = None
+    matom_steps_per_s: float | None = None
+    cpu_use: float | None = None
+    mpi_tasks: int | None = None
+    omp_threads: int | None = None
+    wall_time: float | None = None  # whole seconds only: prefer loop_time as a target
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+    def target(self, name: str) -> float:
+        """The value of target ``name``; LammpsError when the log did not report it."""
+        if name not in TARGETS:
+            raise LammpsError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+        value = getattr(self, name)
+        if value is None:
+            raise LammpsError(f"the LAMMPS log does not report {name!r}")
+        return float(value)
+
+
+def find_error(text: str) -> str | None:
+    """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None."""
+    match = _ERROR.search(text)
+    return match.group(0).strip() if match else None
+
+
+def parse_log(text: str) -> LammpsMetrics:
+    """Parse a LAMMPS screen/log output; LammpsError naming the ERROR line or what is missing."""
+    error = find_error(text)
+    loops = _LOOP.findall(text)
+    if error is not None:
+        raise LammpsError(error)
+    if not loops:
+        raise LammpsError(
+            "unparseable LAMMPS log: no 'Loop time of ...' line (did the run finish?)"
+        )
+    try:
+        loop_time = sum(float(t) for t, _, _, _ in loops)
+        steps = sum(int(s) for _, _, s, _ in loops)
+        procs, atoms = int(loops[-1][1]), int(loops[-1][3])
+    except (ValueError, OverflowError) as exc:
+        raise LammpsError(f"unparseable LAMMPS log: bad 'Loop time' line ({exc})") from exc
+    perf = _last(_PERF, text)
+    cpu = _last(_CPU, text)
+    wall = _last(_WALL, text)
+    return LammpsMetrics(
+        loop_time=loop_time,
+        procs=procs,
+        steps=steps,
+        atoms=atoms,
+        tau_per_day=_float(perf.group(1)) if perf else None,
+        timesteps_per_s=_float(perf.group(2)) if perf else None,
+        matom_steps_per_s=_float(perf.group(3)) if perf else None,
+        cpu_use=_float(cpu.group(1)) if cpu else None,
+        mpi_tasks=int(cpu.group(2)) if cpu else None,
+        omp_threads=int(cpu.group(3)) if cpu else None,
+        wall_time=(
+            float(int(wall.group(1)) * 3600 + int(wall.group(2)) * 60 + int(wall.group(3)))
+            if wall
+            else None
+        ),
+    )
+
+
+def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    match = None
+    for match in pattern.finditer(text):  # noqa: B007 - we want the last one
+        pass
+    return match
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def default_input() -> Path:
+    """The packaged LJ input (a real file on disk: lmp must be able to open it)."""
+    path = Path(str(resources.files("streamml.clients") / "inputs" / DEFAULT_INPUT))
+    if not path.is_file():
+        raise LammpsError(f"the packaged default input {path} is missing")
+    return path
+
+
+def build_command(
+    input_file: Path,
+    variables: Mapping[str, str],
+    *,
+    lmp: str = "lmp",
+    mpirun: int | None = None,
+    srun: bool = False,
+) -> list[str]:
+    """The command line: ``[mpirun -np N | srun --mpi=pmix] lmp -in F -var K V ... -log none``."""
+    if mpirun is not None and srun:
+        raise LammpsError("choose either mpirun or srun, not both")
+    prefix: list[str] = []
+    if mpirun is not None:
+        if mpirun < 1:
+            raise LammpsError(f"mpirun needs at least 1 process, got {mpirun}")
+        prefix = ["mpirun", "--oversubscribe", "-np", str(mpirun)]
+    elif srun:
+        prefix = ["srun", "--mpi=pmix"]
+    command = [*prefix, lmp, "-in", str(input_file)]
+    for name, value in variables.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise LammpsError(f"invalid LAMMPS variable name {name!r}")
+        command += ["-var", name, str(value)]
+    # the screen output is captured; a log file next to it would only duplicate it
+    return [*command, "-log", "none"]
+
+
+def lammps_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for lmp: one OpenMP thread unless set; Open MPI allowed to run as root."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if os.geteuid() == 0:  # mpirun refuses root without these (containers, this testbed)
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env
+
+
+@dataclass(frozen=True)
+class LammpsRun:
+    command: list[str]
+    returncode: int
+    output: str
+    metrics: LammpsMetrics
+
+
+def run_lammps(
+    command: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    timeout_s: float | None = None,
+    log_file: Path | None = None,
+) -> LammpsRun:
+    """Run LAMMPS, keep its output (also in ``log_file``), parse it; LammpsError on failure."""
+    try:
+        proc = subprocess.run(
+            list(command),
+            cwd=cwd,
+            env=lammps_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise LammpsError(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LammpsError(f"LAMMPS did not finish within {timeout_s} s") from exc
+    raw = proc.stdout[-MAX_LOG_BYTES:]
+    output = raw.decode("utf-8", errors="replace")
+    if log_file is not None:
+        log_file.write_text(output)
+    error = find_error(output)
+    if proc.returncode != 0:
+        raise LammpsError(error or f"LAMMPS exited with code {proc.returncode}: {_tail(output)}")
+    return LammpsRun(list(command), proc.returncode, output, parse_log(output))
+
+
+def _tail(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"

@@ -1,0 +1,281 @@
+"""``streamml run-lammps``: the job-side program of one trial.
+
+Runs LAMMPS with the trial's ``-var`` parameters, parses the log, and sends the result to the
+model server under the trial's identifier: a training trial learns (idempotent), a held-out trial
+(``--test``) asks every model for a prediction and never learns. It always writes a result
+document for the sweep engine (``--result-file``, default ``$STREAMML_RESULT_FILE``)::
+
+    {"trial": ID, "kind": "learn"|"predict", "features": {...}, "target": y | null,
+     "target_name": "loop_time", "metrics": {...parsed log...}, "predictions": {model: y},
+     "delivered": bool, "spooled": path | null, "error": str | null}
+
+Exit codes: 0 the result was delivered or spooled for later; 1 LAMMPS failed or its log is
+unparseable (the ``ERROR:`` line is printed); 2 bad options; 3 the result could not be delivered
+and was not spooled, or the server refused it (bad credentials, unknown model; it is spooled when
+a spool dir is set). ``--deliver-spool DIR`` re-sends spooled results instead of running LAMMPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamml.errors import ConfigurationError, LammpsError
+
+log = logging.getLogger(__name__)
+
+FEATURE_SETS = ("vars", "vars+atoms")
+EXIT_LAMMPS = 1
+EXIT_USAGE = 2
+EXIT_UNDELIVERED = 3
+
+
+class RunJobSettings(BaseSettings):
+    """Defaults from the environment (``STREAMML_*``); command-line options override them."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")
+
+    server: str | None = None
+    trial_id: str | None = None
+    username: str | None = None
+    token: str | None = None
+    username_file: Path | None = None
+    token_file: Path | None = None
+    result_file: Path | None = None
+    spool_dir: Path | None = None
+    lmp: str = "lmp"
+
+    def credentials_pair(self) -> tuple[str | None, str | None]:
+        username = self.username or _read_secret(self.username_file)
+        token = self.token or _read_secret(self.token_file)
+        return username, token
+
+
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip() or None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read credentials file {path}: {exc.strerror}") from exc
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="model server base URL (env STREAMML_SERVER)")
+    parser.add_argument("--trial-id", help="the trial's identifier (idempotent learn)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="M",
+        help="model to teach/ask (repeatable; default: every model on the server)",
+    )
+    parser.add_argument("--target", default="loop_time", help="metric to learn (loop_time)")
+    parser.add_argument("--input", type=Path, help="LAMMPS input file (default: packaged in.lj)")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="LAMMPS -var parameter (repeatable); also the features",
+    )
+    launch = parser.add_mutually_exclusive_group()
+    launch.add_argument("--mpirun", type=int, metavar="N", help="run under mpirun -np N")
+    launch.add_argument("--srun", action="store_true", help="run under srun --mpi=pmix")
+    parser.add_argument("--lmp", help="LAMMPS binary (default lmp; env STREAMML_LMP)")
+    parser.add_argument("--test", action="store_true", help="held-out trial: predict, never learn")
+    parser.add_argument("--features", choices=FEATURE_SETS, default="vars", help="feature set")
+    parser.add_argument("--result-file", type=Path, help="result JSON (env STREAMML_RESULT_FILE)")
+    parser.add_argument("--spool-dir", type=Path, help="spool undelivered results here")
+    parser.add_argument("--log-file", type=Path, help="keep the LAMMPS output here")
+    parser.add_argument("--timeout", type=float, help="LAMMPS time limit in seconds")
+    parser.add_argument("--retries", type=int, default=5, help="delivery attempts (5)")
+    parser.add_argument("--backoff", type=float, default=0.5, help="first retry delay, s (0.5)")
+    parser.add_argument(
+        "--deliver-spool",
+        type=Path,
+        metavar="DIR",
+        help="re-send the results spooled in DIR (no LAMMPS run)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = RunJobSettings()
+    try:
+        if args.deliver_spool is not None:
+            return _redeliver(args, settings)
+        return _run_trial(args, settings)
+    except ConfigurationError as exc:
+        print(f"streamml run-lammps: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigurationError(f"--var expects NAME=VALUE, got {pair!r}")
+        variables[name.strip()] = value.strip()
+    return variables
+
+
+def as_feature(value: str) -> int | float | str:
+    """A -var value as a number when it is one (categorical values stay strings)."""
+    for convert in (int, float):
+        try:
+            number = convert(value)
+        except ValueError:
+            continue
+        if (isinstance(number, float) and number != number) or number in (
+            float("inf"),
+            float("-inf"),
+        ):
+            raise ConfigurationError(f"--var value {value!r} is not a finite number")
+        return number
+    return value
+
+
+def _retry(args: argparse.Namespace) -> Any:
+    from streamml.clients.delivery import Retry
+
+    if args.retries < 1 or args.backoff < 0:
+        raise ConfigurationError("--retries must be >= 1 and --backoff >= 0")
+    return Retry(attempts=args.retries, initial_s=args.backoff)
+
+
+def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
+    from streamml.clients import delivery, lammps
+
+    server = args.server or settings.server
+    trial = args.trial_id or settings.trial_id
+    result_file = args.result_file or settings.result_file
+    spool_dir = args.spool_dir or settings.spool_dir
+    if not server:
+        raise ConfigurationError("--server (or STREAMML_SERVER) is required")
+    if not trial:
+        raise ConfigurationError("--trial-id (or STREAMML_TRIAL_ID) is required")
+    if args.target not in lammps.TARGETS:
+        raise ConfigurationError(f"--target must be one of {', '.join(lammps.TARGETS)}")
+    variables = parse_vars(args.var)
+    features: dict[str, Any] = {name: as_feature(v) for name, v in variables.items()}
+    retry = _retry(args)
+    username, token = settings.credentials_pair()
+    input_file = args.input or lammps.default_input()
+    if not input_file.is_file():
+        raise ConfigurationError(f"--input {input_file}: no such file")
+    kind: delivery.Kind = "predict" if args.test else "learn"
+    document: dict[str, Any] = {
+        "trial": trial,
+        "kind": kind,
+        "features": features,
+        "target": None,
+        "target_name": args.target,
+        "metrics": {},
+        "predictions": {},
+        "delivered": False,
+        "spooled": None,
+        "error": None,
+    }
+    command = lammps.build_command(
+        input_file,
+        variables,
+        lmp=args.lmp or settings.lmp,
+        mpirun=args.mpirun,
+        srun=args.srun,
+    )
+    log.info("trial %s: %s", trial, " ".join(command))
+    try:
+        result = lammps.run_lammps(command, timeout_s=args.timeout, log_file=args.log_file)
+        target = result.metrics.target(args.target)
+    except LammpsError as exc:
+        document["error"] = str(exc)
+        _write_result(result_file, document)
+        print(f"streamml run-lammps: trial {trial}: LAMMPS failed: {exc}", file=sys.stderr)
+        return EXIT_LAMMPS
+    document["metrics"] = result.metrics.as_dict()
+    document["target"] = target
+    if args.features == "vars+atoms":
+        features["atoms"] = result.metrics.atoms
+    request = delivery.Request(
+        kind=kind,
+        server=server,
+        trial=trial,
+        features=features,
+        ground_truth=None if args.test else target,
+        models=args.models,
+        result_file=str(result_file) if result_file else None,
+    )
+    outcome = asyncio.run(
+        delivery.deliver(
+            request,
+            delivery.Credentials(username, token),
+            retry=retry,
+            spool_dir=spool_dir,
+        )
+    )
+    document["delivered"] = outcome.delivered
+    document["spooled"] = str(outcome.spooled) if outcome.spooled else None
+    document["predictions"] = outcome.predictions
+    document["error"] = outcome.error
+    _write_result(result_file, document)
+    if outcome.delivered:
+        log.info("trial %s: %s=%g delivered (%s)", trial, args.target, target, kind)
+        return 0
+    if outcome.spooled is not None and outcome.unreachable:
+        print(
+            f"streamml run-lammps: trial {trial}: server unreachable ({outcome.error}); "
+            f"result spooled to {outcome.spooled}",
+            file=sys.stderr,
+        )
+        return 0
+    where = (
+        f"; spooled to {outcome.spooled}" if outcome.spooled else "; NOT spooled (no --spool-dir)"
+    )
+    print(
+        f"streamml run-lammps: trial {trial}: not delivered: {outcome.error}{where}",
+        file=sys.stderr,
+    )
+    return EXIT_UNDELIVERED
+
+
+def _write_result(path: Path | None, document: dict[str, Any]) -> None:
+    if path is None:
+        return
+    text = json.dumps(document, indent=1, default=str)
+    if str(path).startswith("/dev/"):  # e.g. /dev/termination-log: no temp file beside it
+        path.write_text(text)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _redeliver(args: argparse.Namespace, settings: RunJobSettings) -> int:
+    from streamml.clients import delivery
+
+    spool_dir: Path = args.deliver_spool
+    if not spool_dir.is_dir():
+        raise ConfigurationError(f"--deliver-spool {spool_dir}: no such directory")
+    username, token = settings.credentials_pair()
+    report = asyncio.run(
+        delivery.redeliver(
+            spool_dir,
+            delivery.Credentials(username, token),
+            retry=_retry(args),
+            server=args.server or None,
+        )
+    )
+    print(json.dumps({"delivered": report.delivered, "failed": report.failed}, indent=1))
+    for path, reason in report.failed.items():
+        print(f"streamml run-lammps: {path}: not delivered: {reason}", file=sys.stderr)
+    return 0 if not report.failed else EXIT_UNDELIVERED

@@ -1,0 +1,224 @@
+"""Kubernetes: one ``batch/v1`` Job per trial running a LAMMPS image.
+
+The job id is the Job's name (the trial name, DNS-label safe), so :meth:`lookup` is a read by
+name. The job's result document travels in the container's termination message (the job runs
+``streamml run-lammps --result-file /dev/termination-log``) and comes back in
+:attr:`JobStatus.output`. Cancel suspends the Job (Kubernetes ends its Pods) and marks it with an
+annotation, so a restarted driver still sees it as cancelled. :func:`job_manifest` is pure.
+
+The blocking kubernetes client runs in worker threads (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.errors import SchedulerError
+
+CANCELLED_ANNOTATION = "streamml.io/cancelled"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "streamml"}
+
+
+def job_manifest(
+    job: JobRequest,
+    *,
+    namespace: str,
+    image: str,
+    service_account: str | None = None,
+    ttl_seconds_after_finished: int = 3600,
+) -> dict[str, Any]:
+    """The Job for one trial: no retries (the sweep retries), no API token mounted."""
+    container: dict[str, Any] = {
+        "name": "trial",
+        "image": image,
+        "command": list(job.command),
+        "env": [{"name": k, "value": v} for k, v in job.env.items()],
+        "resources": {"requests": {"cpu": str(job.cpus)}, "limits": {"cpu": str(job.cpus)}},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if job.workdir is not None:
+        container["workingDir"] = str(job.workdir)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": ttl_seconds_after_finished,
+        "template": {
+            "metadata": {"labels": {**MANAGED_BY, "streamml.io/trial": job.name}},
+            "spec": pod_spec,
+        },
+    }
+    if job.time_limit_s is not None:
+        spec["activeDeadlineSeconds"] = job.time_limit_s
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job.name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, "streamml.io/trial": job.name},
+        },
+        "spec": spec,
+    }
+
+
+def job_status(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> JobStatus:
+    """Map a Job (and its Pods, for the termination message and reason) to a JobStatus."""
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    status = job.get("status") or {}
+    terminated = _terminated(pods)
+    output = terminated.get("message") if terminated else None
+    exit_code = terminated.get("exitCode") if terminated else None
+    if annotations.get(CANCELLED_ANNOTATION) == "true":
+        return JobStatus(JobState.CANCELLED, reason="cancelled", exit_code=exit_code, output=output)
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return JobStatus(JobState.SUCCEEDED, exit_code=exit_code or 0, output=output)
+        if condition.get("type") == "Failed":
+            parts = [str(condition.get("reason") or "Failed")]
+            if terminated and terminated.get("reason"):
+                parts.append(str(terminated["reason"]))  # e.g. OOMKilled, Error
+            if condition.get("message"):
+                parts.append(str(condition["message"]))
+            if output:
+                parts.append(output.strip().splitlines()[-1][:300] if output.strip() else "")
+            reason = ": ".join(p for p in parts if p)
+            return JobStatus(JobState.FAILED, reason=reason, exit_code=exit_code, output=output)
+    if status.get("active"):
+        return JobStatus(JobState.RUNNING)
+    return JobStatus(JobState.PENDING)
+
+
+def _terminated(pods: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                return dict(terminated)
+    return None
+
+
+class KubernetesScheduler:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        image: str | None = None,
+        kubeconfig: str | None = None,
+        service_account: str | None = None,
+        ttl_seconds_after_finished: int = 3600,
+    ) -> None:
+        self.namespace = namespace
+        self.image = image
+        self.service_account = service_account
+        self.ttl = ttl_seconds_after_finished
+        self._kubeconfig = kubeconfig
+        self._api: Any = None
+
+    def _client(self) -> Any:
+        if self._api is None:
+            from kubernetes import client, config
+
+            api_client = (
+                config.new_client_from_config(config_file=self._kubeconfig)  # type: ignore[no-untyped-call]
+                if self._kubeconfig
+                else _in_cluster(client, config)
+            )
+            self._api = (client.BatchV1Api(api_client), client.CoreV1Api(api_client), api_client)
+        return self._api
+
+    async def submit(self, job: JobRequest) -> str:
+        image = job.image or self.image
+        if not image:
+            raise SchedulerError("the kubernetes scheduler needs an image (settings 'image')")
+        if not job.command:
+            raise SchedulerError(f"job {job.name!r} has an empty command")
+        manifest = job_manifest(
+            job,
+            namespace=self.namespace,
+            image=image,
+            service_account=self.service_account,
+            ttl_seconds_after_finished=self.ttl,
+        )
+        batch = self._client()[0]
+        try:
+            await asyncio.to_thread(batch.create_namespaced_job, self.namespace, manifest)
+        except Exception as exc:
+            raise SchedulerError(f"cannot create Job {job.name!r}: {_api_reason(exc)}") from exc
+        return job.name
+
+    async def _read(self, job_id: str) -> JobStatus:
+        batch, core, api_client = self._client()
+        try:
+            job = await asyncio.to_thread(batch.read_namespaced_job, job_id, self.namespace)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return JobStatus(JobState.UNKNOWN, reason="no such Job")
+            raise SchedulerError(f"cannot read Job {job_id!r}: {_api_reason(exc)}") from exc
+        pods = await asyncio.to_thread(
+            core.list_namespaced_pod, self.namespace, label_selector=f"job-name={job_id}"
+        )
+        return job_status(
+            api_client.sanitize_for_serialization(job),
+            [api_client.sanitize_for_serialization(p) for p in pods.items],
+        )
+
+    async def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        statuses = await asyncio.gather(*(self._read(job_id) for job_id in job_ids))
+        return dict(zip(job_ids, statuses, strict=True))
+
+    async def lookup(self, name: str) -> str | None:
+        status = await self._read(name)
+        return None if status.state is JobState.UNKNOWN else name
+
+    async def cancel(self, job_id: str) -> None:
+        batch = self._client()[0]
+        patch = {
+            "metadata": {"annotations": {CANCELLED_ANNOTATION: "true"}},
+            "spec": {"suspend": True},  # the Job controller ends its Pods; the record stays
+        }
+        try:
+            await asyncio.to_thread(batch.patch_namespaced_job, job_id, self.namespace, patch)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return
+            raise SchedulerError(f"cannot cancel Job {job_id!r}: {_api_reason(exc)}") from exc
+
+    async def close(self) -> None:
+        if self._api is not None:
+            await asyncio.to_thread(self._api[2].close)
+            self._api = None
+
+
+def _in_cluster(client: Any, config: Any) -> Any:
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def _api_reason(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, str | bytes) and body:
+        import json
+
+        try:
+            return str(json.loads(body).get("message") or body)
+        except ValueError:
+            return str(body)[:300]
+    return str(exc)
