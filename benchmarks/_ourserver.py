@@ -1,0 +1,98 @@
+"""Our model server (`streamml serve`) as a separate process for the benchmark: auth on."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _loadgen import fetch_jwt, http_json
+
+#: The benchmark model, declared as data (the same pipeline the old server gets as a pickle).
+PIPELINE = [
+    {"class": "preprocessing.StandardScaler", "params": {}},
+    {"class": "linear_model.LinearRegression", "params": {}},
+]
+
+
+def streamml_executable() -> str:
+    """`streamml` next to the running interpreter (the project's .venv)."""
+    candidate = Path(sys.executable).parent / "streamml"
+    return str(candidate) if candidate.exists() else "streamml"
+
+
+@dataclass
+class OurServer:
+    """`streamml serve` on 127.0.0.1:port with a user and a token, data in `root`."""
+
+    root: Path
+    port: int
+    user: str = "bench"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "streamml-serve.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        token_file = self.root / "token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        cmd = [
+            streamml_executable(),
+            "serve",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            f"--data-dir={self.root / 'data'}",
+            f"--auth-user={self.user}",
+            f"--auth-token-file={token_file}",
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"streamml serve exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+        raise RuntimeError(f"streamml serve not ready after {timeout}s; see {self.log_path}")
+
+    def bearer(self) -> dict[str, str]:
+        """A fresh JWT through the handshake, as the Authorization header."""
+        return {"Authorization": f"Bearer {fetch_jwt(self.url, self.user, self.token)}"}
+
+    def create_model(self, name: str) -> None:
+        status, reply = http_json(
+            "POST",
+            f"{self.url}/api/model/regression/{name}/",
+            body={"pipeline": PIPELINE},
+            headers=self.bearer(),
+        )
+        if status != 201:
+            raise RuntimeError(f"declarative create of {name}: {status} {reply!r}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
