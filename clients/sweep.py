@@ -364,8 +364,10 @@ class SweepEngine:
 
     async def _submit(self, record: TrialRecord, request: JobRequest) -> None:
         try:
+            if request.workdir is not None:  # shared filesystem: the job writes its result here
+                request.workdir.mkdir(parents=True, exist_ok=True)
             record.job_id = await self.scheduler.submit(request)
-        except SchedulerError as exc:
+        except (SchedulerError, OSError) as exc:
             self._finish_trial(record, JobStatus(JobState.FAILED, reason=f"submit: {exc}"))
             await self.store.save(self.status)
             return

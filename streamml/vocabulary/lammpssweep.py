@@ -296,6 +296,9 @@ class LammpsSweepStatus(_Record):
     completion_time: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     plan_fingerprint: str | None = Field(default=None, description="hash of the sampled plan")
+    identity: str | None = Field(
+        default=None, description="prefix of the trials' learn identifiers (CLI runs)"
+    )
     next_trial: int = Field(default=0, description="next index of the plan to start")
     retry_queue: list[int] = Field(default_factory=list, description="trials to run again")
     attempts: dict[str, int] = Field(

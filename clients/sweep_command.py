@@ -1,0 +1,184 @@
+"""``streamml sweep FILE.yaml``: run a LammpsSweep without Kubernetes.
+
+The file is a LammpsSweep manifest (or just its ``spec``). The same engine the operator uses
+drives it, against a model server URL, with a progress bar; its state lives in a JSON file, so
+an interrupted sweep resumes where it stopped (jobs in flight are adopted, never resubmitted).
+At the end it prints the learning curve and the held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streamml.errors import ConfigurationError, SpecError
+
+MAX_FILE_BYTES = 1_000_000
+EXIT_FAILED = 1
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="LammpsSweep YAML (manifest or spec)")
+    parser.add_argument("--server", help="model server base URL (env STREAMML_SERVER)")
+    parser.add_argument("--username", help="server username (env STREAMML_USERNAME)")
+    parser.add_argument("--token", help="server token (env STREAMML_TOKEN; prefer --token-file)")
+    parser.add_argument("--token-file", type=Path, help="file holding the server token")
+    parser.add_argument("--workdir", type=Path, help="job files, spool, state (./NAME.sweep)")
+    parser.add_argument("--state", type=Path, help="state file (default WORKDIR/state.json)")
+    parser.add_argument("--interval", type=float, default=1.0, help="poll interval, s (1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_sweep_file(path: Path) -> tuple[str, Any]:
+    """(name, LammpsSweepSpec) from a manifest or bare spec; SpecError naming the field."""
+    import yaml
+    from pydantic import ValidationError
+
+    from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: expected a mapping (a LammpsSweep manifest or its spec)")
+    name = path.stem
+    if "spec" in doc or "kind" in doc:
+        if doc.get("kind", "LammpsSweep") != "LammpsSweep":
+            raise SpecError(f"{path}: kind is {doc.get('kind')!r}, not LammpsSweep", field="kind")
+        meta = doc.get("metadata") or {}
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+            name = meta["name"]
+        doc = doc.get("spec")
+        if not isinstance(doc, dict):
+            raise SpecError(f"{path}: spec must be a mapping", field="spec")
+    try:
+        spec = LammpsSweepSpec.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise SpecError(f"{path}: spec.{where}: {first['msg']}", field=where) from exc
+    return name, spec
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_run(args))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from streamml.clients import sweep_runtime as rt
+    from streamml.clients.sweep import FileStore
+
+    class Env(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")
+        server: str | None = None
+        username: str | None = None
+        token: str | None = None
+
+    env = Env()
+    name, spec = load_sweep_file(args.file)
+    server = args.server or env.server
+    if not server:
+        raise ConfigurationError("--server (or STREAMML_SERVER) is required")
+    token = args.token or env.token
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"--token-file: {exc.strerror}") from exc
+    if args.interval <= 0:
+        raise ConfigurationError("--interval must be positive")
+    access = rt.ServerAccess(server.rstrip("/"), args.username or env.username, token)
+    workdir: Path = (args.workdir or Path(f"{name}.sweep")).resolve()
+    store = FileStore(args.state or workdir / "state.json")
+    previous = await store.load()
+    identity = (previous.identity if previous else None) or f"{name}-{uuid.uuid4().hex[:12]}"
+    scheduler = rt.build_scheduler(spec, rt.scheduler_settings(spec, workdir))
+    engine = rt.build_engine(
+        name,
+        spec,
+        store,
+        access=access,
+        workdir=workdir,
+        identity=identity,
+        scheduler=scheduler,
+    )
+    await engine.load()
+    engine.status.identity = identity
+    bar = _progress(engine.total, disabled=args.no_progress)
+    try:
+        while not await engine.tick():
+            _show(bar, engine.status)
+            await asyncio.sleep(args.interval)
+        _show(bar, engine.status)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(
+            f"\ninterrupted: state in {store.path}; jobs in flight keep running;"
+            " run the same command to resume",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        bar.close()
+        await scheduler.close()
+    print(report(engine.status))
+    return 0 if engine.status.phase == "Succeeded" else EXIT_FAILED
+
+
+def _progress(total: int, *, disabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", disable=disabled, dynamic_ncols=True)
+
+
+def _show(bar: Any, status: Any) -> None:
+    bar.n = status.succeeded
+    bar.set_postfix(running=status.running, failed=status.failed, phase=status.phase)
+    bar.refresh()
+
+
+def report(status: Any) -> str:
+    """The learning curve and the held-out evaluation as plain-text tables."""
+    lines = [
+        f"phase {status.phase}: {status.progress} runs, {status.failed} failed attempts,"
+        f" {status.submitted} submitted"
+    ]
+    failed = [t for t in status.trials if t.state in ("Failed", "Lost")]
+    for trial in failed[-5:]:
+        lines.append(f"  failed {trial.job_name}: {trial.reason}")
+    if status.learning_curve:
+        lines.append("")
+        lines.append("learning curve (training runs learned -> metric)")
+        for curve in status.learning_curve:
+            step = max(1, len(curve.points) // 8)
+            shown = curve.points[::step]
+            if curve.points and shown[-1] is not curve.points[-1]:
+                shown.append(curve.points[-1])
+            cells = "  ".join(f"{p.trials}:{_fmt(p.value)}" for p in shown)
+            lines.append(f"  {curve.model:<20} {curve.metric:<5} {cells}")
+    if status.evaluation:
+        lines.append("")
+        lines.append(f"held-out evaluation ({status.evaluation[0].n} runs)")
+        lines.append(f"  {'model':<20} {'n':>4} {'MAE':>12} {'RMSE':>12} {'R2':>8}")
+        for e in status.evaluation:
+            lines.append(
+                f"  {e.model:<20} {e.n:>4} {_fmt(e.mae):>12} {_fmt(e.rmse):>12} {_fmt(e.r2):>8}"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
