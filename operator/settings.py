@@ -1,0 +1,100 @@
+"""The operator's one settings object (env prefix ``STREAMML_``), loaded once at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "streamml" / "operator"
+
+
+class SweepSettings(BaseModel):
+    """LammpsSweep driving (env ``STREAMML_SWEEPS__<FIELD>``)."""
+
+    work_dir: Path | None = Field(
+        default=None,
+        description="trial dirs, spool, credential files per sweep (default STATE_DIR/sweeps)",
+    )
+    interval: float = Field(default=2.0, gt=0, le=600, description="seconds between sweep ticks")
+    job_command: list[str] = Field(
+        default_factory=list,
+        description="the job-side program (default: this python -m streamml.cli run-lammps)",
+    )
+
+
+class OperatorSettings(BaseSettings):
+    """Everything ``streamml operator`` can be told; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMML_", env_nested_delimiter="__")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="namespaces to watch; empty means cluster-wide",
+    )
+    local_runtime: bool = Field(
+        default=False,
+        description="supervise each StreamModel's server as a local process on 127.0.0.1",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="local runtime: per-StreamModel data dirs and credential files",
+    )
+    server_image: str = Field(
+        default=DEFAULT_SERVER_IMAGE,
+        description="image used when a StreamModel keeps the schema's default image",
+    )
+    server_command: list[str] = Field(
+        default_factory=list,
+        description="local runtime: the command that starts a server (default: this python)",
+    )
+    status_poll_interval: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds between status polls per StreamModel"
+    )
+    contact_servers: bool | None = Field(
+        default=None,
+        description=(
+            "reach in-cluster servers through their Service DNS name to create models and poll "
+            "metrics; default: only when the operator itself runs in a pod"
+        ),
+    )
+    liveness: str | None = Field(
+        default=None, description="kopf liveness endpoint, e.g. http://127.0.0.1:8081/healthz"
+    )
+    sweeps: SweepSettings = Field(default_factory=SweepSettings, description="LammpsSweep")
+    api_timeout: float = Field(default=10.0, gt=0, description="seconds per HTTP call to servers")
+    server_start_timeout: float = Field(
+        default=60.0, gt=0, description="local runtime: seconds a new server may take to be ready"
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [n for n in value.replace(",", " ").split() if n]
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def reach_servers(self) -> bool:
+        """Whether the operator sends HTTP to the servers it manages.
+
+        The local runtime's servers are on loopback. In a cluster, only an operator inside the
+        cluster can reach a Service; outside (tests, a laptop) it must never try.
+        """
+        if self.local_runtime:
+            return True
+        if self.contact_servers is not None:
+            return self.contact_servers
+        return "KUBERNETES_SERVICE_HOST" in os.environ
