@@ -122,8 +122,12 @@ def run_snippet(server: ServerProcess, snippet: str, cwd: Path) -> str:
     env = dict(os.environ, RIVER_ML_USER=server.username or "", RIVER_ML_TOKEN=server.token or "")
     result = subprocess.run(
         [sys.executable, "-c", snippet.replace("http://localhost:8080", server.url)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -195,9 +199,16 @@ def test_prototype_snippet_with_declarative_models(tmp_path: Path) -> None:
 def test_pickle_upload_refused_by_default(model_server: ServerProcess, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", SETUP_SNIPPET.replace("http://localhost:8080", model_server.url)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env=dict(os.environ, RIVER_ML_USER=model_server.username or "", RIVER_ML_TOKEN=model_server.token or ""),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=dict(
+            os.environ,
+            RIVER_ML_USER=model_server.username or "",
+            RIVER_ML_TOKEN=model_server.token or "",
+        ),
+    )
     assert out.returncode != 0
     assert "403" in out.stdout + out.stderr
     r = requests.post(
@@ -292,7 +303,10 @@ def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
     result = subprocess.run(
         [sys.executable, "-m", "streamml.cli", "serve", "--port", "0", "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "--no-auth" in result.stderr and "--auth-user" in result.stderr
