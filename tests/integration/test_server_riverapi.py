@@ -171,7 +171,8 @@ def test_prototype_snippet_with_dill_uploads(tmp_path: Path) -> None:
         )
         assert "'intercept_lr': ['Constant', {'learning_rate': 0.1}]" in poll
         assert "'mean_duration_human'" in poll and "'n_calls': 4" in poll
-        metrics = [ast.literal_eval(l) for l in poll.splitlines() if l.startswith("{'MAE'")]
+        lines = poll.splitlines()
+        metrics = [ast.literal_eval(line) for line in lines if line.startswith("{'MAE'")]
         assert len(metrics) == 3
         for m in metrics:
             assert set(m) == {"MAE", "RMSE", "SMAPE", "R2"}
