@@ -1,0 +1,56 @@
+"""``streamml hpc up|down|env``: a local single-node Slurm cluster for demos and tests.
+
+``up`` starts munge, slurmctld, slurmd and slurmrestd (JWT) in a state dir and prints the
+environment to use it; ``env`` prints it again (shell ``export`` lines, or JSON with ``--json``,
+including a fresh slurmrestd token); ``down`` stops exactly the daemons of that state dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import tempfile
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # the demo's one cluster per machine; tests use their own state dirs
+    default = Path(
+        os.environ.get("STREAMML_HPC_STATE_DIR") or Path(tempfile.gettempdir()) / "streamml-hpc"
+    )
+    parser.add_argument("action", choices=("up", "down", "env"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default,
+        help=f"where the cluster lives (default {default}; env STREAMML_HPC_STATE_DIR)",
+    )
+    parser.add_argument("--no-rest", action="store_true", help="do not start slurmrestd")
+    parser.add_argument("--json", action="store_true", help="print the environment as JSON")
+    parser.add_argument("--token-lifespan", type=int, default=86400, help="JWT lifetime (s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamml.testbed import hpc
+
+    state_dir: Path = args.state_dir.absolute()
+    if args.action == "down":
+        stopped = hpc.stop(state_dir)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        return 0
+    if args.action == "up":
+        cluster = hpc.start(state_dir, rest=not args.no_rest)
+    else:
+        cluster = hpc.SlurmCluster.load(state_dir)
+    env = dict(cluster.env())
+    if cluster.rest_url:
+        env["SLURMRESTD_URL"] = cluster.rest_url
+        env["SLURM_JWT"] = cluster.token("root", lifespan_s=args.token_lifespan)
+    if args.json:
+        print(json.dumps({**env, "cluster": cluster.to_data()}, indent=1))
+    else:
+        for name, value in env.items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
