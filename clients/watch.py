@@ -223,10 +223,12 @@ async def watch(
     duration: float | None = None,
     count: int | None = None,
     stop: asyncio.Event | None = None,
+    final_poll: bool = False,
 ) -> tuple[int, int]:
     """Poll until ``duration`` elapsed, ``count`` polls done, or ``stop`` set.
 
-    Returns ``(snapshots recorded, polls that reached the server)``.
+    Returns ``(snapshots recorded, polls that reached the server)``. With ``final_poll``, setting
+    ``stop`` records one last snapshot before returning.
     """
     from streamml.clients.api import ModelServerClient
 
@@ -252,6 +254,13 @@ async def watch(
                     break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
+        if final_poll and stop.is_set():
+            # the caller stopped us because something finished: record the final state too
+            try:
+                recorder.record(await poll_once(c))
+                answered += 1
+            except StreamMLError as exc:
+                log.warning("final poll of %s failed: %s", target.url, exc)
     return recorder.count, answered
 
 
