@@ -66,7 +66,7 @@ async def learn_many(
                         if all(v["learned"] for v in data["results"].values()):
                             count += 1
                             acked.add(identifier)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the server went away (kill -9): stop this worker
 
     timeout = aiohttp.ClientTimeout(total=30)
