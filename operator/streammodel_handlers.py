@@ -1,0 +1,148 @@
+"""Thin kopf handlers for StreamModel: register, delegate to :mod:`streamml.operator.reconcile`.
+
+Handlers are registered by :func:`register` (called by ``streamml operator`` at start-up) rather
+than at import, because the timer interval and the delete handler depend on the settings: a
+finalizer is only added in the local runtime, where deleting a StreamModel must stop a process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from streamml.errors import SpecError
+from streamml.operator import reconcile as rc
+from streamml.operator.builders import Owner
+from streamml.operator.reconcile import ObjectState, OperatorContext
+from streamml.operator.status import status_patch
+from streamml.vocabulary.streammodel import STREAMMODEL
+
+_RESOURCE = (STREAMMODEL.group, STREAMMODEL.version, STREAMMODEL.plural)
+_STATE_KEY = "streammodel"
+
+
+def _state(memo: kopf.Memo) -> ObjectState:
+    state = memo.get(_STATE_KEY)
+    if not isinstance(state, ObjectState):
+        state = ObjectState()
+        memo[_STATE_KEY] = state
+    return state
+
+
+def _owner(body: kopf.Body) -> Owner:
+    return Owner(str(body.meta.name), str(body.meta.namespace), str(body.meta.uid))
+
+
+def _emitter(body: kopf.Body) -> rc.Emit:
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message[:1000])
+
+    return emit
+
+
+def _write(patch: kopf.Patch, body: kopf.Body, desired: dict[str, Any]) -> None:
+    """Only the keys that changed: an unchanged StreamModel is never written."""
+    for key, value in status_patch(body.get("status"), desired).items():
+        patch.status[key] = value
+
+
+def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
+    """Register the StreamModel handlers of one operator process."""
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        owner, state, emit = _owner(body), _state(memo), _emitter(body)
+        try:
+            spec = rc.validate(body.spec)
+        except SpecError as exc:
+            _write(patch, body, rc.invalid_status(body, exc, "InvalidSpec"))
+            emit("Warning", "InvalidSpec", str(exc))
+            raise kopf.PermanentError(str(exc)) from exc
+        async with state.lock:
+            try:
+                state.credentials = await rc.ensure_credentials(context.kube, owner, spec)
+            except rc.CredentialsError as exc:
+                _write(patch, body, rc.invalid_status(body, exc, exc.reason))
+                emit("Warning", exc.reason, str(exc))
+                raise kopf.TemporaryError(str(exc), delay=30) from exc
+            try:
+                deployment, ingress = await rc.apply_objects(context, owner, spec)
+            except SpecError as exc:  # the API server refused an object built from the spec
+                _write(patch, body, rc.invalid_status(body, exc, "InvalidSpec"))
+                emit("Warning", "InvalidSpec", str(exc))
+                raise kopf.PermanentError(str(exc)) from exc
+            runtime = context.runtime
+            if runtime is not None:
+                if spec.server.replicas > 0:
+                    await runtime.ensure(owner.namespace, owner.name, *state.credentials)
+                else:
+                    await runtime.stop(owner.namespace, owner.name, remove_data=False)
+            desired = await rc.observe(
+                context,
+                state,
+                owner,
+                spec,
+                body,
+                deployment=deployment,
+                ingress=ingress,
+                emit=emit,
+            )
+            state.reconciled = body.meta.get("generation")
+        _write(patch, body, desired)
+
+    async def refresh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        state = _state(memo)
+        if state.reconciled is None or state.reconciled != body.meta.get("generation"):
+            return  # a change handler has this object; it writes the status itself
+        try:
+            spec = rc.validate(body.spec)
+        except SpecError:
+            return
+        owner, emit = _owner(body), _emitter(body)
+        async with state.lock:
+            deployment = None
+            if context.runtime is None:
+                deployment = await context.kube.get(
+                    "apps/v1", "Deployment", owner.namespace, owner.name
+                )
+            ingress = None
+            if spec.ingress.enabled:
+                ingress = await context.kube.get(
+                    "networking.k8s.io/v1", "Ingress", owner.namespace, owner.name
+                )
+            desired = await rc.observe(
+                context,
+                state,
+                owner,
+                spec,
+                body,
+                deployment=deployment,
+                ingress=ingress,
+                emit=emit,
+            )
+        _write(patch, body, desired)
+
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(*_RESOURCE, registry=registry, id="reconcile")(reconcile)
+    kopf.timer(
+        *_RESOURCE,
+        registry=registry,
+        id="status",
+        interval=context.settings.status_poll_interval,
+        initial_delay=context.settings.status_poll_interval,
+    )(refresh)
+
+    runtime = context.runtime
+    if runtime is not None:
+
+        async def stop_server(body: kopf.Body, **_: Any) -> None:
+            await runtime.stop(str(body.meta.namespace), str(body.meta.name), remove_data=True)
+
+        kopf.on.delete(*_RESOURCE, registry=registry, id="stop-server")(stop_server)
+
+    async def cleanup(**_: Any) -> None:
+        if context.runtime is not None:
+            await context.runtime.close()
+        await context.kube.close()
+
+    kopf.on.cleanup(registry=registry, id="streammodel-cleanup")(cleanup)
