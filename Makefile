@@ -11,4 +11,4 @@ lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && bash scripts/typecheck.sh
 
 crds:   ## regenerate crds/ and config/crd/ from the pydantic schemas
-	.venv/bin/streamml crds --out crds
+	.venv/bin/streamml crds --out crds --out config/crd
