@@ -173,7 +173,7 @@ class OldServer:
         env["PYTHONPATH"] = str(self.root)
         return env
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         write_project(self.root, self.port)
         with self.log_path.open("ab") as log:
             subprocess.run(

@@ -34,6 +34,7 @@ class OurServer:
     port: int
     user: str = "bench"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sync: str = "full"  # SQLite durability: full survives power loss, normal a process crash
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -44,7 +45,7 @@ class OurServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         token_file = self.root / "token"
         token_file.write_text(self.token)
@@ -57,6 +58,7 @@ class OurServer:
             f"--data-dir={self.root / 'data'}",
             f"--auth-user={self.user}",
             f"--auth-token-file={token_file}",
+            f"--sync={self.sync}",
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
