@@ -133,7 +133,9 @@ class SweepEngine:
         stored = await self.store.load()
         fp = fingerprint(self.points)
         if stored is None or stored.plan_fingerprint is None:
+            # a fresh start (a status without a plan only holds waiting/invalid-spec notes)
             self.status = stored or LammpsSweepStatus()
+            self.status.phase = "Pending"
             self.status.plan_fingerprint = fp
             self.status.start_time = self.status.start_time or jobs.now()
         else:

@@ -65,6 +65,12 @@ def load_sweep_file(path: Path) -> tuple[str, Any]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
         raise SpecError(f"{path}: spec.{where}: {first['msg']}", field=where) from exc
+    from streamml.clients.sampling import plan
+
+    try:
+        plan(spec)  # impossible counts surface now, before anything is created
+    except SpecError as exc:
+        raise SpecError(f"{path}: spec.{exc.field}: {exc}", field=exc.field) from exc
     return name, spec
 
 

@@ -83,7 +83,7 @@ class Parameter(_Camel):
     min: float | None = Field(default=None, description="lowest value (int, float)")
     max: float | None = Field(default=None, description="highest value, inclusive (int, float)")
     step: float | None = Field(
-        default=None, gt=0, description="grid spacing (int: default 1; float: needed for grid)"
+        default=None, description="grid spacing > 0 (int: default 1; float: needed for grid)"
     )
     values: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="categories (categorical)"
@@ -101,6 +101,8 @@ class Parameter(_Camel):
             return self
         if self.values is not None:
             raise ValueError(f"parameter {self.name!r}: {self.type} takes min/max, not values")
+        if self.step is not None and not self.step > 0:
+            raise ValueError(f"parameter {self.name!r}: step must be positive")
         if self.min is None or self.max is None:
             raise ValueError(f"parameter {self.name!r}: {self.type} needs min and max")
         if self.min > self.max:

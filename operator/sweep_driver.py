@@ -1,0 +1,334 @@
+"""The operator's side of a LammpsSweep: the engine of :mod:`streamml.clients.sweep`, fed from
+the API server.
+
+One :func:`drive` coroutine per sweep (a kopf daemon) loops: read the sweep, validate its spec,
+find the referenced StreamModel's address and credentials, wait (phase ``Waiting``, condition
+``StreamModelReady=False``) while it is not Ready, and tick the engine. The engine's state is the
+CR's status, written through :class:`StatusStore` (a merge patch of ``/status``) before every
+submission, so a restarted operator resumes without resubmitting anything.
+
+A spec the CRD schema could not reject (min > max, an impossible count, a space edited after the
+start) becomes phase ``Failed`` with ``Ready=False``, reason ``InvalidSpec`` and a message that
+names the field; the daemon then waits for the next generation instead of retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamml.clients import sweep_jobs as jobs
+from streamml.clients import sweep_runtime as rt
+from streamml.clients.sweep import SweepEngine
+from streamml.errors import SpecError, StreamMLError
+from streamml.operator.apply import Kube, KubeError, decode_secret
+from streamml.operator.settings import OperatorSettings
+from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.streammodel import STREAMMODEL
+
+log = logging.getLogger(__name__)
+
+
+class SweepKube(Kube):
+    """The few extra calls the sweep driver needs (custom objects, ConfigMaps)."""
+
+    @staticmethod
+    def sweep_path(namespace: str, name: str) -> str:
+        info = LAMMPSSWEEP
+        return f"/apis/{info.api_version}/namespaces/{namespace}/{info.plural}/{name}"
+
+    async def get_path(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def sweep(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_path(self.sweep_path(namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            "PATCH",
+            self.sweep_path(namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    async def stream_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        info = STREAMMODEL
+        return await self.get_path(
+            f"/apis/{info.api_version}/namespaces/{namespace}/{info.plural}/{name}"
+        )
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = await self.get_path(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return decode_secret(secret) if secret is not None else None
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        cm = await self.get_path(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        return dict(cm.get("data") or {}) if cm is not None else None
+
+
+class StatusStore:
+    """The engine's state as the sweep's ``status`` (merge patch; removed map keys nulled)."""
+
+    def __init__(self, kube: SweepKube, namespace: str, name: str) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self._attempt_keys: set[str] = set()
+
+    async def load(self) -> LammpsSweepStatus | None:
+        body = await self.kube.sweep(self.namespace, self.name)
+        raw = (body or {}).get("status")
+        if not raw:
+            return None
+        status = LammpsSweepStatus.model_validate(raw)
+        self._attempt_keys = set(status.attempts)
+        return status
+
+    async def save(self, status: LammpsSweepStatus) -> None:
+        doc = status.model_dump(by_alias=True, mode="json")
+        attempts: dict[str, Any] = dict(doc["attempts"])
+        for gone in self._attempt_keys - set(attempts):
+            attempts[gone] = None  # merge patch deletes a key only when told to
+        doc["attempts"] = attempts
+        await self.kube.patch_status(self.namespace, self.name, doc)
+        self._attempt_keys = set(status.attempts)
+
+
+@dataclass
+class Target:
+    """Where the referenced StreamModel's server is, or why it cannot be used yet."""
+
+    access: rt.ServerAccess | None
+    reason: str
+    message: str
+
+
+def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
+    """The spec, or SpecError naming the first bad field (``spec.parameters[0]...``)."""
+    try:
+        return LammpsSweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(
+            "."
+        )
+        raise SpecError(f"spec.{where or '(root)'}: {first['msg']}", field=where) from exc
+
+
+async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:
+    model = await kube.stream_model(namespace, ref)
+    if model is None:
+        return Target(None, "StreamModelNotFound", f"StreamModel {ref!r} does not exist")
+    status = model.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") != "True":
+        why = (ready or {}).get("message") or "no Ready condition yet"
+        return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} is not Ready: {why}")
+    address = status.get("address")
+    if not address:
+        return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} has no address yet")
+    username = token = None
+    secret_name = status.get("authSecretName")
+    if secret_name:
+        data = await kube.secret_data(namespace, secret_name)
+        if data is None:
+            return Target(None, "CredentialsMissing", f"Secret {secret_name!r} does not exist")
+        username, token = data.get("username"), data.get("token")
+    return Target(rt.ServerAccess(str(address), username, token), "Ready", "")
+
+
+async def scheduler_for(
+    kube: SweepKube,
+    namespace: str,
+    spec: LammpsSweepSpec,
+    workdir: Path,
+) -> Any:
+    token = None
+    ref = spec.scheduler.jwt_secret_ref
+    if spec.scheduler.type == "slurm-rest" and ref is not None:
+        data = await kube.secret_data(namespace, ref.name)
+        if data is None or not data.get(ref.key):
+            raise SpecError(
+                f"scheduler.jwtSecretRef: Secret {ref.name!r} has no key {ref.key!r}",
+                field="scheduler.jwtSecretRef",
+            )
+        token = data[ref.key]
+    options = rt.scheduler_settings(spec, workdir, namespace=namespace, slurm_token=token)
+    return rt.build_scheduler(spec, options)
+
+
+async def input_text(kube: SweepKube, namespace: str, spec: LammpsSweepSpec) -> str | None:
+    ref = spec.lammps.config_map_ref
+    if ref is None:
+        return None
+    data = await kube.config_map_data(namespace, ref.name)
+    if data is None or ref.key not in data:
+        raise SpecError(
+            f"lammps.configMapRef: ConfigMap {ref.name!r} has no key {ref.key!r}",
+            field="lammps.configMapRef",
+        )
+    return data[ref.key]
+
+
+def work_dir(settings: OperatorSettings, namespace: str, name: str, uid: str) -> Path:
+    base = settings.sweeps.work_dir or settings.state_dir / "sweeps"
+    return base / namespace / f"{name}-{uid[:8]}"
+
+
+class SweepDriver:
+    """One sweep as the operator sees it; :meth:`step` is called once per tick."""
+
+    def __init__(
+        self, kube: SweepKube, settings: OperatorSettings, namespace: str, name: str, uid: str
+    ) -> None:
+        self.kube, self.settings = kube, settings
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.store = StatusStore(kube, namespace, name)
+        self.engine: SweepEngine | None = None
+        self.access: rt.ServerAccess | None = None
+        self.failed_generation: int | None = None
+
+    async def step(self) -> bool:
+        """One tick; True when there is nothing left to do (finished, or the sweep is gone)."""
+        body = await self.kube.sweep(self.namespace, self.name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return True
+        generation = body["metadata"].get("generation")
+        if generation == self.failed_generation:
+            return False  # invalid until the spec changes
+        try:
+            spec = validate(body.get("spec") or {})
+            return await self._step(spec, generation)
+        except SpecError as exc:
+            await self._invalid(exc, generation)
+            return False
+
+    async def _step(self, spec: LammpsSweepSpec, generation: int | None) -> bool:
+        if self.engine is not None and self.engine.finished:
+            return True
+        if self.engine is None:
+            stored = await self.store.load()
+            if (
+                stored is not None
+                and stored.phase in ("Succeeded", "Failed")
+                and (stored.plan_fingerprint is not None)
+            ):
+                return True  # finished before this operator started
+        target = await resolve_target(self.kube, self.namespace, spec.stream_model_ref.name)
+        if target.access is None:
+            await self._wait(target, generation)
+            return False
+        if self.engine is None or target.access != self.access:
+            await self._build(spec, target.access, generation)
+        assert self.engine is not None
+        self.engine.update_spec(spec, generation)
+        jobs.set_condition(self.engine.status, "StreamModelReady", True, "Ready")
+        return await self.engine.tick()
+
+    async def _build(
+        self, spec: LammpsSweepSpec, access: rt.ServerAccess, generation: int | None
+    ) -> None:
+        workdir = work_dir(self.settings, self.namespace, self.name, self.uid)
+        if self.engine is not None:
+            await self.engine.scheduler.close()
+        prefix = self.settings.sweeps.job_command or [
+            sys.executable,
+            "-m",
+            "streamml.cli",
+            "run-lammps",
+        ]
+        scheduler = await scheduler_for(self.kube, self.namespace, spec, workdir)
+        self.engine = rt.build_engine(
+            self.name,
+            spec,
+            self.store,
+            access=access,
+            workdir=workdir,
+            identity=self.uid,
+            scheduler=scheduler,
+            input_text=await input_text(self.kube, self.namespace, spec),
+            job_prefix=prefix,
+            generation=generation,
+        )
+        self.access = access
+        await self.engine.load()
+
+    async def _status(self) -> LammpsSweepStatus:
+        if self.engine is not None:
+            return self.engine.status
+        return await self.store.load() or LammpsSweepStatus()
+
+    async def _wait(self, target: Target, generation: int | None) -> None:
+        status = await self._status()
+        before = status.model_dump_json()
+        if status.phase not in ("Succeeded", "Failed", "Suspended"):
+            status.phase = "Waiting"
+        jobs.set_condition(status, "StreamModelReady", False, target.reason, target.message)
+        jobs.set_condition(status, "Ready", False, target.reason, target.message)
+        if generation is not None:
+            status.observed_generation = generation
+        if status.model_dump_json() != before:
+            await self.store.save(status)
+
+    async def _invalid(self, error: SpecError, generation: int | None) -> None:
+        log.warning("LammpsSweep %s/%s: invalid spec: %s", self.namespace, self.name, error)
+        status = await self._status()
+        if self.engine is not None:
+            await self.engine.cancel_all("invalid spec")
+        status.phase = "Failed"
+        jobs.set_condition(status, "Ready", False, "InvalidSpec", str(error))
+        status.observed_generation = generation
+        await self.store.save(status)
+        self.failed_generation = generation
+
+    async def cancel(self, reason: str) -> int:
+        """Cancel everything in flight (the sweep is being deleted)."""
+        if self.engine is None:
+            return 0
+        return await self.engine.cancel_all(reason)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.scheduler.close()
+
+
+async def cancel_recorded(
+    kube: SweepKube, settings: OperatorSettings, body: Mapping[str, Any]
+) -> int:
+    """Cancel the jobs a sweep's status records as in flight (delete handler, no daemon state)."""
+    meta = body.get("metadata") or {}
+    namespace, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid", "")
+    raw = body.get("status") or {}
+    try:
+        spec = validate(body.get("spec") or {})
+        status = LammpsSweepStatus.model_validate(raw)
+    except (SpecError, ValidationError):
+        return 0
+    active = [t for t in status.trials if t.state in ("Submitting", "Pending", "Running")]
+    if not active:
+        return 0
+    workdir = work_dir(settings, str(namespace), str(name), str(uid))
+    scheduler = await scheduler_for(kube, str(namespace), spec, workdir)
+    count = 0
+    try:
+        for trial in active:
+            job_id = trial.job_id or await scheduler.lookup(trial.job_name)
+            if job_id is None:
+                continue
+            try:
+                await scheduler.cancel(job_id)
+                count += 1
+            except StreamMLError as exc:
+                log.warning("cancel %s: %s", trial.job_name, exc)
+    finally:
+        await scheduler.close()
+    return count
