@@ -116,9 +116,14 @@ def samples_from_stats(stats: Mapping[str, Any]) -> int:
 
 
 def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[str, Any] | None:
-    """The model with the best headline metric among those that learned something."""
+    """The model with the best headline metric among those that learned something.
+
+    RMSE and accuracy do not compare: candidates are grouped by headline metric and the largest
+    group (the first declared on a tie) decides.
+    """
     flavors = {s.name: s.flavor for s in specs}
-    best: tuple[float, dict[str, Any]] | None = None
+    order = {s.name: i for i, s in enumerate(specs)}
+    groups: dict[str, list[tuple[float, int, dict[str, Any]]]] = {}
     for poll in polls:
         headline = HEADLINE.get(flavors.get(poll.name, ""))
         if headline is None or poll.samples == 0:
@@ -128,9 +133,12 @@ def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[s
         if value is None:
             continue
         score = value if lower_is_better else -value
-        if best is None or score < best[0]:
-            best = (score, {"model": poll.name, "metric": metric, "value": value})
-    return best[1] if best else None
+        entry = {"model": poll.name, "metric": metric, "value": value}
+        groups.setdefault(metric, []).append((score, order[poll.name], entry))
+    if not groups:
+        return None
+    chosen = max(groups.values(), key=lambda g: (len(g), -min(i for _, i, _ in g)))
+    return min(chosen, key=lambda c: (c[0], c[1]))[2]
 
 
 def models_section(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[str, Any]:
