@@ -10,5 +10,6 @@ test:   ## install what is needed, then lint, type-check and run every test
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && bash scripts/typecheck.sh
 
-crds:   ## regenerate crds/ and config/crd/ from the pydantic schemas
-	.venv/bin/streamml crds --out crds --out config/crd
+crds:   ## regenerate crds/, config/crd/ and docs/crd-reference.md from the pydantic schemas
+	.venv/bin/streamml crds
+	.venv/bin/python -m streamml.docgen --out config/crd

@@ -117,6 +117,8 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     docs = sample_files.resize(
         docs, trials=args.trials, test_trials=args.test_trials, parallelism=args.parallelism
     )
+    for warning in sample_files.link(docs):
+        say(f"WARNING: {warning}")
     models = sample_files.names(docs, "StreamModel")
     sweeps = sample_files.names(docs, "LammpsSweep")
     if len(models) != 1 or len(sweeps) != 1:

@@ -66,3 +66,25 @@ def resize(
 
 def dump(docs: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def link(docs: list[dict[str, Any]]) -> list[str]:
+    """Point every LammpsSweep at the one StreamModel when its reference names another.
+
+    Returns a warning per change; with zero or several StreamModels nothing is changed.
+    """
+    models = names(docs, "StreamModel")
+    warnings: list[str] = []
+    if len(models) != 1:
+        return warnings
+    for doc in docs:
+        if doc.get("kind") != "LammpsSweep":
+            continue
+        ref = doc.setdefault("spec", {}).setdefault("streamModelRef", {})
+        if ref.get("name") != models[0]:
+            warnings.append(
+                f"LammpsSweep {doc['metadata'].get('name')} refers to StreamModel "
+                f"{ref.get('name')!r}; the samples define {models[0]!r}: using that"
+            )
+            ref["name"] = models[0]
+    return warnings
