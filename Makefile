@@ -11,5 +11,5 @@ lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && bash scripts/typecheck.sh
 
 crds:   ## regenerate crds/, config/crd/ and docs/crd-reference.md from the pydantic schemas
-	.venv/bin/streamml crds
-	.venv/bin/python -m streamml.docgen --out config/crd
+	.venv/bin/streamml crds --out crds --out config/crd
+	.venv/bin/python -m streamml.docgen
