@@ -186,7 +186,7 @@ class ModelState:
             if hasattr(self.model, "predict_one"):
                 return Prediction(self.model.predict_one(features))
             return Prediction(None)
-        except (TypeError, ValueError, KeyError, ArithmeticError, AttributeError) as exc:
+        except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
 
     def predict_timed(self, features: dict[str, Any]) -> Prediction:
@@ -223,7 +223,7 @@ class ModelState:
                 self.model.learn_one(features)
             else:
                 self.model.learn_one(features, y)
-        except (TypeError, ValueError, KeyError, ArithmeticError, AttributeError) as exc:
+        except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
         if prediction is not None:
             self._update_metrics(y, prediction)

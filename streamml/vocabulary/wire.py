@@ -18,6 +18,8 @@ from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, Flavor
 #: Largest number of samples one batch request may carry (the body-size limit applies too).
 MAX_BATCH_SAMPLES = 10_000
 MAX_FEATURES = 1_000
+#: JSON integers beyond 64 bits cannot be stored or echoed back (and overflow floats)
+MAX_INT = 2**63 - 1
 
 ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
@@ -32,19 +34,22 @@ def check_features(features: dict[str, Any]) -> dict[str, Any]:
     if len(features) > MAX_FEATURES:
         raise ValueError(f"at most {MAX_FEATURES} features per sample")
     for name, value in features.items():
+        if not name or len(name) > 200:
+            raise ValueError("feature names must have 1 to 200 characters")
         kind = type(value)
         if kind is float:
             if not isfinite(value):
                 raise ValueError(f"feature {name!r} is not a finite number")
-        elif kind is int or kind is bool or value is None:
+        elif kind is int:
+            if not -MAX_INT <= value <= MAX_INT:
+                raise ValueError(f"feature {name!r} is out of the 64-bit integer range")
+        elif kind is bool or value is None:
             continue
         elif kind is str:
             if len(value) > 1_000:
                 raise ValueError(f"feature {name!r} is longer than 1000 characters")
         else:
             raise ValueError(f"feature {name!r} must be a number, boolean, string or null")
-        if not name or len(name) > 200:
-            raise ValueError("feature names must have 1 to 200 characters")
     return features
 
 
@@ -57,12 +62,15 @@ def check_target(value: Any) -> Any:
         raise ValueError("must be a number, boolean or string")
     if kind is str and len(value) > 1_000:
         raise ValueError("is longer than 1000 characters")
+    if kind is int and not -MAX_INT <= value <= MAX_INT:
+        raise ValueError("is out of the 64-bit integer range")
     return value
 
 
 _FEATURES_SCHEMA = {
     "type": "object",
     "maxProperties": MAX_FEATURES,
+    "propertyNames": {"minLength": 1, "maxLength": 200},
     "additionalProperties": {
         "anyOf": [
             {"type": "number"},
