@@ -115,7 +115,7 @@ class SlurmRestScheduler:
         exit_code = _exit_code(info.get("exit_code"))
         reason = mapped.reason
         if mapped.state is JobState.FAILED:
-            line = last_output_line(info.get("standard_output"))
+            line = last_output_line(_expand(info.get("standard_output"), info))
             reason = f"{reason} (exit {exit_code})" + (f": {line}" if line else "")
         return JobStatus(mapped.state, reason=reason, exit_code=exit_code)
 
@@ -155,6 +155,13 @@ def _errors(payload: dict[str, Any], status: int) -> str:
         for e in errors
     ]
     return f"HTTP {status}: " + ("; ".join(texts) if texts else "no error text")
+
+
+def _expand(pattern: object, info: dict[str, Any]) -> str | None:
+    """v0.0.38 returns the output path unexpanded (``slurm-%j.out``); scontrol expands it."""
+    if not isinstance(pattern, str) or not pattern:
+        return None
+    return pattern.replace("%j", str(info.get("job_id", ""))).replace("%x", str(info.get("name")))
 
 
 def _exit_code(raw: object) -> int | None:

@@ -1,0 +1,72 @@
+"""The ``slurm`` backend (sbatch/squeue/scontrol/scancel) on the real single-node cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
+from streamml.clients.schedulers.slurm_cli import SlurmCliScheduler
+from streamml.errors import SchedulerError
+from tests.fixtures.hpc import SlurmFixture
+from tests.fixtures.server import ServerProcess, running_server
+from tests.integration import scheduler_cases as cases
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path / "server") as server:
+        yield server
+
+
+@pytest.fixture
+def scheduler(slurm_cluster: SlurmFixture) -> SlurmCliScheduler:
+    made = make_scheduler("slurm", {"env": slurm_cluster.env, "partition": "debug"})
+    assert isinstance(made, SlurmCliScheduler)
+    return made
+
+
+@pytest.mark.lammps
+async def test_lammps_trial_learns_and_failure_reason(
+    scheduler: SlurmCliScheduler, server: ServerProcess, tmp_path: Path, lammps_bin: str
+) -> None:
+    await cases.case_lammps_trial_learns(scheduler, server, tmp_path)
+    await cases.case_lammps_failure_reason(scheduler, server, tmp_path)
+
+
+async def test_cancel_and_unknown_ids(scheduler: SlurmCliScheduler, tmp_path: Path) -> None:
+    await cases.case_cancel(scheduler, tmp_path)
+    await cases.case_unknown_ids(scheduler)
+
+
+async def test_environment_is_quoted_and_time_limit_enforced(
+    scheduler: SlurmCliScheduler, tmp_path: Path
+) -> None:
+    hostile = "a,b c; $(touch pwned) 'q' \"d\""
+    job_id = await scheduler.submit(
+        JobRequest(
+            name=cases.unique("env"),
+            command=["sh", "-c", f'printf %s "$HOSTILE" > {tmp_path}/env.txt'],
+            env={"HOSTILE": hostile},
+            workdir=tmp_path,
+        )
+    )
+    status, _ = await cases.wait_finished(scheduler, job_id)
+    assert status.state is JobState.SUCCEEDED
+    assert (tmp_path / "env.txt").read_text() == hostile
+    assert not (tmp_path / "pwned").exists()
+
+
+async def test_refusals_carry_slurm_reason(slurm_cluster: SlurmFixture, tmp_path: Path) -> None:
+    bad = SlurmCliScheduler(env=slurm_cluster.env, partition="no-such-partition")
+    with pytest.raises(SchedulerError, match="invalid partition"):
+        await bad.submit(JobRequest(name="x", command=["true"], workdir=tmp_path))
+    good = SlurmCliScheduler(env=slurm_cluster.env)
+    with pytest.raises(SchedulerError, match="invalid environment variable name"):
+        await good.submit(JobRequest(name="x", command=["true"], env={"A B": "1"}))
+    with pytest.raises(SchedulerError, match="empty command"):
+        await good.submit(JobRequest(name="x", command=[]))
