@@ -1,4 +1,4 @@
-"""``config/`` is a kustomize base that renders with OUR kubectl and that a real API server accepts."""
+"""``config/`` is a kustomize base: it renders with OUR kubectl and a real API server accepts it."""
 
 from __future__ import annotations
 
