@@ -11,7 +11,7 @@ APT_PACKAGES=(
   munge slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin
   hey wrk                                  # HTTP load generators for the benchmarks
   etcd-server                              # etcd for the local control plane
-  procps psmisc
+  procps psmisc curl                       # curl: the README's HTTP examples
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
