@@ -151,6 +151,20 @@ def upload_old_model(old: OldServer) -> None:
     Client(old.url, quiet=True).upload_model(model, "regression", model_name=MODEL)
 
 
+def versions() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from _oldserver import OLD_SERVER_PACKAGE, OLD_SERVER_REQUIREMENTS
+
+    ours = {name: version(name) for name in ("river", "aiohttp", "orjson", "riverapi", "dill")}
+    import subprocess
+
+    query = ["dpkg-query", "-W", "-f=${Version}", "hey"]
+    done = subprocess.run(query, capture_output=True, text=True, check=False)
+    hey = done.stdout.strip() or "unknown"
+    return {"ours": ours, "old": [OLD_SERVER_PACKAGE, *OLD_SERVER_REQUIREMENTS], "hey": hey}
+
+
 def loadavg() -> list[float]:
     try:
         return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
@@ -344,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
         },
+        "versions": versions(),
         "pids": pids,  # all stopped by now
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "table": rows,
