@@ -159,3 +159,15 @@ def learn_calls(base_url: str, model: str, headers: dict[str, str] | None = None
     if status != 200 or not isinstance(reply, dict):
         raise RuntimeError(f"stats for {model}: {status} {reply!r}")
     return int(reply["learn"]["n_calls"])
+
+
+def storage_commits(base_url: str, headers: dict[str, str] | None = None) -> int | None:
+    """Our server's group-commit counter from /metrics (None where there is none)."""
+    request = urllib.request.Request(f"{base_url}/metrics", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            text = reply.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    match = re.search(r"^streamml_storage_commits(?:_total)?\s+([0-9.e+]+)$", text, re.MULTILINE)
+    return int(float(match.group(1))) if match else None

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _loadgen import free_port, learn_calls, run_hey
+from _loadgen import free_port, learn_calls, run_hey, storage_commits
 from _oldserver import OldServer, ensure_venv, tail
 from _ourserver import OurServer
 from _report import render, summarise
@@ -178,6 +178,7 @@ class Target:
     def __init__(self, server: OldServer | OurServer) -> None:
         self.server = server
         self.url = server.url
+        self.ours = isinstance(server, OurServer)
 
     def headers(self) -> dict[str, str] | None:
         # A fresh token per run: a long benchmark must not outlive a JWT.
@@ -216,16 +217,27 @@ def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict[str, A
             for side, t in targets.items():
                 headers = t.headers()
                 before = learn_calls(t.url, MODEL, headers)
+                commits = storage_commits(t.url, headers) if t.ours else None
                 result = run_hey(
                     t.url + path, bodies[learn], requests=n, concurrency=c, headers=headers
                 )
                 kept = learn_calls(t.url, MODEL, headers) - before
                 record = {**result.as_dict(), "learn_calls_delta": kept}
+                if commits is not None and learn:
+                    # how many acknowledged learns shared one commit (one fsync with --sync full)
+                    done = (storage_commits(t.url, headers) or commits) - commits
+                    record["storage_commits"] = done
+                    record["learns_per_commit"] = round(kept / done, 2) if done else None
                 runs.setdefault((side, name), []).append(record)
                 print(
                     f"  r{round_} {side:11} {name:12} {result.req_per_s:9.1f} req/s  "
                     f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                    f"2xx {result.ok}/{result.requests}",
+                    f"2xx {result.ok}/{result.requests}"
+                    + (
+                        f"  {record['learns_per_commit']} learns/commit"
+                        if "learns_per_commit" in record
+                        else ""
+                    ),
                     flush=True,
                 )
 
