@@ -42,7 +42,7 @@ MODELS = [
                 {"class": "compose.Select", "params": {"keys": ["nx*ny*nz", "bias"]}},
                 {
                     "class": "linear_model.BayesianLinearRegression",
-                    "params": {"alpha": 0.01, "beta": 100.0},
+                    "params": {"alpha": 1, "beta": 10000},
                 },
             ],
         }
