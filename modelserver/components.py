@@ -80,8 +80,10 @@ def _default_accepts(default: Any, value: Any) -> bool:
         return True
     if type(default) is bool:
         return type(value) is bool
-    if type(default) in (int, float):
-        return type(value) in (int, float) and type(value) is not bool
+    if type(default) is int:
+        return type(value) is int
+    if type(default) is float:
+        return type(value) in (int, float)
     if type(default) is str:
         return type(value) is str
     return True

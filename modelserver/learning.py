@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,7 +288,10 @@ class PendingPrediction:
 class PendingPredictions:
     """Predictions waiting for a label, bounded by age and by count (oldest dropped first)."""
 
-    def __init__(self, *, ttl_seconds: float, max_count: int) -> None:
+    def __init__(
+        self, *, ttl_seconds: float, max_count: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
         self.ttl = ttl_seconds
         self.max_count = max_count
         self._items: OrderedDict[tuple[str, str], PendingPrediction] = OrderedDict()
@@ -304,13 +308,13 @@ class PendingPredictions:
 
     def take(self, model: str, identifier: str) -> PendingPrediction | None:
         item = self._items.pop((model, identifier), None)
-        if item is not None and time.monotonic() - item.created > self.ttl:
+        if item is not None and self.clock() - item.created > self.ttl:
             return None
         return item
 
     def expire(self) -> int:
         """Drop expired entries (insertion order is age order); returns how many."""
-        limit = time.monotonic() - self.ttl
+        limit = self.clock() - self.ttl
         dropped = 0
         while self._items:
             key, item = next(iter(self._items.items()))
@@ -357,7 +361,7 @@ class Registry:
         prediction = state.predict_timed(features)
         identifier = identifier or str(uuid.uuid4())
         self.pending.add(
-            state.name, identifier, PendingPrediction(features, prediction, time.monotonic())
+            state.name, identifier, PendingPrediction(features, prediction, self.pending.clock())
         )
         return prediction.value, identifier
 

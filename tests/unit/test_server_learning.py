@@ -1,0 +1,161 @@
+"""The learning core without HTTP: progressive validation, stats, identifiers, pending, replay."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from river import linear_model, metrics, preprocessing
+
+from streamml.errors import NotFoundError, SpecError
+from streamml.modelserver.learning import (
+    CallStats,
+    LearnRecord,
+    ModelState,
+    PendingPrediction,
+    PendingPredictions,
+    Prediction,
+    Registry,
+    SampleError,
+    default_metrics,
+    human_duration,
+)
+
+X = [{"x": 8, "y": 16, "z": 8}, {"x": 8, "y": 8, "z": 16}, {"x": 8, "y": 14, "z": 8}]
+Y = [120.0, 150.0, 124.0]
+
+
+def regression(name: str = "lin") -> ModelState:
+    model = preprocessing.StandardScaler() | linear_model.LinearRegression(intercept_lr=0.1)
+    return ModelState(name, "regression", model, default_metrics("regression"))
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (1950828, "1ms950μs828ns"),
+        (851788, "851μs788ns"),
+        (0, "0ns"),
+        (155002, "155μs2ns"),
+        (2_000_000_005, "2s5ns"),
+    ],
+)
+def test_human_duration(ns: int, text: str) -> None:
+    assert human_duration(ns) == text
+
+
+def test_call_stats_shape() -> None:
+    stats = CallStats()
+    stats.record(1000)
+    stats.record(3000)
+    data = stats.to_data()
+    assert data["n_calls"] == 2 and data["mean_duration"] == 2000
+    assert data["mean_duration_human"] == "2μs"
+    assert 1000 < data["ewm_duration"] < 3000
+
+
+def test_progressive_validation_matches_river() -> None:
+    state = regression()
+    reference = preprocessing.StandardScaler() | linear_model.LinearRegression(intercept_lr=0.1)
+    mae = metrics.MAE()
+    for x, y in zip(X, Y, strict=True):
+        mae.update(y, reference.predict_one(x))  # predict first, then learn
+        reference.learn_one(x, y)
+        assert state.learn(x, y) is not None
+    assert state.metric_values()["MAE"] == pytest.approx(mae.get())
+    assert set(state.metric_values()) == {"MAE", "RMSE", "SMAPE", "R2"}
+    assert state.predict(X[0]).value == pytest.approx(reference.predict_one(X[0]))
+    assert state.learn_stats.n_calls == 3
+
+
+def test_zero_prediction_counts() -> None:
+    state = ModelState("z", "regression", linear_model.LinearRegression(), [metrics.MAE()])
+    state.learn({"x": 1.0}, 4.0)  # an untrained linear model predicts exactly 0.0
+    assert state.metric_values()["MAE"] == 4.0
+
+
+def test_bad_samples_change_nothing() -> None:
+    state = regression()
+    with pytest.raises(SampleError, match="lin"):
+        state.learn({"x": "eight"}, 1.0)
+    with pytest.raises(SampleError, match="ground_truth"):
+        state.learn({"x": 1}, None)
+    with pytest.raises(SampleError, match="finite"):
+        state.learn({"x": 1}, float("nan"))
+    assert state.learn_stats.n_calls == 0
+    assert state.metric_values()["MAE"] == 0.0
+
+
+def test_identifiers_are_idempotent_within_the_window() -> None:
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=2)
+    state = registry.models["lin"] = regression()
+    assert registry.learn(state, X[0], Y[0], "a") is not None
+    assert registry.learn(state, X[0], Y[0], "a") is None
+    registry.learn(state, X[1], Y[1], "b")
+    registry.learn(state, X[2], Y[2], "c")  # window of 2: "a" is forgotten
+    assert list(state.seen) == ["b", "c"]
+    assert state.learn_stats.n_calls == 3
+
+
+def test_label_joins_the_stored_prediction() -> None:
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=100)
+    state = registry.models["lin"] = regression()
+    registry.learn(state, X[0], Y[0])
+    value, identifier = registry.predict(state, X[1], None)
+    assert len(identifier) == 36
+    record = registry.label(state, identifier, Y[1])
+    assert record is not None and record.prediction == Prediction(value)
+    assert registry.label(state, identifier, Y[1]) is None  # already learned
+    with pytest.raises(NotFoundError):
+        registry.label(state, "unknown", 1.0)
+
+
+def test_pending_predictions_bounded_by_count_and_age() -> None:
+    now = [1000.0]
+    pending = PendingPredictions(ttl_seconds=10, max_count=3, clock=lambda: now[0])
+    for i in range(5):
+        pending.add("m", str(i), PendingPrediction({}, Prediction(1.0), now[0]))
+    assert len(pending) == 3 and pending.take("m", "0") is None
+    now[0] += 11
+    assert pending.take("m", "4") is None  # expired
+    pending.add("m", "new", PendingPrediction({}, Prediction(1.0), now[0]))
+    assert pending.expire() == 2  # "2" and "3"
+    assert len(pending) == 1 and pending.take("m", "new") is not None
+
+
+def test_replay_reproduces_state() -> None:
+    live = regression()
+    records = [live.learn(x, y, f"id{i}") for i, (x, y) in enumerate(zip(X, Y, strict=True))]
+    encoded = orjson.dumps([r.encode() for r in records if r is not None])
+    replayed = regression()
+    for item in orjson.loads(encoded):
+        replayed.replay(LearnRecord.decode(item))
+    assert replayed.metric_values() == live.metric_values()
+    assert replayed.learn_stats == live.learn_stats
+    assert replayed.seen == live.seen
+    assert replayed.predict(X[0]) == live.predict(X[0])
+
+
+def test_classifier_probabilities_survive_the_log() -> None:
+    model = linear_model.LogisticRegression()
+    state = ModelState("clf", "binary", model, default_metrics("binary"))
+    for i in range(20):
+        state.learn({"x": float(i)}, i % 2 == 0)
+    prediction = state.predict({"x": 3.0})
+    assert isinstance(prediction.value, bool) and prediction.proba
+    decoded = Prediction.decode(orjson.loads(orjson.dumps(prediction.encode())))
+    assert decoded == prediction
+    assert set(state.metric_values()) == {"Accuracy", "LogLoss", "Precision", "Recall", "F1"}
+
+
+def test_registry_targets() -> None:
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=100)
+    with pytest.raises(NotFoundError):
+        registry.targets(None, None)
+    registry.models["a"] = regression("a")
+    registry.models["b"] = regression("b")
+    assert [s.name for s in registry.targets(None, None)] == ["a", "b"]
+    assert [s.name for s in registry.targets(None, ["b", "b"])] == ["b"]
+    with pytest.raises(SpecError):
+        registry.targets("a", ["b"])
+    with pytest.raises(NotFoundError, match="'c'"):
+        registry.targets("c", None)
