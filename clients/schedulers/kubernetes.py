@@ -12,6 +12,7 @@ The blocking kubernetes client runs in worker threads (``asyncio.to_thread``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,13 +96,28 @@ def job_status(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> JobStatus
                 parts.append(str(terminated["reason"]))  # e.g. OOMKilled, Error
             if condition.get("message"):
                 parts.append(str(condition["message"]))
-            if output:
-                parts.append(output.strip().splitlines()[-1][:300] if output.strip() else "")
+            detail = _output_error(output)
+            if detail:
+                parts.append(detail)
             reason = ": ".join(p for p in parts if p)
             return JobStatus(JobState.FAILED, reason=reason, exit_code=exit_code, output=output)
     if status.get("active"):
         return JobStatus(JobState.RUNNING)
     return JobStatus(JobState.PENDING)
+
+
+def _output_error(output: str | None) -> str | None:
+    """The failure's own words from the termination message: the result document's ``error``
+    (run-lammps writes LAMMPS' ERROR line there), else the message's last line."""
+    if not output or not output.strip():
+        return None
+    try:
+        document = json.loads(output)
+    except ValueError:
+        return output.strip().splitlines()[-1][:300]
+    if isinstance(document, dict) and document.get("error"):
+        return str(document["error"])[:300]
+    return None
 
 
 def _terminated(pods: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -215,8 +231,6 @@ def _in_cluster(client: Any, config: Any) -> Any:
 def _api_reason(exc: Exception) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, str | bytes) and body:
-        import json
-
         try:
             return str(json.loads(body).get("message") or body)
         except ValueError:

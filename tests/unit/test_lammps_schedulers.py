@@ -111,6 +111,12 @@ def test_job_statuses() -> None:
         "BackoffLimitExceeded: OOMKilled: Job has reached the specified backoff limit: "
         "ERROR: Lost atoms: x"
     )
+    from_result = job_status(
+        {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "X"}]}},
+        [_pod({"exitCode": 1, "reason": "Error",
+               "message": '{"trial": "t",\n "error": "ERROR: Lost atoms: y"\n}'})],
+    )  # fmt: skip
+    assert from_result.reason == "X: Error: ERROR: Lost atoms: y"
     not_yet = {"status": {"conditions": [{"type": "Failed", "status": "False"}], "active": 1}}
     assert job_status(not_yet, []).state is JobState.RUNNING
     cancelled = {"metadata": {"annotations": {CANCELLED_ANNOTATION: "true"}}}
