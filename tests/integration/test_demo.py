@@ -1,0 +1,166 @@
+"""``make demo`` end to end (with a small sweep), and Ctrl-C in the middle of a demo.
+
+Everything is real: the control plane binaries, the operator in local runtime, the model server
+it starts, LAMMPS runs on the local scheduler. The process tree below the demo is sampled all
+along, so the tests can tell that nothing it started is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from streamml.clients.evaluation import evaluate, trials_from_sweep_status
+from streamml.clients.proctree import ProcessTracker
+from streamml.testbed.k8sbuild import ensure_binaries
+
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TreeSampler:
+    """Samples the process tree below ``pid`` in a thread; remembers command lines too."""
+
+    def __init__(self, pid: int) -> None:
+        self.tracker = ProcessTracker(pid)
+        self.commands: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tracker.sample()
+            for pid in self.tracker.seen:
+                if pid not in self.commands:
+                    try:
+                        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    self.commands[pid] = raw.replace(b"\0", b" ").decode(errors="replace")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def seen(self, needle: str) -> bool:
+        return any(needle in cmd for cmd in self.commands.values())
+
+
+def _wait_gone(sampler: TreeSampler, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while sampler.tracker.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sampler.tracker.alive()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _binaries() -> None:
+    ensure_binaries()  # a cold build is minutes, once; the demos then reuse the cache
+
+
+def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
+    proc = subprocess.Popen(
+        ["make", "demo", f"ARGS=--trials 4 --test-trials 2 --parallelism 2 --out {out}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    sampler = TreeSampler(proc.pid)
+    try:
+        output, _ = proc.communicate(timeout=1200)
+    finally:
+        sampler.stop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output[-6000:]
+
+    # what it printed: the table, the evaluation next to the ceiling, the plots
+    assert "$ kubectl get streammodels,lammpssweeps" in output
+    assert "streammodel.streamml.io/lammps-time" in output
+    assert "lammpssweep.streamml.io/lj-size" in output
+    assert "Held-out evaluation: 2 runs, models trained on 4 runs" in output
+    assert "offline ceiling (LSQ on atoms)" in output
+    assert "sweep Running" in output  # live progress was shown
+
+    # what it wrote agrees with the sweep's own status
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["status"]["phase"] == "Succeeded"
+    recomputed = evaluate(trials_from_sweep_status(sweep["status"])).as_dict()
+    written = json.loads((out / "evaluation.json").read_text())
+    assert set(written["models"]) == set(recomputed["models"])
+    assert len(written["models"]) == 6
+    for name, scores in recomputed["models"].items():
+        assert written["models"][name]["n"] == scores["n"] == 2
+        assert written["models"][name]["MAE"] == pytest.approx(scores["MAE"])
+        assert f"\n{name} " in output
+    rows = (out / "watch" / "metrics.csv").read_text().splitlines()
+    models_seen = {line.split(",")[1] for line in rows[1:]}
+    assert models_seen == set(written["models"])
+    assert max(int(line.split(",")[2]) for line in rows[1:]) == 4
+    for name in ("learning_curve_RMSE.png", "predicted_vs_actual.png", "runtime_vs_atoms.png"):
+        path = out / "plots" / name
+        assert path.stat().st_size > 10_000
+        assert str(path) in output
+
+    # and it stopped everything it started
+    assert sampler.seen("kube-apiserver") and sampler.seen("streamml.cli operator")
+    assert sampler.seen(" serve ")
+    assert _wait_gone(sampler) == []
+    assert not (out / "cluster" / "state.json").exists()
+
+
+def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out), "--interval", "0.5"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    sampler = TreeSampler(proc.pid)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 900
+        for line in proc.stdout:
+            lines.append(line)
+            # interrupt once LAMMPS jobs are in flight (they run in sessions of their own)
+            if sampler.seen("lmp ") and "sweep Running" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines[-50:])
+        assert sampler.seen("kube-apiserver") and sampler.seen(" serve "), "".join(lines)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the demo
+        rest, _ = proc.communicate(timeout=180)
+        lines.append(rest)
+        sampler.stop()
+        leftovers = _wait_gone(sampler, timeout=15.0)
+    finally:
+        sampler.stop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        sampler.tracker.stop_all(grace=2.0)  # never leave the machine dirty, even on failure
+    output = "".join(lines)
+    assert proc.returncode == 130, output[-4000:]
+    assert "interrupted: stopping everything the demo started" in output
+    assert leftovers == [], {pid: sampler.commands.get(pid) for pid in leftovers}
+    assert not (out / "cluster" / "state.json").exists()
