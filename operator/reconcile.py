@@ -353,7 +353,8 @@ async def observe(
     _announce(previous.get("conditions") or [], conditions, emit)
     section = st.models_section(spec.models, polls)
     for entry in section["models"]:
-        entry["specHash"] = held.get(entry["name"])
+        if entry["name"] in held:  # absent rather than null: the API server may drop nulls
+            entry["specHash"] = held[entry["name"]]
     return {
         "observedGeneration": generation,
         "conditions": conditions,
@@ -389,9 +390,8 @@ def _announce(before: list[Any], after: list[dict[str, Any]], emit: Emit) -> Non
             continue
         if cond["type"] not in (st.READY, st.AVAILABLE, st.MODELS_READY):
             continue
-        kind = "Normal" if cond["status"] == "True" else "Warning"
-        if cond["status"] == "Unknown" or (cond["type"] != st.READY and not old):
-            kind = "Normal"
+        # a warning when something that worked stops working; anything else is news
+        kind = "Warning" if old.get(cond["type"]) == "True" else "Normal"
         emit(kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
 
 
