@@ -1,0 +1,155 @@
+"""The demo's pure parts: samples handling, progress lines, verdict, options, process tracking."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamml.clients import demo, proctree, samples
+from streamml.clients.evaluation import Ceiling, Evaluation, Scores
+from streamml.errors import ConfigurationError, SpecError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_samples_fit_together() -> None:
+    docs = samples.load(ROOT / "config" / "samples")
+    models = samples.names(docs, "StreamModel")
+    sweeps = [d for d in docs if d["kind"] == "LammpsSweep"]
+    assert len(models) == 1 and len(sweeps) == 1
+    # kubectl apply -f config/samples/ must give a sweep that finds its StreamModel
+    assert sweeps[0]["spec"]["streamModelRef"]["name"] == models[0]
+    assert samples.link(docs) == []
+    model_names = [
+        m["name"] for m in docs[[d["kind"] for d in docs].index("StreamModel")]["spec"]["models"]
+    ]
+    assert {"linear", "bayesian", "passive-aggressive", "atoms-bayesian"} <= set(model_names)
+
+
+def test_resize_changes_only_the_sweep_counts() -> None:
+    docs = samples.load(ROOT / "config" / "samples")
+    resized = samples.resize(docs, trials=4, test_trials=2)
+    sweep = next(d for d in resized if d["kind"] == "LammpsSweep")
+    original = next(d for d in docs if d["kind"] == "LammpsSweep")
+    assert (sweep["spec"]["trials"], sweep["spec"]["testTrials"]) == (4, 2)
+    assert sweep["spec"]["parallelism"] == original["spec"]["parallelism"]
+    assert original["spec"]["trials"] != 4  # the input is not modified
+    assert list(yaml.safe_load_all(samples.dump(resized))) == resized
+
+
+def test_link_points_a_stray_sweep_at_the_one_streammodel() -> None:
+    docs = [
+        {"kind": "StreamModel", "metadata": {"name": "m"}, "spec": {}},
+        {
+            "kind": "LammpsSweep",
+            "metadata": {"name": "s"},
+            "spec": {"streamModelRef": {"name": "x"}},
+        },
+    ]
+    warnings = samples.link(docs)
+    assert len(warnings) == 1 and "'x'" in warnings[0]
+    assert docs[1]["spec"]["streamModelRef"]["name"] == "m"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("kind: A\n", "needs kind and metadata"),
+        ("- 1\n- 2\n", "needs kind and metadata"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_load_rejects_malformed_samples(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "x.yaml").write_text(content)
+    with pytest.raises(SpecError, match=message):
+        samples.load(tmp_path)
+
+
+def test_load_rejects_an_empty_or_oversized_directory(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no manifests"):
+        samples.load(tmp_path)
+    (tmp_path / "big.yaml").write_text("#" * (samples.MAX_SAMPLE_BYTES + 1))
+    with pytest.raises(SpecError, match="larger than"):
+        samples.load(tmp_path)
+
+
+def test_progress_line_shows_counters_and_the_best_model() -> None:
+    sweep = {"status": {"phase": "Running", "progress": "7/40", "succeeded": 7, "running": 2}}
+    model = {
+        "status": {
+            "samplesLearned": 42,
+            "best": {"model": "atoms-bayesian", "metric": "RMSE", "value": 0.0123456},
+        }
+    }
+    line = demo.progress_line(sweep, model)
+    assert line == (
+        "sweep Running 7/40 (succeeded 7, failed 0, running 2)"
+        " | best atoms-bayesian RMSE 0.01235 after 42 samples"
+    )
+    assert demo.progress_line({}, {}) == "sweep Pending 0/0 (succeeded 0, failed 0, running 0)"
+
+
+def test_verdict_compares_the_best_model_with_the_ceiling() -> None:
+    ceiling = Ceiling(0.0, 1.0, 30, Scores(10, 0.1, 0.1, 0.80))
+    close = Evaluation({"a": Scores(10, 0.1, 0.1, 0.78), "b": Scores(10, 0.1, 0.1, 0.1)}, ceiling)
+    assert "best streamed model: a R² 0.780" in demo.verdict(close)
+    assert "(-0.020, within 0.03 of the ceiling)" in demo.verdict(close)
+    far = Evaluation({"a": Scores(10, 0.1, 0.1, 0.70)}, ceiling)
+    assert "NOT within" in demo.verdict(far)
+    assert "not enough runs" in demo.verdict(Evaluation({}, None))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--test-trials", "-1"], "--test-trials must be at least 0"),
+        (["--parallelism", "0"], "--parallelism"),
+        (["--interval", "0"], "positive"),
+        (["--samples", "/nonexistent/samples"], "is not a directory"),
+    ],
+)
+def test_demo_rejects_bad_options_before_starting_anything(argv: list[str], message: str) -> None:
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)
+    with pytest.raises(ConfigurationError, match=message):
+        demo.run(parser.parse_args(argv))
+
+
+def test_demo_stop_without_state_is_a_no_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)
+    assert demo.run(parser.parse_args(["--stop", "--out", str(tmp_path)])) == 0
+    assert "nothing to stop" in capsys.readouterr().out
+
+
+def test_tracker_finds_and_stops_grandchildren_in_their_own_session() -> None:
+    # a child that starts a grandchild in a new session, then exits: the grandchild is orphaned
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    # rooted at the child: never near this test process' other children (session fixtures)
+    tracker = proctree.ProcessTracker(child.pid)
+    deadline = time.monotonic() + 30
+    while not tracker.alive() and time.monotonic() < deadline:
+        tracker.sample()
+        time.sleep(0.05)
+    (grandchild,) = tracker.alive()
+    child.kill()
+    child.wait()
+    tracker.sample()
+    assert tracker.alive() == [grandchild]  # orphaned, still remembered
+    assert tracker.stop_all(grace=2.0) == [grandchild]
+    assert tracker.alive() == []
