@@ -13,8 +13,9 @@ model, `StandardScaler | LinearRegression`: uploaded to the old one as a dill pi
 real `riverapi` client, declared as a JSON pipeline to ours.
 
 The machine is shared and noisy, so each measure runs on every server back to back, `--rounds`
-times over, and the round with the median throughput is reported; batch learning and river's
-in-process rate alternate likewise and the best of each is kept.
+times over: the table gives each server's median round, and each ratio is the median of the
+per-round ratios (ours against the old server measured right before it). Batch learning and
+river's in-process rate alternate in the same way.
 """
 
 from __future__ import annotations
@@ -252,43 +253,43 @@ def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict[str, A
             }
 
     for kind in ("learn", "predict"):
-        for side, t in targets.items():
-            rates = [
-                riverapi_rate(t.url, kind, args.client_calls, t.riverapi_env())
-                for _ in range(args.rounds)
-            ]
-            out[side][f"riverapi_{kind}_per_s"] = statistics.median(rates)
-            print(
-                f"  {side:11} riverapi {kind:7} {statistics.median(rates):9.1f} calls/s", flush=True
-            )
+        rates: dict[str, list[float]] = {side: [] for side in targets}
+        for _ in range(args.rounds):
+            for side, t in targets.items():
+                rate = riverapi_rate(t.url, kind, args.client_calls, t.riverapi_env())
+                rates[side].append(rate)
+        for side, values in rates.items():
+            out[side][f"riverapi_{kind}"] = {"per_s": statistics.median(values), "rounds": values}
+            print(f"  {side:11} riverapi {kind:7} {statistics.median(values):9.1f} calls/s")
 
+    # Batch learning against river in-process, measured next to each other in every round.
     batch: dict[str, list[dict[str, Any]]] = {}
     inproc: list[dict[str, float]] = []
     for round_ in range(args.rounds):
         inproc.append(inprocess_rates(args.batch_samples, seed=10 + round_))
         for side, t in targets.items():
             if isinstance(t.server, OurServer):
-                batch.setdefault(side, []).append(
-                    batch_learn_rate(t.server, args.batch_samples, args.batch_chunk, 10 + round_)
-                )
+                rec = batch_learn_rate(t.server, args.batch_samples, args.batch_chunk, 10 + round_)
+                rec["of_learn_one"] = rec["samples_per_s"] / inproc[-1]["learn_one_per_s"]
+                rec["of_progressive"] = rec["samples_per_s"] / inproc[-1]["progressive_per_s"]
+                batch.setdefault(side, []).append(rec)
     for side, records in batch.items():
-        best = max(records, key=lambda r: float(r["samples_per_s"]))
         out[side]["batch_learn"] = {
-            **best,
+            "samples_per_s": statistics.median(r["samples_per_s"] for r in records),
+            "of_learn_one": statistics.median(r["of_learn_one"] for r in records),
+            "of_progressive": statistics.median(r["of_progressive"] for r in records),
             "samples": args.batch_samples,
             "chunk": args.batch_chunk,
             "all_learned": all(r["learn_calls_delta"] == args.batch_samples for r in records),
             "rounds": records,
         }
-        print(f"  {side:11} batch learn {best['samples_per_s']:9.1f} samples/s", flush=True)
+        print(f"  {side:11} batch learn {out[side]['batch_learn']['samples_per_s']:9.1f}/s")
     out["inprocess"] = {
-        "learn_one_per_s": max(r["learn_one_per_s"] for r in inproc),
-        "progressive_per_s": max(r["progressive_per_s"] for r in inproc),
+        "learn_one_per_s": statistics.median(r["learn_one_per_s"] for r in inproc),
+        "progressive_per_s": statistics.median(r["progressive_per_s"] for r in inproc),
         "rounds": inproc,
     }
-    print(
-        f"  in-process learn_one {out['inprocess']['learn_one_per_s']:9.1f} samples/s", flush=True
-    )
+    print(f"  in-process learn_one {out['inprocess']['learn_one_per_s']:9.1f}/s", flush=True)
     return out
 
 

@@ -39,8 +39,8 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
             assert run["req_per_s"] > 0
         kept = measured[side]["learns_kept"]
         assert kept["kept"] == kept["acknowledged"] == kept["sent"], (side, kept)
-        assert measured[side]["riverapi_learn_per_s"] > 0
-        assert measured[side]["riverapi_predict_per_s"] > 0
+        assert measured[side]["riverapi_learn"]["per_s"] > 0
+        assert measured[side]["riverapi_predict"]["per_s"] > 0
 
     batch = measured["ours-normal"]["batch_learn"]
     assert batch["all_learned"], batch
