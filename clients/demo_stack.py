@@ -194,7 +194,9 @@ class Stack:
         if self.operator is not None:
             self.say("stopping the operator (it stops its model server)")
             procs.stop(self.operator, self._operator_popen, grace=20.0)
-        left = self.tracker.stop_all(grace=5.0)
+        # LAMMPS jobs live in sessions of their own; the control plane stops last, in order
+        keep = frozenset(d.pid for d in self.cp.daemons) if self.cp is not None else frozenset()
+        left = self.tracker.stop_all(grace=5.0, exclude=keep)
         if left:
             self.say(f"stopped {len(left)} leftover process(es): {left}")
         if self.cp is not None:

@@ -89,20 +89,24 @@ class ProcessTracker:
                 running.append(pid)
         return sorted(running)
 
-    def stop_all(self, grace: float = 5.0) -> list[int]:
-        """SIGTERM what is left, then SIGKILL after ``grace``; returns the PIDs signalled."""
+    def stop_all(self, grace: float = 5.0, exclude: frozenset[int] = frozenset()) -> list[int]:
+        """SIGTERM the rest (not ``exclude``), SIGKILL after ``grace``; returns the PIDs hit."""
         self.sample()
-        targets = self.alive()
+
+        def targets() -> list[int]:
+            return [pid for pid in self.alive() if pid not in exclude]
+
+        signalled = targets()
         for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            for pid in self.alive():
+            for pid in targets():
                 _signal(pid, self.seen[pid], sig)
             deadline = time.monotonic() + wait_s
-            while self.alive() and time.monotonic() < deadline:
+            while targets() and time.monotonic() < deadline:
                 _reap()
                 time.sleep(0.05)
-            if not self.alive():
+            if not targets():
                 break
-        return targets
+        return signalled
 
 
 def _signal(pid: int, ticks: int, sig: signal.Signals) -> None:
