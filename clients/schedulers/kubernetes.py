@@ -224,7 +224,11 @@ class KubernetesScheduler:
 
 
 def _in_cluster(client: Any, config: Any) -> Any:
-    config.load_incluster_config()
+    """In a Pod: its ServiceAccount. Elsewhere (an operator run locally): $KUBECONFIG."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        return config.new_client_from_config()
     return client.ApiClient()
 
 

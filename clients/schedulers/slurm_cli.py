@@ -126,8 +126,9 @@ class SlurmCliScheduler:
 
     async def submit(self, job: JobRequest) -> str:
         check_job(job)
-        args = ["sbatch", "--parsable", f"--job-name={job.name}", "--ntasks=1"]
-        args.append(f"--cpus-per-task={job.cpus}")
+        # one task per CPU: an MPI run inside (srun --mpi=pmix, mpirun) gets job.cpus ranks;
+        # the batch script itself runs once, on the first
+        args = ["sbatch", "--parsable", f"--job-name={job.name}", f"--ntasks={job.cpus}"]
         if self.partition:
             args.append(f"--partition={self.partition}")
         minutes = time_limit_minutes(job.time_limit_s)

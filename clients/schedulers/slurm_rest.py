@@ -77,8 +77,7 @@ class SlurmRestScheduler:
         check_job(job)
         spec: dict[str, Any] = {
             "name": job.name,
-            "tasks": 1,
-            "cpus_per_task": job.cpus,
+            "tasks": job.cpus,  # one task per CPU, as the CLI backend (MPI ranks)
             # required (an object) in v0.0.38; PATH lets the script find sbatch-less tools
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", **job.env},
         }

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     env = dict(cluster.env())
     if cluster.rest_url:
         env["SLURMRESTD_URL"] = cluster.rest_url
-        env["SLURM_JWT"] = cluster.token("root", lifespan_s=args.token_lifespan)
+        # not SLURM_JWT: with that set, sbatch/srun switch to JWT auth, which slurmd rejects
+        env["SLURMRESTD_TOKEN"] = cluster.token("root", lifespan_s=args.token_lifespan)
     if args.json:
         print(json.dumps({**env, "cluster": cluster.to_data()}, indent=1))
     else:

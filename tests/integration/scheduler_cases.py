@@ -62,6 +62,11 @@ def run_lammps_job(
     )
 
 
+async def ensure_linear(server: ServerProcess) -> None:
+    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
+        await c.ensure_model(ModelSpec.model_validate(LINEAR))
+
+
 async def case_lammps_trial_learns(
     scheduler: Scheduler, server: ServerProcess, workdir: Path
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,22 @@ async def test_lammps_trial_learns_and_failure_reason(
 ) -> None:
     await cases.case_lammps_trial_learns(scheduler, server, tmp_path)
     await cases.case_lammps_failure_reason(scheduler, server, tmp_path)
+
+
+@pytest.mark.lammps
+async def test_mpi_trial_under_srun(
+    scheduler: SlurmCliScheduler, server: ServerProcess, tmp_path: Path, lammps_bin: str
+) -> None:
+    """cpus=2 -> two Slurm tasks; run-lammps --srun starts 2 MPI ranks through PMIx."""
+    await cases.ensure_linear(server)
+    name = cases.unique("mpi")
+    job = cases.run_lammps_job(name, server, tmp_path, "nx=4", "ny=4", "nz=4", "steps=20")
+    job = dataclasses.replace(job, command=[*job.command, "--srun"], cpus=2)
+    job_id = await scheduler.submit(job)
+    status, _ = await cases.wait_finished(scheduler, job_id)
+    assert status.state is JobState.SUCCEEDED, status
+    metrics = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
+    assert metrics["procs"] == 2 and metrics["mpi_tasks"] == 2 and metrics["atoms"] == 256
 
 
 async def test_cancel_and_unknown_ids(scheduler: SlurmCliScheduler, tmp_path: Path) -> None:
