@@ -73,7 +73,9 @@ class Request:
         }
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> Request:
+    def from_data(cls, data: object) -> Request:
+        if not isinstance(data, Mapping):
+            raise DeliveryError("spool entry is not a JSON object")
         kind = data.get("kind")
         if kind not in ("learn", "predict"):
             raise DeliveryError(f"spool entry has an invalid kind {kind!r}")
@@ -222,18 +224,20 @@ async def redeliver(
             report.failed[str(path)] = outcome.error or "not delivered"
             continue
         if request.result_file:
-            _mark_delivered(Path(request.result_file), outcome)
+            _mark_delivered(Path(request.result_file), request.trial, outcome)
         done.mkdir(exist_ok=True)
         os.replace(path, done / path.name)
         report.delivered.append(request.trial)
     return report
 
 
-def _mark_delivered(result_file: Path, outcome: Outcome) -> None:
+def _mark_delivered(result_file: Path, trial: str, outcome: Outcome) -> None:
     try:
         document = json.loads(result_file.read_text())
     except (OSError, ValueError):
         return  # the result file is the job's; a missing one does not undo a delivery
+    if not isinstance(document, dict) or document.get("trial") != trial:
+        return  # only ever rewrite this trial's own result document
     document["delivered"] = True
     if outcome.predictions:
         document["predictions"] = outcome.predictions
