@@ -32,7 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--snapshot-every", type=int, default=s, help="snapshot a model after N learns")
     add("--snapshot-interval-seconds", type=float, default=s, help="snapshot at least this often")
     add("--sse-queue-size", type=int, default=s, help="events buffered per stream client")
-    add("--sync", choices=["full", "normal"], default=s, help="SQLite durability (default full)")
+    add(
+        "--sync",
+        choices=["full", "normal"],
+        default=s,
+        help="normal: survive process crashes (default); full: also power loss (fsync)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

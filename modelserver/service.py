@@ -165,34 +165,31 @@ class ModelService:
         *,
         model: str | None = None,
         models: list[str] | None = None,
-    ) -> dict[str, dict[str, int]]:
-        """Many samples; a sample a model rejects fails the request for that model only after
-        the samples before it were learned, so the reply counts exactly what was kept."""
+    ) -> dict[str, dict[str, Any]]:
+        """Many samples in one commit per model. A sample a model rejects is skipped and
+        listed under ``rejected`` (index and reason); the others are learned. Only when no
+        model could learn any sample is it an error."""
         targets = self.registry.targets(model, models)
-        results: dict[str, dict[str, int]] = {}
+        results: dict[str, dict[str, Any]] = {}
         ops: list[Op] = []
-        failure: SpecError | None = None
+        reasons: list[str] = []
+        accepted = 0
         for state in targets:
-            records: list[LearnRecord] = []
-            duplicates = 0
-            for index, (features, ground_truth, identifier) in enumerate(samples):
-                try:
-                    record = self.registry.learn(state, features, ground_truth, identifier)
-                except SpecError as exc:
-                    failure = SpecError(f"samples[{index}]: {exc}", field=f"samples[{index}]")
-                    break
-                if record is None:
-                    duplicates += 1
-                else:
-                    records.append(record)
-            results[state.name] = {"learned": len(records), "duplicates": duplicates}
-            if records:
-                encoded = [record.encode() for record in records]
+            encoded, duplicates, rejected = state.learn_many(samples, self.registry.pending)
+            state.forget_old_identifiers(self.registry.idempotency_window)
+            result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
+            if rejected:
+                result["rejected"] = [{"index": i, "message": m} for i, m in rejected[:100]]
+                reasons.append(f"samples[{rejected[0][0]}]: {rejected[0][1]}")
+            results[state.name] = result
+            accepted += len(encoded) + duplicates
+            if encoded:
                 ops.append(("log", self.storage.next_seq(), state.name, dumps(encoded)))
-                self._published(state, records, "learn")
+                if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
+                    self._published(state, [LearnRecord.decode(item) for item in encoded], "learn")
+        if not accepted and reasons:
+            raise SpecError("; ".join(reasons[:3]), field="samples")
         await self._commit(ops)
-        if failure is not None:
-            raise failure
         return results
 
     def predict(

@@ -166,9 +166,53 @@ class BatchLearnRequest(_Request):
     samples: list[LearnSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
 
 
+class BatchLearnEnvelope(_Request):
+    """What the server validates with pydantic on ``/api/learn/batch/``; the samples are then
+    checked by :func:`learn_samples` (the same rules as :class:`LearnSample`, ~10x faster)."""
+
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(default=None, max_length=1_000)
+    samples: list[Any] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
+
+
+_SAMPLE_KEYS = frozenset(LearnSample.model_fields)
+
+
+def learn_samples(raw: list[Any]) -> list[tuple[dict[str, Any], Any, str | None]]:
+    """Validate batch samples by hand (the batch hot path); ValueError names the sample."""
+    samples: list[tuple[dict[str, Any], Any, str | None]] = []
+    append = samples.append
+    for index, item in enumerate(raw):
+        try:
+            if type(item) is not dict:
+                raise ValueError("must be an object with 'features'")
+            if not item.keys() <= _SAMPLE_KEYS:
+                raise ValueError(f"unknown field(s) {sorted(item.keys() - _SAMPLE_KEYS)}")
+            features = item.get("features")
+            if type(features) is not dict:
+                raise ValueError("features: an object of feature values is required")
+            check_features(features)
+            ground_truth = item.get("ground_truth")
+            if ground_truth is not None:
+                try:
+                    check_target(ground_truth)
+                except ValueError as exc:
+                    raise ValueError(f"ground_truth: {exc}") from None
+            identifier = item.get("identifier")
+            if identifier is not None and (
+                type(identifier) is not str or not 1 <= len(identifier) <= 200
+            ):
+                raise ValueError("identifier: must be a string of 1 to 200 characters")
+        except ValueError as exc:
+            raise ValueError(f"samples[{index}]: {exc}") from None
+        append((features, ground_truth, identifier))
+    return samples
+
+
 class BatchLearnResult(BaseModel):
     learned: int
     duplicates: int
+    rejected: list[dict[str, Any]] | None = None
 
 
 class BatchLearnReply(BaseModel):

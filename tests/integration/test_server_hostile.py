@@ -142,12 +142,26 @@ def test_batch_endpoints(server: ServerProcess) -> None:
     samples = [{"features": {"x": i, "y": 2 * i}, "ground_truth": 3.0 * i} for i in range(50)]
     r = call(server, "POST", "/api/learn/batch/", json={"model": "lin", "samples": samples})
     assert r.json() == {"results": {"lin": {"learned": 50, "duplicates": 0}}}
-    bad = [*samples[:3], {"features": {"x": "?"}, "ground_truth": 1.0}]
-    expect(
-        call(server, "POST", "/api/learn/batch/", json={"model": "lin", "samples": bad}),
-        400,
-        "samples[3]",
-    )
+    # a sample the model cannot use is skipped and reported; the others are learned
+    odd = [*samples[:3], {"features": {"x": "?"}, "ground_truth": 1.0}]
+    r = call(server, "POST", "/api/learn/batch/", json={"model": "lin", "samples": odd})
+    assert r.status_code == 200, r.text
+    result = r.json()["results"]["lin"]
+    assert result["learned"] == 3 and result["rejected"][0]["index"] == 3
+    only_bad = {"model": "lin", "samples": odd[3:]}
+    expect(call(server, "POST", "/api/learn/batch/", json=only_bad), 400, "samples[0]")
+    # malformed samples fail the whole request before anything is learned
+    for bad_sample, word in [
+        ({"features": {"x": [1]}, "ground_truth": 1.0}, "'x'"),
+        ({"features": {"x": 1}, "ground_truth": 1.0, "colour": 1}, "colour"),
+        ({"ground_truth": 1.0}, "features"),
+        ({"features": {"x": 1}, "ground_truth": {}}, "ground_truth"),
+        ({"features": {"x": 1}, "identifier": 5}, "identifier"),
+        ("text", "object"),
+    ]:
+        body = {"model": "lin", "samples": [*samples[:2], bad_sample]}
+        expect(call(server, "POST", "/api/learn/batch/", json=body), 400, "samples[2]", word)
+    assert learned(server) == 53
     expect(call(server, "POST", "/api/learn/batch/", json={"model": "lin", "samples": []}), 400)
     preds = call(
         server,
