@@ -100,3 +100,11 @@ def test_render_is_valid_yaml_and_cli_writes(tmp_path: Path) -> None:
     assert "streamml.io_streammodels.yaml" in files
     loaded = yaml.safe_load((tmp_path / "streamml.io_streammodels.yaml").read_text())
     assert loaded["metadata"]["name"] == "streammodels.streamml.io"
+
+
+def test_yaml_is_unambiguous_for_go_readers() -> None:
+    # kubectl reads YAML 1.1: a bare `n` or `y` (e.g. a field named n) would become a boolean
+    for info in crdgen.resources():
+        for line in crdgen.render(info).splitlines():
+            bare = line.strip().removeprefix("- ").rstrip(":")
+            assert bare not in {"y", "n", "Y", "N", "yes", "no", "on", "off"}, line
