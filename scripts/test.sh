@@ -9,5 +9,7 @@ echo ">> ruff"
 .venv/bin/ruff format --check .
 echo ">> mypy (strict)"
 bash scripts/typecheck.sh
+echo ">> control-plane binaries (built once, then cached)"
+.venv/bin/streamml cluster build
 echo ">> pytest"
 exec .venv/bin/python -m pytest "$@"

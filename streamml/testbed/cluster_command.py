@@ -1,0 +1,110 @@
+"""``streamml cluster build|up|down|env|status``: the local control plane from the command line.
+
+``up`` starts etcd, kube-apiserver and kube-controller-manager detached (they outlive the
+command) with their state, logs and kubeconfig in ``--state-dir``; ``down`` stops exactly the
+processes recorded there; ``env`` prints the shell lines that point kubectl (ours) at it::
+
+    streamml cluster up && eval "$(streamml cluster env)" && kubectl get namespaces
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from streamml.errors import InfrastructureError
+
+
+def _default_state_dir() -> Path:
+    from streamml.testbed.k8sbuild import cache_root
+
+    return cache_root() / "cluster"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = sub.add_parser("build", help="build (or find cached) kube-apiserver, etcd, kubectl")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    for name, help_text in (
+        ("up", "start the control plane in the background"),
+        ("down", "stop it and delete its state"),
+        ("env", "print `export` lines for KUBECONFIG and our kubectl"),
+        ("status", "print the server address and whether each daemon runs"),
+    ):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument(
+            "--state-dir",
+            type=Path,
+            default=None,
+            help="where state, logs and kubeconfig live (default ~/.cache/streamml/cluster)",
+        )
+        if name == "up":
+            sp.add_argument(
+                "--no-controller-manager",
+                action="store_true",
+                help="API server and etcd only (no garbage collection, no ReplicaSets)",
+            )
+            sp.add_argument("--timeout", type=float, default=180.0, help="start-up timeout (s)")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamml.testbed.controlplane import STATE_FILE, ControlPlane
+    from streamml.testbed.k8sbuild import ensure_binaries
+
+    if args.action == "build":
+        binaries = ensure_binaries(_say, force=args.force)
+        print(binaries.bin_dir)
+        return 0
+    state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
+    existing = ControlPlane.attach(state_dir) if (state_dir / STATE_FILE).exists() else None
+
+    if args.action == "up":
+        if existing is not None and existing.running():
+            _say(f"control plane already up at {existing.server} (state in {state_dir})")
+            return 0
+        if existing is not None:  # stale: some daemon died; clear what is left
+            _say(f"clearing a stale control plane in {state_dir}")
+            existing.stop()
+        binaries = ensure_binaries(_say)
+        cp = ControlPlane(
+            state_dir,
+            with_controller_manager=not args.no_controller_manager,
+            detached=True,
+            binaries=binaries,
+        )
+        cp.start(timeout=args.timeout)
+        _say(f"control plane v{binaries.version} up at {cp.server}; kubeconfig {cp.kubeconfig}")
+        _say(
+            f'use it with: eval "$(streamml cluster env --state-dir {shlex.quote(str(state_dir))})"'
+        )
+        return 0
+
+    if args.action == "down":
+        if existing is None:
+            _say(f"no control plane in {state_dir}")
+            return 0
+        existing.stop()
+        _say(f"control plane in {state_dir} stopped")
+        return 0
+
+    if existing is None:
+        raise InfrastructureError(f"no control plane in {state_dir}: run `streamml cluster up`")
+    if args.action == "env":
+        if not existing.running():
+            raise InfrastructureError(
+                f"the control plane in {state_dir} is not running: run `streamml cluster up`"
+            )
+        print(f"export KUBECONFIG={shlex.quote(str(existing.kubeconfig))}")
+        print(f'export PATH={shlex.quote(str(existing.binaries.bin_dir))}:"$PATH"')
+        return 0
+    # status
+    print(f"server {existing.server}")
+    for daemon in existing.daemons:
+        print(f"{daemon.name} pid {daemon.pid} {'running' if daemon.alive() else 'STOPPED'}")
+    return 0 if existing.running() else 1
