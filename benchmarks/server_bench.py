@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import free_port, learn_calls, run_hey, storage_commits
 from _oldserver import OldServer, ensure_venv, tail
 from _ourserver import OurServer
-from _report import render, summarise
+from _report import SECTION, render, section_text, summarise, update_section
 
 MODEL = "bench"
 RESULTS = Path(__file__).resolve().parent / "results" / "server.json"
@@ -293,6 +293,20 @@ def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict[str, A
     return out
 
 
+def rerender(path: Path, markdown: Path | None) -> int:
+    """Rebuild table and targets of a results file (after a change of presentation)."""
+    result = json.loads(path.read_text())
+    settings = result["settings"]
+    sides = [f"ours-{sync}" for sync in settings["sync"]]
+    rows, met = summarise(result["measured"], sides, settings["concurrency"], settings["requests"])
+    result.update(table=rows, markdown=render(rows, sides), targets=met)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(result["markdown"])
+    if markdown is not None:
+        update_section(markdown, section_text(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="hey -n for the clients")
@@ -314,8 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     parser.add_argument("--venv", type=Path, default=None, help="old server's virtualenv")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="update this benchmark's section of this file"
+    )
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only re-render the table of this results JSON"
+    )
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
+    if args.render is not None:
+        return rerender(args.render, args.markdown)
     if args.quick:
         # hey prints a p99 only from 100 requests on.
         args.requests, args.concurrency, args.seq_requests, args.rounds = 128, 4, 100, 1
@@ -382,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
+    if args.markdown is not None:
+        update_section(args.markdown, section_text(result))
+        print(f"updated the section {SECTION!r} of {args.markdown}")
     return 0
 
 
