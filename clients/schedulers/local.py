@@ -145,7 +145,7 @@ class LocalScheduler:
                     if pid is None or _alive(pid):  # pid None: the wrapper is starting
                         running += 1
                     continue
-                pending.append((jobdir.stat().st_mtime, jobdir))
+                pending.append((_submitted(jobdir), jobdir))
             for _, jobdir in sorted(pending)[: max(0, self.max_parallel - running)]:
                 self._start(jobdir)
 
@@ -201,6 +201,14 @@ class LocalScheduler:
         if _read_int(jobdir / "exitcode") is not None:
             return self._status(job_id)
         return JobStatus(JobState.FAILED, reason="the job's process died without an exit code")
+
+
+def _submitted(jobdir: Path) -> float:
+    """Submission time from job.json: pending jobs start in the order they were submitted."""
+    try:
+        return float(json.loads((jobdir / "job.json").read_text()).get("submitted", 0.0))
+    except (OSError, ValueError, TypeError):
+        return 0.0
 
 
 def _read_int(path: Path) -> int | None:
