@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 
@@ -40,6 +41,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (+ exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
     from pydantic import ValidationError
@@ -55,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigurationError(f"invalid setting {where}: {first['msg']}") from None
+    if settings.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
     if settings.no_auth:
         log.warning("authentication is OFF (--no-auth): anyone who can reach the port may learn")

@@ -38,6 +38,7 @@ class ServerSettings(BaseSettings):
     # WAL + NORMAL: a commit is written to the log file before the learn is acknowledged, so it
     # survives kill -9 and any crash of this process; FULL also fsyncs, surviving power loss,
     # at ~6 ms per group commit on this machine's disk (measured), which caps throughput.
+    log_json: bool = Field(False, description="log one JSON object per line (for collectors)")
     sync: Literal["full", "normal"] = Field(
         "normal", description="SQLite synchronous: normal survives a process crash, full power loss"
     )
