@@ -140,10 +140,11 @@ def section_text(result: dict[str, Any]) -> str:
         f"- **old**: {versions['old'][0]} ({', '.join(versions['old'][1:4])}, same river as ours) "
         "under gunicorn with one sync worker, authentication off (its default); the model is "
         "uploaded as a dill pickle through the `riverapi` client.",
-        "- **ours**: `streamml serve` with authentication on (every request carries a bearer "
-        "JWT from the handshake); the model is a JSON pipeline. `--sync full` (the default) "
-        "fsyncs every group commit and survives power loss; `--sync normal` survives `kill -9` "
-        "(what the issue asks; the old server never fsyncs).",
+        f"- **ours**: `streamml serve` at commit {result.get('git', {}).get('commit', '?')[:10]} "
+        "with authentication on (every request carries a bearer JWT from the handshake); the "
+        "model is a JSON pipeline. `--sync normal` survives `kill -9` (what the issue asks; the "
+        "old server never fsyncs at all); `--sync full` also fsyncs every group commit and so "
+        "survives power loss.",
         f"- model `StandardScaler | LinearRegression` on both; load from `hey` "
         f"{versions['hey']} on the same machine (keep-alive, one fixed body), the `riverapi` "
         f"client ({settings['client_calls']} calls, a new connection per call), and batches of "

@@ -7,8 +7,8 @@ Everything listens on 127.0.0.1 on free ports and every process started here is 
 The old server runs from a throwaway virtualenv (benchmarks/_oldserver.py) under gunicorn with one
 sync worker, authentication off (its default). Ours runs as `streamml serve` with auth on (the
 load generator sends a bearer token fetched through the handshake), once per durability setting:
-`--sync full` (the default: an fsync per group commit, survives power loss) and `--sync normal`
-(survives `kill -9`, which is what the issue asks; the old server never fsyncs). All serve the same
+`--sync normal` (survives `kill -9`, which is what the issue asks; the old server never fsyncs)
+and `--sync full` (an fsync per group commit: also survives power loss). All serve the same
 model, `StandardScaler | LinearRegression`: uploaded to the old one as a dill pickle through the
 real `riverapi` client, declared as a JSON pipeline to ours.
 
@@ -166,6 +166,20 @@ def versions() -> dict[str, Any]:
     return {"ours": ours, "old": [OLD_SERVER_PACKAGE, *OLD_SERVER_REQUIREMENTS], "hey": hey}
 
 
+def git_state() -> dict[str, Any]:
+    """Which server code was measured: HEAD, and whether the server's files differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "modelserver", "streamml")
+    return {"commit": git("rev-parse", "HEAD"), "server_files_modified": bool(changed)}
+
+
 def loadavg() -> list[float]:
     try:
         return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
@@ -320,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sync",
         nargs="+",
-        default=["full", "normal"],
+        default=["normal", "full"],
         choices=["full", "normal"],
         help="our server's --sync settings to run",
     )
@@ -394,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": loadavg(),
         },
         "versions": versions(),
+        "git": git_state(),
         "pids": pids,  # all stopped by now
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "table": rows,
