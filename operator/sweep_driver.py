@@ -285,7 +285,10 @@ class SweepDriver:
         if self.engine is not None:
             await self.engine.cancel_all("invalid spec")
         status.phase = "Failed"
-        jobs.set_condition(status, "Ready", False, "InvalidSpec", str(error))
+        message = str(error)
+        if error.field and not message.startswith("spec."):
+            message = f"spec.{error.field}: {message}"  # always name the field
+        jobs.set_condition(status, "Ready", False, "InvalidSpec", message)
         status.observed_generation = generation
         await self.store.save(status)
         self.failed_generation = generation

@@ -1,0 +1,299 @@
+"""The operator drives LammpsSweeps against the real control plane, with a local-runtime
+StreamModel (a real ``streamml serve`` supervised by the operator), real ``lmp`` and the real
+local scheduler: end to end, operator killed and restarted mid-sweep, deletion mid-way, invalid
+specs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamml.clients.api import ModelServerClient
+from streamml.clients.schedulers.base import JobState
+from streamml.clients.schedulers.local import LocalScheduler
+from streamml.operator import crdgen
+from streamml.testbed.controlplane import ControlPlane
+
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
+
+STREAMMODEL = {
+    "apiVersion": "streamml.io/v1alpha1",
+    "kind": "StreamModel",
+    "metadata": {"name": "lj-runtime"},
+    "spec": {
+        "models": [
+            {"name": "mean", "pipeline": [{"class": "dummy.StatisticRegressor",
+                                           "params": {"statistic": {"class": "stats.Mean"}}}]},
+            {"name": "linear", "pipeline": [{"class": "preprocessing.StandardScaler"},
+                                            {"class": "linear_model.LinearRegression"}]},
+        ],
+    },
+}  # fmt: skip
+
+
+def sweep(name: str, **over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "streamModelRef": {"name": "lj-runtime"},
+        "parameters": [
+            {"name": "nx", "type": "int", "min": 4, "max": 6},
+            {"name": "ny", "type": "int", "min": 4, "max": 6},
+            {"name": "nz", "type": "int", "min": 4, "max": 5},
+        ],
+        "sampling": {"method": "latinHypercube", "seed": 3},
+        "trials": 6,
+        "testTrials": 2,
+        "parallelism": 2,
+        "maxFailures": 1,
+        "lammps": {"vars": {"steps": "20"}},
+        "scheduler": {"type": "local"},
+    }
+    spec.update(over)
+    return {"apiVersion": "streamml.io/v1alpha1", "kind": "LammpsSweep",
+            "metadata": {"name": name}, "spec": spec}  # fmt: skip
+
+
+@dataclass
+class Operator:
+    cp: ControlPlane
+    namespace: str
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def sweeps_dir(self) -> Path:
+        return self.root / "sweeps" / self.namespace
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+        env.update(
+            KUBECONFIG=str(self.cp.kubeconfig),
+            STREAMML_SWEEPS__WORK_DIR=str(self.root / "sweeps"),
+            STREAMML_SWEEPS__INTERVAL="0.5",
+        )
+        log = open(self.root / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamml.cli", "operator", "--local-runtime",
+             "-n", self.namespace, "--state-dir", str(self.root / "state"),
+             "--poll-interval", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (a crashed operator)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:] for p in sorted(self.root.glob("operator-*.log"))
+        )
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        return self.cp.kubectl(*args, "-n", self.namespace, check=check, input=input).stdout
+
+    def apply(self, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.cp.kubectl(
+            "apply", "-n", self.namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
+        )
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        out = self.cp.kubectl("get", kind, name, "-n", self.namespace, "-o", "json", check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.get("lammpssweep", name) or {}).get("status") or {}
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            assert self.process is not None
+            assert self.process.poll() is None, f"the operator exited:\n{self.logs()}"
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def jobs_root(self, name: str) -> Path:
+        found = list(self.sweeps_dir.glob(f"{name}-*/jobs"))
+        assert len(found) == 1, found
+        return found[0]
+
+    def job_names(self, name: str) -> list[str]:
+        root = self.jobs_root(name)
+        return sorted(json.loads(p.read_text())["name"] for p in root.glob("*/job.json"))
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
+) -> Iterator[Operator]:
+    root = tmp_path_factory.mktemp("sweep-operator")
+    crdgen.write_all(root / "crds")
+    control_plane.kubectl("apply", "-f", str(root / "crds"))
+    for crd in ("lammpssweeps.streamml.io", "streammodels.streamml.io"):
+        control_plane.kubectl("wait", "--for=condition=established", f"crd/{crd}")
+    namespace = f"sweeps-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", namespace)
+    op = Operator(control_plane, namespace, root)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def server_learns(op: Operator, model: str) -> int:
+    import asyncio
+
+    sm = op.get("streammodel", "lj-runtime") or {}
+    address = sm["status"]["address"]
+    secret = op.get("secret", sm["status"]["authSecretName"]) or {}
+    import base64
+
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+    async def stats() -> int:
+        async with ModelServerClient(
+            address, username=data["username"], token=data["token"]
+        ) as client:
+            return int((await client.stats(model))["learn"]["n_calls"])
+
+    return asyncio.run(stats())
+
+
+def test_sweep_waits_for_model_then_survives_an_operator_kill(operator: Operator) -> None:
+    op = operator
+    # the sweep comes first: it waits, saying why, and submits nothing
+    assert op.apply(sweep("lj")).returncode == 0
+
+    def waiting() -> bool:
+        conds = {c["type"]: c for c in op.status("lj").get("conditions", [])}
+        c = conds.get("StreamModelReady")
+        return c is not None and c["status"] == "False" and c["reason"] == "StreamModelNotFound"
+
+    op.wait_for("the sweep to wait for its StreamModel", waiting, timeout=120)
+    assert op.status("lj")["phase"] == "Waiting"
+    assert op.status("lj").get("submitted", 0) == 0
+
+    assert op.apply(STREAMMODEL).returncode == 0
+    op.wait_for("submissions", lambda: op.status("lj").get("submitted", 0) >= 3, timeout=300)
+    op.kill()  # mid-sweep: runs in flight, others not started
+    mid = op.status("lj")
+    assert mid["phase"] == "Running" and mid["succeeded"] < 8
+    op.start()
+    op.wait_for("the sweep to finish", lambda: op.status("lj").get("phase") == "Succeeded")
+
+    status = op.status("lj")
+    names = op.job_names("lj")
+    # no trial was submitted twice, none forgotten: one job per trial, and the count agrees
+    assert len(names) == len(set(names)) == 8
+    assert status["submitted"] == 8 and status["succeeded"] == 8 and status["failed"] == 0
+    assert status["progress"] == "8/8"
+    for model in ("mean", "linear"):
+        assert server_learns(op, model) == 6  # each training run learned once
+    evaluation = {e["model"]: e for e in status["evaluation"]}
+    assert set(evaluation) == {"mean", "linear"} and evaluation["mean"]["n"] == 2
+    assert {c["model"] for c in status["learningCurve"]} == {"mean", "linear"}
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["StreamModelReady"]["status"] == "True"
+    assert conds["Complete"]["status"] == "True"
+    table = op.kubectl("get", "lammpssweep", "lj")
+    assert "Succeeded" in table and "8/8" in table and "lj-runtime" in table
+
+
+def test_deleting_a_sweep_cancels_its_jobs(operator: Operator) -> None:
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    long_runs = sweep("doomed", trials=10, testTrials=0, lammps={"vars": {"steps": "20000"}})
+    assert op.apply(long_runs).returncode == 0
+
+    def two_running() -> bool:
+        return sum(t["state"] == "Running" for t in op.status("doomed").get("trials", [])) == 2
+
+    op.wait_for("two runs in flight", two_running, timeout=300)
+    ids = [t["jobId"] for t in op.status("doomed")["trials"] if t["state"] == "Running"]
+    op.kubectl("delete", "lammpssweep", "doomed", "--wait=true", "--timeout=120s")
+    assert op.get("lammpssweep", "doomed") is None
+    local = LocalScheduler(op.jobs_root("doomed"), max_parallel=2)
+    import asyncio
+
+    states = asyncio.run(local.poll(ids))
+    assert {s.state for s in states.values()} == {JobState.CANCELLED}, states
+    assert len(op.job_names("doomed")) == 2  # nothing submitted after the delete
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trials": -1}, "spec.trials"),
+        ({"parameters": []}, "spec.parameters"),
+        ({"scheduler": {"type": "pbs"}}, "spec.scheduler.type"),
+        ({"parallelism": 0}, "spec.parallelism"),
+    ],
+)
+def test_schema_rejects_invalid_specs(operator: Operator, change: dict[str, Any], message: str):
+    done = operator.apply(sweep("rejected", **change))
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert operator.get("lammpssweep", "rejected") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "field"),
+    [
+        ("minmax", {"parameters": [{"name": "nx", "type": "int", "min": 9, "max": 3}]},
+         "spec.parameters[0]"),
+        ("tiny", {"parameters": [{"name": "nx", "type": "int", "min": 1, "max": 2}],
+                  "testTrials": 2}, "testTrials"),
+        ("norest", {"scheduler": {"type": "slurm-rest"}}, "spec.scheduler"),
+    ],
+)  # fmt: skip
+def test_invalid_specs_past_the_schema_fail_in_status(
+    operator: Operator, name: str, change: dict[str, Any], field: str
+) -> None:
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    assert op.apply(sweep(name, **change)).returncode == 0
+
+    def failed() -> bool:
+        return op.status(name).get("phase") == "Failed"
+
+    op.wait_for(f"{name} to fail", failed, timeout=120)
+    status = op.status(name)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    assert field in ready["message"]
+    assert status.get("submitted", 0) == 0
+    assert not list(op.sweeps_dir.glob(f"{name}-*/jobs/*"))
+    # not a retry loop: the status stays put while the spec does not change
+    before = op.get("lammpssweep", name)
+    time.sleep(3)
+    after = op.get("lammpssweep", name)
+    assert before is not None and after is not None
+    assert before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
