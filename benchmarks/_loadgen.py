@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class HeyResult:
     ok: int  # 2xx replies
     statuses: dict[str, int]
     errors: int  # connection-level errors hey reported
+    hey_cpu_s: float = 0.0  # CPU time hey itself used (it shares the machine's 2 cores)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,11 +100,14 @@ def run_hey(
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
     finally:
         body_path.unlink(missing_ok=True)
-    return parse_hey(done.stdout, requests, concurrency)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return replace(parse_hey(done.stdout, requests, concurrency), hey_cpu_s=round(cpu, 3))
 
 
 def free_port() -> int:

@@ -73,6 +73,16 @@ def summarise(
         row += [kept(m[side]), ""]
     rows.append(row)
 
+    def hey_share(run: dict[str, Any]) -> str:
+        wall = run["requests"] / run["req_per_s"] if run["req_per_s"] else 0.0
+        return f"{100 * run.get('hey_cpu_s', 0.0) / wall:.0f}%" if wall else ""
+
+    row = [f"CPU used by hey itself, {concurrency}-client predict run (of one core)"]
+    row.append(hey_share(old["conc_predict"]))
+    for side in sides:
+        row += [hey_share(m[side]["conc_predict"]), ""]
+    rows.append(row)
+
     row = [f"learns per group commit, {concurrency}-client learn runs", "no commits"]
     for side in sides:
         per = [r.get("learns_per_commit") for r in m[side]["conc_learn"]["rounds"]]
