@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(binaries.bin_dir)
         return 0
     state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
+    if state_dir.exists() and not state_dir.is_dir():
+        raise InfrastructureError(f"--state-dir {state_dir} is not a directory")
     existing = ControlPlane.attach(state_dir) if (state_dir / STATE_FILE).exists() else None
 
     if args.action == "up":

@@ -12,6 +12,7 @@ file, so two test runs starting at once build once and never see half a director
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
 import json
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -239,21 +241,33 @@ def _build(binaries: Binaries, say: Progress) -> None:
 
 
 def _compile(argv: list[str], total: int, started: float, say: Progress) -> None:
-    # `go build -v` names each package as it is compiled (cached ones are skipped): that stream
-    # is turned into a progress line every PROGRESS_INTERVAL_S, so CI logs show it is alive.
+    # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
+    # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
+    # linker (which prints nothing) runs, so a CI log never looks hung.
     proc = subprocess.Popen(
         argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True
     )
-    assert proc.stderr is not None
-    compiled, last = 0, time.monotonic()
-    tail: list[str] = []
-    for line in proc.stderr:
-        tail = [*tail[-40:], line.rstrip()]
-        if not line.startswith(("#", " ", "\t")):
-            compiled += 1
-        now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL_S:
-            say(f"  compiled {compiled}/{total} packages ({now - started:.0f} s)")
-            last = now
-    if proc.wait() != 0:
+    stderr = proc.stderr
+    assert stderr is not None
+    compiled: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+
+    def read() -> None:
+        for line in stderr:
+            tail.append(line.rstrip())
+            if not line.startswith(("#", " ", "\t")):
+                compiled.append(line)
+
+    reader = threading.Thread(target=read, name="go-build-output", daemon=True)
+    reader.start()
+    while True:
+        try:
+            proc.wait(timeout=PROGRESS_INTERVAL_S)
+            break
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - started
+            # cached packages are not named, so the count stays below the total on a warm cache
+            say(f"  {elapsed:.0f} s: compiled {len(compiled)} of {total} packages (then linking)")
+    reader.join(timeout=10)
+    if proc.returncode != 0:
         raise InfrastructureError("go build failed:\n" + "\n".join(tail))

@@ -230,6 +230,23 @@ def test_deployment_gets_a_replicaset(control_plane: ControlPlane, k8s_namespace
     assert _eventually(replicaset_owned_by_web)
 
 
+def test_python_clients_accept_the_kubeconfigs(
+    control_plane: ControlPlane, k8s_namespace: str
+) -> None:
+    # The operator (kopf) and tests use the official client with these files as they are.
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    admin = client.CoreV1Api(config.new_client_from_config(str(control_plane.kubeconfig)))
+    names = [ns.metadata.name for ns in admin.list_namespace().items]
+    assert k8s_namespace in names
+    sa = control_plane.service_account_kubeconfig(k8s_namespace, "reader")
+    restricted = client.CoreV1Api(config.new_client_from_config(str(sa)))
+    with pytest.raises(ApiException) as info:
+        restricted.list_namespaced_secret(k8s_namespace)
+    assert info.value.status == 403
+
+
 def test_kubectl_errors_carry_the_message(control_plane: ControlPlane) -> None:
     with pytest.raises(KubectlError, match="not found") as info:
         control_plane.kubectl("get", "namespace", "no-such-namespace-here")
@@ -280,6 +297,15 @@ def test_cluster_cli_up_env_status_down(control_plane: ControlPlane, tmp_path: P
     assert all(_gone(pid) for pid in pids)
     assert not state.exists()
     assert "no control plane" in _cli("down", "--state-dir", str(state)).stderr
+
+
+def test_cluster_cli_refuses_a_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = _cli("up", "--state-dir", str(not_a_dir), check=False)
+    assert result.returncode == 2
+    assert "not a directory" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
 
 
 def test_cluster_cli_reports_a_corrupt_state_file(tmp_path: Path) -> None:
