@@ -129,10 +129,16 @@ async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:
     if model is None:
         return Target(None, "StreamModelNotFound", f"StreamModel {ref!r} does not exist")
     status = model.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-    if ready is None or ready.get("status") != "True":
-        why = (ready or {}).get("message") or "no Ready condition yet"
-        return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} is not Ready: {why}")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    # Jobs use status.address (the in-cluster Service, or loopback in local runtime), never the
+    # Ingress: a sweep needs the server Available with its models, not the aggregate Ready
+    # (which also waits for an ingress controller that a cluster may not have).
+    for needed in ("Available", "ModelsReady"):
+        cond = conditions.get(needed)
+        if cond is None or cond.get("status") != "True":
+            why = (cond or {}).get("message") or f"no {needed} condition yet"
+            message = f"StreamModel {ref!r} is not {needed}: {why}"
+            return Target(None, "StreamModelNotReady", message)
     address = status.get("address")
     if not address:
         return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} has no address yet")
