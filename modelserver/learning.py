@@ -123,14 +123,18 @@ class Prediction:
     proba: dict[Any, float] | None = None
 
     def encode(self) -> Any:
-        if self.proba is None:
+        """A plain value as itself; with probabilities (or a list value) as
+        ``[value, [[label, p], ...] | null]`` so that non-string labels survive JSON."""
+        if self.proba is None and not isinstance(self.value, list):
             return self.value
-        return [self.value, [[k, v] for k, v in self.proba.items()]]
+        pairs = None if self.proba is None else [[k, v] for k, v in self.proba.items()]
+        return [self.value, pairs]
 
     @classmethod
     def decode(cls, data: Any) -> Prediction:
         if isinstance(data, list):
-            return cls(data[0], {k: v for k, v in data[1]})
+            value, pairs = data
+            return cls(value, None if pairs is None else {k: v for k, v in pairs})
         return cls(data)
 
 
@@ -197,6 +201,8 @@ class ModelState:
         return prediction
 
     def check_target(self, ground_truth: Any) -> Any:
+        if self.flavor == "cluster":
+            return None  # clusterers learn from features alone; a target is ignored
         if ground_truth is None:
             if self.supervised and self.flavor != "custom":
                 raise SampleError(f"ground_truth is required to learn model {self.name!r}")

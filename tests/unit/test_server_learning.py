@@ -159,3 +159,14 @@ def test_registry_targets() -> None:
         registry.targets("a", ["b"])
     with pytest.raises(NotFoundError, match="'c'"):
         registry.targets("c", None)
+
+
+def test_list_predictions_and_clusterers() -> None:
+    assert Prediction.decode(orjson.loads(orjson.dumps(Prediction([1, 2]).encode()))) == Prediction(
+        [1, 2]
+    )
+    from river import cluster
+
+    state = ModelState("k", "cluster", cluster.KMeans(n_clusters=2, seed=1), [])
+    assert state.learn({"x": 1.0}, 5.0) is not None  # the target is ignored, not an error
+    assert isinstance(state.predict({"x": 1.0}).value, int)
