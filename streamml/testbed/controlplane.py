@@ -27,26 +27,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
 from streamml.errors import InfrastructureError
-from streamml.testbed import kubeconfig, pki, procs
+from streamml.testbed import k8sflags, kubeconfig, pki, procs
 from streamml.testbed.k8sbuild import Binaries, ensure_binaries
 
 logger = logging.getLogger(__name__)
 
-#: allocation range for Service cluster IPs: addresses are written into objects, never contacted
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-#: controllers worth running without a kubelet: owner-reference GC, Deployment -> ReplicaSet,
-#: namespace deletion, the default ServiceAccount of each namespace
-CONTROLLERS = (
-    "garbage-collector-controller",
-    "deployment-controller",
-    "replicaset-controller",
-    "namespace-controller",
-    "serviceaccount-controller",
-)
 ADMIN_USER = "streamml-admin"
 STATE_FILE = "state.json"
 #: what a ControlPlane creates inside its workdir (and removes again on stop)
@@ -298,12 +288,12 @@ class ControlPlane:
         self._popens[daemon.pid] = popen
         return daemon
 
-    def _start_with_free_ports(self, start: Any, timeout: float) -> str:
+    def _start_with_free_ports(self, start: Callable[[float], str], timeout: float) -> str:
         # Free ports are picked, then bound by the daemon a moment later: another test run may
         # take one in between. The daemon then exits with "address already in use": try again.
         for attempt in range(_PORT_ATTEMPTS):
             try:
-                return str(start(timeout))
+                return start(timeout)
             except _PortTaken:
                 logger.info("port taken, retrying (%d/%d)", attempt + 1, _PORT_ATTEMPTS)
         raise InfrastructureError(f"no free ports on 127.0.0.1 after {_PORT_ATTEMPTS} attempts")
@@ -312,52 +302,15 @@ class ControlPlane:
         client, peer = procs.free_port(), procs.free_port()
         data = self.workdir / "etcd-data"
         shutil.rmtree(data, ignore_errors=True)
-        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-        daemon = self._spawn(
-            "etcd",
-            [
-                str(self.binaries.etcd),
-                "--name=streamml",
-                f"--data-dir={data}",
-                f"--listen-client-urls={client_url}",
-                f"--advertise-client-urls={client_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=streamml={peer_url}",
-                "--initial-cluster-state=new",
-                # a throwaway store: fsync would only slow every write on a shared disk
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-        )
+        daemon = self._spawn("etcd", k8sflags.etcd_argv(self.binaries.etcd, data, client, peer))
+        client_url = f"http://127.0.0.1:{client}"
         self._wait(daemon, lambda: _http_ok(f"{client_url}/health"), timeout)
         return client_url
 
     def _start_apiserver(self, etcd_url: str, timeout: float) -> str:
         port = procs.free_port()
-        p = self.pki_dir
-        daemon = self._spawn(
-            "kube-apiserver",
-            [
-                str(self.binaries.kube_apiserver),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={p}",
-                f"--tls-cert-file={p / 'apiserver.crt'}",
-                f"--tls-private-key-file={p / 'apiserver.key'}",
-                f"--client-ca-file={p / 'ca.crt'}",
-                "--authorization-mode=RBAC",
-                "--anonymous-auth=false",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={p / 'sa.pub'}",
-                f"--service-account-signing-key-file={p / 'sa.key'}",
-                "--profiling=false",
-                "--v=1",
-            ],
-        )
+        argv = k8sflags.apiserver_argv(self.binaries.kube_apiserver, self.pki_dir, etcd_url, port)
+        daemon = self._spawn("kube-apiserver", argv)
         self.server = f"https://127.0.0.1:{port}"
         context = self._admin_ssl_context()
         self._wait(daemon, lambda: _http_ok(f"{self.server}/readyz", context), timeout)
@@ -375,23 +328,10 @@ class ControlPlane:
                 client_key=(p / "controller-manager.key").read_bytes(),
             ),
         )
-        daemon = self._spawn(
-            "kube-controller-manager",
-            [
-                str(self.binaries.kube_controller_manager),
-                f"--kubeconfig={kcm_config}",
-                # each controller acts as its own ServiceAccount with the bootstrap RBAC roles
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={p / 'sa.key'}",
-                f"--root-ca-file={p / 'ca.crt'}",
-                f"--controllers={','.join(CONTROLLERS)}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",  # no health endpoint needed, so no port to collide on
-                "--concurrent-gc-syncs=5",
-                "--v=1",
-            ],
+        argv = k8sflags.controller_manager_argv(
+            self.binaries.kube_controller_manager, p, kcm_config
         )
+        daemon = self._spawn("kube-controller-manager", argv)
         # Ready when it has done visible work: the serviceaccount controller gave the default
         # namespace its ServiceAccount.
         self._wait(
@@ -405,7 +345,7 @@ class ControlPlane:
         context.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
         return context
 
-    def _wait(self, daemon: procs.Daemon, ready: Any, timeout: float) -> None:
+    def _wait(self, daemon: procs.Daemon, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not daemon.alive():

@@ -15,7 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from streamml.errors import InfrastructureError
-from streamml.testbed import k8sbuild, kubeconfig, pki, procs
+from streamml.testbed import k8sbuild, k8sflags, kubeconfig, pki, procs
 
 
 def test_client_cert_carries_user_and_groups_and_is_signed_by_the_ca() -> None:
@@ -143,3 +143,22 @@ def test_proc_stat_of_a_missing_pid_is_none() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
     assert procs.proc_stat(proc.pid) is None
+
+
+def test_daemons_listen_on_loopback_only_with_rbac_and_no_anonymous_access() -> None:
+    pki_dir, bin_ = Path("/p"), Path("/b")
+    argvs = [
+        k8sflags.etcd_argv(bin_ / "etcd", Path("/d"), 2379, 2380),
+        k8sflags.apiserver_argv(bin_ / "kube-apiserver", pki_dir, "http://127.0.0.1:2379", 6443),
+        k8sflags.controller_manager_argv(bin_ / "kcm", pki_dir, Path("/k")),
+    ]
+    for argv in argvs:
+        for flag in argv:
+            name, _, value = flag.partition("=")
+            if "url" in name or "address" in name or name == "--etcd-servers":
+                assert value.startswith(("127.0.0.1", "http://127.0.0.1:")), flag
+    apiserver = argvs[1]
+    assert "--authorization-mode=RBAC" in apiserver
+    assert "--anonymous-auth=false" in apiserver
+    assert f"--service-cluster-ip-range={k8sflags.SERVICE_CLUSTER_IP_RANGE}" in apiserver
+    assert "--secure-port=0" in argvs[2] and "--leader-elect=false" in argvs[2]
