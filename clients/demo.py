@@ -119,6 +119,8 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     )
     for warning in sample_files.link(docs):
         say(f"WARNING: {warning}")
+    for note in sample_files.without_ingress(docs):
+        say(note)
     models = sample_files.names(docs, "StreamModel")
     sweeps = sample_files.names(docs, "LammpsSweep")
     if len(models) != 1 or len(sweeps) != 1:
@@ -131,7 +133,7 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     stack.apply(sample_files.dump(docs), ns)
     say(f"applied StreamModel/{model_name} and LammpsSweep/{sweep_name} in namespace {ns}")
     stack.wait_ready(model_name, ns, timeout=180.0)
-    say(f"StreamModel {model_name} is Ready; recording its models to {out / 'watch'}")
+    say(f"StreamModel {model_name} serves its models; recording them to {out / 'watch'}")
     stack.start_watch(model_name, ns, out / "watch", interval=args.interval)
 
     deadline = time.monotonic() + args.timeout
@@ -185,9 +187,17 @@ def progress_line(sweep: dict[str, Any], model: dict[str, Any]) -> str:
     model_status = model.get("status") or {}
     best = model_status.get("best") or {}
     if best.get("model"):
+        samples = next(
+            (
+                m.get("samples", 0)
+                for m in model_status.get("models") or []
+                if m.get("name") == best["model"]
+            ),
+            0,
+        )
         line += (
             f" | best {best['model']} {best.get('metric', '')} {float(best.get('value', 0)):.4g}"
-            f" after {model_status.get('samplesLearned') or 0} samples"
+            f" after {samples} samples"
         )
     return line
 

@@ -145,20 +145,27 @@ class Stack:
 
     def wait_ready(self, name: str, namespace: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        conditions: list[Any] = []
         while time.monotonic() < deadline:
             self.sample()
             status = self.get("streammodel", name, namespace).get("status") or {}
-            for cond in status.get("conditions") or []:
-                if cond.get("type") == "Ready" and cond.get("status") == "True":
-                    return
+            conditions = status.get("conditions") or []
+            true = {c.get("type") for c in conditions if c.get("status") == "True"}
+            # what the sweep needs; Ready would also wait for an ingress controller (none here)
+            if {"Available", "ModelsReady"} <= true:
+                return
             if self.operator is not None and not self.operator.alive():
                 raise InfrastructureError(
                     f"the operator exited; its log ends with:\n{self.operator.log_tail()}"
                 )
             time.sleep(1.0)
+        why = "; ".join(
+            f"{c.get('type')}={c.get('status')} ({c.get('reason')}: {c.get('message')})"
+            for c in conditions
+        )
         raise InfrastructureError(
-            f"StreamModel {name} not Ready within {timeout:.0f} s; operator log "
-            f"{self.operator.log if self.operator else '-'}"
+            f"StreamModel {name} not Ready within {timeout:.0f} s: {why or 'no conditions'}; "
+            f"operator log {self.operator.log if self.operator else '-'}"
         )
 
     def start_watch(self, name: str, namespace: str, out: Path, interval: float) -> None:

@@ -88,3 +88,22 @@ def link(docs: list[dict[str, Any]]) -> list[str]:
             )
             ref["name"] = models[0]
     return warnings
+
+
+def without_ingress(docs: list[dict[str, Any]]) -> list[str]:
+    """Turn off every StreamModel's Ingress (no ingress controller runs on one machine).
+
+    Without this, Ready would wait forever for an address. Returns a note per change.
+    """
+    notes = []
+    for doc in docs:
+        if doc.get("kind") != "StreamModel":
+            continue
+        ingress = doc.setdefault("spec", {}).setdefault("ingress", {})
+        if ingress.get("enabled"):
+            ingress["enabled"] = False
+            notes.append(
+                f"StreamModel {doc['metadata'].get('name')}: Ingress disabled "
+                "(no ingress controller on this machine; jobs use status.address)"
+            )
+    return notes

@@ -319,8 +319,13 @@ def _b64(value: object) -> str | None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--server", metavar="URL", help="model server base URL")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server",
+        metavar="URL",
+        default=os.environ.get("STREAMML_SERVER"),
+        help="model server base URL (env STREAMML_SERVER)",
+    )
     where.add_argument("--streammodel", metavar="NAME", help="read URL and auth from this CR")
     parser.add_argument("--namespace", default="default", help="namespace of the StreamModel")
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
@@ -344,12 +349,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--duration must be a positive number of seconds")
     if args.count is not None and args.count < 1:
         raise ConfigurationError("--count must be at least 1")
-    if args.server:
+    if args.streammodel:
+        target = target_from_streammodel(args.streammodel, args.namespace, args.kubeconfig)
+    elif args.server:
         if not re.match(r"^https?://[^\s/]+", args.server):
             raise ConfigurationError(f"--server must be an http(s) URL, got {args.server!r}")
         target = Target(args.server, args.username, args.token)
     else:
-        target = target_from_streammodel(args.streammodel, args.namespace, args.kubeconfig)
+        raise ConfigurationError("give --server URL (or STREAMML_SERVER) or --streammodel NAME")
     recorded, answered = asyncio.run(
         watch(target, args.out, interval=args.interval, duration=args.duration, count=args.count)
     )

@@ -43,6 +43,15 @@ def test_resize_changes_only_the_sweep_counts() -> None:
     assert list(yaml.safe_load_all(samples.dump(resized))) == resized
 
 
+def test_without_ingress_turns_off_only_enabled_ingresses() -> None:
+    docs = samples.load(ROOT / "config" / "samples")
+    notes = samples.without_ingress(docs)
+    model = next(d for d in docs if d["kind"] == "StreamModel")
+    assert model["spec"]["ingress"]["enabled"] is False
+    assert len(notes) == 1 and "Ingress disabled" in notes[0]
+    assert samples.without_ingress(docs) == []
+
+
 def test_link_points_a_stray_sweep_at_the_one_streammodel() -> None:
     docs = [
         {"kind": "StreamModel", "metadata": {"name": "m"}, "spec": {}},
@@ -83,7 +92,11 @@ def test_progress_line_shows_counters_and_the_best_model() -> None:
     sweep = {"status": {"phase": "Running", "progress": "7/40", "succeeded": 7, "running": 2}}
     model = {
         "status": {
-            "samplesLearned": 42,
+            "samplesLearned": 84,
+            "models": [
+                {"name": "linear", "samples": 42},
+                {"name": "atoms-bayesian", "samples": 42},
+            ],
             "best": {"model": "atoms-bayesian", "metric": "RMSE", "value": 0.0123456},
         }
     }
