@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streamml.clients import lammps
 from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers.base import JobState
 from streamml.clients.schedulers.local import LocalScheduler
@@ -297,3 +298,48 @@ def test_invalid_specs_past_the_schema_fail_in_status(
     after = op.get("lammpssweep", name)
     assert before is not None and after is not None
     assert before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+
+
+def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Operator) -> None:
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    lj = (Path(lammps.__file__).parent / "inputs" / "in.lj").read_text()
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lj-input"},
+                 "data": {"in.lj": lj}}  # fmt: skip
+    assert op.apply(configmap).returncode == 0
+    doc = sweep(
+        "pausable",
+        trials=4,
+        testTrials=0,
+        lammps={"configMapRef": {"name": "lj-input", "key": "in.lj"}, "vars": {"steps": "3000"}},
+    )
+    assert op.apply(doc).returncode == 0
+
+    def two_running() -> bool:
+        return sum(t["state"] == "Running" for t in op.status("pausable").get("trials", [])) == 2
+
+    op.wait_for("two runs in flight", two_running)
+    ids = [t["jobId"] for t in op.status("pausable")["trials"] if t["state"] == "Running"]
+    op.kubectl(
+        "patch", "lammpssweep", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    op.wait_for("Suspended", lambda: op.status("pausable").get("phase") == "Suspended")
+    local = LocalScheduler(op.jobs_root("pausable"), max_parallel=2)
+    import asyncio
+
+    assert {s.state for s in asyncio.run(local.poll(ids)).values()} == {JobState.CANCELLED}
+    submitted = op.status("pausable")["submitted"]
+    time.sleep(2)
+    assert op.status("pausable")["submitted"] == submitted  # nothing new while suspended
+    assert op.status("pausable")["failed"] == 0  # a suspension is not a failure
+    op.kubectl(
+        "patch", "lammpssweep", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    op.wait_for("the sweep to finish", lambda: op.status("pausable").get("phase") == "Succeeded")
+    status = op.status("pausable")
+    assert status["succeeded"] == 4 and status["failed"] == 0
+    # the input came from the ConfigMap: the jobs read the materialised copy
+    workdir = op.jobs_root("pausable").parent
+    assert (workdir / "input.lammps").read_text() == lj
+    assert all("--input" in json.loads(p.read_text())["command"]
+               for p in op.jobs_root("pausable").glob("*/job.json"))  # fmt: skip
