@@ -144,7 +144,13 @@ async def apply_objects(
     kube = context.kube
     claim = builders.pvc(owner, spec)
     if claim is not None:
-        await kube.apply(claim)
+        existing_claim = await kube.get(
+            "v1", "PersistentVolumeClaim", owner.namespace, claim["metadata"]["name"]
+        )
+        # A claim's spec is immutable but for its size, and re-applying an unchanged claim
+        # still bumps its resourceVersion once (API server defaulting): apply only changes.
+        if existing_claim is None or not _claim_matches(existing_claim, claim, owner):
+            await kube.apply(claim)
     deployment: dict[str, Any]
     deployment, _ = await asyncio.gather(
         kube.apply(builders.deployment(owner, spec, context.image(spec))),
@@ -157,6 +163,19 @@ async def apply_objects(
     if existing is not None and _owned_by(existing, owner):
         await kube.delete("networking.k8s.io/v1", "Ingress", owner.namespace, owner.name)
     return deployment, None
+
+
+def _claim_matches(existing: Mapping[str, Any], wanted: Mapping[str, Any], owner: Owner) -> bool:
+    meta, spec = existing.get("metadata") or {}, existing.get("spec") or {}
+    size = (spec.get("resources") or {}).get("requests", {}).get("storage")
+    wanted_spec = wanted["spec"]
+    return (
+        _owned_by(existing, owner)
+        and size == wanted_spec["resources"]["requests"]["storage"]
+        and wanted["metadata"]["labels"].items() <= (meta.get("labels") or {}).items()
+        and spec.get("storageClassName")
+        == wanted_spec.get("storageClassName", spec.get("storageClassName"))
+    )
 
 
 def _owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
