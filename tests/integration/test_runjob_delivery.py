@@ -50,8 +50,10 @@ def run_lammps(
     username: str | None,
     token: str | None,
     result_file: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env.update(extra_env or {})
     if username is not None and token is not None:
         env.update(STREAMML_USERNAME=username, STREAMML_TOKEN=token)
     if result_file is not None:
@@ -85,6 +87,12 @@ async def test_train_then_test_trial(server: ServerProcess, tmp_path: Path) -> N
     assert await learn_calls(server, "linear") == 1
     assert await learn_calls(server, "mean") == 1
 
+    # --model narrows the learn to a subset
+    proc = run_lammps(server.url, "sw-t1b", *SMALL, "--model", "linear",
+                      username=server.username, token=server.token)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (await learn_calls(server, "linear"), await learn_calls(server, "mean")) == (2, 1)
+
     # a held-out trial predicts with every model and never learns
     test_result = tmp_path / "h1.json"
     proc = run_lammps(server.url, "sw-h1", *SMALL, "--test", "--features", "vars+atoms",
@@ -97,7 +105,7 @@ async def test_train_then_test_trial(server: ServerProcess, tmp_path: Path) -> N
     assert doc["predictions"]["mean"] == pytest.approx(read(result)["target"])
     assert doc["features"]["atoms"] == 320
     assert doc["target"] == doc["metrics"]["timesteps_per_s"]
-    assert await learn_calls(server, "linear") == 1
+    assert await learn_calls(server, "linear") == 2
 
 
 async def test_server_down_spools_then_redelivers_exactly_once(
@@ -207,3 +215,20 @@ async def test_wrong_credentials_are_not_retried_but_spooled(
     assert "not delivered" in proc.stderr and (spool / "sw-auth.json").exists()
     assert "retrying" not in proc.stderr  # a 401 does not heal by waiting
     assert await learn_calls(server, "linear") == 0
+
+
+async def test_credentials_from_files(server: ServerProcess, tmp_path: Path) -> None:
+    """The sweep engine hands jobs file paths (STREAMML_*_FILE), never the secrets."""
+    await create_models(server)
+    (tmp_path / "username").write_text(f"{server.username}\n")
+    (tmp_path / "token").write_text(f"{server.token}\n")
+    files = {"STREAMML_USERNAME_FILE": str(tmp_path / "username"),
+             "STREAMML_TOKEN_FILE": str(tmp_path / "token")}  # fmt: skip
+    proc = run_lammps(server.url, "sw-files", *SMALL, username=None, token=None,
+                      extra_env=files)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert await learn_calls(server, "linear") == 1
+    files["STREAMML_TOKEN_FILE"] = str(tmp_path / "missing")
+    proc = run_lammps(server.url, "sw-nofile", *SMALL, username=None, token=None,
+                      extra_env=files)  # fmt: skip
+    assert proc.returncode == 2 and "cannot read credentials file" in proc.stderr
