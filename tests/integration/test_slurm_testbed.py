@@ -70,6 +70,25 @@ def test_cli_up_env_down_beside_another_cluster(
     assert gone.returncode == 2 and "no Slurm cluster state" in gone.stderr
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a LISTEN socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_daemons_listen_on_loopback_only(slurm_cluster: SlurmFixture) -> None:
+    cluster = slurm_cluster.cluster
+    for port in (cluster.ctld_port, cluster.slurmd_port, cluster.rest_port):
+        assert port is not None
+        assert listening_addresses(port) == {"0100007F"}, port  # 127.0.0.1, nothing else
+
+
 def test_private_state_dir_is_refused(tmp_path: Path) -> None:
     """pytest's tmp dirs are mode 700: munged (user munge) could not reach its socket there."""
     with pytest.raises(InfrastructureError, match="not searchable by other users"):
