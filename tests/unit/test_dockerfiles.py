@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = ("Dockerfile.server", "Dockerfile.operator")
+DOCKERFILES = ("Dockerfile.server", "Dockerfile.operator", "Dockerfile.lammps")
 
 
 def _hadolint() -> str:
