@@ -76,11 +76,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Resolved in the parent: between fork and exec the child must not dlopen (another thread of the
+# parent may have held the loader lock at fork time).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: if the test process is killed outright, the kernel
-    # sends SIGTERM to its daemons, so none outlives the run that started it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # sends SIGTERM to its daemons, so none outlives the run that started it. (The signal follows
+    # the death of the parent *thread* that spawned it: start control planes from a thread that
+    # lives as long as they should, e.g. the main thread, as the pytest fixture does.)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -162,3 +163,25 @@ def test_daemons_listen_on_loopback_only_with_rbac_and_no_anonymous_access() -> 
     assert "--anonymous-auth=false" in apiserver
     assert f"--service-cluster-ip-range={k8sflags.SERVICE_CLUSTER_IP_RANGE}" in apiserver
     assert "--secure-port=0" in argvs[2] and "--leader-elect=false" in argvs[2]
+
+
+def test_test_daemons_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    # A parent killed outright (SIGKILL: no cleanup runs) must not leave its daemon behind.
+    code = (
+        "import sys, time; from pathlib import Path; from streamml.testbed import procs\n"
+        "d, _ = procs.spawn('sleeper', ['sleep', '120'], Path(sys.argv[1]), detached=False)\n"
+        "print(d.pid, d.start_ticks, flush=True); time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "s.log")], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    pid, ticks = (int(v) for v in parent.stdout.readline().split())
+    daemon = procs.Daemon("sleeper", pid, ticks, ("sleep",), "")
+    assert daemon.alive()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while daemon.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not daemon.alive()
