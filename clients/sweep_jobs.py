@@ -31,6 +31,8 @@ from streamml.vocabulary.lammpssweep import (
 
 #: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
 DEFAULT_JOB_PREFIX: tuple[str, ...] = (sys.executable, "-m", "streamml.cli", "run-lammps")
+REMOTE_JOB_PREFIX: tuple[str, ...] = ("streamml", "run-lammps")
+TERMINATION_LOG = "/dev/termination-log"
 RESULT_FILE = "result.json"
 #: preferred headline metrics for the learning curve, in order
 HEADLINE_METRICS = ("R2", "RMSE", "MAE")
@@ -48,6 +50,9 @@ class JobContext:
     prefix: Sequence[str] = DEFAULT_JOB_PREFIX
     input_file: Path | None = None  # the input script, materialised by the caller
     spool: bool = True
+    #: the job runs where our filesystem is not (a Pod): its result comes back as the
+    #: termination message, and an undelivered result fails the job (no spool to redeliver)
+    remote: bool = False
 
 
 def now() -> str:
@@ -84,6 +89,7 @@ def build_job(
     """The scheduler request of one attempt of one trial (``streamml run-lammps ...``)."""
     name = job_name(sweep, trial, attempt)
     out = trial_dir(ctx, name)
+    result = TERMINATION_LOG if ctx.remote else str(out / RESULT_FILE)
     command = [
         *ctx.prefix,
         "--server",
@@ -97,11 +103,11 @@ def build_job(
         "--lmp",
         spec.lammps.command,
         "--result-file",
-        str(out / RESULT_FILE),
-        "--log-file",
-        str(out / "lammps.log"),
+        result,
     ]
-    if ctx.spool:
+    if not ctx.remote:
+        command += ["--log-file", str(out / "lammps.log")]
+    if ctx.spool and not ctx.remote:
         command += ["--spool-dir", str(ctx.workdir / "spool")]
     for model in ctx.models or ():
         command += ["--model", model]
@@ -118,8 +124,8 @@ def build_job(
     return JobRequest(
         name=name,
         command=command,
-        env={**ctx.env, "STREAMML_RESULT_FILE": str(out / RESULT_FILE)},
-        workdir=out,
+        env={**ctx.env, "STREAMML_RESULT_FILE": result},
+        workdir=None if ctx.remote else out,
         cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),
         time_limit_s=(
             spec.resources.time_limit_seconds + 60 if spec.resources.time_limit_seconds else None
@@ -130,11 +136,13 @@ def build_job(
 def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:
     """The job's result document: transported by the scheduler, else the file it wrote."""
     text = output
-    if not text:
+    if not text and not ctx.remote:
         try:
             text = (trial_dir(ctx, name) / RESULT_FILE).read_text()
         except OSError:
             return None
+    if not text:
+        return None
     try:
         doc = json.loads(text)
     except ValueError:

@@ -82,6 +82,11 @@ def credential_env(workdir: Path, access: ServerAccess) -> dict[str, str]:
     return env
 
 
+def remote_env(access: ServerAccess) -> dict[str, str]:
+    env = {"STREAMML_USERNAME": access.username, "STREAMML_TOKEN": access.token}
+    return {k: v for k, v in env.items() if v}
+
+
 def metrics_source(access: ServerAccess) -> MetricsSource:
     """Per model: (samples learned, metrics) from the server, for the learning curve."""
 
@@ -151,18 +156,29 @@ def build_engine(
     scheduler: Scheduler,
     input_text: str | None = None,
     models: Sequence[str] | None = None,
-    job_prefix: Sequence[str] = jobs.DEFAULT_JOB_PREFIX,
+    job_prefix: Sequence[str] = (),
     generation: int | None = None,
 ) -> SweepEngine:
     workdir.mkdir(parents=True, exist_ok=True)
+    remote = spec.scheduler.type == "kubernetes"
+    if remote and (input_text is not None or spec.lammps.input or spec.lammps.input_file):
+        raise SpecError(
+            "the kubernetes scheduler runs the image's packaged input; drop lammps.input,"
+            " configMapRef and inputFile",
+            field="lammps",
+        )
     ctx = jobs.JobContext(
         server=access.url,
         workdir=workdir.resolve(),
         identity=identity,
         models=list(models) if models else (spec.models or None),
-        env=credential_env(workdir.resolve(), access),
-        prefix=tuple(job_prefix),
-        input_file=materialise_input(spec, workdir.resolve(), input_text),
+        # A Pod cannot read our files: the credentials go into the Job's env. Anyone who can
+        # read Jobs in the namespace can read them (a secretKeyRef would be better: the
+        # scheduler interface carries plain env only).
+        env=remote_env(access) if remote else credential_env(workdir.resolve(), access),
+        prefix=tuple(job_prefix or (jobs.REMOTE_JOB_PREFIX if remote else jobs.DEFAULT_JOB_PREFIX)),
+        input_file=None if remote else materialise_input(spec, workdir.resolve(), input_text),
+        remote=remote,
     )
     return SweepEngine(
         name,

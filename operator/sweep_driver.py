@@ -15,7 +15,6 @@ names the field; the daemon then waits for the next generation instead of retryi
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,12 +245,7 @@ class SweepDriver:
         workdir = work_dir(self.settings, self.namespace, self.name, self.uid)
         if self.engine is not None:
             await self.engine.scheduler.close()
-        prefix = self.settings.sweeps.job_command or [
-            sys.executable,
-            "-m",
-            "streamml.cli",
-            "run-lammps",
-        ]
+        prefix = self.settings.sweeps.job_command  # empty: the engine's default for the backend
         scheduler = await scheduler_for(self.kube, self.namespace, spec, workdir)
         self.engine = rt.build_engine(
             self.name,

@@ -138,3 +138,33 @@ def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         rt.materialise_input(_spec(lammps={"inputFile": str(tmp_path / "nope")}), tmp_path, None)
     assert info.value.field == "lammps.inputFile"
+
+
+def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) -> None:
+    from streamml.clients import sweep_jobs as jobs
+    from streamml.clients.schedulers.local import LocalScheduler
+    from streamml.clients.sweep import FileStore
+
+    spec = _spec(scheduler={"type": "kubernetes", "image": "img"})
+    access = rt.ServerAccess("http://sm.ns.svc", "u", "tok")
+    engine = rt.build_engine(
+        "k", spec, FileStore(tmp_path / "s.json"), access=access, workdir=tmp_path,
+        identity="uid", scheduler=LocalScheduler(tmp_path / "unused"),
+    )  # fmt: skip
+    job = jobs.build_job(spec, engine.ctx, trial=0, attempt=1, point={"nx": 2}, test=False,
+                         sweep="k")  # fmt: skip
+    args = list(job.command)
+    assert args[:2] == ["streamml", "run-lammps"]
+    assert args[args.index("--result-file") + 1] == "/dev/termination-log"
+    assert "--spool-dir" not in args and "--log-file" not in args and job.workdir is None
+    assert job.env["STREAMML_TOKEN"] == "tok"
+    doc = '{"target": 1.5, "delivered": true}'
+    assert jobs.read_result(engine.ctx, job.name, doc) == {"target": 1.5, "delivered": True}
+    assert jobs.read_result(engine.ctx, job.name, None) is None
+    with pytest.raises(SpecError) as info:
+        rt.build_engine(
+            "k", _spec(scheduler={"type": "kubernetes", "image": "i"}, lammps={"input": "x"}),
+            FileStore(tmp_path / "t.json"), access=access, workdir=tmp_path, identity="u",
+            scheduler=LocalScheduler(tmp_path / "unused"),
+        )  # fmt: skip
+    assert info.value.field == "lammps"
