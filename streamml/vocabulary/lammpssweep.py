@@ -96,6 +96,8 @@ class Parameter(_Camel):
                 raise ValueError(f"parameter {self.name!r}: categorical needs values")
             if self.min is not None or self.max is not None or self.step is not None:
                 raise ValueError(f"parameter {self.name!r}: categorical takes only values")
+            if not all(0 < len(v) <= 256 and _printable(v) for v in self.values):
+                raise ValueError(f"parameter {self.name!r}: values are 1-256 printable characters")
             if len(set(self.values)) != len(self.values):
                 raise ValueError(f"parameter {self.name!r}: duplicate values")
             return self
@@ -132,7 +134,9 @@ class KeyRef(_Camel):
 
 class LammpsSpec(_Camel):
     command: str = Field(
-        default="lmp", min_length=1, max_length=1024, description="the LAMMPS binary"
+        default="lmp",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}$",
+        description="the LAMMPS binary: a name on PATH or a path (no spaces, no options)",
     )
     input: str | None = Field(
         default=None, max_length=65_536, description="the input script, inline"
@@ -154,6 +158,9 @@ class LammpsSpec(_Camel):
 
     @model_validator(mode="after")
     def _one_input(self) -> LammpsSpec:
+        for name, value in self.vars.items():
+            if len(value) > 256 or not _printable(value):
+                raise ValueError(f"lammps.vars.{name}: at most 256 printable characters")
         given = [x for x in (self.input, self.config_map_ref, self.input_file) if x is not None]
         if len(given) > 1:
             raise ValueError("lammps: give at most one of input, configMapRef, inputFile")
@@ -226,6 +233,11 @@ class LammpsSweepSpec(_Camel):
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
         return self
+
+
+def _printable(text: str) -> bool:
+    # a -var value must not smuggle a newline or control characters into a command line / log
+    return all(ch.isprintable() for ch in text)
 
 
 def _is_var(name: str) -> bool:

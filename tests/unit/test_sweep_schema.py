@@ -168,3 +168,36 @@ def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) 
             scheduler=LocalScheduler(tmp_path / "unused"),
         )  # fmt: skip
     assert info.value.field == "lammps"
+
+
+@pytest.mark.parametrize(
+    "lammps_spec",
+    [
+        {"command": "lmp -in /etc/passwd"},
+        {"command": "lmp; rm -rf /"},
+        {"command": "-oops"},
+        {"vars": {"steps": "20\nshell rm -rf /"}},
+        {"vars": {"steps": "x" * 300}},
+    ],
+)
+def test_hostile_lammps_fields_are_rejected(lammps_spec: dict[str, Any]) -> None:
+    with pytest.raises(SpecError):
+        validate(
+            {
+                "streamModelRef": {"name": "m"},
+                "parameters": [{"name": "nx", "type": "int", "min": 1, "max": 9}],
+                "trials": 3,
+                "lammps": lammps_spec,
+            }
+        )
+
+
+def test_hostile_categorical_values_are_rejected() -> None:
+    with pytest.raises(SpecError):
+        validate(
+            {
+                "streamModelRef": {"name": "m"},
+                "parameters": [{"name": "c", "type": "categorical", "values": ["a\nb"]}],
+                "trials": 1,
+            }
+        )
