@@ -24,11 +24,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError, LammpsError
+
+if TYPE_CHECKING:
+    from streamml.clients.delivery import Retry
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,7 @@ def as_feature(value: str) -> int | float | str:
     return value
 
 
-def _retry(args: argparse.Namespace) -> Any:
+def _retry(args: argparse.Namespace) -> Retry:
     from streamml.clients.delivery import Retry
 
     if args.retries < 1 or args.backoff < 0:

@@ -168,17 +168,15 @@ class SlurmCliScheduler:
 
     async def _details(self, job_id: str, status: JobStatus) -> JobStatus:
         """Exit code and (for failures) the job's last output line, from scontrol."""
-        code, out, _ = await self._run("scontrol", "show", "job", "-o", job_id)
-        if code != 0:
+        rc, out, _ = await self._run("scontrol", "show", "job", "-o", job_id)
+        if rc != 0:
             return status
         fields = dict(item.split("=", 1) for item in out.split() if "=" in item)
-        exit_code = None
-        raw = fields.get("ExitCode", "")
-        if raw.split(":")[0].isdigit():
-            exit_code = int(raw.split(":")[0])
-            signal = raw.split(":")[1] if ":" in raw else "0"
-            if signal not in ("", "0") and status.state is JobState.FAILED:
-                exit_code = 128 + int(signal) if signal.isdigit() else exit_code
+        raw = fields.get("ExitCode", "")  # "<exit code>:<signal>"
+        code, _, signal = raw.partition(":")
+        exit_code = int(code) if code.isdigit() else None
+        if signal.isdigit() and int(signal):
+            exit_code = 128 + int(signal)  # killed by a signal, as a shell reports it
         reason = status.reason
         if status.state is JobState.FAILED:
             line = last_output_line(fields.get("StdOut"))
