@@ -61,7 +61,7 @@ async def test_cancel_and_unknown_ids(scheduler: SlurmCliScheduler, tmp_path: Pa
     await cases.case_unknown_ids(scheduler)
 
 
-async def test_environment_is_quoted_and_time_limit_enforced(
+async def test_environment_is_quoted(
     scheduler: SlurmCliScheduler, tmp_path: Path
 ) -> None:
     hostile = "a,b c; $(touch pwned) 'q' \"d\""
@@ -88,3 +88,13 @@ async def test_refusals_carry_slurm_reason(slurm_cluster: SlurmFixture, tmp_path
         await good.submit(JobRequest(name="x", command=["true"], env={"A B": "1"}))
     with pytest.raises(SchedulerError, match="empty command"):
         await good.submit(JobRequest(name="x", command=[]))
+
+
+async def test_killed_by_signal(scheduler: SlurmCliScheduler, tmp_path: Path) -> None:
+    """A job killed by a signal reports 128+N and Slurm's ExitCode in the reason."""
+    killed = await scheduler.submit(
+        JobRequest(name=cases.unique("kill"), command=["sh", "-c", "kill -9 $$"], workdir=tmp_path)
+    )
+    status, _ = await cases.wait_finished(scheduler, killed)
+    assert status.state is JobState.FAILED and status.exit_code == 137, status
+    assert status.reason is not None and "exit 0:9" in status.reason
