@@ -61,9 +61,7 @@ async def test_cancel_and_unknown_ids(scheduler: SlurmCliScheduler, tmp_path: Pa
     await cases.case_unknown_ids(scheduler)
 
 
-async def test_environment_is_quoted(
-    scheduler: SlurmCliScheduler, tmp_path: Path
-) -> None:
+async def test_environment_is_quoted(scheduler: SlurmCliScheduler, tmp_path: Path) -> None:
     hostile = "a,b c; $(touch pwned) 'q' \"d\""
     job_id = await scheduler.submit(
         JobRequest(
