@@ -343,3 +343,12 @@ def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Ope
     assert (workdir / "input.lammps").read_text() == lj
     assert all("--input" in json.loads(p.read_text())["command"]
                for p in op.jobs_root("pausable").glob("*/job.json"))  # fmt: skip
+
+
+def test_the_sample_is_accepted_by_the_api_server(operator: Operator) -> None:
+    sample = Path(__file__).resolve().parents[2] / "config" / "samples" / "lammpssweep.yaml"
+    out = operator.kubectl("apply", "--dry-run=server", "-o", "json", "-f", str(sample))
+    applied = json.loads(out)
+    written = yaml.safe_load(sample.read_text())
+    for key in ("streamModelRef", "parameters", "trials", "testTrials", "scheduler"):
+        assert applied["spec"][key] == written["spec"][key], key  # nothing pruned
