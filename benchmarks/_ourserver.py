@@ -98,3 +98,45 @@ class OurServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+
+@dataclass
+class EchoServer:
+    """benchmarks/_echo_server.py as a process: the HTTP stack's ceiling, for reference."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        script = Path(__file__).resolve().parent / "_echo_server.py"
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the echo server exited")
+            try:
+                status, _ = http_json("POST", f"{self.url}/api/predict/", body={"model": "x"})
+            except (urllib.error.URLError, OSError):
+                status = 0
+            if status == 200:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"echo server not up after {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

@@ -2,7 +2,8 @@
 
 Values are each server's median round. Ratios read as "times better" (ours/old for rates, old/ours
 for latencies) and are the MEDIAN OF THE PER-ROUND RATIOS: in each round the old server and ours
-ran back to back, so a burst of load from other users of the machine hits both sides of a ratio.
+ran back to back, so a burst of load from other users of the machine hits both sides of a ratio;
+throughput ratios also show their lowest and highest round.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def hey_ratio(m: dict[str, Any], side: str, key: str, field: str) -> float:
     return paired_ratio(old, ours, higher_is_better=field == "req_per_s")
 
 
+def ratio_range(m: dict[str, Any], side: str, key: str) -> tuple[float, float]:
+    """Lowest and highest per-round throughput ratio: how much the machine's noise moved it."""
+    pairs = zip(m["old"][key]["rounds"], m[side][key]["rounds"], strict=True)
+    ratios = [b["req_per_s"] / a["req_per_s"] for a, b in pairs if a["req_per_s"] > 0]
+    return (min(ratios), max(ratios)) if ratios else (float("nan"), float("nan"))
+
+
 def summarise(
     m: dict[str, Any], sides: list[str], concurrency: int, requests: int
 ) -> tuple[list[list[str]], dict[str, Any]]:
@@ -53,8 +61,26 @@ def summarise(
             row = [f"{label}: {unit}", fmt.format(old[key][field])]
             for side in sides:
                 ratio = hey_ratio(m, side, key, field)
-                row += [fmt.format(m[side][key][field]), f"{ratio:.1f}x"]
+                cell = f"{ratio:.1f}x"
+                if field == "req_per_s" and len(m[side][key]["rounds"]) > 2:
+                    low, high = ratio_range(m, side, key)
+                    cell += f" ({low:.1f}-{high:.1f})"
+                row += [fmt.format(m[side][key][field]), cell]
             rows.append(row)
+
+    if m.get("echo", {}).get("conc_predict"):
+        echo = m["echo"]["conc_predict"]
+        row = [
+            f"reference: do-nothing aiohttp+uvloop echo, {concurrency} clients, same rounds: "
+            "req/s (p99 ms); ratio = ours predict / echo",
+            "",
+        ]
+        for side in sides:
+            ours_rounds = [float(r["req_per_s"]) for r in m[side]["conc_predict"]["rounds"]]
+            echo_rounds = [float(r["req_per_s"]) for r in echo["rounds"]]
+            share = paired_ratio(echo_rounds, ours_rounds, higher_is_better=True)
+            row += [f"{echo['req_per_s']:,.0f} ({echo['p99_ms']:.1f})", f"{share:.2f}x"]
+        rows.append(row)
 
     for kind in ("learn", "predict"):
         key = f"riverapi_{kind}"

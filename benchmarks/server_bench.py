@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _loadgen import free_port, learn_calls, run_hey, storage_commits
 from _oldserver import OldServer, ensure_venv, tail
-from _ourserver import OurServer
+from _ourserver import EchoServer, OurServer
 from _report import SECTION, render, section_text, summarise, update_section
 
 MODEL = "bench"
@@ -205,7 +205,9 @@ class Target:
         return {}
 
 
-def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, targets: dict[str, Target], echo: EchoServer | None
+) -> dict[str, Any]:
     x, y = make_samples(1)[0]
     bodies: dict[bool, dict[str, Any]] = {
         True: {"model": MODEL, "features": x, "ground_truth": y},
@@ -256,6 +258,12 @@ def measure(args: argparse.Namespace, targets: dict[str, Target]) -> dict[str, A
                     flush=True,
                 )
 
+            if echo is not None and name == "conc_predict":
+                # the HTTP stack's ceiling at this moment, for reference
+                ref = run_hey(echo.url + path, bodies[learn], requests=n, concurrency=c)
+                runs.setdefault(("echo", name), []).append(ref.as_dict())
+
+    out["echo"] = {}
     for (side, name), records in runs.items():
         ranked = sorted(records, key=lambda r: float(r["req_per_s"]))
         out[side][name] = {**ranked[len(ranked) // 2], "rounds": records}
@@ -362,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_venv(log=work / "venv.log", **({"venv": args.venv} if args.venv else {}))
     old = OldServer(python, work / "old", free_port())
     ours = {sync: OurServer(work / f"ours-{sync}", free_port(), sync=sync) for sync in args.sync}
+    echo = EchoServer(free_port())
     load_before = loadavg()
     started = time.monotonic()
     pids: dict[str, int] = {}
@@ -376,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         for side, t in targets.items():
             pids[side] = t.server.process.pid if t.server.process else -1
             print(f"{side}: {t.url} (pid {pids[side]})", flush=True)
-        measured = measure(args, targets)
+        echo.start()
+        pids["echo"] = echo.process.pid if echo.process else -1
+        measured = measure(args, targets, echo)
     except Exception:
         for path in (old.log_path, *(s.log_path for s in ours.values())):
             print(f"--- {path}\n{tail(path)}", file=sys.stderr)
@@ -385,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         old.stop()
         for server in ours.values():
             server.stop()
+        echo.stop()
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

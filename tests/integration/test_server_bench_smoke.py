@@ -30,7 +30,7 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     measured = result["measured"]
-    assert set(measured) == {"old", "ours-normal", "inprocess"}
+    assert set(measured) == {"old", "ours-normal", "inprocess", "echo"}
 
     for side in ("old", "ours-normal"):
         for name in ("seq_learn", "seq_predict", "conc_learn", "conc_predict"):
@@ -57,7 +57,7 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
     assert result["targets"]["ours-normal"]["zero_learns_lost"] is True
     assert result["markdown"].startswith("| measure | old (django-river-ml) |")
     # The script stopped every server it started (by PID) before it exited.
-    assert set(result["pids"]) == {"old", "ours-normal"}
+    assert set(result["pids"]) == {"old", "ours-normal", "echo"}
     for side, pid in result["pids"].items():
         assert not Path(f"/proc/{pid}").exists() or _reused_by_another(pid), side
 
@@ -68,4 +68,4 @@ def _reused_by_another(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return True
-    return "gunicorn" not in cmdline and "serve" not in cmdline
+    return not any(name in cmdline for name in ("gunicorn", "serve", "_echo_server"))
