@@ -11,6 +11,7 @@ the record, so replay does not depend on timing).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -22,6 +23,8 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import NotFoundError, SpecError
+
+log = logging.getLogger(__name__)
 
 #: river is typed loosely; treat its metric classes as Any
 river_metrics: Any = _river_metrics
@@ -271,8 +274,11 @@ class ModelState:
                     rejected.append((index, f"model {self.name!r} cannot use it: {exc}"))
                     continue
                 if value is not None:
-                    for update in updates:
-                        update(y, value)
+                    try:
+                        for update in updates:
+                            update(y, value)
+                    except ArithmeticError:  # e.g. (1e300 - 0) ** 2: the rest, one by one
+                        self._update_metrics(y, Prediction(value))
                 encoded.append([features, y, value, 0, identifier])
                 if identifier is not None:
                     seen[identifier] = None
@@ -317,10 +323,13 @@ class ModelState:
 
     def replay(self, record: LearnRecord) -> None:
         """Re-apply a logged learn on top of a snapshot (after a restart)."""
-        if record.ground_truth is None:
-            self.model.learn_one(record.features)
-        else:
-            self.model.learn_one(record.features, record.ground_truth)
+        try:
+            if record.ground_truth is None:
+                self.model.learn_one(record.features)
+            else:
+                self.model.learn_one(record.features, record.ground_truth)
+        except Exception:  # it succeeded live; never let one record stop the server starting
+            log.exception("model %s: replaying a logged learn failed", self.name)
         if record.prediction is not None:
             self._update_metrics(record.ground_truth, record.prediction)
         self._account(record)
@@ -339,16 +348,21 @@ class ModelState:
         # `is None`, not falsiness: a prediction of exactly 0.0 is a prediction (old-server bug).
         if prediction.value is None and prediction.proba is None:
             return
-        if not self.classifier:
-            for metric in self.metrics:
-                metric.update(y, prediction.value)
-            return
         for metric in self.metrics:
-            if metric.requires_labels:
-                if prediction.value is not None:
-                    metric.update(y, prediction.value)
-            elif prediction.proba:
-                metric.update(y, prediction.proba)
+            if not self.classifier or metric.requires_labels:
+                argument = prediction.value
+            else:
+                argument = prediction.proba or None
+            if argument is None:
+                continue
+            try:
+                metric.update(y, argument)
+            except ArithmeticError:
+                # A finite but huge value overflows Python's float power (RMSE's square); that
+                # metric skips the sample. Deterministic, so a replay skips it the same way.
+                log.debug(
+                    "metric %s skipped a sample of model %s", type(metric).__name__, self.name
+                )
 
     def metric_values(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}

@@ -170,3 +170,18 @@ def test_list_predictions_and_clusterers() -> None:
     state = ModelState("k", "cluster", cluster.KMeans(n_clusters=2, seed=1), [])
     assert state.learn({"x": 1.0}, 5.0) is not None  # the target is ignored, not an error
     assert isinstance(state.predict({"x": 1.0}).value, int)
+
+
+def test_huge_values_do_not_break_metrics_or_replay() -> None:
+    state = regression()
+    records = [state.learn({"x": 1.0}, 1e300), state.learn({"x": 2.0}, -1e300)]
+    encoded, _, rejected = state.learn_many(
+        [({"x": 3.0}, 1e300, None)], PendingPredictions(ttl_seconds=1, max_count=1)
+    )
+    assert not rejected and len(encoded) == 1
+    replayed = regression()
+    for record in [*records, LearnRecord.decode(encoded[0])]:
+        assert record is not None
+        replayed.replay(record)
+    assert replayed.learn_stats.n_calls == 3
+    assert replayed.metric_values().keys() == state.metric_values().keys()
