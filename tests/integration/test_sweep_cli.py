@@ -249,3 +249,33 @@ def test_malformed_and_oversized_files(tmp_path: Path, content: str) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("streamml sweep: error:")
     assert "Traceback" not in done.stderr
+
+
+async def test_cli_killed_mid_sweep_resumes_without_resubmitting(
+    model_server: ServerProcess, tmp_path: Path, lammps_bin: str
+) -> None:
+    await create_models(model_server)
+    file = tmp_path / "sweep.yaml"
+    doc = sweep_doc(trials=4, testTrials=0, lammps={"vars": {"steps": "2000"}})
+    file.write_text(yaml.safe_dump(doc))
+    workdir = tmp_path / "wd"
+    cmd = sweep_cmd(file, model_server.url, workdir, model_server.username, model_server.token)
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(job_dirs(workdir)) < 2:
+            time.sleep(0.2)
+        assert len(job_dirs(workdir)) >= 2, "no runs were submitted"
+    finally:
+        first.kill()  # SIGKILL: a crash, no clean-up; the jobs keep running (detached)
+        first.wait()
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["phase"] == "Running" and state["succeeded"] < 4
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    names = job_dirs(workdir)
+    assert len(names) == len(set(names)) == 4  # the two runs in flight were adopted
+    state = json.loads((workdir / "state.json").read_text())
+    assert state["submitted"] == 4 and state["succeeded"] == 4
+    for model in ("linear", "mean"):
+        assert await learn_calls(model_server, model) == 4
