@@ -50,7 +50,10 @@ def _write(patch: kopf.Patch, body: kopf.Body, desired: dict[str, Any]) -> None:
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     """Register the StreamModel handlers of one operator process."""
 
-    async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def reconcile(
+        body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any
+    ) -> None:
+        fresh = reason == "create"  # owns nothing yet: skip the reads that find leftovers
         owner, state, emit = _owner(body), _state(memo), _emitter(body)
         try:
             spec = rc.validate(body.spec)
@@ -60,13 +63,15 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
             raise kopf.PermanentError(str(exc)) from exc
         async with state.lock:
             try:
-                state.credentials = await rc.ensure_credentials(context.kube, owner, spec)
+                state.credentials = await rc.ensure_credentials(
+                    context.kube, owner, spec, fresh=fresh
+                )
             except rc.CredentialsError as exc:
                 _write(patch, body, rc.invalid_status(body, exc, exc.reason))
                 emit("Warning", exc.reason, str(exc))
                 raise kopf.TemporaryError(str(exc), delay=30) from exc
             try:
-                deployment, ingress = await rc.apply_objects(context, owner, spec)
+                deployment, ingress = await rc.apply_objects(context, owner, spec, fresh=fresh)
             except SpecError as exc:  # the API server refused an object built from the spec
                 _write(patch, body, rc.invalid_status(body, exc, "InvalidSpec"))
                 emit("Warning", "InvalidSpec", str(exc))
