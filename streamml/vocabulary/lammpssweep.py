@@ -55,6 +55,7 @@ Target = Literal[
     "atoms",
     "steps",
     "cpu_use",
+    "cpu_time",
 ]
 TrialRole = Literal["train", "test"]
 #: Spooled: the run succeeded but its result waits in the spool for the server to come back
