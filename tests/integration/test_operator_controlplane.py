@@ -134,6 +134,11 @@ def test_sample_becomes_objects_status_and_columns(
     assert condition(obj, "Available")["status"] == "True"  # type: ignore[index]
     assert condition(obj, "IngressReady")["status"] == "True"  # type: ignore[index]
     assert obj["status"]["replicas"] == 1
+    # the status timer (every second here) writes nothing while nothing changes
+    time.sleep(1.5)
+    settled = sm(cp, ns)["metadata"]["resourceVersion"]  # type: ignore[index]
+    time.sleep(3)
+    assert sm(cp, ns)["metadata"]["resourceVersion"] == settled  # type: ignore[index]
 
     # printer columns through kubectl, by short name and by category
     table = cp.kubectl("get", "sm", "-n", ns).stdout.splitlines()
