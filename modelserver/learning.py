@@ -225,6 +225,10 @@ class ModelState:
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
+        if prediction is not None and self.flavor == "regression":
+            value = prediction.value
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise SampleError("prediction must be a finite number for a regression model")
         start = time.perf_counter_ns()
         if prediction is None and y is not None and self.metrics:
             prediction = self.predict(features)
@@ -357,7 +361,7 @@ class ModelState:
                 continue
             try:
                 metric.update(y, argument)
-            except ArithmeticError:
+            except (ArithmeticError, TypeError, ValueError):
                 # A finite but huge value overflows Python's float power (RMSE's square); that
                 # metric skips the sample. Deterministic, so a replay skips it the same way.
                 log.debug(

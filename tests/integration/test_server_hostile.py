@@ -218,3 +218,10 @@ async def test_event_streams_and_slow_client(tmp_path: Path) -> None:
         prom = requests.get(server.url + "/metrics").text
         assert "streamml_stream_clients_dropped_total 1.0" in prom
         slow.close()
+
+
+def test_supplied_prediction_is_checked(server: ServerProcess) -> None:
+    body = {**GOOD, "prediction": "high"}
+    expect(call(server, "POST", "/api/learn/", json=body), 400, "prediction")
+    assert call(server, "POST", "/api/learn/", json={**GOOD, "prediction": 2.5}).status_code == 201
+    assert call(server, "GET", "/api/metrics/?model=lin").json()["MAE"] == 0.5
