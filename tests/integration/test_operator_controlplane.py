@@ -418,3 +418,30 @@ def test_operator_works_with_least_privilege_rbac(
     finally:
         cp.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
         cp.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
+
+
+def test_config_base_and_samples_apply(crds: ControlPlane, k8s_namespace: str) -> None:
+    """``kubectl apply -k config/`` installs the operator; every sample passes the schemas."""
+    cp = crds
+    cp.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "config"))
+    try:
+        dep = get_json(cp, "deployment", "streamml-operator", "-n", "streamml-system")
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["strategy"]["type"] == "Recreate"
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "streamml-operator"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        binding = get_json(cp, "clusterrolebinding", "streamml-operator")
+        assert binding["subjects"][0]["namespace"] == "streamml-system"
+        can = cp.kubectl(
+            "auth", "can-i", "patch", "streammodels/status", "-n", k8s_namespace,
+            "--as=system:serviceaccount:streamml-system:streamml-operator",
+        )  # fmt: skip
+        assert can.stdout.strip() == "yes"
+    finally:
+        cp.kubectl("delete", "clusterrolebinding,clusterrole", "streamml-operator", check=False)
+        cp.kubectl("delete", "namespace", "streamml-system", "--wait=false", check=False)
+    samples = cp.kubectl(
+        "apply", "--dry-run=server", "-n", k8s_namespace, "-f", str(ROOT / "config" / "samples")
+    )
+    assert "streammodel.streamml.io/lammps-time created (server dry run)" in samples.stdout
