@@ -14,6 +14,7 @@ old defaults (authentication off, shelve storage) and served by gunicorn with ON
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -48,6 +49,14 @@ def _requirements_stamp() -> str:
 
 def ensure_venv(venv: Path = DEFAULT_VENV, *, log: Path | None = None) -> Path:
     """Create (or reuse) the old server's virtualenv; returns its python executable."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs at once (a benchmark and its smoke test) must not build the same venv together.
+    with (venv.parent / f".{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_venv_locked(venv, log)
+
+
+def _ensure_venv_locked(venv: Path, log: Path | None) -> Path:
     python = venv / "bin" / "python"
     stamp = venv / f".installed-{_requirements_stamp()}"
     if stamp.exists() and python.exists():
@@ -55,7 +64,6 @@ def ensure_venv(venv: Path = DEFAULT_VENV, *, log: Path | None = None) -> Path:
     out = log.open("ab") if log else subprocess.DEVNULL
     try:
         if not python.exists():
-            venv.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         subprocess.run([*pip, "--no-deps", OLD_SERVER_PACKAGE], check=True, stdout=out, stderr=out)

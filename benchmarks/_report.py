@@ -141,6 +141,8 @@ def summarise(
             "zero_learns_lost": k["kept"] == k["acknowledged"] == k["sent"]
             and s["batch_learn"]["all_learned"],
             "batch_within_2x_of_inprocess": s["batch_learn"]["of_learn_one"] >= 0.5,
+            # informational: against river doing the same per-sample work (predict, metrics, learn)
+            "batch_within_2x_of_inprocess_progressive": s["batch_learn"]["of_progressive"] >= 0.5,
         }
     return rows, targets
 

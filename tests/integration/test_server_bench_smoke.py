@@ -53,6 +53,7 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
         "p99_under_10ms",
         "zero_learns_lost",
         "batch_within_2x_of_inprocess",
+        "batch_within_2x_of_inprocess_progressive",
     }
     assert result["targets"]["ours-normal"]["zero_learns_lost"] is True
     assert result["markdown"].startswith("| measure | old (django-river-ml) |")
