@@ -260,29 +260,35 @@ class ModelState:
         learn_one = self.model.learn_one
         with_metrics = bool(self.metrics)
         start = time.perf_counter_ns()
-        if self.flavor == "regression" and not len(pending):
-            # the common case, inlined: numbers in, numbers out, nothing waiting for a label
+        if self.flavor == "regression":
+            # the common case, inlined: numbers in, numbers out
             predict_one = self.model.predict_one
             updates = [metric.update for metric in self.metrics]
             for index, (features, y, identifier) in enumerate(samples):
-                if identifier is not None and identifier in seen:
-                    duplicates += 1
-                    continue
+                waiting = None
+                if identifier is not None:
+                    if identifier in seen:
+                        duplicates += 1
+                        continue
+                    waiting = pending.take(self.name, identifier)
                 if (type(y) is not float and type(y) is not int) or not math.isfinite(y):
                     rejected.append((index, "ground_truth must be a finite number"))
                     continue
                 try:
-                    value = predict_one(features) if with_metrics else None
+                    if waiting is not None:
+                        value = waiting.prediction.value
+                    else:
+                        value = predict_one(features) if with_metrics else None
                     learn_one(features, y)
                 except Exception as exc:  # whatever river raises, it is about this sample
                     rejected.append((index, f"model {self.name!r} cannot use it: {exc}"))
                     continue
                 if value is not None:
-                    try:
-                        for update in updates:
+                    for update in updates:
+                        try:  # noqa: SIM105 - contextlib.suppress costs more per sample
                             update(y, value)
-                    except ArithmeticError:  # e.g. (1e300 - 0) ** 2: the rest, one by one
-                        self._update_metrics(y, Prediction(value))
+                        except (ArithmeticError, TypeError, ValueError):
+                            pass  # as in _update_metrics: that metric skips this sample
                 encoded.append([features, y, value, 0, identifier])
                 if identifier is not None:
                     seen[identifier] = None
