@@ -164,3 +164,45 @@ def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
     assert "interrupted: stopping everything the demo started" in output
     assert leftovers == [], {pid: sampler.commands.get(pid) for pid in leftovers}
     assert not (out / "cluster" / "state.json").exists()
+
+
+def test_keep_running_then_stop(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
+    demo = [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*demo, "--trials", "2", "--test-trials", "1", "--keep-running"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    sampler = TreeSampler(proc.pid)
+    try:
+        output, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, output[-4000:]
+        assert f"stop it with: streamml demo --stop --out {out}" in output
+        time.sleep(1.0)
+        sampler.stop()
+        # still up after the demo exited: the API server answers, the operator runs
+        state = json.loads((out / "demo-state.json").read_text())
+        cluster = json.loads((out / "cluster" / "state.json").read_text())
+        assert os.path.exists(f"/proc/{state['operator']['pid']}")
+        assert sampler.tracker.alive(), "nothing kept running"
+        stop = subprocess.run(
+            [*demo, "--stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped" in stop.stdout
+        assert _wait_gone(sampler) == [], {
+            p: sampler.commands.get(p) for p in sampler.tracker.alive()
+        }
+        assert not (out / "demo-state.json").exists()
+        assert cluster["server"].startswith("https://127.0.0.1:")
+    finally:
+        sampler.stop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        sampler.tracker.stop_all(grace=2.0)
