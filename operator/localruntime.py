@@ -27,10 +27,26 @@ _PR_SET_PDEATHSIG = 1
 MAX_BACKOFF = 30.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it can be bound on 127.0.0.1, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the server binds (aiohttp): a dead server's TIME_WAIT must not move the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _remembered_port(directory: Path) -> int | None:
+    try:
+        port = int((directory / "port").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return port if 1024 <= port <= 65535 else None
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -104,8 +120,9 @@ class LocalRuntime:
             (directory / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_private(directory / "token", token)
             (directory / "username").write_text(username, encoding="utf-8")
-            previous = server.port if server else None
-            server = ServerProcess((namespace, name), directory, previous or free_port(), digest)
+            # The same address across operator restarts: jobs hold on to status.address.
+            previous = server.port if server else _remembered_port(directory)
+            server = ServerProcess((namespace, name), directory, free_port(previous), digest)
             self._servers[(namespace, name)] = server
             server.task = asyncio.create_task(self._supervise(server, username))
             return server
@@ -139,6 +156,7 @@ class LocalRuntime:
     async def _supervise(self, server: ServerProcess, username: str) -> None:
         backoff = 1.0
         while not server.stopping:
+            (server.directory / "port").write_text(str(server.port), encoding="utf-8")
             try:
                 server.process = await self._spawn(server, username)
             except OSError as exc:
@@ -158,8 +176,7 @@ class LocalRuntime:
             server.restarts += 1
             lived = loop.time() - began
             backoff = 1.0 if lived > MAX_BACKOFF else min(backoff * 2, MAX_BACKOFF)
-            if lived < 5:
-                server.port = free_port()  # maybe the port was taken: try another one
+            server.port = free_port(server.port)  # the same address, unless it was taken
             logger.warning(
                 "server of %s/%s exited with %s; restart %d in %.0fs (log: %s)",
                 *server.key,

@@ -109,12 +109,14 @@ async def test_models_created_learned_replaced_and_survive_a_crash(
     previous = _status_models(polls, held)
 
     # The server dies: the supervisor restarts it and nothing learned is lost.
+    address = server.address
     old_pid = server.process.pid if server.process else None
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
     await asyncio.sleep(0.5)
     await wait_ready(server)
     assert server.restarts == 1 and server.process is not None and server.process.pid != old_pid
+    assert server.address == address  # jobs keep their address
     obs, polls, held = await rc.sync_models(
         ctx, state, spec, server.address, (USER, TOKEN), previous, events
     )
@@ -143,12 +145,28 @@ async def test_models_created_learned_replaced_and_survive_a_crash(
     async with ModelServerClient(server.address, username=USER, token=TOKEN) as client:
         assert "linear" not in await client.models()
 
-    # Delete: the process stops and its data goes, like a garbage-collected PVC.
-    pid = server.process.pid
-    await runtime.stop("ns", "sm", remove_data=True)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    assert not server.directory.exists()
+    # An operator restart (a new runtime on the same state dir) keeps the address and the models.
+    await runtime.close()
+    again = LocalRuntime(runtime.state_dir)
+    try:
+        restarted = await again.ensure("ns", "sm", USER, TOKEN)
+        assert restarted.address == server.address
+        await wait_ready(restarted)
+        obs, polls, held = await rc.sync_models(
+            ctx, state, fewer, restarted.address, (USER, TOKEN), _status_models(polls, held), events
+        )
+        assert obs.status == "True"
+        assert {p.name: p.samples for p in polls}["bayesian"] == 12
+
+        # Delete: the process stops and its data goes, like a garbage-collected PVC.
+        assert restarted.process is not None
+        pid = restarted.process.pid
+        await again.stop("ns", "sm", remove_data=True)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert not restarted.directory.exists()
+    finally:
+        await again.close()
 
 
 async def test_a_model_the_server_rejects_is_reported_once(
