@@ -197,6 +197,22 @@ def section_text(result: dict[str, Any]) -> str:
     for side, met in result["targets"].items():
         verdict = ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
         lines.append(f"- `{side}`: {verdict}.")
+    echo = result["measured"].get("echo", {}).get("conc_predict")
+    if echo:
+        old_rate = result["measured"]["old"]["conc_predict"]["req_per_s"]
+        lines += [
+            "",
+            "What bounds these figures: a do-nothing aiohttp+uvloop server driven in the same "
+            f"rounds answered {echo['req_per_s']:,.0f} req/s ({echo['req_per_s'] / old_rate:.1f}x "
+            f"the old server) with p99 {echo['p99_ms']:.1f} ms: 10x needs the model server to "
+            f"answer at least {10 * old_rate / echo['req_per_s']:.2f} of that ceiling's rate, "
+            "and a p99 under 10 ms is "
+            + (
+                "out of reach of any server here while the machine is this loaded."
+                if echo["p99_ms"] >= 10.0
+                else "within reach of the HTTP stack itself."
+            ),
+        ]
     wrapped: list[str] = []
     for line in lines:  # prose wrapped like the rest of the file; table rows left whole
         if line.startswith("|") or len(line) <= 100:
