@@ -191,7 +191,12 @@ async def get_model_json(request: web.Request) -> web.Response:
 
 async def download_model(request: web.Request) -> web.Response:
     state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
-    body = pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        body = pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        import dill  # an uploaded model plain pickle cannot handle (a lambda, say)
+
+        body = bytes(dill.dumps(state.model))
     return web.Response(
         body=body,
         content_type="application/octet-stream",

@@ -309,3 +309,38 @@ def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "--no-auth" in result.stderr and "--auth-user" in result.stderr
+
+
+def test_dill_only_model_survives_download_and_restart(tmp_path: Path) -> None:
+    import dill
+    from river import compose, linear_model
+
+    model = (
+        compose.FuncTransformer(lambda x: {"double": 2 * x["x"]}) | linear_model.LinearRegression()
+    )
+    data = tmp_path / "data"
+    with running_server(data, "--allow-pickle-upload", token="t") as server:
+        h = server.auth_header()
+        r = requests.post(
+            server.url + "/api/model/regression/lam/", data=dill.dumps(model), headers=h
+        )
+        assert r.status_code == 201, r.text
+        again = requests.post(
+            server.url + "/api/model/regression/lam/", data=dill.dumps(model), headers=h
+        )
+        assert again.status_code == 409
+        body = {"model": "lam", "features": {"x": 2.0}, "ground_truth": 4.0}
+        assert requests.post(server.url + "/api/learn/", json=body, headers=h).status_code == 201
+        download = requests.get(server.url + "/api/model/download/lam/", headers=h)
+        assert download.status_code == 200
+        assert dill.loads(download.content).predict_one({"x": 2.0}) != 0.0
+        assert (
+            requests.post(
+                server.url + "/api/model/regression/bad/", data=b"not a pickle", headers=h
+            ).status_code
+            == 400
+        )
+        server.kill()
+    with running_server(data, token="t") as server:  # restarted WITHOUT pickle upload
+        stats = requests.get(server.url + "/api/stats/?model=lam", headers=server.auth_header())
+        assert stats.json()["learn"]["n_calls"] == 1
