@@ -56,7 +56,6 @@ def build(settings: Any) -> tuple[Any, Any]:
     import kopf
 
     from streamml.operator import main as entry
-    from streamml.operator import streammodel_handlers
     from streamml.operator.apply import Kube
     from streamml.operator.localruntime import LocalRuntime
     from streamml.operator.reconcile import OperatorContext
@@ -66,10 +65,8 @@ def build(settings: Any) -> tuple[Any, Any]:
     if settings.local_runtime:
         runtime = LocalRuntime(settings.state_dir, settings.server_command or None)
     context = OperatorContext(settings=settings, kube=Kube(), runtime=runtime)
-    streammodel_handlers.register(registry, context)
-    sweep_register = getattr(entry.sweep_handlers, "register", None)
-    if callable(sweep_register):
-        sweep_register(registry, settings)
+    entry.streammodel_handlers.register(registry, context)
+    entry.sweep_handlers.register(registry, settings)
     return registry, context
 
 

@@ -1,7 +1,8 @@
-"""The kopf entry module: registers handlers, nothing else.
+"""The kopf entry module: names the handler modules, nothing else.
 
-Handlers live in their own modules and delegate to typed domain functions; importing them here
-registers them with kopf's default registry.
+Handlers live in their own modules and delegate to typed domain functions. They are registered at
+start-up, with the operator's settings, by :func:`streamml.operator.command.build` (not at import,
+so importing this module has no side effects).
 """
 
 from __future__ import annotations
