@@ -11,8 +11,8 @@ from aiohttp import web
 
 from streamml.modelserver.appkeys import AUTH, HUB, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.learning import Registry
 from streamml.modelserver.middleware import api_middleware
+from streamml.modelserver.registry import Registry
 from streamml.modelserver.routes import setup_routes
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.settings import ServerSettings

@@ -14,15 +14,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import metrics as _river_metrics
 
-from streamml.errors import NotFoundError, SpecError
+from streamml.errors import SpecError
+from streamml.modelserver.pending import PendingPredictions
 
 log = logging.getLogger(__name__)
 
@@ -383,124 +382,3 @@ class ModelState:
 
     def stats(self) -> dict[str, Any]:
         return {"predict": self.predict_stats.to_data(), "learn": self.learn_stats.to_data()}
-
-
-@dataclass
-class PendingPrediction:
-    features: dict[str, Any]
-    prediction: Prediction
-    created: float
-
-
-class PendingPredictions:
-    """Predictions waiting for a label, bounded by age and by count (oldest dropped first)."""
-
-    def __init__(
-        self, *, ttl_seconds: float, max_count: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.clock = clock
-        self.ttl = ttl_seconds
-        self.max_count = max_count
-        self._items: OrderedDict[tuple[str, str], PendingPrediction] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, model: str, identifier: str, item: PendingPrediction) -> None:
-        key = (model, identifier)
-        self._items.pop(key, None)
-        self._items[key] = item
-        while len(self._items) > self.max_count:
-            self._items.popitem(last=False)
-
-    def take(self, model: str, identifier: str) -> PendingPrediction | None:
-        item = self._items.pop((model, identifier), None)
-        if item is not None and self.clock() - item.created > self.ttl:
-            return None
-        return item
-
-    def expire(self) -> int:
-        """Drop expired entries (insertion order is age order); returns how many."""
-        limit = self.clock() - self.ttl
-        dropped = 0
-        while self._items:
-            key, item = next(iter(self._items.items()))
-            if item.created >= limit:
-                break
-            del self._items[key]
-            dropped += 1
-        return dropped
-
-    def forget_model(self, model: str) -> None:
-        for key in [k for k in self._items if k[0] == model]:
-            del self._items[key]
-
-
-class Registry:
-    """All models of one server, applied in order on one event loop (no locks needed)."""
-
-    def __init__(self, *, pending_ttl: float, pending_max: int, idempotency_window: int) -> None:
-        self.models: dict[str, ModelState] = {}
-        self.pending = PendingPredictions(ttl_seconds=pending_ttl, max_count=pending_max)
-        self.idempotency_window = idempotency_window
-
-    def get(self, name: str) -> ModelState:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise NotFoundError(f"model {name!r} does not exist") from None
-
-    def targets(self, model: str | None, models: list[str] | None) -> list[ModelState]:
-        """The models one learn goes to: one, a subset, or (neither given) all of them."""
-        if model is not None and models is not None:
-            raise SpecError("give either 'model' or 'models', not both", field="models")
-        if model is not None:
-            return [self.get(model)]
-        if models is not None:
-            return [self.get(name) for name in dict.fromkeys(models)]
-        if not self.models:
-            raise NotFoundError("there are no models to learn")
-        return list(self.models.values())
-
-    def predict(
-        self, state: ModelState, features: dict[str, Any], identifier: str | None
-    ) -> tuple[Any, str]:
-        prediction = state.predict_timed(features)
-        identifier = identifier or str(uuid.uuid4())
-        self.pending.add(
-            state.name, identifier, PendingPrediction(features, prediction, self.pending.clock())
-        )
-        return prediction.value, identifier
-
-    def learn(
-        self,
-        state: ModelState,
-        features: dict[str, Any],
-        ground_truth: Any,
-        identifier: str | None = None,
-        prediction: Any = None,
-    ) -> LearnRecord | None:
-        """One learn; joins an earlier prediction made under the same identifier, if any."""
-        supplied = None if prediction is None else Prediction(prediction)
-        if identifier is not None and identifier not in state.seen:
-            pending = self.pending.take(state.name, identifier)
-            if pending is not None and supplied is None:
-                supplied = pending.prediction
-        record = state.learn(features, ground_truth, identifier, supplied)
-        if record is not None and record.identifier is not None:
-            state.forget_old_identifiers(self.idempotency_window)
-        return record
-
-    def label(self, state: ModelState, identifier: str, label: Any) -> LearnRecord | None:
-        """The late ground truth of an earlier prediction: learn it with that prediction."""
-        if identifier in state.seen:
-            return None
-        pending = self.pending.take(state.name, identifier)
-        if pending is None:
-            raise NotFoundError(
-                f"no pending prediction {identifier!r} for model {state.name!r} "
-                "(unknown, already labelled, or expired)"
-            )
-        record = state.learn(pending.features, label, identifier, pending.prediction)
-        state.forget_old_identifiers(self.idempotency_window)
-        return record

@@ -16,7 +16,8 @@ import orjson
 
 from streamml.errors import ConflictError, NotFoundError, SpecError
 from streamml.modelserver.events import EventHub, jsonable
-from streamml.modelserver.learning import LearnRecord, ModelState, Registry, default_metrics
+from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.registry import Registry
 from streamml.modelserver.storage import Op, Storage
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,13 @@ from streamml.modelserver.learning import (
     CallStats,
     LearnRecord,
     ModelState,
-    PendingPrediction,
-    PendingPredictions,
     Prediction,
-    Registry,
     SampleError,
     default_metrics,
     human_duration,
 )
+from streamml.modelserver.pending import PendingPrediction, PendingPredictions
+from streamml.modelserver.registry import Registry
 
 X = [{"x": 8, "y": 16, "z": 8}, {"x": 8, "y": 8, "z": 16}, {"x": 8, "y": 14, "z": 8}]
 Y = [120.0, 150.0, 124.0]

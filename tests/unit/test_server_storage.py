@@ -8,7 +8,7 @@ from pathlib import Path
 from river import linear_model, preprocessing
 
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.learning import Registry
+from streamml.modelserver.registry import Registry
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.storage import Storage
 
