@@ -15,6 +15,7 @@ The token endpoint is always taken from the configured base URL, never from the 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -155,7 +156,11 @@ class ModelServerClient:
 
     async def metrics(self, model: str) -> dict[str, float]:
         reply = await self._request("GET", "/api/metrics/", params={"model": model})
-        return {str(k): float(v) for k, v in reply.items() if isinstance(v, int | float)}
+        return {
+            str(k): float(v)
+            for k, v in reply.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
     async def stats(self, model: str) -> dict[str, Any]:
         return await self._request("GET", "/api/stats/", params={"model": model})
@@ -205,9 +210,10 @@ class ModelServerClient:
                 return  # another task refreshed it meanwhile
             if self._username is None or self._token is None:
                 raise AuthError("the server requires credentials: set a username and a token")
-            auth = aiohttp.BasicAuth(self._username, self._token)
+            basic = base64.b64encode(f"{self._username}:{self._token}".encode()).decode()
             url = f"{self.base_url}/api/auth/token/"
-            async with self._http().get(url, auth=auth) as response:
+            headers = {"Authorization": f"Basic {basic}"}
+            async with self._http().get(url, headers=headers) as response:
                 payload = await _payload(response)
                 if response.status != 200 or not isinstance(payload.get("token"), str):
                     raise AuthError(f"token exchange failed ({response.status}): {_msg(payload)}")

@@ -74,14 +74,30 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return True
 
 
-def _default_accepts(default: Any, value: Any) -> bool:
+#: Unannotated parameters whose integer default stands for a real number (river writes
+#: ``alpha=1``); every other unannotated int default is a count and stays int-only.
+_REAL_WITH_INT_DEFAULT: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("linear_model.BayesianLinearRegression", "alpha"),
+        ("linear_model.BayesianLinearRegression", "beta"),
+        ("linear_model.SoftmaxRegression", "l2"),
+        ("linear_model.ALMAClassifier", "p"),
+        ("cluster.KMeans", "mu"),
+        ("cluster.KMeans", "sigma"),
+        ("cluster.KMeans", "p"),
+        ("preprocessing.Normalizer", "order"),
+    }
+)
+
+
+def _default_accepts(default: Any, value: Any, *, real: bool = False) -> bool:
     """When there is no annotation, a scalar default says what kind of value is expected."""
     if default is inspect.Parameter.empty or default is None or value is None:
         return True
     if type(default) is bool:
         return type(value) is bool
     if type(default) is int:
-        return type(value) is int
+        return type(value) is int or (real and type(value) is float)
     if type(default) is float:
         return type(value) in (int, float)
     if type(default) is str:
@@ -112,7 +128,8 @@ def build_component(component: Component, where: str = "pipeline") -> Any:
             continue
         annotation = hints.get(key, inspect.Parameter.empty)
         ok = _accepts(annotation, value) if annotation is not inspect.Parameter.empty else True
-        if not ok or not _default_accepts(param.default, value):
+        real = (name, key) in _REAL_WITH_INT_DEFAULT
+        if not ok or not _default_accepts(param.default, value, real=real):
             expected = (
                 annotation if annotation is not inspect.Parameter.empty else type(param.default)
             )

@@ -117,3 +117,22 @@ def test_variadic_parameters() -> None:
         Component.model_validate({"class": "compose.Select", "params": {"keys": ["x", "y"]}})
     )
     assert select.transform_one({"x": 1, "y": 2, "z": 3}) == {"x": 1, "y": 2}
+
+
+def test_real_valued_parameters_with_integer_defaults_take_floats() -> None:
+    # river writes BayesianLinearRegression(alpha=1, beta=1): real numbers, not counts.
+    model = build_pipeline(
+        spec({"class": "linear_model.BayesianLinearRegression", "params": {"alpha": 0.01}}),
+        "regression",
+    )
+    model.learn_one({"x": 1.0}, 2.0)
+    assert isinstance(model.predict_one({"x": 1.0}), float)
+    # ...while a count with an integer default stays an integer.
+    with pytest.raises(SpecError, match="degree"):
+        build_pipeline(
+            spec(
+                {"class": "feature_extraction.PolynomialExtender", "params": {"degree": 2.0}},
+                {"class": "linear_model.LinearRegression"},
+            ),
+            "regression",
+        )
