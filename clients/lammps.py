@@ -15,28 +15,21 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 from streamml.errors import LammpsError
+from streamml.vocabulary.lammpssweep import Target
 
 #: the default input: LJ melt sized by integer cell counts nx, ny, nz (and ``steps``)
 DEFAULT_INPUT = "in.lj"
 
-#: names a trial may use as its target (all numeric fields of :class:`LammpsMetrics`)
-TARGETS: tuple[str, ...] = (
-    "loop_time",
-    "wall_time",
-    "timesteps_per_s",
-    "tau_per_day",
-    "matom_steps_per_s",
-    "atoms",
-    "steps",
-    "cpu_use",
-    "cpu_time",
-)
+#: names a trial may use as its target (numeric fields of :class:`LammpsMetrics`); the schema's
+#: ``Target`` literal is the one list, so the CRD and the job client cannot disagree
+TARGETS: tuple[str, ...] = typing.get_args(Target)
 
 #: a log larger than this is read from its tail only (a runaway thermo output must not eat memory)
 MAX_LOG_BYTES = 16 * 1024 * 1024
