@@ -7,6 +7,13 @@ demo:   ## install what is needed, then run the demo end to end
 test:   ## install what is needed, then lint, type-check and run every test
 	bash scripts/test.sh $(ARGS)
 
+bench:  ## run every benchmark (each prints a table and writes benchmarks/results/*.json)
+	.venv/bin/python benchmarks/server_bench.py --rounds 5
+	.venv/bin/python benchmarks/operator_bench.py
+	.venv/bin/python benchmarks/scheduler_bench.py
+	.venv/bin/python benchmarks/sweep_bench.py
+	.venv/bin/python benchmarks/learning_quality.py
+
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && bash scripts/typecheck.sh
 
