@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import pytest
 from river import linear_model, metrics, preprocessing
@@ -17,7 +19,7 @@ from streamml.modelserver.learning import (
     human_duration,
 )
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
-from streamml.modelserver.registry import Registry
+from streamml.modelserver.registry import PredictionIds, Registry
 
 X = [{"x": 8, "y": 16, "z": 8}, {"x": 8, "y": 8, "z": 16}, {"x": 8, "y": 14, "z": 8}]
 Y = [120.0, 150.0, 124.0]
@@ -184,3 +186,14 @@ def test_huge_values_do_not_break_metrics_or_replay() -> None:
         replayed.replay(record)
     assert replayed.learn_stats.n_calls == 3
     assert replayed.metric_values().keys() == state.metric_values().keys()
+
+
+def test_prediction_ids_are_distinct_version_4_uuids_across_pool_refills() -> None:
+    ids = PredictionIds()
+    made = [ids() for _ in range(3 * PredictionIds.POOL_BYTES // 16 + 7)]
+    assert len(set(made)) == len(made)
+    for text in made[:: len(made) // 50]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
