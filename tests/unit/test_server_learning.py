@@ -197,3 +197,16 @@ def test_prediction_ids_are_distinct_version_4_uuids_across_pool_refills() -> No
         assert str(parsed) == text
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("before", [0, 1, 5])
+@pytest.mark.parametrize("count", [1, 2, 37])
+def test_record_many_equals_single_records(before: int, count: int) -> None:
+    one, many = CallStats(), CallStats()
+    for ns in range(1_000, 1_000 + 333 * before, 333):
+        one.record(ns)
+        many.record(ns)
+    for _ in range(count):
+        one.record(4_321)
+    many.record_many(4_321, count)
+    assert (many.n_calls, many.total_ns, many.ewm_ns) == (one.n_calls, one.total_ns, one.ewm_ns)
