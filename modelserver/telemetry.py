@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from streamml.modelserver.service import ModelService
 
@@ -52,34 +54,50 @@ class ModelCollector:
 
 
 class Telemetry:
+    """Request counts and latencies as plain dicts on the hot path, exported at scrape time with
+    the names and labels prometheus_client's Counter/Histogram gave them (their per-request
+    locking and label handling were ~2% of a request). Only the event loop writes them."""
+
     def __init__(self, service: ModelService) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "streamml_http_requests",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "streamml_http_request_duration_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests: dict[tuple[str, str, int], int] = {}
+        #: (method, route) -> per-bucket counts (the last one is +Inf) and the sum, in seconds
+        self.latencies: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.registry.register(RequestCollector(self))
         self.registry.register(ModelCollector(service))
-        # .labels() is a dict lookup plus locking; cache the children per label set
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[tuple[str, str], Any] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.requests.labels(method, route, str(status))
-        counter.inc()
+        self.requests[key] = self.requests.get(key, 0) + 1
         hkey = (method, route)
-        histogram = self._histograms.get(hkey)
+        histogram = self.latencies.get(hkey)
         if histogram is None:
-            histogram = self._histograms[hkey] = self.latency.labels(method, route)
-        histogram.observe(seconds)
+            histogram = self.latencies[hkey] = ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+        histogram[0][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram[1][0] += seconds
+
+
+class RequestCollector:
+    """``streamml_http_requests_total`` and ``streamml_http_request_duration_seconds``."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "streamml_http_requests", "HTTP requests", labels=["method", "route", "status"]
+        )
+        for (method, route, status), count in list(self.telemetry.requests.items()):
+            requests.add_metric([method, route, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "streamml_http_request_duration_seconds",
+            "HTTP request latency",
+            labels=["method", "route"],
+        )
+        # repr is how prometheus_client writes these bounds (the unit test compares the output)
+        bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for (method, route), (counts, total) in list(self.telemetry.latencies.items()):
+            buckets = list(zip(bounds, accumulate(counts), strict=True))
+            latency.add_metric([method, route], buckets=buckets, sum_value=total[0])
+        yield latency
