@@ -158,6 +158,10 @@ class Storage:
     async def _flush_loop(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self.inline_logs:
+                # one more loop turn first: requests whose bytes arrived in the same poll queue
+                # their learns too, so each commit holds more of them
+                await asyncio.sleep(0)
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
