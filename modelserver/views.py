@@ -57,7 +57,9 @@ async def parse(request: web.Request, schema: type[M]) -> M:
 
 async def json_body(request: web.Request) -> tuple[bytes, Any]:
     """The raw body and its orjson parse (None when orjson refuses it), for the hot paths."""
-    if request.content_type != "application/json":
+    # the exact header is the common case; parsing it (request.content_type) costs ~2 us more
+    plain = request.headers.get("Content-Type") == "application/json"
+    if not plain and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
             text=f"expected Content-Type application/json, got {request.content_type!r}"
         )
@@ -324,7 +326,8 @@ async def learn(request: web.Request) -> web.Response:
 async def learn_batch(request: web.Request) -> web.Response:
     # The hot path for bulk learning: orjson + a pydantic envelope + hand-checked samples
     # (the rules of wire.LearnSample), instead of one pydantic model per sample.
-    if request.content_type != "application/json":
+    plain = request.headers.get("Content-Type") == "application/json"
+    if not plain and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
             text=f"expected Content-Type application/json, got {request.content_type!r}"
         )
