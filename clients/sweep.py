@@ -418,10 +418,11 @@ class SweepEngine:
         if self.generation is not None:
             s.observed_generation = self.generation
         s.evaluation = jobs.evaluate(s.test_results)
-        scored = [e for e in s.evaluation if e.r2 is not None]
+        scored = [(e.r2, e.model) for e in s.evaluation if e.r2 is not None]
         if scored:
-            best = max(scored, key=lambda e: e.r2 if e.r2 is not None else float("-inf"))
-            s.best_model, s.held_out_r2 = best.model, best.r2
+            r2, model = max(scored)
+            # rounded: it is a kubectl column; the evaluation keeps full precision
+            s.best_model, s.held_out_r2 = model, round(r2, 4)
         # bounded history: every record in flight, then the newest finished ones
         if len(s.trials) > MAX_TRIAL_RECORDS:
             keep = {id(r) for r in active}

@@ -18,29 +18,11 @@ from typing import Any
 import pytest
 
 from streamml.clients.api import ModelServerClient
-from streamml.vocabulary.modelspec import ModelSpec
-from tests.fixtures.server import ServerProcess, running_server
+from tests.fixtures.server import ServerProcess, create_models, learn_calls, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
 
-MODELS = [
-    {"name": "linear", "pipeline": [{"class": "preprocessing.StandardScaler"},
-                                    {"class": "linear_model.LinearRegression"}]},
-    {"name": "mean", "pipeline": [{"class": "dummy.StatisticRegressor",
-                                  "params": {"statistic": {"class": "stats.Mean"}}}]},
-]  # fmt: skip
 SMALL = ["--var", "nx=4", "--var", "ny=4", "--var", "nz=5", "--var", "steps=20"]
-
-
-async def create_models(server: ServerProcess) -> None:
-    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
-        for data in MODELS:
-            await c.create_model(ModelSpec.model_validate(data))
-
-
-async def learn_calls(server: ServerProcess, model: str) -> int:
-    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
-        return int((await c.stats(model))["learn"]["n_calls"])
 
 
 def run_lammps(

@@ -13,18 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from streamml.clients.api import ModelServerClient
-from streamml.vocabulary.modelspec import ModelSpec
-from tests.fixtures.server import ServerProcess, free_port, running_server
+from tests.fixtures.server import (
+    ServerProcess,
+    create_models,
+    free_port,
+    learn_calls,
+    running_server,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
-
-MODELS = [
-    {"name": "linear", "pipeline": [{"class": "preprocessing.StandardScaler"},
-                                    {"class": "linear_model.LinearRegression"}]},
-    {"name": "mean", "pipeline": [{"class": "dummy.StatisticRegressor",
-                                  "params": {"statistic": {"class": "stats.Mean"}}}]},
-]  # fmt: skip
 
 
 def sweep_doc(**over: Any) -> dict[str, Any]:
@@ -46,17 +43,6 @@ def sweep_doc(**over: Any) -> dict[str, Any]:
     spec.update(over)
     return {"apiVersion": "streamml.io/v1alpha1", "kind": "LammpsSweep",
             "metadata": {"name": "cli-sweep"}, "spec": spec}  # fmt: skip
-
-
-async def create_models(server: ServerProcess) -> None:
-    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
-        for data in MODELS:
-            await c.create_model(ModelSpec.model_validate(data))
-
-
-async def learn_calls(server: ServerProcess, model: str) -> int:
-    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
-        return int((await c.stats(model))["learn"]["n_calls"])
 
 
 def sweep_cmd(

@@ -11,14 +11,8 @@ import pytest
 import yaml
 
 from tests.fixtures.hpc import SlurmFixture
-from tests.fixtures.server import ServerProcess
-from tests.integration.test_sweep_cli import (
-    clean_env,
-    create_models,
-    learn_calls,
-    sweep_cmd,
-    sweep_doc,
-)
+from tests.fixtures.server import ServerProcess, create_models, learn_calls
+from tests.integration.test_sweep_cli import clean_env, sweep_cmd, sweep_doc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm, pytest.mark.lammps]
 
