@@ -29,6 +29,15 @@ class SweepSettings(BaseModel):
         default_factory=list,
         description="the job-side program (default: this python -m streamml.cli run-lammps)",
     )
+    allow_local_jobs: bool | None = Field(
+        default=None,
+        description=(
+            "let sweeps use scheduler type 'local' (trials run as the operator's own child "
+            "processes, with its credentials); default: only with the local runtime. In a cluster "
+            "that would hand anyone who can create a LammpsSweep code execution in the operator's "
+            "pod, so it needs this explicit opt-in"
+        ),
+    )
 
 
 class OperatorSettings(BaseSettings):
@@ -85,6 +94,13 @@ class OperatorSettings(BaseSettings):
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def local_jobs_allowed(self) -> bool:
+        """Whether a LammpsSweep may run its trials as the operator's child processes."""
+        if self.sweeps.allow_local_jobs is not None:
+            return self.sweeps.allow_local_jobs
+        return self.local_runtime
 
     @property
     def reach_servers(self) -> bool:

@@ -111,6 +111,17 @@ class Target:
     message: str
 
 
+def check_allowed(spec: LammpsSweepSpec, settings: OperatorSettings) -> None:
+    """SpecError when the spec asks for something this operator was not allowed to do."""
+    if spec.scheduler.type == "local" and not settings.local_jobs_allowed:
+        raise SpecError(
+            "spec.scheduler.type: 'local' would run trials inside the operator's own process; "
+            "this operator does not allow it (it needs --local-runtime or "
+            "STREAMML_SWEEPS__ALLOW_LOCAL_JOBS=true): use slurm, slurm-rest or kubernetes",
+            field="scheduler.type",
+        )
+
+
 def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
     """The spec, or SpecError naming the first bad field (``spec.parameters[0]...``)."""
     try:
@@ -212,6 +223,7 @@ class SweepDriver:
             return False  # invalid until the spec changes
         try:
             spec = validate(body.get("spec") or {})
+            check_allowed(spec, self.settings)
             return await self._step(spec, generation)
         except SpecError as exc:
             await self._invalid(exc, generation)
