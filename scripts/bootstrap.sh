@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian 12 machine of this kind, and nothing twice:
 # Debian packages (LAMMPS, Slurm, munge, load generators), a virtualenv in .venv with the project
-# and its dev extras. The Kubernetes control-plane binaries are built (and cached) by
+# and its dev extras. The Kubernetes control-plane binaries (and etcd) are built and cached by
 # `streamml cluster build`, which the test and demo scripts call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   lammps                                   # /usr/bin/lmp
   munge slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin
-  hey wrk                                  # HTTP load generators for the benchmarks
-  etcd-server                              # etcd for the local control plane
+  hey                                      # HTTP load generator for the server benchmark
   procps psmisc curl                       # curl: the README's HTTP examples
 )
 missing=()
