@@ -18,7 +18,6 @@ from streamml.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
-    SpecError,
     StreamMLError,
 )
 from streamml.modelserver.appkeys import AUTH, TELEMETRY
@@ -77,6 +76,21 @@ def challenge(request: web.Request) -> dict[str, str]:
     return {"Www-Authenticate": f'realm="{base}/api/auth/token",service="{base}"'}
 
 
+#: domain errors -> HTTP status, most specific first (ForbiddenError is an AuthError)
+ERROR_STATUS: tuple[tuple[type[StreamMLError], int], ...] = (
+    (ForbiddenError, 403),
+    (AuthError, 401),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (StorageError, 503),
+)
+
+
+def status_of(exc: StreamMLError) -> int:
+    """The HTTP status of a domain error; every other project error is the client's (400)."""
+    return next((status for kind, status in ERROR_STATUS if isinstance(exc, kind)), 400)
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
@@ -101,30 +115,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             if k.lower() not in ("content-type", "content-length")
         }
         return error_response(exc.status, message or exc.reason, headers)
-    except ForbiddenError as exc:
-        status = 403
-        return error_response(403, str(exc))
-    except AuthError as exc:
-        status = 401
-        return error_response(401, str(exc), challenge(request))
     except ValidationError as exc:
         status = 400
         return error_response(400, validation_message(exc))
-    except NotFoundError as exc:
-        status = 404
-        return error_response(404, str(exc))
-    except ConflictError as exc:
-        status = 409
-        return error_response(409, str(exc))
-    except SpecError as exc:
-        status = 400
-        return error_response(400, str(exc))
-    except StorageError as exc:
-        status = 503
-        return error_response(503, str(exc))
     except StreamMLError as exc:
-        status = 400
-        return error_response(400, str(exc))
+        status = status_of(exc)
+        return error_response(status, str(exc), challenge(request) if status == 401 else None)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal server error (logged)")
