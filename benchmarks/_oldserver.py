@@ -19,11 +19,10 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _proc import stop_process, url_answers, wait_ready
 
 OLD_SERVER_REQUIREMENTS = (
     "django==5.0.14",  # the prototype ran Django 5.0
@@ -209,27 +208,11 @@ class OldServer:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        raise RuntimeError(f"old server not up after {timeout}s; see {self.log_path}")
+        what = f"the old server (gunicorn; log {self.log_path})"
+        wait_ready(self.process, url_answers(f"{self.url}/api/"), timeout, what)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def tail(path: Path, lines: int = 20) -> str:

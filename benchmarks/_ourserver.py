@@ -5,13 +5,11 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from _loadgen import fetch_jwt, http_json
+from _proc import stop_process, url_answers, wait_ready
 
 #: The benchmark model, declared as data (the same pipeline the old server gets as a pickle).
 PIPELINE = [
@@ -63,17 +61,8 @@ class OurServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"streamml serve exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        raise RuntimeError(f"streamml serve not ready after {timeout}s; see {self.log_path}")
+        what = f"streamml serve (log {self.log_path})"
+        wait_ready(self.process, url_answers(f"{self.url}/readyz"), timeout, what)
 
     def bearer(self) -> dict[str, str]:
         """A fresh JWT through the handshake, as the Authorization header."""
@@ -90,14 +79,7 @@ class OurServer:
             raise RuntimeError(f"declarative create of {name}: {status} {reply!r}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process, grace=30.0)  # SIGTERM flushes and snapshots first
 
 
 @dataclass
@@ -118,25 +100,12 @@ class EchoServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("the echo server exited")
-            try:
-                status, _ = http_json("POST", f"{self.url}/api/predict/", body={"model": "x"})
-            except (urllib.error.URLError, OSError):
-                status = 0
-            if status == 200:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"echo server not up after {timeout}s")
+
+        def answers() -> bool:
+            status, _ = http_json("POST", f"{self.url}/api/predict/", body={"model": "x"})
+            return status == 200
+
+        wait_ready(self.process, answers, timeout, "the echo server")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
