@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from streamml.clients.schedulers.kubernetes import KubernetesScheduler
 from streamml.errors import SchedulerError
 from streamml.testbed.controlplane import ControlPlane
 from streamml.vocabulary.modelspec import ModelSpec
-from tests.fixtures.server import ServerProcess, running_server
+from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
 
 pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
@@ -37,9 +37,8 @@ IMAGE = "registry.invalid/streamml-lammps:test"  # never pulled: nothing runs Po
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "server") as server:
-        yield server
+def server(model_server: ServerProcess) -> ServerProcess:
+    return model_server
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,15 @@ import pytest
 from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
 from streamml.clients.schedulers.local import LocalScheduler
 from streamml.errors import SchedulerError, SpecError, UnknownComponentError
-from tests.fixtures.server import ServerProcess, running_server
+from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "server") as server:
-        yield server
+def server(model_server: ServerProcess) -> ServerProcess:
+    return model_server
 
 
 @pytest.mark.lammps

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,15 @@ from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
 from streamml.clients.schedulers.slurm_cli import SlurmCliScheduler
 from streamml.errors import SchedulerError
 from tests.fixtures.hpc import SlurmFixture
-from tests.fixtures.server import ServerProcess, running_server
+from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "server") as server:
-        yield server
+def server(model_server: ServerProcess) -> ServerProcess:
+    return model_server
 
 
 @pytest.fixture

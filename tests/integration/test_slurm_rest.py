@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,16 +11,15 @@ from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
 from streamml.clients.schedulers.slurm_rest import SlurmRestScheduler
 from streamml.errors import AuthError, SchedulerError
 from tests.fixtures.hpc import SlurmFixture
-from tests.fixtures.server import ServerProcess, running_server
+from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(tmp_path / "server") as server:
-        yield server
+def server(model_server: ServerProcess) -> ServerProcess:
+    return model_server
 
 
 @pytest.fixture
