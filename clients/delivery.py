@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from streamml.clients.api import ModelServerClient
 from streamml.errors import DeliveryError, StreamMLError
+from streamml.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,8 @@ def spool_path(spool_dir: Path, trial: str) -> Path:
 
 def spool(request: Request, spool_dir: Path) -> Path:
     """Write the request atomically (a reader never sees half a file)."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    path = spool_path(spool_dir, request.trial)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(request.to_data(), indent=1))
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(request.to_data(), indent=1)
+    return write_atomic(spool_path(spool_dir, request.trial), text)
 
 
 @dataclass
@@ -241,6 +238,4 @@ def _mark_delivered(result_file: Path, trial: str, outcome: Outcome) -> None:
     document["delivered"] = True
     if outcome.predictions:
         document["predictions"] = outcome.predictions
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, result_file)
+    write_atomic(result_file, json.dumps(document, indent=1))

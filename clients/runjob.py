@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError, LammpsError
+from streamml.files import write_atomic
 
 if TYPE_CHECKING:
     from streamml.clients.delivery import Retry
@@ -66,9 +66,12 @@ def _read_secret(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text().strip() or None
+        value = path.read_text().strip()
     except OSError as exc:
         raise ConfigurationError(f"cannot read credentials file {path}: {exc.strerror}") from exc
+    if not value:  # sending no credentials would only earn a 401 from the server
+        raise ConfigurationError(f"credentials file {path} is empty")
+    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -257,10 +260,7 @@ def _write_result(path: Path | None, document: dict[str, Any]) -> None:
     if str(path).startswith("/dev/"):  # e.g. /dev/termination-log: no temp file beside it
         path.write_text(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _redeliver(args: argparse.Namespace, settings: RunJobSettings) -> int:

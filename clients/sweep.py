@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +30,7 @@ from streamml.clients import sweep_jobs as jobs
 from streamml.clients.sampling import Point, as_vars, fingerprint, plan
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SchedulerError, SpecError, StreamMLError
+from streamml.files import write_atomic
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
     CurvePoint,
@@ -76,10 +76,7 @@ class FileStore:
             raise SpecError(f"state file {self.path} is not a sweep status: {exc}") from exc
 
     async def save(self, status: LammpsSweepStatus) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text(status.model_dump_json(by_alias=True, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, status.model_dump_json(by_alias=True, indent=1))
 
 
 class SweepEngine:

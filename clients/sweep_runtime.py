@@ -7,7 +7,6 @@ source for the learning curve and the re-delivery of spooled results.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from streamml.clients import sweep_jobs as jobs
 from streamml.clients.schedulers.base import Scheduler
 from streamml.clients.sweep import MetricsSource, Redeliver, StateStore, SweepEngine
 from streamml.errors import DeliveryError, SpecError
+from streamml.files import write_atomic
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 
@@ -74,10 +74,8 @@ def credential_env(workdir: Path, access: ServerAccess) -> dict[str, str]:
         if not value:
             continue
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = secrets / key.lower()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value)
+        # Atomic: jobs adopted from an earlier run read these files while this run rewrites them.
+        path = write_atomic(secrets / key.lower(), value, private=True)
         env[f"STREAMML_{key}_FILE"] = str(path)
     return env
 

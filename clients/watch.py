@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamml.errors import ConfigurationError, NotFoundError, StreamMLError
+from streamml.files import replacing
 
 if TYPE_CHECKING:
     from streamml.clients.api import ModelServerClient
@@ -139,12 +140,10 @@ class MetricsTable:
         if self.path.exists() and self.path.stat().st_size > 0:
             with self.path.open(newline="", encoding="utf-8") as handle:
                 old_rows = list(csv.DictReader(handle))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
+        with replacing(self.path) as handle:  # readers never see a half-written table
             writer = csv.DictWriter(handle, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(old_rows)
-        os.replace(tmp, self.path)  # readers never see a half-written table
         self.columns = columns
 
 

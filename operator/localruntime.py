@@ -13,13 +13,14 @@ import contextlib
 import ctypes
 import hashlib
 import logging
-import os
 import shutil
 import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from streamml.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +82,6 @@ class ServerProcess:
         return self.process is not None and self.process.returncode is None
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 class LocalRuntime:
     """All servers of one operator process, keyed by (namespace, name)."""
 
@@ -118,8 +112,8 @@ class LocalRuntime:
                 await self._stop(server)
             directory = self.directory(namespace, name)
             (directory / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(directory / "token", token)
-            (directory / "username").write_text(username, encoding="utf-8")
+            write_atomic(directory / "token", token, private=True)
+            write_atomic(directory / "username", username)
             # The same address across operator restarts: jobs hold on to status.address.
             previous = server.port if server else _remembered_port(directory)
             server = ServerProcess((namespace, name), directory, free_port(previous), digest)

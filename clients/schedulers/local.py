@@ -31,6 +31,7 @@ from pathlib import Path
 
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.errors import NotFoundError, SchedulerError
+from streamml.files import write_atomic
 
 # "$@" is the job's command; the exit code is written through a temp file so a poller never
 # reads half a number. `timeout` enforces the time limit (exit 124 = TimeLimit).
@@ -69,9 +70,7 @@ class LocalScheduler:
             "time_limit_s": job.time_limit_s,
             "submitted": time.time(),
         }
-        tmp = jobdir / "job.json.tmp"
-        tmp.write_text(json.dumps(spec))
-        os.replace(tmp, jobdir / "job.json")
+        write_atomic(jobdir / "job.json", json.dumps(spec))
         await asyncio.to_thread(self._start_pending)
         return job_id
 

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from streamml.errors import InfrastructureError
+from streamml.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,7 @@ def start(state_dir: Path, *, rest: bool = True, timeout_s: float = 30.0) -> Slu
 
 
 def _write_state(cluster: SlurmCluster) -> None:
-    tmp = cluster.state_dir / "cluster.json.tmp"
-    tmp.write_text(json.dumps(cluster.to_data(), indent=1))
-    os.replace(tmp, cluster.state_dir / "cluster.json")
+    write_atomic(cluster.state_dir / "cluster.json", json.dumps(cluster.to_data(), indent=1))
 
 
 def _start_munge(cluster: SlurmCluster, munge_dir: Path) -> None:

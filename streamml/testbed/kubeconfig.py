@@ -7,11 +7,12 @@ into a Secret or handed to another process.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from streamml.files import write_atomic
 
 CLUSTER = "streamml-local"
 
@@ -65,10 +66,4 @@ def kubeconfig(
 
 def write(path: Path, document: dict[str, Any]) -> Path:
     """Write a kubeconfig readable by its owner only (it holds credentials)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as fh:
-        yaml.safe_dump(document, fh, sort_keys=False)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, yaml.safe_dump(document, sort_keys=False), private=True)

@@ -1,0 +1,44 @@
+"""Atomic file replacement: a reader sees the old content or the new, never an empty or half file.
+
+Several processes read the files this project writes while they are being rewritten: jobs read
+their credential files while a resumed sweep writes them again, the operator reads a sweep's
+state, users tail a watch table. Truncating in place opens a window in which a reader finds an
+empty file (a job then sent no credentials and got a 401). So every rewrite goes to a unique
+temporary file in the same directory, which then replaces the target in one ``rename``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, private: bool = False) -> Iterator[IO[str]]:
+    """Open a temporary file beside ``path``; on success it atomically becomes ``path``.
+
+    ``private`` files are created 0600 (credentials); the others 0644. On an exception the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600 if private else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: Path, text: str, *, private: bool = False) -> Path:
+    """Replace ``path`` with ``text`` atomically (see :func:`replacing`)."""
+    with replacing(path, private=private) as handle:
+        handle.write(text)
+    return path
