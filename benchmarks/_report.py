@@ -129,6 +129,19 @@ def summarise(
             ratio = m[side]["batch_learn"][ratio_key]
             row += [f"{m['inprocess'][key]:,.0f}", f"{ratio:.2f}x"]
         rows.append(row)
+    if all("batch_backfill" in m[side] for side in sides):
+        row = [
+            'batch learn, `"update_metrics": false` (learn only): samples/s',
+            "no batch endpoint",
+        ]
+        for side in sides:
+            row += [f"{m[side]['batch_backfill']['samples_per_s']:,.0f}", ""]
+        rows.append(row)
+        row = ["river in-process learn_one: samples/s (ratio = learn-only batch / this)", ""]
+        for side in sides:
+            ratio = m[side]["batch_backfill"]["of_learn_one"]
+            row += [f"{m['inprocess']['learn_one_per_s']:,.0f}", f"{ratio:.2f}x"]
+        rows.append(row)
 
     targets: dict[str, Any] = {}
     for side in sides:
@@ -144,6 +157,11 @@ def summarise(
             # informational: against river doing the same per-sample work (predict, metrics, learn)
             "batch_within_2x_of_inprocess_progressive": s["batch_learn"]["of_progressive"] >= 0.5,
         }
+        if "batch_backfill" in s:  # like for like: the server learns only, as learn_one does
+            targets[side]["learn_only_batch_within_2x_of_learn_one"] = (
+                s["batch_backfill"]["of_learn_one"] >= 0.5
+            )
+            targets[side]["zero_learns_lost"] &= s["batch_backfill"]["all_learned"]
     return rows, targets
 
 

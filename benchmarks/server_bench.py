@@ -89,8 +89,12 @@ def riverapi_rate(url: str, kind: str, calls: int, env: dict[str, str]) -> float
                 os.environ[k] = v
 
 
-def batch_learn_rate(server: OurServer, total: int, chunk: int, seed: int) -> dict[str, Any]:
-    """Samples/s through POST /api/learn/batch/ over one keep-alive connection."""
+def batch_learn_rate(
+    server: OurServer, total: int, chunk: int, seed: int, *, update_metrics: bool = True
+) -> dict[str, Any]:
+    """Samples/s through POST /api/learn/batch/ over one keep-alive connection; with
+    ``update_metrics`` False the server learns only (a backfill), like river's bare learn_one."""
+    extra = {} if update_metrics else {"update_metrics": False}
     import http.client
 
     samples = make_samples(total, seed=seed)
@@ -99,6 +103,7 @@ def batch_learn_rate(server: OurServer, total: int, chunk: int, seed: int) -> di
             {
                 "model": MODEL,
                 "samples": [{"features": x, "ground_truth": y} for x, y in samples[i : i + chunk]],
+                **extra,
             }
         ).encode()
         for i in range(0, total, chunk)
@@ -286,6 +291,7 @@ def measure(
 
     # Batch learning against river in-process, measured next to each other in every round.
     batch: dict[str, list[dict[str, Any]]] = {}
+    backfill: dict[str, list[dict[str, Any]]] = {}
     inproc: list[dict[str, float]] = []
     for round_ in range(args.rounds):
         inproc.append(inprocess_rates(args.batch_samples, seed=10 + round_))
@@ -295,6 +301,12 @@ def measure(
                 rec["of_learn_one"] = rec["samples_per_s"] / inproc[-1]["learn_one_per_s"]
                 rec["of_progressive"] = rec["samples_per_s"] / inproc[-1]["progressive_per_s"]
                 batch.setdefault(side, []).append(rec)
+                rec = batch_learn_rate(
+                    t.server, args.batch_samples, args.batch_chunk, 10 + round_,
+                    update_metrics=False,
+                )  # fmt: skip
+                rec["of_learn_one"] = rec["samples_per_s"] / inproc[-1]["learn_one_per_s"]
+                backfill.setdefault(side, []).append(rec)
     for side, records in batch.items():
         out[side]["batch_learn"] = {
             "samples_per_s": statistics.median(r["samples_per_s"] for r in records),
@@ -306,6 +318,15 @@ def measure(
             "rounds": records,
         }
         print(f"  {side:11} batch learn {out[side]['batch_learn']['samples_per_s']:9.1f}/s")
+    for side, records in backfill.items():
+        out[side]["batch_backfill"] = {
+            "samples_per_s": statistics.median(r["samples_per_s"] for r in records),
+            "of_learn_one": statistics.median(r["of_learn_one"] for r in records),
+            "all_learned": all(r["learn_calls_delta"] == args.batch_samples for r in records),
+            "rounds": records,
+        }
+        rate = out[side]["batch_backfill"]["samples_per_s"]
+        print(f"  {side:11} batch learn, update_metrics false {rate:9.1f}/s")
     out["inprocess"] = {
         "learn_one_per_s": statistics.median(r["learn_one_per_s"] for r in inproc),
         "progressive_per_s": statistics.median(r["progressive_per_s"] for r in inproc),

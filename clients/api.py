@@ -126,9 +126,13 @@ class ModelServerClient:
         *,
         model: str | None = None,
         models: Sequence[str] | None = None,
+        update_metrics: bool = True,
     ) -> dict[str, Any]:
-        """Learn many samples (``{"features", "ground_truth", "identifier"?}``) in one request."""
+        """Learn many samples (``{"features", "ground_truth", "identifier"?}``) in one request;
+        ``update_metrics=False`` learns without progressive validation (a backfill)."""
         body: dict[str, Any] = {"samples": [dict(s) for s in samples]}
+        if not update_metrics:
+            body["update_metrics"] = False
         if model is not None:
             body["model"] = model
         if models is not None:

@@ -259,10 +259,16 @@ class ModelState:
         return record
 
     def learn_many(
-        self, samples: list[tuple[dict[str, Any], Any, str | None]], pending: PendingPredictions
+        self,
+        samples: list[tuple[dict[str, Any], Any, str | None]],
+        pending: PendingPredictions,
+        *,
+        update_metrics: bool = True,
     ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
         """The batch fast path of :meth:`learn`: same semantics, encoded records out, no
         per-sample objects; a sample the model rejects is skipped and reported, not fatal.
+        Without ``update_metrics`` the samples are learned only (no prediction, no metric
+        update; a waiting prediction is dropped), and logged so that a replay does the same.
 
         Returns (encoded records, duplicates, [(index, reason)] of rejected samples).
         """
@@ -271,7 +277,7 @@ class ModelState:
         duplicates = 0
         seen = self.seen
         learn_one = self.model.learn_one
-        with_metrics = bool(self.metrics)
+        with_metrics = bool(self.metrics) and update_metrics
         start = time.perf_counter_ns()
         if self.flavor == "regression":
             # the common case, inlined: numbers in, numbers out
@@ -288,7 +294,7 @@ class ModelState:
                     rejected.append((index, "ground_truth must be a finite number"))
                     continue
                 try:
-                    if waiting is not None:
+                    if waiting is not None and update_metrics:
                         value = waiting.prediction.value
                     else:
                         value = predict_one(features) if with_metrics else None
@@ -315,7 +321,8 @@ class ModelState:
                     prediction = None
                     if identifier is not None:
                         waiting = pending.take(self.name, identifier)
-                        prediction = None if waiting is None else waiting.prediction
+                        if waiting is not None and update_metrics:
+                            prediction = waiting.prediction
                     if prediction is None and y is not None and with_metrics:
                         prediction = self.predict(features)
                     try:

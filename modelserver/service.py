@@ -166,6 +166,7 @@ class ModelService:
         *,
         model: str | None = None,
         models: list[str] | None = None,
+        update_metrics: bool = True,
     ) -> dict[str, dict[str, Any]]:
         """Many samples in one commit per model. A sample a model rejects is skipped and
         listed under ``rejected`` (index and reason); the others are learned. Only when no
@@ -176,7 +177,9 @@ class ModelService:
         reasons: list[str] = []
         accepted = 0
         for state in targets:
-            encoded, duplicates, rejected = state.learn_many(samples, self.registry.pending)
+            encoded, duplicates, rejected = state.learn_many(
+                samples, self.registry.pending, update_metrics=update_metrics
+            )
             state.forget_old_identifiers(self.registry.idempotency_window)
             result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
             if rejected:

@@ -340,7 +340,9 @@ async def learn_batch(request: web.Request) -> web.Response:
         samples = learn_samples(body.samples)
     except ValueError as exc:
         raise SpecError(str(exc), field="samples") from None
-    results = await request.app[SERVICE].learn_batch(samples, model=body.model, models=body.models)
+    results = await request.app[SERVICE].learn_batch(
+        samples, model=body.model, models=body.models, update_metrics=body.update_metrics
+    )
     return reply({"results": results})
 
 

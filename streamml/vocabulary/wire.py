@@ -173,6 +173,12 @@ class BatchLearnEnvelope(_Request):
     model: ModelName | None = None
     models: list[ModelName] | None = Field(default=None, max_length=1_000)
     samples: list[Any] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
+    update_metrics: bool = Field(
+        default=True,
+        description="progressive validation: predict each sample and update the metrics before "
+        "learning it (the default, as a single learn does). false learns only and leaves the "
+        "metrics as they were, e.g. to backfill results collected before the server ran",
+    )
 
 
 _SAMPLE_KEYS = frozenset(LearnSample.model_fields)

@@ -45,6 +45,9 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
     batch = measured["ours-normal"]["batch_learn"]
     assert batch["all_learned"], batch
     assert batch["samples_per_s"] > 0
+    backfill = measured["ours-normal"]["batch_backfill"]
+    assert backfill["all_learned"], backfill
+    assert backfill["samples_per_s"] > 0
     assert measured["inprocess"]["learn_one_per_s"] > 0
 
     assert set(result["targets"]["ours-normal"]) == {
@@ -54,9 +57,11 @@ def test_server_bench_quick_run(tmp_path: Path) -> None:
         "zero_learns_lost",
         "batch_within_2x_of_inprocess",
         "batch_within_2x_of_inprocess_progressive",
+        "learn_only_batch_within_2x_of_learn_one",
     }
     assert result["targets"]["ours-normal"]["zero_learns_lost"] is True
     assert result["markdown"].startswith("| measure | old (django-river-ml) |")
+    assert '`"update_metrics": false`' in result["markdown"]
     # The script stopped every server it started (by PID) before it exited.
     assert set(result["pids"]) == {"old", "ours-normal", "echo"}
     for side, pid in result["pids"].items():

@@ -165,6 +165,44 @@ def test_graceful_restart_keeps_exact_state(tmp_path: Path) -> None:
         assert p2.json()["prediction"] == p1.json()["prediction"]
 
 
+def test_backfill_learns_without_touching_metrics_and_replays_after_kill_9(
+    tmp_path: Path,
+) -> None:
+    """``update_metrics: false`` on a batch learns only; a replay after a crash does the same."""
+    data = tmp_path / "data"
+    probe = {"model": "lin", "features": {"x": 10, "y": 12, "z": 5.5}}
+
+    def batch(server: ServerProcess, body: dict[str, Any]) -> Any:
+        r = requests.post(server.url + "/api/learn/batch/", json=body, headers=server.auth_header())
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def predict(server: ServerProcess) -> float:
+        r = requests.post(server.url + "/api/predict/", json=probe, headers=server.auth_header())
+        assert r.status_code == 200, r.text
+        return float(r.json()["prediction"])
+
+    with running_server(data, token="t") as server:
+        create(server, "lin")
+        batch(server, {"model": "lin", "samples": [sample(i) for i in range(20)]})
+        scored = get(server, "/api/metrics/?model=lin")
+        before = predict(server)
+        backfill = [{**sample(i), "identifier": f"old-{i}"} for i in range(100, 400)]
+        reply = batch(server, {"model": "lin", "samples": backfill, "update_metrics": False})
+        assert reply == {"results": {"lin": {"learned": 300, "duplicates": 0}}}
+        assert get(server, "/api/metrics/?model=lin") == scored  # learned, not scored
+        assert get(server, "/api/stats/?model=lin")["learn"]["n_calls"] == 320
+        learned = predict(server)
+        assert learned != before  # the model did learn the 300 samples
+        server.kill()  # SIGKILL: no flush, no snapshot; the learn log is all there is
+    with running_server(data, token="t") as server:
+        assert get(server, "/api/metrics/?model=lin") == scored
+        assert get(server, "/api/stats/?model=lin")["learn"]["n_calls"] == 320
+        assert predict(server) == learned
+        again = batch(server, {"model": "lin", "samples": backfill[:5], "update_metrics": False})
+        assert again["results"]["lin"] == {"learned": 0, "duplicates": 5}
+
+
 def test_idempotent_identifier_and_label_flow(model_server: ServerProcess) -> None:
     create(model_server, "lin")
     h = model_server.auth_header()

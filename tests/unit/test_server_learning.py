@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -210,3 +211,40 @@ def test_record_many_equals_single_records(before: int, count: int) -> None:
         one.record(4_321)
     many.record_many(4_321, count)
     assert (many.n_calls, many.total_ns, many.ewm_ns) == (one.n_calls, one.total_ns, one.ewm_ns)
+
+
+def classifier() -> ModelState:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return ModelState("clf", "binary", model, default_metrics("binary"))
+
+
+@pytest.mark.parametrize(
+    ("make", "ys"), [(regression, Y), (classifier, [True, False, True])], ids=["reg", "binary"]
+)
+def test_learn_many_without_metrics_learns_only_and_replays_the_same(
+    make: Callable[[], ModelState], ys: list[object]
+) -> None:
+    state = make()
+    pending = PendingPredictions(ttl_seconds=60, max_count=10)
+    state.learn_many([(X[0], ys[0], None)], pending)  # scored: the metrics move
+    scored = state.metric_values()
+    model_before = state.predict(X[1])
+    waiting = state.predict(X[2])
+    pending.add(state.name, "p-1", PendingPrediction(X[2], waiting, pending.clock()))
+    encoded, duplicates, rejected = state.learn_many(
+        [(x, y, f"b-{i}") for i, (x, y) in enumerate(zip(X, ys, strict=True))]
+        + [(X[2], ys[2], "p-1")],
+        pending,
+        update_metrics=False,
+    )
+    assert (len(encoded), duplicates, rejected) == (4, 0, [])
+    assert state.metric_values() == scored  # even the labelled prediction is not scored
+    assert state.learn_stats.n_calls == 5
+    assert state.predict(X[1]) != model_before
+    assert pending.take(state.name, "p-1") is None  # the waiting prediction was used up
+    replayed = make()
+    replayed.learn_many([(X[0], ys[0], None)], PendingPredictions(ttl_seconds=1, max_count=1))
+    for item in encoded:
+        replayed.replay(LearnRecord.decode(orjson.loads(orjson.dumps(item))))
+    assert replayed.metric_values() == scored
+    assert replayed.predict(X[1]) == state.predict(X[1])
