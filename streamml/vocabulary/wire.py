@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import isfinite
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, Flavor
 
@@ -173,7 +173,7 @@ class BatchLearnEnvelope(_Request):
     model: ModelName | None = None
     models: list[ModelName] | None = Field(default=None, max_length=1_000)
     samples: list[Any] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
-    update_metrics: bool = Field(
+    update_metrics: StrictBool = Field(
         default=True,
         description="progressive validation: predict each sample and update the metrics before "
         "learning it (the default, as a single learn does). false learns only and leaves the "

@@ -163,6 +163,10 @@ def test_batch_endpoints(server: ServerProcess) -> None:
         expect(call(server, "POST", "/api/learn/batch/", json=body), 400, "samples[2]", word)
     assert learned(server) == 53
     expect(call(server, "POST", "/api/learn/batch/", json={"model": "lin", "samples": []}), 400)
+    for flag in ("false", 0, None, [False]):  # a JSON boolean only: nothing is guessed
+        body = {"model": "lin", "samples": samples[:2], "update_metrics": flag}
+        expect(call(server, "POST", "/api/learn/batch/", json=body), 400, "update_metrics")
+    assert learned(server) == 53
     preds = call(
         server,
         "POST",
