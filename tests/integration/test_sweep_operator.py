@@ -66,6 +66,19 @@ def sweep(name: str, **over: Any) -> dict[str, Any]:
             "metadata": {"name": name}, "spec": spec}  # fmt: skip
 
 
+def gated_input(root: Path, name: str) -> tuple[str, Path]:
+    """The LJ input behind a gate: its runs wait until the returned path exists.
+
+    Tests that act on runs in flight (suspend, delete) must not race the runs finishing by
+    themselves: a 1-second run once finished before a loaded operator cancelled it.
+    """
+    gate = root / f"{name}-gate-open"
+    script = root / f"{name}-gate.sh"
+    script.write_text(f"while [ ! -e {gate} ]; do sleep 0.1; done\n")
+    lj = (Path(lammps.__file__).parent / "inputs" / "in.lj").read_text()
+    return f"shell sh {script}\n{lj}", gate
+
+
 @dataclass
 class Operator:
     cp: ControlPlane
@@ -231,7 +244,8 @@ def test_sweep_waits_for_model_then_survives_an_operator_kill(operator: Operator
 def test_deleting_a_sweep_cancels_its_jobs(operator: Operator) -> None:
     op = operator
     assert op.apply(STREAMMODEL).returncode == 0
-    long_runs = sweep("doomed", trials=10, testTrials=0, lammps={"vars": {"steps": "20000"}})
+    held, gate = gated_input(op.root, "doomed")
+    long_runs = sweep("doomed", trials=10, testTrials=0, lammps={"input": held})
     assert op.apply(long_runs).returncode == 0
 
     def two_running() -> bool:
@@ -247,6 +261,7 @@ def test_deleting_a_sweep_cancels_its_jobs(operator: Operator) -> None:
     states = asyncio.run(local.poll(ids))
     assert {s.state for s in states.values()} == {JobState.CANCELLED}, states
     assert len(op.job_names("doomed")) == 2  # nothing submitted after the delete
+    gate.touch()
 
 
 @pytest.mark.parametrize(
@@ -303,7 +318,7 @@ def test_invalid_specs_past_the_schema_fail_in_status(
 def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Operator) -> None:
     op = operator
     assert op.apply(STREAMMODEL).returncode == 0
-    lj = (Path(lammps.__file__).parent / "inputs" / "in.lj").read_text()
+    lj, gate = gated_input(op.root, "pausable")
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lj-input"},
                  "data": {"in.lj": lj}}  # fmt: skip
     assert op.apply(configmap).returncode == 0
@@ -311,7 +326,7 @@ def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Ope
         "pausable",
         trials=4,
         testTrials=0,
-        lammps={"configMapRef": {"name": "lj-input", "key": "in.lj"}, "vars": {"steps": "3000"}},
+        lammps={"configMapRef": {"name": "lj-input", "key": "in.lj"}, "vars": {"steps": "200"}},
     )
     assert op.apply(doc).returncode == 0
 
@@ -332,6 +347,7 @@ def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Ope
     time.sleep(2)
     assert op.status("pausable")["submitted"] == submitted  # nothing new while suspended
     assert op.status("pausable")["failed"] == 0  # a suspension is not a failure
+    gate.touch()
     op.kubectl(
         "patch", "lammpssweep", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
