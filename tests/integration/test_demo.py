@@ -32,7 +32,9 @@ class TreeSampler:
 
     def __init__(self, pid: int) -> None:
         self.tracker = ProcessTracker(pid)
-        self.commands: dict[int, str] = {}
+        #: every command line each process had: a child read between its fork and its exec
+        #: still shows the parent's, so live processes are read again on every sample
+        self.commands: dict[int, set[str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -41,12 +43,13 @@ class TreeSampler:
         while not self._stop.is_set():
             self.tracker.sample()
             for pid in self.tracker.seen:
-                if pid not in self.commands:
-                    try:
-                        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    except OSError:
-                        continue
-                    self.commands[pid] = raw.replace(b"\0", b" ").decode(errors="replace")
+                try:
+                    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if raw:  # empty for a zombie
+                    command = raw.replace(b"\0", b" ").decode(errors="replace")
+                    self.commands.setdefault(pid, set()).add(command)
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -54,7 +57,7 @@ class TreeSampler:
         self._thread.join(timeout=10)
 
     def seen(self, needle: str) -> bool:
-        return any(needle in cmd for cmd in self.commands.values())
+        return any(needle in cmd for cmds in list(self.commands.values()) for cmd in list(cmds))
 
 
 def _wait_gone(sampler: TreeSampler, timeout: float = 30.0) -> list[int]:
