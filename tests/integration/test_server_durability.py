@@ -203,6 +203,26 @@ def test_backfill_learns_without_touching_metrics_and_replays_after_kill_9(
         assert again["results"]["lin"] == {"learned": 0, "duplicates": 5}
 
 
+async def test_the_python_client_batches_with_and_without_scoring(
+    model_server: ServerProcess,
+) -> None:
+    from streamml.clients.api import ModelServerClient
+
+    create(model_server, "lin")
+    async with ModelServerClient(
+        model_server.url, username=model_server.username, token=model_server.token
+    ) as client:
+        scored = await client.learn_batch([sample(i) for i in range(10)], model="lin")
+        assert scored["results"]["lin"] == {"learned": 10, "duplicates": 0}
+        metrics = await client.metrics("lin")
+        assert metrics["MAE"] is not None
+        backfill = [sample(i) for i in range(10, 60)]
+        quiet = await client.learn_batch(backfill, model="lin", update_metrics=False)
+        assert quiet["results"]["lin"] == {"learned": 50, "duplicates": 0}
+        assert await client.metrics("lin") == metrics
+        assert (await client.stats("lin"))["learn"]["n_calls"] == 60
+
+
 def test_idempotent_identifier_and_label_flow(model_server: ServerProcess) -> None:
     create(model_server, "lin")
     h = model_server.auth_header()
