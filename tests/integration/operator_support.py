@@ -53,9 +53,8 @@ def wait_for(
 
 def install_crds(cp: ControlPlane) -> None:
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cp.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/streammodels.streamml.io"
-    )
+    for crd in ("streammodels.streamml.io", "lammpssweeps.streamml.io"):
+        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
 
 
 def get_json(cp: ControlPlane, *args: str, kubeconfig: Path | None = None) -> Any:
@@ -87,7 +86,7 @@ class OperatorProcess:
         self.port = free_port()
         self.args = list(args)
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")},
             "KUBECONFIG": str(kubeconfig),
             "STREAMML_STATUS_POLL_INTERVAL": "1",
             "STREAMML_CONTACT_SERVERS": "false",
@@ -140,6 +139,12 @@ class OperatorProcess:
                 raise AssertionError(f"operator not live:\n{self.log()[-4000:]}")
             time.sleep(0.2)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (a crashed operator)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -67,6 +67,24 @@ def _wait_gone(sampler: TreeSampler, timeout: float = 30.0) -> list[int]:
     return sampler.tracker.alive()
 
 
+#: the demo as a new user runs it: no settings or kubeconfig inherited from this environment
+DEMO_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
+
+
+def start_sampled(command: list[str]) -> tuple[subprocess.Popen[str], TreeSampler]:
+    """Start ``command`` in a session of its own, its process tree sampled from the start."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=DEMO_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, TreeSampler(proc.pid)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _binaries() -> None:
     ensure_binaries()  # a cold build is minutes, once; the demos then reuse the cache
@@ -74,17 +92,9 @@ def _binaries() -> None:
 
 def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
-    proc = subprocess.Popen(
-        ["make", "demo", f"ARGS=--trials 4 --test-trials 2 --parallelism 2 --out {out}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    proc, sampler = start_sampled(
+        ["make", "demo", f"ARGS=--trials 4 --test-trials 2 --parallelism 2 --out {out}"]
     )
-    sampler = TreeSampler(proc.pid)
     try:
         output, _ = proc.communicate(timeout=1200)
     finally:
@@ -130,17 +140,9 @@ def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out), "--interval", "0.5"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    proc, sampler = start_sampled(
+        [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out), "--interval", "0.5"]
     )
-    sampler = TreeSampler(proc.pid)
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -171,18 +173,8 @@ def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_keep_running_then_stop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMML_", "KUBE"))}
     demo = [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out)]
-    proc = subprocess.Popen(
-        [*demo, "--trials", "2", "--test-trials", "1", "--keep-running"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    sampler = TreeSampler(proc.pid)
+    proc, sampler = start_sampled([*demo, "--trials", "2", "--test-trials", "1", "--keep-running"])
     try:
         output, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, output[-4000:]
@@ -195,7 +187,7 @@ def test_keep_running_then_stop(tmp_path: Path) -> None:
         assert os.path.exists(f"/proc/{state['operator']['pid']}")
         assert sampler.tracker.alive(), "nothing kept running"
         stop = subprocess.run(
-            [*demo, "--stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+            [*demo, "--stop"], cwd=ROOT, env=DEMO_ENV, capture_output=True, text=True, timeout=120
         )
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert "stopped" in stop.stdout

@@ -20,29 +20,13 @@ from tests.fixtures.server import (
     learn_calls,
     running_server,
 )
+from tests.fixtures.sweeps import sweep_doc as fixture_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
 
 
-def sweep_doc(**over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "streamModelRef": {"name": "unused-by-the-cli"},
-        "parameters": [
-            {"name": "nx", "type": "int", "min": 4, "max": 6},
-            {"name": "ny", "type": "int", "min": 4, "max": 6},
-            {"name": "nz", "type": "int", "min": 4, "max": 5},
-        ],
-        "sampling": {"method": "random", "seed": 5},
-        "trials": 5,
-        "testTrials": 2,
-        "parallelism": 2,
-        "maxFailures": 0,
-        "lammps": {"vars": {"steps": "20"}},
-        "scheduler": {"type": "local"},
-    }
-    spec.update(over)
-    return {"apiVersion": "streamml.io/v1alpha1", "kind": "LammpsSweep",
-            "metadata": {"name": "cli-sweep"}, "spec": spec}  # fmt: skip
+def sweep_doc(**spec: Any) -> dict[str, Any]:
+    return fixture_sweep("cli-sweep", "unused-by-the-cli", **spec)
 
 
 def sweep_cmd(

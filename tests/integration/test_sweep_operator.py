@@ -7,14 +7,11 @@ specs.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +22,9 @@ from streamml.clients import lammps
 from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers.base import JobState
 from streamml.clients.schedulers.local import LocalScheduler
-from streamml.operator import crdgen
 from streamml.testbed.controlplane import ControlPlane
+from tests.fixtures.sweeps import sweep_doc
+from tests.integration.operator_support import OperatorProcess, install_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
 
@@ -45,25 +43,9 @@ STREAMMODEL = {
 }  # fmt: skip
 
 
-def sweep(name: str, **over: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "streamModelRef": {"name": "lj-runtime"},
-        "parameters": [
-            {"name": "nx", "type": "int", "min": 4, "max": 6},
-            {"name": "ny", "type": "int", "min": 4, "max": 6},
-            {"name": "nz", "type": "int", "min": 4, "max": 5},
-        ],
-        "sampling": {"method": "latinHypercube", "seed": 3},
-        "trials": 6,
-        "testTrials": 2,
-        "parallelism": 2,
-        "maxFailures": 1,
-        "lammps": {"vars": {"steps": "20"}},
-        "scheduler": {"type": "local"},
-    }
-    spec.update(over)
-    return {"apiVersion": "streamml.io/v1alpha1", "kind": "LammpsSweep",
-            "metadata": {"name": name}, "spec": spec}  # fmt: skip
+def sweep(name: str, **spec: Any) -> dict[str, Any]:
+    defaults = {"sampling": {"method": "latinHypercube", "seed": 3}, "trials": 6, "maxFailures": 1}
+    return sweep_doc(name, "lj-runtime", **{**defaults, **spec})
 
 
 def gated_input(root: Path, name: str) -> tuple[str, Path]:
@@ -81,51 +63,36 @@ def gated_input(root: Path, name: str) -> tuple[str, Path]:
 
 @dataclass
 class Operator:
+    """The operator in local runtime (:class:`OperatorProcess`) and one namespace to work in."""
+
     cp: ControlPlane
     namespace: str
     root: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
+    process: OperatorProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.process = OperatorProcess(
+            self.cp.kubeconfig, self.root,
+            "--local-runtime", "-n", self.namespace, "--state-dir", str(self.root / "state"),
+            env={"STREAMML_SWEEPS__WORK_DIR": str(self.root / "sweeps"),
+                 "STREAMML_SWEEPS__INTERVAL": "0.5"},
+        )  # fmt: skip
 
     @property
     def sweeps_dir(self) -> Path:
         return self.root / "sweeps" / self.namespace
 
     def start(self) -> None:
-        self.starts += 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
-        env.update(
-            KUBECONFIG=str(self.cp.kubeconfig),
-            STREAMML_SWEEPS__WORK_DIR=str(self.root / "sweeps"),
-            STREAMML_SWEEPS__INTERVAL="0.5",
-        )
-        log = open(self.root / f"operator-{self.starts}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamml.cli", "operator", "--local-runtime",
-             "-n", self.namespace, "--state-dir", str(self.root / "state"),
-             "--poll-interval", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root,
-        )  # fmt: skip
+        self.process.start()
 
     def kill(self) -> None:
-        """SIGKILL: no clean-up at all (a crashed operator)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        self.process.stop()
 
     def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-4000:] for p in sorted(self.root.glob("operator-*.log"))
-        )
+        return self.process.log()[-8000:]
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         return self.cp.kubectl(*args, "-n", self.namespace, check=check, input=input).stdout
@@ -147,8 +114,8 @@ class Operator:
         while time.monotonic() < deadline:
             if check():
                 return
-            assert self.process is not None
-            assert self.process.poll() is None, f"the operator exited:\n{self.logs()}"
+            assert self.process.process is not None
+            assert self.process.process.poll() is None, f"the operator exited:\n{self.logs()}"
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
 
@@ -167,10 +134,7 @@ def operator(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
 ) -> Iterator[Operator]:
     root = tmp_path_factory.mktemp("sweep-operator")
-    crdgen.write_all(root / "crds")
-    control_plane.kubectl("apply", "-f", str(root / "crds"))
-    for crd in ("lammpssweeps.streamml.io", "streammodels.streamml.io"):
-        control_plane.kubectl("wait", "--for=condition=established", f"crd/{crd}")
+    install_crds(control_plane)
     namespace = f"sweeps-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", namespace)
     op = Operator(control_plane, namespace, root)
