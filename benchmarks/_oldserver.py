@@ -24,6 +24,8 @@ from pathlib import Path
 
 from _proc import stop_process, url_answers, wait_ready
 
+from streamml.pycommand import python_module
+
 OLD_SERVER_REQUIREMENTS = (
     "django==5.0.14",  # the prototype ran Django 5.0
     "djangorestframework==3.15.1",
@@ -55,6 +57,12 @@ def ensure_venv(venv: Path = DEFAULT_VENV, *, log: Path | None = None) -> Path:
         return _ensure_venv_locked(venv, log)
 
 
+def pip_install_command(python: Path) -> list[str]:
+    """The venv's own pip, started so that the working directory (the repository root, whose
+    ``operator/`` shadows the standard library's) never reaches its ``sys.path``."""
+    return python_module("pip", "install", "-q", "--disable-pip-version-check", python=str(python))
+
+
 def _ensure_venv_locked(venv: Path, log: Path | None) -> Path:
     python = venv / "bin" / "python"
     stamp = venv / f".installed-{_requirements_stamp()}"
@@ -63,8 +71,8 @@ def _ensure_venv_locked(venv: Path, log: Path | None) -> Path:
     out = log.open("ab") if log else subprocess.DEVNULL
     try:
         if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            subprocess.run(python_module("venv", str(venv)), check=True)
+        pip = pip_install_command(python)
         subprocess.run([*pip, "--no-deps", OLD_SERVER_PACKAGE], check=True, stdout=out, stderr=out)
         subprocess.run([*pip, *OLD_SERVER_REQUIREMENTS], check=True, stdout=out, stderr=out)
     finally:
@@ -184,7 +192,7 @@ class OldServer:
         write_project(self.root, self.port)
         with self.log_path.open("ab") as log:
             subprocess.run(
-                [str(self.python), "-m", "django", "migrate", "--noinput"],
+                python_module("django", "migrate", "--noinput", python=str(self.python)),
                 cwd=self.root,
                 env=self._env(),
                 check=True,

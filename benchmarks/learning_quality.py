@@ -16,7 +16,6 @@ import asyncio
 import json
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -27,6 +26,7 @@ import yaml
 
 from streamml.clients.api import ModelServerClient
 from streamml.clients.evaluation import evaluate, format_evaluation, trials_from_sweep_status
+from streamml.pycommand import streamml_command
 from streamml.testbed.procs import free_port
 from streamml.vocabulary.modelspec import ModelSpec
 
@@ -74,7 +74,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [
-            *(sys.executable, "-m", "streamml.cli", "serve", "--port", str(port)),
+            *streamml_command("serve", "--port", str(port)),
             *("--data-dir", str(work / "data"), "--auth-user", "bench"),
             *("--auth-token-file", str(work / "token")),
         ],
@@ -87,7 +87,13 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         started = time.monotonic()
         subprocess.run(
             [
-                *(sys.executable, "-m", "streamml.cli", "sweep", str(sweep_file), "--server", url),
+                *(
+                    *streamml_command(),
+                    "sweep",
+                    str(sweep_file),
+                    "--server",
+                    url,
+                ),
                 *("--username", "bench", "--token-file", str(work / "token")),
                 *("--workdir", str(work / "sweep"), "--no-progress"),
             ],

@@ -21,7 +21,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from _ourserver import PIPELINE, OurServer
 
 from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers import JobRequest, Scheduler, make_scheduler
+from streamml.pycommand import streamml_command
 from streamml.testbed import hpc
 from streamml.vocabulary.modelspec import ModelSpec
 
@@ -85,7 +85,7 @@ async def submit_to_learned(
             before = (await client.stats("linear"))["learn"]["n_calls"]
             name = f"learn-{scheduler.name}-{i}"
             result = workdir / f"{name}.json"
-            command = [sys.executable, "-m", "streamml.cli", "run-lammps", "--server",
+            command = [*streamml_command(), "run-lammps", "--server",
                        server.url, "--trial-id", name, "--result-file", str(result),
                        *SIZE]  # fmt: skip
             env = {"STREAMML_USERNAME": server.user, "STREAMML_TOKEN": server.token}

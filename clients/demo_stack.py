@@ -14,7 +14,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 from streamml.clients.proctree import ProcessTracker
 from streamml.errors import InfrastructureError
+from streamml.pycommand import streamml_command
 
 Say = Callable[[str], None]
 STATE_FILE = "demo-state.json"
@@ -103,17 +103,14 @@ class Stack:
     def _start_operator(self) -> None:
         from streamml.testbed import procs
 
-        argv = [
-            sys.executable,
-            "-m",
-            "streamml.cli",
+        argv = streamml_command(
             "operator",
             "--local-runtime",
             "--state-dir",
             str(self.out / "operator-state"),
             "--poll-interval",
             "2",
-        ]
+        )
         env = {**self.cp.env, "PYTHONUNBUFFERED": "1"}
         self.operator, self._operator_popen = procs.spawn(
             "operator",

@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any, Literal
 
 from streamml.clients.sampling import Point, as_vars
 from streamml.clients.schedulers.base import JobRequest
+from streamml.pycommand import streamml_command
 from streamml.vocabulary.lammpssweep import (
     MAX_CURVE_POINTS,
     Condition,
@@ -30,7 +30,7 @@ from streamml.vocabulary.lammpssweep import (
 )
 
 #: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
-DEFAULT_JOB_PREFIX: tuple[str, ...] = (sys.executable, "-m", "streamml.cli", "run-lammps")
+DEFAULT_JOB_PREFIX: tuple[str, ...] = tuple(streamml_command("run-lammps"))
 REMOTE_JOB_PREFIX: tuple[str, ...] = ("streamml", "run-lammps")
 TERMINATION_LOG = "/dev/termination-log"
 RESULT_FILE = "result.json"

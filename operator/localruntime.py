@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.files import write_atomic
+from streamml.pycommand import streamml_command
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class LocalRuntime:
 
     def __init__(self, state_dir: Path, command: list[str] | None = None) -> None:
         self.state_dir = state_dir
-        self.command = command or [sys.executable, "-m", "streamml.cli", "serve"]
+        self.command = command or streamml_command("serve")
         self._servers: dict[tuple[str, str], ServerProcess] = {}
         self._lock = asyncio.Lock()
 

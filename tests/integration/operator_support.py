@@ -15,13 +15,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamml.pycommand import streamml_command
 from streamml.testbed.controlplane import ControlPlane
 
 ROOT = Path(__file__).parents[2]
@@ -106,9 +106,7 @@ class OperatorProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "streamml.cli",
+                    *streamml_command(),
                     "operator",
                     "--liveness",
                     f"http://127.0.0.1:{self.port}/healthz",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from pathlib import Path
 
 from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers import JobRequest, JobState, JobStatus, Scheduler
+from streamml.pycommand import streamml_command
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess
 
@@ -46,7 +46,7 @@ async def wait_finished(
 def run_lammps_job(
     name: str, server: ServerProcess, workdir: Path, *variables: str, test: bool = False
 ) -> JobRequest:
-    command = [sys.executable, "-m", "streamml.cli", "run-lammps", "--server", server.url,
+    command = [*streamml_command(), "run-lammps", "--server", server.url,
                "--trial-id", name, "--result-file", str(workdir / f"{name}.json"),
                "--spool-dir", str(workdir / "spool")]  # fmt: skip
     for variable in variables:

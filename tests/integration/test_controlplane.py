@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamml.pycommand import streamml_command
 from streamml.testbed import procs
 from streamml.testbed.controlplane import ControlPlane, KubectlError
 from streamml.testbed.k8sbuild import kubernetes_version
@@ -256,7 +256,7 @@ def test_kubectl_errors_carry_the_message(control_plane: ControlPlane) -> None:
 
 
 def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "streamml.cli", "cluster", *args]
+    argv = [*streamml_command(), "cluster", *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     if check:
         assert result.returncode == 0, result.stderr

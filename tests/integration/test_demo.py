@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from streamml.clients.evaluation import evaluate, trials_from_sweep_status
 from streamml.clients.proctree import ProcessTracker
+from streamml.pycommand import streamml_command
 from streamml.testbed.k8sbuild import ensure_binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
@@ -141,7 +141,7 @@ def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
 def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc, sampler = start_sampled(
-        [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out), "--interval", "0.5"]
+        [*streamml_command(), "demo", "--out", str(out), "--interval", "0.5"]
     )
     lines: list[str] = []
     try:
@@ -173,7 +173,7 @@ def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_keep_running_then_stop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    demo = [sys.executable, "-m", "streamml.cli", "demo", "--out", str(out)]
+    demo = [*streamml_command(), "demo", "--out", str(out)]
     proc, sampler = start_sampled([*demo, "--trials", "2", "--test-trials", "1", "--keep-running"])
     try:
         output, _ = proc.communicate(timeout=900)

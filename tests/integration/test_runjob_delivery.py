@@ -11,13 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamml.clients.api import ModelServerClient
+from streamml.pycommand import streamml_command
 from tests.fixtures.server import ServerProcess, create_models, learn_calls, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
@@ -40,7 +40,7 @@ def run_lammps(
         env.update(STREAMML_USERNAME=username, STREAMML_TOKEN=token)
     if result_file is not None:
         env["STREAMML_RESULT_FILE"] = str(result_file)
-    command = [sys.executable, "-m", "streamml.cli", "run-lammps", "--server", server_url,
+    command = [*streamml_command(), "run-lammps", "--server", server_url,
                "--trial-id", trial, *args]  # fmt: skip
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -120,7 +120,7 @@ async def test_server_down_spools_then_redelivers_exactly_once(
     assert proc.returncode == 3 and "NOT spooled" in proc.stderr
 
     with running_server(data_dir, port=port, token=server.token) as again:
-        redeliver = [sys.executable, "-m", "streamml.cli", "run-lammps", "--deliver-spool",
+        redeliver = [*streamml_command(), "run-lammps", "--deliver-spool",
                      str(spool), "--retries", "1"]  # fmt: skip
         env = {**os.environ, "STREAMML_USERNAME": str(again.username),
                "STREAMML_TOKEN": str(again.token)}  # fmt: skip

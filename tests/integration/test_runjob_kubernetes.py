@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
 from streamml.clients.schedulers.kubernetes import KubernetesScheduler
 from streamml.errors import SchedulerError
+from streamml.pycommand import streamml_command
 from streamml.testbed.controlplane import ControlPlane
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess
@@ -128,7 +128,7 @@ def finish_job(cp: ControlPlane, namespace: str, job_name: str, succeeded: bool)
 
 
 def trial(name: str, server: ServerProcess, *variables: str) -> JobRequest:
-    command = [sys.executable, "-m", "streamml.cli", "run-lammps", "--server", server.url,
+    command = [*streamml_command(), "run-lammps", "--server", server.url,
                "--trial-id", name]  # fmt: skip
     for variable in variables:
         command += ["--var", variable]

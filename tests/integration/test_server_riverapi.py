@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from streamml.pycommand import streamml_command
 from tests.fixtures.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -121,7 +122,7 @@ DECLARATIVE = {
 def run_snippet(server: ServerProcess, snippet: str, cwd: Path) -> str:
     env = dict(os.environ, RIVER_ML_USER=server.username or "", RIVER_ML_TOKEN=server.token or "")
     result = subprocess.run(
-        [sys.executable, "-c", snippet.replace("http://localhost:8080", server.url)],
+        [sys.executable, "-P", "-c", snippet.replace("http://localhost:8080", server.url)],
         capture_output=True,
         text=True,
         env=env,
@@ -197,7 +198,12 @@ def test_prototype_snippet_with_declarative_models(tmp_path: Path) -> None:
 
 def test_pickle_upload_refused_by_default(model_server: ServerProcess, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", SETUP_SNIPPET.replace("http://localhost:8080", model_server.url)],
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            SETUP_SNIPPET.replace("http://localhost:8080", model_server.url),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -301,7 +307,14 @@ def test_token_signed_with_explicit_shared_secret(tmp_path: Path) -> None:
 def test_refuses_to_start_without_credentials(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
     result = subprocess.run(
-        [sys.executable, "-m", "streamml.cli", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        [
+            *streamml_command(),
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         env=env,

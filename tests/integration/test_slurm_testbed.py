@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamml.errors import InfrastructureError
+from streamml.pycommand import streamml_command
 from streamml.testbed import hpc
 from tests.fixtures.hpc import SlurmFixture
 
@@ -30,7 +30,7 @@ def state_dir() -> Iterator[Path]:
 
 
 def streamml(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamml.cli", *args],
+    return subprocess.run([*streamml_command(), *args],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streamml.pycommand import streamml_command
 from tests.fixtures.server import (
     ServerProcess,
     create_models,
@@ -32,7 +32,7 @@ def sweep_doc(**spec: Any) -> dict[str, Any]:
 def sweep_cmd(
     file: Path, server: str, workdir: Path, username: str | None, token: str | None
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "streamml.cli", "sweep", str(file), "--server", server,
+    cmd = [*streamml_command(), "sweep", str(file), "--server", server,
            "--workdir", str(workdir), "--no-progress", "--interval", "0.3"]  # fmt: skip
     if username:
         token_file = workdir.parent / "token"

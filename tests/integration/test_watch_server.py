@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from aiohttp import web
 
 from streamml.clients import plot, watch
 from streamml.clients.api import ModelServerClient
+from streamml.pycommand import streamml_command
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess, free_port
 
@@ -65,7 +65,7 @@ async def _learn(server: ServerProcess, start: int, stop: int) -> None:
 
 def _watch_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streamml.cli", "watch", *args],
+        [*streamml_command(), "watch", *args],
         capture_output=True,
         text=True,
         timeout=120,

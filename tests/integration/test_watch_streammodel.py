@@ -10,12 +10,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streamml.operator import crdgen
+from streamml.pycommand import streamml_command
 from streamml.testbed.controlplane import ControlPlane
 from tests.fixtures.server import ServerProcess
 
@@ -59,7 +59,13 @@ def _secret(cp: ControlPlane, ns: str, name: str, username: str, token: str) -> 
 def _watch(cp: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
     return subprocess.run(
-        [sys.executable, "-m", "streamml.cli", "watch", "--kubeconfig", str(cp.kubeconfig), *args],
+        [
+            *streamml_command(),
+            "watch",
+            "--kubeconfig",
+            str(cp.kubeconfig),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

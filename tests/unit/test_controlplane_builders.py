@@ -173,7 +173,9 @@ def test_test_daemons_die_with_the_process_that_started_them(tmp_path: Path) -> 
         "print(d.pid, d.start_ticks, flush=True); time.sleep(120)\n"
     )
     parent = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path / "s.log")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-P", "-c", code, str(tmp_path / "s.log")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert parent.stdout is not None
     pid, ticks = (int(v) for v in parent.stdout.readline().split())

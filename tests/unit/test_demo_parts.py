@@ -148,11 +148,11 @@ def test_tracker_finds_and_stops_grandchildren_in_their_own_session() -> None:
     # a child that starts a grandchild in a new session, then exits: the grandchild is orphaned
     script = (
         "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        "subprocess.Popen([sys.executable, '-P', '-c', 'import time; time.sleep(600)'],"
         " start_new_session=True)\n"
         "time.sleep(600)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", script])
+    child = subprocess.Popen([sys.executable, "-P", "-c", script])
     # rooted at the child: never near this test process' other children (session fixtures)
     tracker = proctree.ProcessTracker(child.pid)
     deadline = time.monotonic() + 30
