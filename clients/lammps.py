@@ -46,6 +46,7 @@ _PERF = re.compile(
 _CPU = re.compile(rf"^({_NUM})% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads", re.MULTILINE)
 _WALL = re.compile(r"^Total wall time: (\d+):(\d{2}):(\d{2})", re.MULTILINE)
 _ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
+_ANY_ERROR = re.compile(r"ERROR(?: on proc \d+)?: [^\n]*")
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,82 @@ class LammpsMetrics:
             raise LammpsError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
         value = getattr(self, name)
         if value is None:
-            raise LammpsError(f"the LAMMPS log does not report {name!r}")
+            raise LammpsError(f"the LAMMPS log does not report {name!r}", code="TargetMissing")
         return float(value)
 
 
 def find_error(text: str) -> str | None:
-    """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None."""
+    """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None.
+
+    The full line, for the job's own log; a status gets :func:`public_error` of it.
+    """
     match = _ERROR.search(text)
     return match.group(0).strip() if match else None
+
+
+#: Fixed reason codes of a failed trial (a status reason is ``CODE: message``).
+REASON_CODES: dict[str, str] = {
+    "LammpsError": "LAMMPS stopped with an ERROR line (its words, input text removed)",
+    "LammpsExitCode": "LAMMPS exited non-zero without an ERROR line",
+    "LammpsTimeout": "LAMMPS did not finish within the time limit",
+    "LammpsNotRunnable": "the LAMMPS command could not be started",
+    "LogUnparseable": "the LAMMPS log lacks the lines a measurement needs",
+    "TargetMissing": "the LAMMPS log does not report the target",
+    "InputUnavailable": "the trial's input directory could not be prepared",
+}
+
+_LOCATION = re.compile(r"\s*\((?:src/)?[\w./-]+\.(?:cpp|h|c):\d+\)\s*$")
+#: LAMMPS echoes input text in these forms (2021-2023 versions): each is cut from a status
+_ECHOES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^ERROR(?: on proc \d+)?:\s*"), ""),
+    (re.compile(r"^Last command:.*$", re.MULTILINE), ""),
+    # the unknown command is the input line itself
+    (re.compile(r"\b(Unknown command)\b.*", re.IGNORECASE), r"\1"),
+    # quoted words are the input's: "Unrecognized pair style 'X'", "instead of 'X'"
+    (re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`"), "'…'"),
+    # a file name is the input's: "Cannot open restart file X: No such file or directory"
+    (
+        re.compile(r"\b(open[\w /-]*? (?:file|script|directory))\s+\S+?(?=: |\s|$)", re.I),
+        r"\1 …",
+    ),
+    # a variable name or value: "Substitution for illegal variable X", "Variable X: ..."
+    (re.compile(r"\b(illegal variable)\s+\S+", re.IGNORECASE), r"\1 …"),
+    (re.compile(r"\b(Variable)\s+\S+?:"), r"\1 …:"),
+    # what follows "Unknown identifier in data file:" and the like is the file's text
+    (
+        re.compile(r"\b((?:Unknown|Unrecognized|Invalid|Illegal|Unexpected|Incorrect)[^:]*):.*$"),
+        r"\1: …",
+    ),
+)
+
+
+def public_error(text: str) -> str:
+    """LAMMPS' error message with every echo of input text removed: safe for a status.
+
+    >>> public_error("ERROR: Unknown command: hunter2 (src/input.cpp:274)")
+    'Unknown command'
+    >>> public_error("ERROR on proc 0: Cannot open restart file s3cr3t: No such file or directory")
+    'Cannot open restart file …: No such file or directory'
+    >>> public_error("ERROR: Lost atoms: original 256 current 212 (src/thermo.cpp:481)")
+    'Lost atoms: original 256 current 212'
+    """
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = _LOCATION.sub("", line.strip())
+    for pattern, replacement in _ECHOES:
+        line = pattern.sub(replacement, line)
+    return " ".join(line.split())[:300] or "(no message)"
+
+
+def scrub(text: str) -> str:
+    """Any text bound for a status (a scheduler's reason): LAMMPS' echoes cut out of it."""
+    text = re.sub(r"Last command:.*", "Last command: …", text)
+    text = re.sub(r"(Unknown command)\b[^\n]*", r"\1", text, flags=re.IGNORECASE)
+    return _ANY_ERROR.sub(lambda m: f"ERROR: {public_error(m.group(0))}", text)
+
+
+def lammps_failure(error_line: str) -> LammpsError:
+    """The error of a run that stopped on ``error_line``: public message, full detail."""
+    return LammpsError(public_error(error_line), code="LammpsError", detail=error_line)
 
 
 def parse_log(text: str) -> LammpsMetrics:
@@ -100,17 +169,20 @@ def parse_log(text: str) -> LammpsMetrics:
     error = find_error(text)
     loops = _LOOP.findall(text)
     if error is not None:
-        raise LammpsError(error)
+        raise lammps_failure(error)
     if not loops:
         raise LammpsError(
-            "unparseable LAMMPS log: no 'Loop time of ...' line (did the run finish?)"
+            "unparseable LAMMPS log: no 'Loop time of ...' line (did the run finish?)",
+            code="LogUnparseable",
         )
     try:
         loop_time = sum(float(t) for t, _, _, _ in loops)
         steps = sum(int(s) for _, _, s, _ in loops)
         procs, atoms = int(loops[-1][1]), int(loops[-1][3])
     except (ValueError, OverflowError) as exc:
-        raise LammpsError(f"unparseable LAMMPS log: bad 'Loop time' line ({exc})") from exc
+        raise LammpsError(
+            f"unparseable LAMMPS log: bad 'Loop time' line ({exc})", code="LogUnparseable"
+        ) from exc
     perf = _last(_PERF, text)
     cpu = _last(_CPU, text)
     wall = _last(_WALL, text)
@@ -216,17 +288,28 @@ def run_lammps(
             timeout=timeout_s,
             check=False,
         )
-    except FileNotFoundError as exc:
-        raise LammpsError(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+    except OSError as exc:  # not found, not executable
+        raise LammpsError(
+            f"cannot run {command[0]!r}: {exc.strerror}", code="LammpsNotRunnable"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise LammpsError(f"LAMMPS did not finish within {timeout_s} s") from exc
+        raise LammpsError(
+            f"LAMMPS did not finish within {timeout_s} s", code="LammpsTimeout"
+        ) from exc
     raw = proc.stdout[-MAX_LOG_BYTES:]
     output = raw.decode("utf-8", errors="replace")
     if log_file is not None:
         log_file.write_text(output)
     error = find_error(output)
     if proc.returncode != 0:
-        raise LammpsError(error or f"LAMMPS exited with code {proc.returncode}: {_tail(output)}")
+        if error is not None:
+            raise lammps_failure(error)
+        # its last line may be anything the input printed: only the job's log gets it
+        raise LammpsError(
+            f"LAMMPS exited with code {proc.returncode} and no ERROR line (see the job's log)",
+            code="LammpsExitCode",
+            detail=f"LAMMPS exited with code {proc.returncode}: {_tail(output)}",
+        )
     return LammpsRun(list(command), proc.returncode, output, parse_log(output))
 
 

@@ -16,7 +16,6 @@ still stay apart and the training points cover the rest of the space before repe
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import random

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from streamml.clients import sweep_jobs as jobs
+from streamml.clients.lammps import scrub
 from streamml.clients.sampling import Point, as_vars, fingerprint, plan
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SchedulerError, SpecError, StreamMLError
@@ -276,7 +277,9 @@ class SweepEngine:
         if status.state == JobState.SUCCEEDED:
             reason = "the job succeeded but left no readable result"
         record.state = "Lost" if status.state == JobState.UNKNOWN else "Failed"
-        record.reason = str(reason)[:500]
+        # the job reports LAMMPS' words without the input's; a scheduler's own text (a log's
+        # last line) is scrubbed too: no echo of an input file ever reaches a status
+        record.reason = scrub(str(reason))[:500]
         self.status.failed += 1
         log.warning("sweep %s: %s failed: %s", self.name, record.job_name, record.reason)
         if self.status.failed > self.spec.max_failures:

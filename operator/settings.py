@@ -29,6 +29,14 @@ class SweepSettings(BaseModel):
         default_factory=list,
         description="the job-side program (default: this python -m streamml.cli run-lammps)",
     )
+    input_roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "directories whose files a LammpsSweep may name (lammps.inputFile, inputDir, files);"
+            " default none: inputs come inline or from ConfigMaps. A path elsewhere (say a "
+            "mounted Secret) is refused, so LAMMPS never echoes its first line into a status"
+        ),
+    )
     allow_local_jobs: bool | None = Field(
         default=None,
         description=(

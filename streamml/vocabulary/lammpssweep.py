@@ -36,6 +36,9 @@ VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 MAX_TRIALS = 10_000
 MAX_TEST_TRIALS = 1_000
 MAX_PARALLELISM = 512
+#: the largest magnitude of a range bound: beyond it a value is no physical parameter and
+#: (as a feature) only poisons the models; integers up to it are exact as floats
+MAX_MAGNITUDE = 1e15
 #: the status keeps at most this many trial records (all in-flight ones plus the latest finished)
 MAX_TRIAL_RECORDS = 200
 #: points kept per model in the learning curve (older points are thinned, never the last one)
@@ -81,10 +84,25 @@ class Parameter(_Camel):
 
     name: str = Field(pattern=VAR_PATTERN, description="LAMMPS variable name (-var NAME value)")
     type: Literal["int", "float", "categorical"] = Field(description="kind of values")
-    min: float | None = Field(default=None, description="lowest value (int, float)")
-    max: float | None = Field(default=None, description="highest value, inclusive (int, float)")
+    min: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-MAX_MAGNITUDE,
+        le=MAX_MAGNITUDE,
+        description="lowest value (int, float)",
+    )
+    max: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-MAX_MAGNITUDE,
+        le=MAX_MAGNITUDE,
+        description="highest value, inclusive (int, float)",
+    )
     step: float | None = Field(
-        default=None, description="grid spacing > 0 (int: default 1; float: needed for grid)"
+        default=None,
+        allow_inf_nan=False,
+        le=2 * MAX_MAGNITUDE,
+        description="grid spacing > 0 (int: default 1; float: needed for grid)",
     )
     values: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="categories (categorical)"
@@ -133,20 +151,61 @@ class KeyRef(_Camel):
     key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
 
 
+class InputConfigMapRef(KeyRef):
+    """The input script from a ConfigMap key, and more keys of it as the script's files."""
+
+    files: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="more keys of the ConfigMap, written beside the script under their names "
+        "(data files, potentials)",
+    )
+
+    @model_validator(mode="after")
+    def _file_keys(self) -> InputConfigMapRef:
+        for key in self.files:
+            if not _is_file_name(key):
+                raise ValueError(f"configMapRef.files: {key!r} is not a ConfigMap key")
+        if len(set(self.files) | {self.key}) != len(self.files) + 1:
+            raise ValueError("configMapRef.files: duplicate keys (or the script's own key)")
+        return self
+
+
+#: a name on PATH (``lmp``, ``lmp_mpi``, ``bin/lmp``) or an absolute path (``/opt/lammps/bin/lmp``)
+COMMAND_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}|(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+)$"
+
+
 class LammpsSpec(_Camel):
     command: str = Field(
         default="lmp",
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}$",
+        max_length=256,
+        pattern=COMMAND_PATTERN,
         description="the LAMMPS binary: a name on PATH or a path (no spaces, no options)",
     )
     input: str | None = Field(
         default=None, max_length=65_536, description="the input script, inline"
     )
-    config_map_ref: KeyRef | None = Field(
-        default=None, description="the input script from a ConfigMap key (operator only)"
+    config_map_ref: InputConfigMapRef | None = Field(
+        default=None,
+        description="the input script from a ConfigMap key, more keys as its files (operator)",
     )
     input_file: str | None = Field(
-        default=None, max_length=4096, description="path of the input script (CLI, shared FS)"
+        default=None,
+        max_length=4096,
+        description="path of the input script (CLI; operator: under an allowed root); "
+        "with inputDir, its name in that directory",
+    )
+    input_dir: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a directory whose files every trial gets beside its input (data files, "
+        "potentials; copied per trial, bounded in size; CLI, operator: under an allowed root)",
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="more files every trial gets beside its input, by their base names "
+        "(CLI; operator: under an allowed root)",
     )
     vars: dict[str, str] = Field(
         default_factory=dict, description="extra -var NAME VALUE pairs, the same for every trial"
@@ -168,6 +227,9 @@ class LammpsSpec(_Camel):
         for name in self.vars:
             if not _is_var(name):
                 raise ValueError(f"lammps.vars: {name!r} is not a valid variable name")
+        for path in self.files:
+            if not 0 < len(path) <= 4096 or not _printable(path):
+                raise ValueError("lammps.files: paths are 1-4096 printable characters")
         return self
 
 
@@ -245,6 +307,12 @@ def _is_var(name: str) -> bool:
     import re
 
     return re.fullmatch(VAR_PATTERN, name) is not None
+
+
+def _is_file_name(key: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", key) is not None and key not in (".", "..")
 
 
 # ---- status --------------------------------------------------------------------------------
