@@ -2,7 +2,8 @@
 
 A driver (operator or CLI) prepares one snapshot per sweep, ``WORKDIR/input/``, from the spec:
 the script (inline, a ConfigMap key, or ``inputFile``) and its files (more ConfigMap keys,
-``inputDir``, ``files``). Every trial then gets its own copy of the snapshot as the directory
+``inputDir``, ``files``; an ``inputFile`` alone brings the files of its own directory, where a
+script's ``read_data`` and potentials usually are). Every trial then gets its own copy of the snapshot as the directory
 LAMMPS runs in (``streamml run-lammps --input-dir``), so ``read_data data.lj`` finds its file
 and whatever one trial writes there never reaches another. A scheduler only has to run the job
 in its working directory on a filesystem the driver shares (local, Slurm, Flux); the kubernetes
@@ -70,6 +71,7 @@ class Snapshot:
 
     files: dict[str, bytes] = field(default_factory=dict)
     size: int = 0
+    exclude: Path | None = None  # the sweep's work directory
 
     def add(self, name: str, data: bytes, where: str) -> None:
         parts = Path(name).parts
@@ -108,7 +110,7 @@ def prepare(
     ``config_map`` holds the referenced ConfigMap's keys (the operator reads it). Raises
     SpecError naming the field (``lammps.inputFile``, ``lammps.inputDir``, ...).
     """
-    snap = Snapshot()
+    snap = Snapshot(exclude=workdir.resolve())
     if lammps.input_dir is not None:
         _add_tree(snap, roots.confine(lammps.input_dir, "lammps.inputDir"), roots)
     for i, raw in enumerate(lammps.files):
@@ -160,8 +162,10 @@ def _add_script(
                 field="lammps.inputFile",
             )
         return lammps.input_file
+    # a script's data files and potentials sit beside it: its directory is the input's
     path = roots.confine(lammps.input_file, "lammps.inputFile")
-    snap.add(path.name, _read_file(path, "lammps.inputFile"), "lammps.inputFile")
+    _read_file(path, "lammps.inputFile")  # a regular file, within the bound
+    _add_tree(snap, path.parent, roots, "lammps.inputFile")
     return path.name
 
 
@@ -176,24 +180,32 @@ def _read_file(path: Path, where: str) -> bytes:
         raise SpecError(f"{where}: cannot read {path}: {exc.strerror}", field=where) from exc
 
 
-def _add_tree(snap: Snapshot, top: Path, roots: Roots) -> None:
-    where = "lammps.inputDir"
+def _add_tree(snap: Snapshot, top: Path, roots: Roots, where: str = "lammps.inputDir") -> None:
     if not top.is_dir():
         raise SpecError(f"{where}: {top} is not a directory", field=where)
-    for rel in _tree(top, where):
+    for rel in _tree(top, where, exclude=snap.exclude):
         real = roots.confine(str(top / rel), where)  # a symlink inside must not lead out
         snap.add(rel, _read_file(real, where), where)
 
 
-def _tree(top: Path, where: str) -> list[str]:
-    """Relative names of the files under ``top`` (bounded; ConfigMap volume internals skipped)."""
+def _tree(top: Path, where: str, exclude: Path | None = None) -> list[str]:
+    """Relative names of the files under ``top`` (bounded; ConfigMap volume internals skipped).
+
+    ``exclude`` (the sweep's own work directory, often beside its input) is never entered.
+    """
     names: list[str] = []
     # links are followed (a ConfigMap volume's directories are links into its ..data), each
     # file is confined by its caller, and the depth bound ends any link loop
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         depth = len(Path(dirpath).relative_to(top).parts)
         keep = depth < MAX_INPUT_DEPTH
-        dirnames[:] = sorted(d for d in dirnames if keep and not d.startswith(".."))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if keep
+            and not d.startswith("..")
+            and (exclude is None or Path(dirpath, d).resolve() != exclude)
+        )
         for name in sorted(filenames):
             if name.startswith(".."):
                 continue

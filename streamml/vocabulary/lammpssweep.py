@@ -192,8 +192,8 @@ class LammpsSpec(_Camel):
     input_file: str | None = Field(
         default=None,
         max_length=4096,
-        description="path of the input script (CLI; operator: under an allowed root); "
-        "with inputDir, its name in that directory",
+        description="path of the input script (CLI; operator: under an allowed root); each "
+        "trial gets the files of its directory too; with inputDir, its name in that directory",
     )
     input_dir: str | None = Field(
         default=None,
