@@ -3,9 +3,9 @@
 A driver (operator or CLI) prepares one snapshot per sweep, ``WORKDIR/input/``, from the spec:
 the script (inline, a ConfigMap key, or ``inputFile``) and its files (more ConfigMap keys,
 ``inputDir``, ``files``; an ``inputFile`` alone brings the files of its own directory, where a
-script's ``read_data`` and potentials usually are). Every trial then gets its own copy of the snapshot as the directory
-LAMMPS runs in (``streamml run-lammps --input-dir``), so ``read_data data.lj`` finds its file
-and whatever one trial writes there never reaches another. A scheduler only has to run the job
+script's ``read_data`` and potentials usually are). Every trial then gets its own copy of the
+snapshot as the directory LAMMPS runs in (``streamml run-lammps --input-dir``), so
+``read_data data.lj`` finds its file and whatever one trial writes there never reaches another. A scheduler only has to run the job
 in its working directory on a filesystem the driver shares (local, Slurm, Flux); the kubernetes
 backend carries the snapshot to the Pod as a ConfigMap.
 
