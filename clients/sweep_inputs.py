@@ -5,9 +5,9 @@ the script (inline, a ConfigMap key, or ``inputFile``) and its files (more Confi
 ``inputDir``, ``files``; an ``inputFile`` alone brings the files of its own directory, where a
 script's ``read_data`` and potentials usually are). Every trial then gets its own copy of the
 snapshot as the directory LAMMPS runs in (``streamml run-lammps --input-dir``), so
-``read_data data.lj`` finds its file and whatever one trial writes there never reaches another. A scheduler only has to run the job
-in its working directory on a filesystem the driver shares (local, Slurm, Flux); the kubernetes
-backend carries the snapshot to the Pod as a ConfigMap.
+``read_data data.lj`` finds its file and whatever one trial writes there never reaches another.
+A scheduler only has to run the job in its working directory on a filesystem the driver shares
+(local, Slurm, Flux); the kubernetes backend carries the snapshot to the Pod as a ConfigMap.
 
 Paths a spec names are confined: each must resolve (symlinks followed) under an allowed root,
 otherwise a spec could make LAMMPS read, say, a mounted Secret and echo its first line into the
