@@ -216,7 +216,10 @@ def _tree(top: Path, where: str, exclude: Path | None = None) -> list[str]:
 
 
 def _write(snap: Snapshot, directory: Path) -> Path:
-    """Replace ``directory`` with the snapshot (a restarted driver rewrites the same files)."""
+    """Replace ``directory`` with the snapshot, unless it holds these files already (a
+    restarted driver: trials in flight may be copying it right now)."""
+    if directory.is_dir() and _same(directory, snap.files):
+        return directory
     staging = directory.with_name(directory.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     for name, data in snap.files.items():
@@ -231,6 +234,16 @@ def _write(snap: Snapshot, directory: Path) -> Path:
     staging.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def _same(directory: Path, files: Mapping[str, bytes]) -> bool:
+    try:
+        present = _tree(directory, "input")
+        return sorted(present) == sorted(files) and all(
+            (directory / name).read_bytes() == data for name, data in files.items()
+        )
+    except (OSError, SpecError):
+        return False
 
 
 def stage(source: Path, run_dir: Path) -> int:
