@@ -209,31 +209,23 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     }
     try:
         run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
-        command = lammps.build_command(
-            input_file,
-            variables,
-            lmp=args.lmp or settings.lmp,
-            mpirun=args.mpirun,
-            srun=args.srun,
-        )
-        log.info("trial %s: %s", trial, " ".join(command))
+    except LammpsError as exc:
+        return _lammps_failed(trial, exc, document, result_file)
+    command = lammps.build_command(
+        input_file,
+        variables,
+        lmp=args.lmp or settings.lmp,
+        mpirun=args.mpirun,
+        srun=args.srun,
+    )
+    log.info("trial %s: %s", trial, " ".join(command))
+    try:
         result = lammps.run_lammps(
             command, cwd=run_dir, timeout_s=args.timeout, log_file=args.log_file
         )
         target = result.metrics.target(args.target)
     except LammpsError as exc:
-        # the status gets a fixed code and LAMMPS' words without input text; the full text
-        # (which may echo the input, e.g. "Last command: ...") only this job's own log
-        document["error"] = f"{exc.code}: {exc}"
-        document["reason"] = exc.code
-        _write_result(result_file, document)
-        if exc.detail != str(exc):
-            print(f"streamml run-lammps: trial {trial}: {exc.detail}", file=sys.stderr)
-        print(
-            f"streamml run-lammps: trial {trial}: LAMMPS failed: {document['error']}",
-            file=sys.stderr,
-        )
-        return EXIT_LAMMPS
+        return _lammps_failed(trial, exc, document, result_file)
     document["metrics"] = result.metrics.as_dict()
     document["target"] = target
     if args.features == "vars+atoms":
@@ -278,6 +270,21 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         file=sys.stderr,
     )
     return EXIT_UNDELIVERED
+
+
+def _lammps_failed(
+    trial: str, exc: LammpsError, document: dict[str, Any], result_file: Path | None
+) -> int:
+    """Record a failed run: the status gets a fixed code and LAMMPS' words without input text;
+    the full text (which may echo the input: "Unknown command: ...") only this job's own log."""
+    document["error"] = f"{exc.code}: {exc}"
+    document["reason"] = exc.code
+    _write_result(result_file, document)
+    if exc.detail != str(exc):
+        print(f"streamml run-lammps: trial {trial}: {exc.detail}", file=sys.stderr)
+    error = document["error"]
+    print(f"streamml run-lammps: trial {trial}: LAMMPS failed: {error}", file=sys.stderr)
+    return EXIT_LAMMPS
 
 
 def _prepare_run(

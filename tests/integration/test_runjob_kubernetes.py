@@ -208,7 +208,7 @@ async def test_trial_through_a_job(
     await asyncio.to_thread(finish_job, control_plane, k8s_namespace, bad, False)
     status, _ = await cases.wait_finished(scheduler, bad, timeout_s=120)
     assert status.state is JobState.FAILED and status.exit_code == 1
-    assert status.reason is not None and "ERROR: Lost atoms" in status.reason, status.reason
+    assert status.reason is not None and "LammpsError: Lost atoms" in status.reason, status.reason
 
 
 async def test_cancel_unknown_and_refusals(
