@@ -287,3 +287,42 @@ async def test_trial_with_input_files_through_a_job(
         document = json.loads(status.output)
         assert document["delivered"] is True and document["metrics"]["atoms"] == 64
         assert (await c.stats("linear"))["learn"]["n_calls"] == 1
+
+
+async def test_the_operators_role_may_carry_a_trials_inputs(
+    control_plane: ControlPlane, k8s_namespace: str, tmp_path: Path
+) -> None:
+    """With the operator's own ClusterRole (config/rbac/role.yaml), not admin, a trial's Job and
+    its input ConfigMap are created (the old role could only read ConfigMaps)."""
+    import yaml
+
+    cp, ns = control_plane, k8s_namespace
+    role = yaml.safe_load((Path(__file__).parents[2] / "config/rbac/role.yaml").read_text())
+    role["metadata"]["name"] = f"streamml-operator-{ns}"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": role["metadata"]["name"]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "name": "streamml-operator", "namespace": ns}],
+    }  # fmt: skip
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                     "items": [role, binding]}))  # fmt: skip
+    snapshot = tmp_path / "input"
+    snapshot.mkdir()
+    (snapshot / "in.x").write_text("read_data data.x\n")
+    (snapshot / "data.x").write_text("1\n")
+    scheduler = make_scheduler("kubernetes", {
+        "namespace": ns, "image": IMAGE,
+        "kubeconfig": str(cp.service_account_kubeconfig(ns, "streamml-operator")),
+    })  # fmt: skip
+    try:
+        job_id = await scheduler.submit(
+            JobRequest(name="rbac-inputs", command=["true"], input_dir=snapshot)
+        )
+        cm = json.loads(cp.kubectl("get", "configmap", job_id, "-n", ns, "-o", "json").stdout)
+        assert sorted(cm["data"].values()) == ["1\n", "read_data data.x\n"]
+    finally:
+        await scheduler.close()
+        cp.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
+        cp.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
