@@ -211,24 +211,32 @@ def _draw(param: Parameter, values: Levels | None, rng: random.Random) -> Value:
 def _random(
     parameters: Sequence[Parameter], n: int, size: int | None, rng: random.Random
 ) -> list[Point]:
+    return list(_random_points(parameters, n, size, rng))
+
+
+def _random_points(
+    parameters: Sequence[Parameter], n: int, size: int | None, rng: random.Random
+) -> Iterator[Point]:
+    """The points of :func:`_random`, drawn as they are asked for (same order, same draws)."""
     if size is not None and size <= ENUMERATE_LIMIT and size < 4 * n:
         every = _enumerate(parameters)
         if n <= size:
-            return rng.sample(every, n)
-        return [every[i % size] for i in _shuffled_cycle(size, n, rng)]
+            yield from rng.sample(every, n)
+            return
+        yield from (every[i % size] for i in _shuffled_cycle(size, n, rng))
+        return
     dims = [(p, levels(p, i)) for i, p in enumerate(parameters)]
-    points: list[Point] = []
     seen: set[str] = set()
-    attempts = 0
-    while len(points) < n:
+    attempts = made = 0
+    while made < n:
         point = {p.name: _draw(p, values, rng) for p, values in dims}
         attempts += 1
         key = _key(point)
         if key in seen and attempts < 50 * n:  # rejection; gives up only in pathological spaces
             continue
         seen.add(key)
-        points.append(point)
-    return points
+        made += 1
+        yield point
 
 
 def _shuffled_cycle(size: int, n: int, rng: random.Random) -> list[int]:
@@ -291,7 +299,9 @@ def _latin(
     # Integer dimensions with few levels make collisions; replace them with unused points.
     seen: set[str] = set()
     out: list[Point] = []
-    spare = iter(_random(parameters, min(size, 4 * n + 16), size, rng))
+    # drawn only when a collision asks for one: nothing else uses rng after this point, so the
+    # spares are the same as if they had all been drawn up front
+    spare = _random_points(parameters, min(size, 4 * n + 16), size, rng)
     for point in points:
         while _key(point) in seen:
             point = next(spare, {}) or _fresh(parameters, seen)

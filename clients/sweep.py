@@ -117,7 +117,8 @@ class SweepEngine:
 
     def update_spec(self, spec: LammpsSweepSpec, generation: int | None = None) -> None:
         """Take a new spec (suspend, parallelism, maxFailures may change; the space may not)."""
-        points = plan(spec)
+        # the operator hands over the spec on every tick: plan again only when the space moved
+        points = self.points if _same_space(spec, self.spec) else plan(spec)
         if self._loaded and fingerprint(points) != self.status.plan_fingerprint:
             raise SpecError(
                 "parameters, sampling, trials and testTrials cannot change once a sweep started",
@@ -430,6 +431,16 @@ class SweepEngine:
             room = max(MAX_TRIAL_RECORDS - len(active), 0)
             kept = {id(r) for r in finished[len(finished) - room :]} | keep
             s.trials = [r for r in s.trials if id(r) in kept]
+
+
+def _same_space(a: LammpsSweepSpec, b: LammpsSweepSpec) -> bool:
+    """The fields a plan depends on (and only those) are equal."""
+    return (a.parameters, a.sampling, a.trials, a.test_trials) == (
+        b.parameters,
+        b.sampling,
+        b.trials,
+        b.test_trials,
+    )
 
 
 def dump(status: LammpsSweepStatus) -> str:
