@@ -331,16 +331,16 @@ def test_dill_only_model_survives_download_and_restart(tmp_path: Path) -> None:
     model = (
         compose.FuncTransformer(lambda x: {"double": 2 * x["x"]}) | linear_model.LinearRegression()
     )
+    # recurse: the lambda travels by value with only the globals it uses, as from a notebook; by
+    # reference to this test module the server (rightly started with -P, so not from the
+    # repository root) could not import it
+    blob = dill.dumps(model, recurse=True)
     data = tmp_path / "data"
     with running_server(data, "--allow-pickle-upload", token="t") as server:
         h = server.auth_header()
-        r = requests.post(
-            server.url + "/api/model/regression/lam/", data=dill.dumps(model), headers=h
-        )
+        r = requests.post(server.url + "/api/model/regression/lam/", data=blob, headers=h)
         assert r.status_code == 201, r.text
-        again = requests.post(
-            server.url + "/api/model/regression/lam/", data=dill.dumps(model), headers=h
-        )
+        again = requests.post(server.url + "/api/model/regression/lam/", data=blob, headers=h)
         assert again.status_code == 409
         body = {"model": "lam", "features": {"x": 2.0}, "ground_truth": 4.0}
         assert requests.post(server.url + "/api/learn/", json=body, headers=h).status_code == 201
