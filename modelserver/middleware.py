@@ -170,6 +170,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except StreamMLError as exc:
         status = status_of(exc)
         return error_response(status, str(exc), challenge(request) if status == 401 else None)
+    except (ConnectionResetError, HttpProcessingError) as exc:
+        # the client hung up mid-body, or sent a body aiohttp cannot decode: its doing, not ours
+        status = 400
+        log.info("incomplete request %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_response(400, "the request body is incomplete or malformed")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal server error (logged)")

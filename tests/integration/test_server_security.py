@@ -173,3 +173,22 @@ def test_no_auth_with_credentials_or_off_loopback_is_refused(tmp_path: Path) -> 
     assert remote.returncode != 0
     assert "--allow-remote-no-auth" in remote.stderr, remote.stderr
     assert "Traceback" not in given.stderr + stray.stderr + remote.stderr
+
+
+def test_a_client_hanging_up_mid_body_is_not_a_server_error(model_server: ServerProcess) -> None:
+    auth = model_server.auth_header()["Authorization"]
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", model_server.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /api/learn/ HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                + b'{"model": "BODYTEXT"'
+            )  # fmt: skip
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+    r = requests.get(model_server.url + "/api/models/", headers=model_server.auth_header())
+    assert r.status_code == 200
+    log = model_server.log()
+    assert "Traceback" not in log and " ERROR " not in log and "BODYTEXT" not in log
+    assert log.count("incomplete request POST /api/learn/") == 3, log[-2000:]
