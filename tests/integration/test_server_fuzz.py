@@ -4,6 +4,8 @@ status it answers with is one the document lists for that operation."""
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ from hypothesis import HealthCheck
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import status_code_conformance
 
-from tests.fixtures.server import ServerProcess, running_server
+from streamml.pycommand import streamml_command
+from tests.fixtures.server import ServerProcess, free_port, running_server
+from tests.fixtures.server import _wait_ready as wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -127,8 +131,49 @@ def test_statuses_the_server_answers_are_documented(tmp_path: Path) -> None:
             if str(expected) not in doc["paths"][template][method]["responses"]:
                 undocumented.append(f"{method.upper()} {template}: {expected}")
         assert not undocumented, undocumented
-    # a storage failure answers 503 on every operation that writes (nothing was applied)
+    # A storage failure answers 503 on every operation that writes (nothing was applied).
     for template, method in [("/api/learn/", "post"), ("/api/learn/batch/", "post"),
                              ("/api/label/", "post"), ("/api/model/{flavor}/{name}/", "post"),
                              ("/api/model/", "delete")]:  # fmt: skip
         assert "503" in doc["paths"][template][method]["responses"], template
+
+
+def _server_with_a_file_size_limit(data_dir: Path, limit: int) -> ServerProcess:
+    """A real server whose writes past ``limit`` bytes per file fail (RLIMIT_FSIZE: EFBIG, as
+    a full disk would; Python ignores SIGXFSZ), so its storage really fails."""
+    data_dir.mkdir(parents=True)
+    port = free_port()
+    serve = ["serve", "--port", str(port), "--data-dir", str(data_dir), "--auth-user", "u"]
+    args = ["prlimit", f"--fsize={limit}", "--", *streamml_command(*serve, "--auth-token=t")]
+    log_path = data_dir.parent / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(f"http://127.0.0.1:{port}", "u", "t", data_dir, process, log_path)
+    try:
+        wait_ready(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def test_a_storage_failure_is_a_documented_503(tmp_path: Path) -> None:
+    server = _server_with_a_file_size_limit(tmp_path / "d", 1_000_000)
+    try:
+        url, auth = server.url, server.auth_header()
+        lin = {"pipeline": [{"class": "linear_model.LinearRegression"}]}
+        assert requests.post(url + "/api/model/regression/lin/", json=lin, headers=auth).ok
+        wide = {"features": {f"f{i}": 1.0 for i in range(50)}, "ground_truth": 1.0}
+        batch = {"model": "lin", "samples": [wide] * 200}
+        statuses = []
+        for _ in range(100):  # each batch adds ~100 kB to the log: the limit is reached
+            r = requests.post(url + "/api/learn/batch/", json=batch, headers=auth, timeout=60)
+            statuses.append(r.status_code)
+            if r.status_code != 200:
+                break
+        assert statuses[-1] == 503, statuses
+        doc = requests.get(url + "/api/openapi.json", timeout=30).json()
+        assert "503" in doc["paths"]["/api/learn/batch/"]["post"]["responses"]
+    finally:
+        server.stop()
