@@ -20,10 +20,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--auth-user", default=s, help="username for Basic auth / token handshake")
     add("--auth-token", default=s, help="the user's token (prefer --auth-token-file)")
     add("--auth-token-file", default=s, help="file holding the token")
-    add("--no-auth", action="store_true", default=s, help="serve WITHOUT authentication")
-    add("--auth-secret", default=s, help="JWT signing secret shared by replicas")
-    add("--auth-secret-file", default=s, help="file holding the JWT signing secret")
-    add("--token-ttl-seconds", type=int, default=s, help="bearer token lifetime")
+    add("--no-auth", action="store_true", default=s,
+        help="serve WITHOUT authentication (not with credentials; loopback only)")  # fmt: skip
+    add("--allow-remote-no-auth", action="store_true", default=s,
+        help="with --no-auth, allow a non-loopback --host (anyone there may learn)")  # fmt: skip
+    add("--auth-secret", default=s, help="JWT signing secret shared by processes (16+ chars)")
+    add("--auth-secret-file", default=s,
+        help="file holding the JWT signing secret (default: random, in the data dir)")  # fmt: skip
+    add("--token-ttl-seconds", type=int, default=s, help="bearer token lifetime (default 3600)")
+    add("--token-max-ttl-seconds", type=int, default=s,
+        help="longest bearer token lifetime accepted (default 86400)")  # fmt: skip
+    add("--public-url", default=s, help="external URL named in 401 challenges (behind a proxy)")
     add("--allow-pickle-upload", action="store_true", default=s,
         help="accept dill pickle uploads from authenticated callers (executes code!)")  # fmt: skip
     add("--max-body-bytes", type=int, default=s, help="request body limit (default 8 MiB)")

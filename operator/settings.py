@@ -91,6 +91,15 @@ class OperatorSettings(BaseSettings):
     server_start_timeout: float = Field(
         default=60.0, gt=0, description="local runtime: seconds a new server may take to be ready"
     )
+    retry_delay: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="first retry after the API server refused an owned object (then doubling)",
+    )
+    retry_max_delay: float = Field(
+        default=300.0, gt=0, le=86_400, description="longest wait between such retries"
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
