@@ -21,6 +21,7 @@ from streamml.errors import (
     StreamMLError,
 )
 from streamml.modelserver.appkeys import AUTH, TELEMETRY
+from streamml.modelserver.registry import ModelQuarantinedError
 from streamml.modelserver.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ ERROR_STATUS: tuple[tuple[type[StreamMLError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (StorageError, 503),
+    (ModelQuarantinedError, 503),
 )
 
 

@@ -1,0 +1,187 @@
+"""What is wrong with a data dir, found before SQLite touches it: the checks of start-up and of
+``streamml serve --check``.
+
+- :func:`check_directory` and :func:`check_database_file`: ``--data-dir`` must be a directory (or
+  creatable), and the database file, when it exists, must start with the SQLite header. Either
+  failure is a :class:`DataDirError` whose one-line message names the file and what is wrong.
+- :func:`inspect_wal`: SQLite silently ignores a write-ahead log it cannot trust (a bad header,
+  a frame that fails its checksum, a transaction without its commit frame): the commits in it are
+  lost without a word. Before the database is opened (opening recovers the WAL and the next
+  checkpoint resets it), this walks the WAL as SQLite's recovery does (the format is documented at
+  https://sqlite.org/fileformat2.html#the_write_ahead_log) and compares it with the writer's
+  wal-index in ``-shm``, which a killed process leaves behind and which counts the frames the
+  writer had committed: fewer valid frames than that is a truncated or damaged WAL.
+  A damaged WAL is copied aside (``<name>-wal.damaged-<time>``) so the ignored frames are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamml.errors import StreamMLError
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian, big-endian
+WAL_HEADER = 32
+FRAME_HEADER = 24
+#: the wal-index header in -shm: iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame,
+#: nPage, aFrameCksum[2], aSalt[2], aCksum[2] (native byte order; written twice, back to back)
+SHM_HEADER = struct.Struct("=IIIBBHII2I2I2I")
+
+
+class DataDirError(StreamMLError):
+    """The data dir cannot be used: the message names the file and what is wrong with it."""
+
+
+def check_directory(data_dir: Path, *, create: bool) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirError(f"--data-dir {data_dir} is not a directory (it is a regular file)")
+    if not data_dir.exists():
+        if not create:
+            raise DataDirError(f"--data-dir {data_dir} does not exist")
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirError(f"--data-dir {data_dir}: cannot create it: {exc.strerror}") from None
+    if create and not os.access(data_dir, os.W_OK | os.X_OK):
+        raise DataDirError(f"--data-dir {data_dir} is not writable by this user")
+
+
+def check_database_file(path: Path) -> None:
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise DataDirError(f"{path} is not a regular file (the SQLite database must be one)")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DataDirError(f"{path}: cannot read it: {exc.strerror}") from None
+    if head and head != SQLITE_HEADER:
+        raise DataDirError(
+            f"{path} is not a SQLite database (its first bytes are not the SQLite header): "
+            "it was overwritten or is another program's file"
+        )
+
+
+@dataclass(frozen=True)
+class WalReport:
+    """What SQLite will recover from a WAL, and what it will silently drop."""
+
+    path: Path
+    frames: int  # whole frames in the file
+    valid: int  # frames SQLite accepts: the valid chain up to and including its last commit
+    commits: int  # commit frames among them
+    problem: str | None = None  # one line: what is lost, and why
+    kept: Path | None = None  # where the damaged WAL was copied
+
+
+def inspect_wal(db_path: Path, *, keep_copy: bool) -> WalReport | None:
+    """None when there is no WAL (or an empty one); else what it holds and any loss in it."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        data = wal.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:
+        raise DataDirError(f"{wal}: cannot read it: {exc.strerror}") from None
+    committed = _shm_frames(db_path.with_name(db_path.name + "-shm"), data)
+    if not data:
+        if committed:
+            problem = (
+                f"the WAL is missing or empty, but the writer had committed {committed} frames"
+            )
+            return WalReport(wal, 0, 0, 0, problem)
+        return None
+    report = _walk(wal, data, committed)
+    if report.problem is not None and keep_copy:
+        kept = wal.with_name(f"{wal.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        shutil.copyfile(wal, kept)
+        report = WalReport(wal, report.frames, report.valid, report.commits, report.problem, kept)
+    return report
+
+
+def _walk(wal: Path, data: bytes, committed: int | None) -> WalReport:
+    if len(data) < WAL_HEADER:
+        return WalReport(wal, 0, 0, 0, f"the WAL is cut inside its header ({len(data)} bytes)")
+    magic, _version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
+    if magic not in WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
+        return WalReport(wal, 0, 0, 0, "the WAL header is invalid: SQLite ignores the whole WAL")
+    order = ">" if magic & 1 else "<"
+    frame_size = FRAME_HEADER + page_size
+    frames = (len(data) - WAL_HEADER) // frame_size
+    if _checksum(data[:24], order, (0, 0)) != (c1, c2):
+        bad = f"the WAL header fails its checksum: SQLite ignores all {frames} frames"
+        return WalReport(wal, frames, 0, 0, bad)
+    sums, valid, commits, chain = (c1, c2), 0, 0, 0
+    for index in range(frames):
+        offset = WAL_HEADER + index * frame_size
+        head = data[offset : offset + FRAME_HEADER]
+        _page, db_size, s1, s2, f1, f2 = struct.unpack(">6I", head)
+        if (s1, s2) != (salt1, salt2):
+            break  # a frame of an earlier generation of this WAL: not data any more
+        sums = _checksum(head[:8] + data[offset + FRAME_HEADER : offset + frame_size], order, sums)
+        if sums != (f1, f2):
+            break
+        chain = index + 1
+        if db_size:
+            valid, commits = chain, commits + 1
+    problem = _loss(frames, valid, chain, len(data) - WAL_HEADER - frames * frame_size, committed)
+    return WalReport(wal, frames, valid, commits, problem)
+
+
+def _loss(frames: int, valid: int, chain: int, tail: int, committed: int | None) -> str | None:
+    if committed is not None:
+        # the writer's own count: frames after it were never committed (nor acknowledged)
+        if valid >= committed:
+            return None
+        return (
+            f"the WAL holds {valid} valid frames but the writer had committed {committed}: "
+            f"it was truncated or damaged, and the commits in the last {committed - valid} "
+            "frames are lost"
+        )
+    if chain > valid:
+        return (
+            f"{chain - valid} frames after the last commit have no commit frame: that "
+            "transaction is lost (cut off by a crash during the commit, or a truncated WAL)"
+        )
+    if tail and chain == frames:
+        return (
+            f"the WAL ends inside a frame ({tail} bytes after frame {frames}): it was cut off "
+            "(a crash during a commit, or a truncated WAL)"
+        )
+    return None
+
+
+def _checksum(data: bytes, order: str, sums: tuple[int, int]) -> tuple[int, int]:
+    """SQLite's WAL checksum: a Fibonacci-weighted sum of 32-bit words, modulo 2**32."""
+    s0, s1 = sums
+    words = struct.unpack(f"{order}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _shm_frames(shm: Path, wal: bytes) -> int | None:
+    """The writer's count of committed frames (mxFrame) in a left-over -shm of this WAL."""
+    try:
+        with shm.open("rb") as handle:
+            raw = handle.read(2 * SHM_HEADER.size)
+    except OSError:
+        return None
+    if len(raw) < 2 * SHM_HEADER.size or raw[: SHM_HEADER.size] != raw[SHM_HEADER.size :]:
+        return None  # no header, or the writer died while updating it: no trustworthy count
+    fields = SHM_HEADER.unpack(raw[: SHM_HEADER.size])
+    is_init, max_frame = fields[3], fields[6]
+    if not is_init or not max_frame:
+        return None
+    # aSalt is a byte copy of the WAL header's salts (offset 32 of the index header)
+    if len(wal) >= WAL_HEADER and raw[32:40] != wal[16:24]:
+        return None  # the -shm describes another generation of the WAL
+    return int(max_frame)
