@@ -124,13 +124,19 @@ def test_a_garbage_file_in_place_of_the_database_is_one_clear_line(tmp_path: Pat
     assert (tmp_path / DB).read_bytes() == bytes(range(256)) * 64  # left as it was
 
 
-def test_corrupted_pages_are_one_clear_line(stores: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["page-header", "cut-file"])
+def test_corrupted_pages_are_one_clear_line(
+    stores: dict[str, Path], tmp_path: Path, damage: str
+) -> None:
     data = copy(stores["stopped"], tmp_path)
     page_size = sql(data, "PRAGMA page_size")[0][0]
     root = sql(data, "SELECT rootpage FROM sqlite_master WHERE name = 'learn_log_name'")[0][0]
-    with (data / DB).open("r+b") as handle:  # the b-tree page header of the log's index
-        handle.seek((root - 1) * page_size)
-        handle.write(b"\x0d\xff\xff\xff\xff\xff\xff\xff" * 4)
+    with (data / DB).open("r+b") as handle:
+        if damage == "page-header":  # the b-tree page header of the log's index
+            handle.seek((root - 1) * page_size)
+            handle.write(b"\x0d\xff\xff\xff\xff\xff\xff\xff" * 4)
+        else:  # the file ends before the pages its tables point to
+            handle.truncate((root - 1) * page_size)
     for done in (serve_fails(data), check(data)):
         assert done.returncode == 2
         line = error_line(done)

@@ -116,3 +116,14 @@ def test_snapshot_blobs_carry_a_checksum_and_older_blobs_still_load() -> None:
         load_snapshot("m", "regression", b"\x00\x01")
     with pytest.raises(SnapshotError, match="cannot be unpickled"):
         load_snapshot("m", "regression", b"P\x80\x05garbage")
+
+
+def test_a_state_only_dill_can_pickle_round_trips_with_its_checksum() -> None:
+    from river import compose
+
+    live = state()
+    live.model = compose.FuncTransformer(lambda x: {"y": 2 * x["x"]}) | live.model
+    blob = snapshot_blob(live)
+    assert blob[:1] == b"Z" and blob[5:6] == b"D"
+    restored = load_snapshot("m", "regression", blob)
+    assert restored.model.transform_one({"x": 2.0}) == {"y": 4.0}
