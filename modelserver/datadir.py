@@ -21,7 +21,11 @@ import shutil
 import struct
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from streamml.errors import StreamMLError
 
@@ -119,13 +123,13 @@ def _walk(wal: Path, data: bytes, committed: int | None) -> WalReport:
         bad = f"the WAL header fails its checksum: SQLite ignores all {frames} frames"
         return WalReport(wal, frames, 0, 0, bad)
     sums, valid, commits, chain = (c1, c2), 0, 0, 0
-    for index in range(frames):
+    pairs = (8 + page_size) // 8
+    for index, added in enumerate(_frame_sums(data, order, page_size, frames)):
         offset = WAL_HEADER + index * frame_size
-        head = data[offset : offset + FRAME_HEADER]
-        _page, db_size, s1, s2, f1, f2 = struct.unpack(">6I", head)
+        _page, db_size, s1, s2, f1, f2 = struct.unpack(">6I", data[offset : offset + 24])
         if (s1, s2) != (salt1, salt2):
             break  # a frame of an earlier generation of this WAL: not data any more
-        sums = _checksum(head[:8] + data[offset + FRAME_HEADER : offset + frame_size], order, sums)
+        sums = _carry(sums, pairs, added)
         if sums != (f1, f2):
             break
         chain = index + 1
@@ -159,13 +163,69 @@ def _loss(frames: int, valid: int, chain: int, tail: int, committed: int | None)
 
 
 def _checksum(data: bytes, order: str, sums: tuple[int, int]) -> tuple[int, int]:
-    """SQLite's WAL checksum: a Fibonacci-weighted sum of 32-bit words, modulo 2**32."""
+    """SQLite's WAL checksum of ``data`` continuing from ``sums``."""
+    words = np.frombuffer(data, dtype=">u4" if order == ">" else "<u4").reshape(1, -1, 2)
+    return _carry(sums, len(words[0]), _sums(words)[0])
+
+
+def _carry(sums: tuple[int, int], pairs: int, added: tuple[int, int]) -> tuple[int, int]:
+    (a, b), (c, d) = _powers(pairs)[1]
     s0, s1 = sums
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
-        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
-    return s0, s1
+    return (a * s0 + b * s1 + added[0]) & 0xFFFFFFFF, (c * s0 + d * s1 + added[1]) & 0xFFFFFFFF
+
+
+def _frame_sums(data: bytes, order: str, page_size: int, frames: int) -> list[tuple[int, int]]:
+    """What each whole frame adds to the running checksum (its header's first 8 bytes and its
+    page), independent of the sums before it; in blocks of frames, as numpy arrays."""
+    frame = FRAME_HEADER + page_size
+    dtype = ">u4" if order == ">" else "<u4"
+    body = np.frombuffer(data, dtype=np.uint8, count=frames * frame, offset=WAL_HEADER)
+    rows = body.reshape(frames, frame)
+    out: list[tuple[int, int]] = []
+    for start in range(0, frames, 256):
+        block = rows[start : start + 256]
+        covered = np.concatenate([block[:, :8], block[:, FRAME_HEADER:]], axis=1)
+        words = np.ascontiguousarray(covered).view(dtype).reshape(len(block), -1, 2)
+        out += _sums(words)
+    return out
+
+
+def _sums(words: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
+    """For each row of (x0, x1) word pairs, ``sum(M**(n-1-k) v_k)`` modulo 2**32.
+
+    SQLite's step ``s0 += x0 + s1; s1 += x1 + s0`` (modulo 2**32) is affine: s' = M s + v with
+    M = [[1, 1], [1, 2]] and v = (x0, x0 + x1), so a run of n pairs is ``M**n s + sum(...)``:
+    one integer matrix product per block of frames (numpy's own loop, not a BLAS thread pool).
+    The powers are split in 16-bit halves so that no product or sum overflows 64 bits."""
+    pairs = words.shape[1]
+    x = words.astype(np.uint64)
+    steps = np.stack([x[..., 0], (x[..., 0] + x[..., 1]) & _MASK], axis=-1)
+    steps = steps.reshape(len(words), 2 * pairs)  # (frame, (k, j))
+    powers = _powers(pairs)[0].transpose(0, 2, 1).reshape(2 * pairs, 2)  # ((k, j), i)
+    half = np.uint64(16)
+    low = steps @ (powers & np.uint64(0xFFFF))
+    high = steps @ (powers >> half)
+    added = (((high & _MASK) << half) + low) & _MASK
+    return [(int(a), int(b)) for a, b in added]
+
+
+_MASK = np.uint64(0xFFFFFFFF)
+
+
+@cache
+def _powers(n: int) -> tuple[np.ndarray[Any, Any], tuple[tuple[int, int], tuple[int, int]]]:
+    """(M**(n-1-k) for k in 0..n-1 as an array, M**n as ints), modulo 2**32."""
+    out = np.empty((n, 2, 2), dtype=np.uint64)
+    a, b, c, d = 1, 0, 0, 1  # the identity
+    for j in range(n):
+        out[n - 1 - j] = ((a, b), (c, d))
+        a, b, c, d = (
+            (a + c) & 0xFFFFFFFF,
+            (b + d) & 0xFFFFFFFF,
+            (a + 2 * c) & 0xFFFFFFFF,
+            (b + 2 * d) & 0xFFFFFFFF,
+        )
+    return out, ((a, b), (c, d))
 
 
 def _shm_frames(shm: Path, wal: bytes) -> int | None:

@@ -98,6 +98,26 @@ def test_a_flipped_byte_in_a_frame_breaks_the_checksum_chain(wal_db: Path, tmp_p
     assert report.problem is not None and "truncated or damaged" in report.problem
 
 
+def test_the_vectorised_checksum_is_sqlites_step_by_step_one() -> None:
+    import os
+    import struct
+
+    from streamml.modelserver.datadir import _checksum
+
+    def reference(data: bytes, order: str, s0: int, s1: int) -> tuple[int, int]:
+        words = struct.unpack(f"{order}{len(data) // 4}I", data)
+        for i in range(0, len(words), 2):  # as the file-format document writes it
+            s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+            s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+        return s0, s1
+
+    for size in (24, 8 + 512, 8 + 4096, 8 + 65536):
+        data = os.urandom(size)
+        for order in "<>":
+            start = (0xFFFFFFFF, 0x12345678)
+            assert _checksum(data, order, start) == reference(data, order, *start)
+
+
 def state() -> ModelState:
     return ModelState(name="m", flavor="regression", model=linear_model.LinearRegression())
 
