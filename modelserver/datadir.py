@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import struct
@@ -86,15 +87,20 @@ class WalReport:
 
 
 def inspect_wal(db_path: Path, *, keep_copy: bool) -> WalReport | None:
-    """None when there is no WAL (or an empty one); else what it holds and any loss in it."""
+    """None when there is no WAL (or an empty one); else what it holds and any loss in it.
+    The WAL is mapped, not read: one written by a large snapshot can be big."""
     wal = db_path.with_name(db_path.name + "-wal")
     try:
-        data = wal.read_bytes()
+        with wal.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data: bytes | mmap.mmap = (
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            )
     except FileNotFoundError:
         data = b""
     except OSError as exc:
         raise DataDirError(f"{wal}: cannot read it: {exc.strerror}") from None
-    committed = _shm_frames(db_path.with_name(db_path.name + "-shm"), data)
+    committed = _shm_frames(db_path.with_name(db_path.name + "-shm"), data[16:24])
     if not data:
         if committed:
             problem = (
@@ -102,7 +108,11 @@ def inspect_wal(db_path: Path, *, keep_copy: bool) -> WalReport | None:
             )
             return WalReport(wal, 0, 0, 0, problem)
         return None
-    report = _walk(wal, data, committed)
+    try:
+        report = _walk(wal, data, committed)
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
     if report.problem is not None and keep_copy:
         kept = wal.with_name(f"{wal.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         shutil.copyfile(wal, kept)
@@ -110,7 +120,7 @@ def inspect_wal(db_path: Path, *, keep_copy: bool) -> WalReport | None:
     return report
 
 
-def _walk(wal: Path, data: bytes, committed: int | None) -> WalReport:
+def _walk(wal: Path, data: bytes | mmap.mmap, committed: int | None) -> WalReport:
     if len(data) < WAL_HEADER:
         return WalReport(wal, 0, 0, 0, f"the WAL is cut inside its header ({len(data)} bytes)")
     magic, _version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
@@ -174,7 +184,9 @@ def _carry(sums: tuple[int, int], pairs: int, added: tuple[int, int]) -> tuple[i
     return (a * s0 + b * s1 + added[0]) & 0xFFFFFFFF, (c * s0 + d * s1 + added[1]) & 0xFFFFFFFF
 
 
-def _frame_sums(data: bytes, order: str, page_size: int, frames: int) -> list[tuple[int, int]]:
+def _frame_sums(
+    data: bytes | mmap.mmap, order: str, page_size: int, frames: int
+) -> list[tuple[int, int]]:
     """What each whole frame adds to the running checksum (its header's first 8 bytes and its
     page), independent of the sums before it; in blocks of frames, as numpy arrays."""
     frame = FRAME_HEADER + page_size
@@ -228,7 +240,7 @@ def _powers(n: int) -> tuple[np.ndarray[Any, Any], tuple[tuple[int, int], tuple[
     return out, ((a, b), (c, d))
 
 
-def _shm_frames(shm: Path, wal: bytes) -> int | None:
+def _shm_frames(shm: Path, wal_salts: bytes) -> int | None:
     """The writer's count of committed frames (mxFrame) in a left-over -shm of this WAL."""
     try:
         with shm.open("rb") as handle:
@@ -242,6 +254,6 @@ def _shm_frames(shm: Path, wal: bytes) -> int | None:
     if not is_init or not max_frame:
         return None
     # aSalt is a byte copy of the WAL header's salts (offset 32 of the index header)
-    if len(wal) >= WAL_HEADER and raw[32:40] != wal[16:24]:
+    if len(wal_salts) == 8 and raw[32:40] != wal_salts:
         return None  # the -shm describes another generation of the WAL
     return int(max_frame)
