@@ -1,6 +1,7 @@
 """What is wrong with a data dir, found before SQLite touches it: the checks of start-up and of
 ``streamml serve --check``.
 
+- :func:`lock`: one server per data dir (a second one is refused with the holder's pid).
 - :func:`check_directory` and :func:`check_database_file`: ``--data-dir`` must be a directory (or
   creatable), and the database file, when it exists, must start with the SQLite header. Either
   failure is a :class:`DataDirError` whose one-line message names the file and what is wrong.
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import shutil
@@ -55,6 +57,37 @@ def check_directory(data_dir: Path, *, create: bool) -> None:
             raise DataDirError(f"--data-dir {data_dir}: cannot create it: {exc.strerror}") from None
     if create and not os.access(data_dir, os.W_OK | os.X_OK):
         raise DataDirError(f"--data-dir {data_dir} is not writable by this user")
+
+
+LOCK_FILE = "streamml.lock"
+
+
+def lock(data_dir: Path, *, exclusive: bool) -> int | None:
+    """Hold the data dir: one server per data dir (two would interleave their writes in one
+    database). The lock is the kernel's (``flock``), so a killed server never leaves it held.
+    ``exclusive=False`` (``serve --check``) only shares it, to be sure no server is writing, and
+    creates nothing. Returns the descriptor to close when done (None: no lock file yet)."""
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY, 0o644)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataDirError(f"{path}: cannot open it: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        pid = f" (pid {holder})" if holder.isdigit() else ""
+        raise DataDirError(
+            f"--data-dir {data_dir} is in use by another streamml server{pid}: "
+            "one server per data dir (stop it first)"
+        ) from None
+    if exclusive:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def check_database_file(path: Path) -> None:

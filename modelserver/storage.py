@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -115,6 +116,7 @@ class Storage:
         #: what the WAL held at open (and what SQLite was about to drop of it)
         self.wal: WalReport | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._lock: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -128,6 +130,19 @@ class Storage:
 
     def _open_sync(self, check_only: bool) -> None:
         datadir.check_directory(self.path.parent, create=not check_only)
+        self._lock = datadir.lock(self.path.parent, exclusive=not check_only)
+        try:
+            self._open_locked(check_only)
+        except BaseException:
+            self._close_sync()
+            raise
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+    def _open_locked(self, check_only: bool) -> None:
         datadir.check_database_file(self.path)
         self.wal = datadir.inspect_wal(self.path, keep_copy=not check_only)
         if self.wal is not None and self.wal.problem is not None:
@@ -193,6 +208,7 @@ class Storage:
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
+        self._unlock()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -144,6 +144,20 @@ def test_corrupted_pages_are_one_clear_line(
         assert "damaged" in line or "malformed" in line, line
 
 
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data", token="t") as server:
+        for done in (serve_fails(server.data_dir), check(server.data_dir)):
+            assert done.returncode == 2
+            assert error_line(done) == (
+                f"streamml serve: error: --data-dir {server.data_dir} is in use by another "
+                f"streamml server (pid {server.pid}): one server per data dir (stop it first)"
+            )
+        assert requests.get(server.url + "/readyz", timeout=30).json() == {"status": "ready"}
+        server.kill()  # the kernel releases the lock of a killed server
+    with running_server(tmp_path / "data", token="t") as server:
+        assert requests.get(server.url + "/readyz", timeout=30).json() == {"status": "ready"}
+
+
 # -- one model is damaged: it is quarantined, the others serve -----------------------------------
 
 
