@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--snapshot-every", type=int, default=s, help="snapshot a model after N learns")
     add("--snapshot-interval-seconds", type=float, default=s, help="snapshot at least this often")
     add("--sse-queue-size", type=int, default=s, help="events buffered per stream client")
+    add("--check", action="store_true", default=s,
+        help="verify the data dir (files, WAL, every model and log row) without serving, "
+        "then exit: 0 healthy, 1 damage found (listed), 2 unusable")  # fmt: skip
     add(
         "--sync",
         choices=["full", "normal"],
@@ -73,6 +77,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+def check(data_dir: Path) -> int:
+    """``serve --check``: the findings on stdout, one line each, then the summary line."""
+    import asyncio
+
+    from streamml.modelserver.recovery import check as check_data_dir
+
+    report = asyncio.run(check_data_dir(data_dir))  # a DataDirError is the CLI's error line
+    for finding in report.findings:
+        print(f"DAMAGED {finding}")
+    for quarantine in report.quarantined:
+        print(f"DAMAGED model {quarantine.name} ({quarantine.kind}): {quarantine.reason}")
+    verdict = "healthy" if report.healthy else "DAMAGED"
+    print(f"{data_dir}: {verdict}: {report.summary()}")
+    return 0 if report.healthy else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
     from pydantic import ValidationError
@@ -91,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.log_json:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    if getattr(args, "check", False):
+        return check(settings.data_dir)
     app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
     app.on_startup.append(_tune_gc)  # runs after the storage lifecycle has loaded the models
     if settings.no_auth:
@@ -105,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     url = f"http://{settings.host}:{settings.port}"
     log.info(
-        "streamml model server listening on %s (data in %s, pid %d)",
+        "streamml model server starting on %s (data in %s, pid %d)",
         url,
         settings.data_dir,
         os.getpid(),

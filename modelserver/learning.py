@@ -351,14 +351,12 @@ class ModelState:
         return encoded, duplicates, rejected
 
     def replay(self, record: LearnRecord) -> None:
-        """Re-apply a logged learn on top of a snapshot (after a restart)."""
-        try:
-            if record.ground_truth is None:
-                self.model.learn_one(record.features)
-            else:
-                self.model.learn_one(record.features, record.ground_truth)
-        except Exception:  # it succeeded live; never let one record stop the server starting
-            log.exception("model %s: replaying a logged learn failed", self.name)
+        """Re-apply a logged learn on top of a snapshot (after a restart). It succeeded live, so
+        an exception here means a damaged record: start-up quarantines the model (recovery)."""
+        if record.ground_truth is None:
+            self.model.learn_one(record.features)
+        else:
+            self.model.learn_one(record.features, record.ground_truth)
         if record.prediction is not None:
             self._update_metrics(record.ground_truth, record.prediction)
         self._account(record)

@@ -23,6 +23,7 @@ from streamml.errors import (
     StreamMLError,
 )
 from streamml.modelserver.appkeys import AUTH, SETTINGS, TELEMETRY
+from streamml.modelserver.registry import ModelQuarantinedError
 from streamml.modelserver.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ ERROR_STATUS: tuple[tuple[type[StreamMLError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (StorageError, 503),
+    (ModelQuarantinedError, 503),
 )
 
 

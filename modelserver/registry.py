@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from streamml.errors import NotFoundError, SpecError
+from streamml.errors import ConflictError, NotFoundError, SpecError, StreamMLError
 from streamml.modelserver.learning import LearnRecord, ModelState, Prediction
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
 
@@ -33,11 +34,40 @@ class PredictionIds:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """A stored model that could not be loaded: held out of serving, its rows kept as they are,
+    until it is deleted (``DELETE /api/model/``). The other models serve meanwhile."""
+
+    name: str
+    #: what is damaged: "snapshot" (blob unloadable), "log" (a learn-log row garbled or not
+    #: replayable), "no-snapshot" (the snapshot row is missing), "no-definition" (rows of a
+    #: model whose row in ``models`` is missing)
+    kind: str
+    #: one line: the file, the row and what is wrong with it
+    reason: str
+    #: learn-log rows of the model held back (not replayed)
+    log_rows: int
+
+
+class ModelQuarantinedError(StreamMLError):
+    """The named model is quarantined (503): it exists in the data dir but could not be loaded."""
+
+    def __init__(self, quarantine: Quarantine) -> None:
+        super().__init__(
+            f"model {quarantine.name!r} is quarantined: {quarantine.reason} "
+            "(delete it to discard what is stored of it)"
+        )
+        self.quarantine = quarantine
+
+
 class Registry:
     """All models of one server, applied in order on one event loop (no locks needed)."""
 
     def __init__(self, *, pending_ttl: float, pending_max: int, idempotency_window: int) -> None:
         self.models: dict[str, ModelState] = {}
+        #: stored models that could not be loaded (see :class:`Quarantine`)
+        self.quarantined: dict[str, Quarantine] = {}
         self.pending = PendingPredictions(ttl_seconds=pending_ttl, max_count=pending_max)
         self.idempotency_window = idempotency_window
         self.new_id = PredictionIds()
@@ -46,7 +76,19 @@ class Registry:
         try:
             return self.models[name]
         except KeyError:
+            if name in self.quarantined:
+                raise ModelQuarantinedError(self.quarantined[name]) from None
             raise NotFoundError(f"model {name!r} does not exist") from None
+
+    def check_free(self, name: str) -> None:
+        """A ConflictError when ``name`` is taken, by a served or by a quarantined model."""
+        if name in self.models:
+            raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+        if name in self.quarantined:
+            raise ConflictError(
+                f"model {name!r} exists but is quarantined ({self.quarantined[name].reason}); "
+                "delete it first to replace it"
+            )
 
     def targets(self, model: str | None, models: list[str] | None) -> list[ModelState]:
         """The models one learn goes to: one, a subset, or (neither given) all of them."""

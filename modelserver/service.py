@@ -7,17 +7,17 @@ and queued to storage in the same order; the caller awaits the commit before rep
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from typing import Any
 
-import dill
 import orjson
 
-from streamml.errors import ConflictError, NotFoundError, SpecError
+from streamml.errors import SpecError
 from streamml.modelserver.events import EventHub, jsonable
 from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.recovery import LoadReport, recover
 from streamml.modelserver.registry import Registry
+from streamml.modelserver.snapshots import snapshot_blob
 from streamml.modelserver.storage import Op, Storage
 
 log = logging.getLogger(__name__)
@@ -26,28 +26,6 @@ log = logging.getLogger(__name__)
 def dumps(data: Any) -> bytes:
     encoded: bytes = orjson.dumps(data, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
     return encoded
-
-
-def snapshot_blob(state: ModelState) -> bytes:
-    """Our own pickle of a model's state; dill only for objects plain pickle cannot handle."""
-    payload = {
-        "model": state.model,
-        "metrics": state.metrics,
-        "learn_stats": state.learn_stats,
-        "predict_stats": state.predict_stats,
-        "seen": state.seen,
-    }
-    try:
-        return b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return b"D" + bytes(dill.dumps(payload))
-
-
-def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
-    # Only blobs this server wrote itself (snapshot_blob) are ever loaded here.
-    body = blob[1:]
-    payload = pickle.loads(body) if blob[:1] == b"P" else dill.loads(body)  # noqa: S301
-    return ModelState(name=name, flavor=flavor, **payload)
 
 
 class ModelService:
@@ -66,33 +44,21 @@ class ModelService:
         self.snapshot_every = snapshot_every
         self.snapshot_interval = snapshot_interval
         self._last_snapshot = time.monotonic()
+        #: what start-up loaded (filled by :meth:`load`)
+        self.report = LoadReport()
 
     # -- start-up ----------------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Each model from its snapshot, then the learn log after it, in order."""
-        for stored in await self.storage.load_models():
-            state = load_snapshot(stored.name, stored.flavor, stored.snapshot)
-            replayed = 0
-            for body in await self.storage.log_after(stored.name, stored.snapshot_seq):
-                for item in orjson.loads(body):
-                    state.replay(LearnRecord.decode(item))
-                    replayed += 1
-            state.forget_old_identifiers(self.registry.idempotency_window)
-            self.registry.models[state.name] = state
-            log.info(
-                "loaded model %s (%s, %d samples, %d replayed from the log)",
-                state.name,
-                state.flavor,
-                state.learn_stats.n_calls,
-                replayed,
-            )
+    async def load(self) -> LoadReport:
+        """Each model from its snapshot, then the learn log after it, in order; what cannot be
+        loaded is quarantined (see ``recovery``)."""
+        self.report = await recover(self.registry, self.storage)
+        return self.report
 
     # -- models --------------------------------------------------------------------------------
 
     async def create(self, name: str, flavor: str, model: Any, *, origin: str, spec: Any) -> str:
-        if name in self.registry.models:
-            raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+        self.registry.check_free(name)
         state = ModelState(name=name, flavor=flavor, model=model, metrics=default_metrics(flavor))
         blob = snapshot_blob(state)
         self.registry.models[name] = state
@@ -118,8 +84,9 @@ class ModelService:
         return name
 
     async def delete(self, name: str) -> None:
-        self.registry.get(name)
-        del self.registry.models[name]
+        if self.registry.quarantined.pop(name, None) is None:  # a quarantined one may go too
+            self.registry.get(name)
+            del self.registry.models[name]
         self.registry.pending.forget_model(name)
         future = self.storage.submit([("delete", name)])
         assert future is not None
@@ -261,7 +228,4 @@ class ModelService:
         return len(ops)
 
     def require(self, name: str) -> ModelState:
-        try:
-            return self.registry.models[name]
-        except KeyError:
-            raise NotFoundError(f"model {name!r} does not exist") from None
+        return self.registry.get(name)

@@ -288,5 +288,19 @@ class DeletedReply(BaseModel):
     deleted: str
 
 
+class QuarantineReply(BaseModel):
+    """A stored model that could not be loaded (held out of serving until it is deleted)."""
+
+    kind: str = Field(description="snapshot | log | no-snapshot | no-definition")
+    reason: str = Field(description="the file, the row and what is wrong")
+    log_rows: int = Field(description="learn-log rows of the model held back")
+
+
 class HealthReply(BaseModel):
-    status: str
+    status: str = Field(description='"ok" (healthz), "ready" or "degraded" (readyz)')
+    quarantined: dict[str, QuarantineReply] | None = Field(
+        None, description="readyz when degraded: the quarantined models"
+    )
+    findings: list[str] | None = Field(
+        None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
+    )
