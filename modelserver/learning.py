@@ -231,7 +231,9 @@ class ModelState:
                 return Prediction(label, dict(proba))
             if hasattr(self.model, "predict_one"):
                 value = self.model.predict_one(features)
-                return Prediction(plain_number(value) if self.flavor == "regression" else value)
+                if type(value) is not float and self.flavor == "regression":
+                    value = plain_number(value)
+                return Prediction(value)
             return Prediction(None)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
