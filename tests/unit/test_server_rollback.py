@@ -4,6 +4,7 @@ it is committed, and the writes queued with it fail instead of landing on top of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,31 @@ async def test_a_fan_out_batch_failing_half_way_applies_nothing(tmp_path: Path) 
     assert restarted.registry.models["lin"].learn_stats.n_calls == 20
     assert restarted.registry.models["zz-broken"].learn_stats.n_calls == 20
     await restarted.storage.close()
+
+
+async def test_a_resend_waits_for_the_first_attempt_and_is_learned_when_that_failed(
+    tmp_path: Path,
+) -> None:
+    service = make_service(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None)
+    conn = service.storage._conn
+    assert conn is not None
+    conn.execute("PRAGMA query_only=ON")  # SQLite refuses the next write (a real failure)
+    restore = getattr(service.storage, "on_failure", None)  # the hook under test
+
+    def restore_then_allow_writes(names: set[str]) -> None:
+        if restore is not None:
+            restore(names)
+        conn.execute("PRAGMA query_only=OFF")
+
+    service.storage.on_failure = restore_then_allow_writes
+    first = asyncio.create_task(service.learn(*sample(1), model="lin", identifier="job-1"))
+    await asyncio.sleep(0)  # applied in memory, its commit queued
+    second = asyncio.create_task(service.learn(*sample(1), model="lin", identifier="job-1"))
+    with pytest.raises(StorageError, match="readonly"):
+        await first
+    assert (await second)["lin"] == {"learned": True, "duplicate": False}
+    state = service.registry.models["lin"]
+    assert state.learn_stats.n_calls == 1 and "job-1" in state.seen
+    await service.storage.close()
