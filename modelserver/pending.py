@@ -46,6 +46,17 @@ class PendingPredictions:
             return None
         return item
 
+    def restore(self, model: str, identifier: str, item: PendingPrediction) -> None:
+        """Put back a prediction taken for a learn that was refused or not made durable, so
+        that the corrected retry finds it (unless a newer prediction took its identifier)."""
+        key = (model, identifier)
+        if key in self._items:
+            return
+        self._items[key] = item
+        self._items.move_to_end(key, last=False)  # older than anything added since it was taken
+        while len(self._items) > self.max_count:
+            self._items.popitem(last=False)
+
     def expire(self) -> int:
         """Drop expired entries (insertion order is age order); returns how many."""
         limit = self.clock() - self.ttl

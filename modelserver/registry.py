@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamml.errors import ConflictError, NotFoundError, SpecError, StreamMLError
-from streamml.modelserver.learning import LearnRecord, ModelState, Prediction
+from streamml.modelserver.learning import LearnRecord, ModelState, Prediction, Taken
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
 
 
@@ -119,28 +119,56 @@ class Registry:
         ground_truth: Any,
         identifier: str | None = None,
         prediction: Any = None,
+        taken: Taken | None = None,
     ) -> LearnRecord | None:
-        """One learn; joins an earlier prediction made under the same identifier, if any."""
+        """One learn; joins an earlier prediction made under the same identifier, if any.
+        The sample is checked before that prediction is taken, and a refused learn puts it
+        back: the corrected retry still finds it. What was taken is noted in ``taken``."""
         supplied = None if prediction is None else Prediction(prediction)
+        waiting = None
         if identifier is not None and identifier not in state.seen:
-            pending = self.pending.take(state.name, identifier)
-            if pending is not None and supplied is None:
-                supplied = pending.prediction
-        record = state.learn(features, ground_truth, identifier, supplied)
+            state.check_target(ground_truth)
+            waiting = self.pending.take(state.name, identifier)
+        own = supplied is None and waiting is not None
+        if own:
+            assert waiting is not None
+            supplied = waiting.prediction
+        try:
+            record = state.learn(features, ground_truth, identifier, supplied, supplied=not own)
+        except SpecError:
+            if waiting is not None:
+                assert identifier is not None
+                self.pending.restore(state.name, identifier, waiting)
+            raise
         if record is not None and record.identifier is not None:
             state.forget_old_identifiers(self.idempotency_window)
+        if waiting is not None and taken is not None:
+            assert identifier is not None
+            taken.append((state.name, identifier, waiting))
         return record
 
-    def label(self, state: ModelState, identifier: str, label: Any) -> LearnRecord | None:
-        """The late ground truth of an earlier prediction: learn it with that prediction."""
+    def label(
+        self, state: ModelState, identifier: str, label: Any, taken: Taken | None = None
+    ) -> LearnRecord | None:
+        """The late ground truth of an earlier prediction: learn it with that prediction.
+        A label the model refuses leaves the prediction waiting for the corrected retry."""
         if identifier in state.seen:
             return None
+        state.check_target(label)
         pending = self.pending.take(state.name, identifier)
         if pending is None:
             raise NotFoundError(
                 f"no pending prediction {identifier!r} for model {state.name!r} "
                 "(unknown, already labelled, or expired)"
             )
-        record = state.learn(pending.features, label, identifier, pending.prediction)
+        try:
+            record = state.learn(
+                pending.features, label, identifier, pending.prediction, supplied=False
+            )
+        except SpecError:
+            self.pending.restore(state.name, identifier, pending)
+            raise
         state.forget_old_identifiers(self.idempotency_window)
+        if taken is not None:
+            taken.append((state.name, identifier, pending))
         return record

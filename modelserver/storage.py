@@ -9,6 +9,10 @@ learns share one fsync. Because the queue order is the order in which the event 
 the learns, every commit is a consistent prefix: a snapshot taken at sequence S is committed
 together with (or after) every record <= S.
 
+A commit that fails fails everything queued behind it as well (it was applied in memory on top
+of the failed writes) and first calls ``on_failure`` with the models involved, so that the
+service returns them to their durable state: an error reply always means "not applied".
+
 Snapshots are pickles that this server wrote of its own in-memory state (model, metrics, stats,
 identifiers); uploaded user bytes are never stored or unpickled at start-up.
 
@@ -27,6 +31,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +98,18 @@ class StoredState:
 
 # Operations queued for the storage thread (plain tuples keep the hot path cheap):
 #   ("log", seq, name, body) | ("create", name, flavor, origin, spec, created, seq, blob)
-#   ("snapshot", name, seq, blob) | ("delete", name)
+#   ("snapshot", name, seq, blob) | ("delete", name) | ("abort", name): fails its commit
 Op = tuple[Any, ...]
+
+
+def op_model(op: Op) -> str:
+    """The model an operation writes."""
+    return str(op[2] if op[0] == "log" else op[1])
+
+
+def failure_reason(exc: BaseException) -> str:
+    """SQLite's own words (``database or disk is full``), not a follow-up error's."""
+    return str(exc) or type(exc).__name__
 
 
 class Storage:
@@ -117,6 +132,10 @@ class Storage:
         self.wal: WalReport | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._lock: int | None = None
+        #: called (on the event loop, before any waiter resumes) with the models whose queued
+        #: writes were all discarded after a failed commit, so that memory can return to what
+        #: is durable; see :meth:`_fail_queued`
+        self.on_failure: Callable[[set[str]], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -236,10 +255,23 @@ class Storage:
             [Orphan(name, bool(snap), int(logs)) for name, snap, logs in orphans],
         )
 
+    def load_model_sync(self, name: str) -> StoredModel | None:
+        """One model as it is durable now (only while no commit is running: the rollback)."""
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT m.name, m.flavor, m.origin, m.spec, s.seq, s.blob FROM models m "
+            "JOIN snapshots s ON s.name = m.name WHERE m.name = ?",
+            (name,),
+        ).fetchone()
+        return None if row is None else StoredModel(*row)
+
     async def log_after(self, name: str, seq: int) -> list[tuple[int, bytes]]:
         """The learn-log rows (seq, body) of one model after its snapshot, in order."""
         result: list[tuple[int, bytes]] = await self._read(self._log_after_sync, name, seq)
         return result
+
+    def log_after_sync(self, name: str, seq: int) -> list[tuple[int, bytes]]:
+        return self._log_after_sync(name, seq)
 
     def _log_after_sync(self, name: str, seq: int) -> list[tuple[int, bytes]]:
         assert self._conn is not None
@@ -288,11 +320,7 @@ class Storage:
                     else:
                         await self._run(self._commit_sync, ops)
                 except Exception as exc:
-                    log.exception("storage commit failed")
-                    error = StorageError(f"could not write the data directory: {exc}")
-                    for _, future in batch:
-                        if future is not None and not future.done():
-                            future.set_exception(error)
+                    self._fail_queued(batch, exc)
                     continue
                 self.commits += 1
                 for _, future in batch:
@@ -300,6 +328,30 @@ class Storage:
                         future.set_result(None)
             if self._closing and not self._queue:
                 return
+
+    def _fail_queued(
+        self, batch: list[tuple[Op, asyncio.Future[None] | None]], exc: Exception
+    ) -> None:
+        """A commit failed: nothing of it is durable. Everything queued behind it was applied
+        in memory on top of it (and may hold a snapshot of that state), so it is discarded too:
+        the models involved go back to their durable state (``on_failure``) before any caller
+        hears of the failure, and every caller gets the real cause."""
+        failed, self._queue = batch + self._queue, []
+        reason = failure_reason(exc)
+        log.error("storage commit of %d writes failed: %s", len(failed), reason)
+        error = (
+            exc
+            if isinstance(exc, StorageError)
+            else StorageError(f"could not write the data directory: {reason}")
+        )
+        if self.on_failure is not None:
+            try:
+                self.on_failure({op_model(op) for op, _ in failed})
+            except Exception:  # the callers still get their 503; the log says what broke
+                log.exception("restoring the durable state after a failed commit failed")
+        for _, future in failed:
+            if future is not None and not future.done():
+                future.set_exception(error)
 
     def _commit_sync(self, ops: list[Op]) -> None:
         assert self._conn is not None
@@ -314,7 +366,13 @@ class Storage:
                     self._apply_sync(conn, op)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (a full disk does): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real cause
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback after a failed commit failed")
             raise
 
     @staticmethod
@@ -339,5 +397,10 @@ class Storage:
             name = op[1]
             for table in ("models", "snapshots", "learn_log"):
                 conn.execute(f"DELETE FROM {table} WHERE name = ?", (name,))  # noqa: S608
+        elif kind == "abort":  # queued by a request that failed half-way (ModelService._abort)
+            raise StorageError(
+                "a request failed half-way (see the server log); the writes queued with it "
+                "were discarded"
+            )
         else:  # pragma: no cover - programming error
             raise ValueError(f"unknown storage operation {kind!r}")

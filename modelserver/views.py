@@ -295,7 +295,10 @@ async def delete_model(request: web.Request) -> web.Response:
     """riverapi sends a form body ``model=NAME``; JSON and ``?model=`` work too."""
     name: str | None = request.query.get("model")
     if name is None and request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, ValueError):
+            raise SpecError("the form body is not valid UTF-8 form data", field="model") from None
         value = form.get("model")
         name = value if isinstance(value, str) else None
     elif name is None and request.content_type == "application/json":

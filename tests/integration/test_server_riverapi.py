@@ -196,6 +196,31 @@ def test_prototype_snippet_with_declarative_models(tmp_path: Path) -> None:
         assert_prototype_predictions(predictions_by_model(job))
 
 
+LABEL_SNIPPET = """
+from riverapi.main import Client
+
+cli = Client("http://localhost:8080")
+for model_name in cli.models()['models']:
+    res = cli.predict(model_name, x={"x": 8, "y": 9, "z": 17})
+    print(cli.label(155, res["identifier"], model_name))
+"""
+
+
+def test_prototype_models_label_their_predictions(tmp_path: Path) -> None:
+    # PARegressor predicts numpy.float64: its label was refused as "not a finite number"
+    with running_server(tmp_path / "data", "--allow-pickle-upload") as server:
+        run_snippet(server, SETUP_SNIPPET, tmp_path)
+        run_snippet(server, JOB_SNIPPET, tmp_path)
+        out = run_snippet(server, LABEL_SNIPPET, tmp_path)
+        replies = [ast.literal_eval(line) for line in out.splitlines() if line.startswith("{")]
+        assert len(replies) == 3 and all(reply["learned"] for reply in replies), out
+        for reply in replies:
+            stats = requests.get(
+                f"{server.url}/api/stats/?model={reply['model']}", headers=server.auth_header()
+            ).json()
+            assert stats["learn"]["n_calls"] == 5
+
+
 def test_pickle_upload_refused_by_default(model_server: ServerProcess, tmp_path: Path) -> None:
     out = subprocess.run(
         [
