@@ -40,6 +40,9 @@ class JobRequest:
     cpus: int = 1
     time_limit_s: int | None = None
     image: str | None = None  # container image (kubernetes backend only)
+    #: MPI ranks the scheduler itself launches (flux: ``flux batch -n``); 1 = one process
+    tasks: int = 1
+    nodes: int | None = None  # nodes to spread the tasks over (flux), None = the scheduler's pick
 
 
 @dataclass(frozen=True)

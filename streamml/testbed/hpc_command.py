@@ -1,5 +1,9 @@
 """``streamml hpc up|down|env``: a local single-node Slurm cluster for demos and tests.
 
+``--flux`` does the same for a Flux instance instead (flux-core built from the vendor archive the
+first time, unless ``flux`` is on PATH; ``--flux-size N`` brokers), ``--apptainer`` builds (once)
+Apptainer and the LAMMPS image and prints where they are.
+
 ``up`` starts munge, slurmctld, slurmd and slurmrestd (JWT) in a state dir and prints the
 environment to use it; ``env`` prints it again (shell ``export`` lines, or JSON with ``--json``,
 including a fresh slurmrestd token); ``down`` stops exactly the daemons of that state dir.
@@ -30,12 +34,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rest", action="store_true", help="do not start slurmrestd")
     parser.add_argument("--json", action="store_true", help="print the environment as JSON")
     parser.add_argument("--token-lifespan", type=int, default=86400, help="JWT lifetime (s)")
+    parser.add_argument("--flux", action="store_true", help="a Flux instance, not Slurm")
+    parser.add_argument("--flux-size", type=int, default=1, help="Flux brokers on this host (1)")
+    parser.add_argument(
+        "--apptainer", action="store_true", help="build Apptainer and the LAMMPS image"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from streamml.testbed import hpc
 
     state_dir: Path = args.state_dir.absolute()
+    if args.flux or args.apptainer:
+        return _run_flux(args, state_dir / "flux")
     if args.action == "down":
         stopped = hpc.stop(state_dir)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
@@ -51,6 +62,31 @@ def run(args: argparse.Namespace) -> int:
         env["SLURMRESTD_TOKEN"] = cluster.token("root", lifespan_s=args.token_lifespan)
     if args.json:
         print(json.dumps({**env, "cluster": cluster.to_data()}, indent=1))
+    else:
+        for name, value in env.items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _run_flux(args: argparse.Namespace, state_dir: Path) -> int:
+    from streamml.testbed import apptainer, flux
+
+    env: dict[str, str] = {}
+    if args.apptainer and args.action == "up":
+        runtime = apptainer.ensure_apptainer(print)
+        env["STREAMML_APPTAINER"] = str(runtime)
+        env["STREAMML_LAMMPS_SIF"] = str(apptainer.ensure_lammps_sif(print, apptainer=runtime))
+    if args.flux:
+        if args.action == "down":
+            print("stopped: flux" if flux.stop(state_dir) else "stopped: nothing was running")
+            return 0
+        if args.action == "up":
+            instance = flux.start(state_dir, size=args.flux_size, install=flux.ensure_flux(print))
+        else:
+            instance = flux.FluxInstance.load(state_dir)
+        env.update(instance.env(), STREAMML_FLUX=str(instance.flux))
+    if args.json:
+        print(json.dumps(env, indent=1))
     else:
         for name, value in env.items():
             print(f"export {name}={shlex.quote(value)}")
