@@ -184,7 +184,7 @@ class FluxScheduler:
         valid = [job_id for job_id in job_ids if _ID.match(job_id)]
         for job_id, entry in (await self._jobs(valid)).items():
             status = map_job(entry)
-            if status.state is JobState.FAILED and status.reason.startswith(REASON_EXIT):
+            if status.state is JobState.FAILED and (status.reason or "").startswith(REASON_EXIT):
                 line = await self._last_line(job_id)
                 if line:
                     status = JobStatus(
