@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     default = Path(
         os.environ.get("STREAMML_HPC_STATE_DIR") or Path(tempfile.gettempdir()) / "streamml-hpc"
     )
-    parser.add_argument("action", choices=("up", "down", "env"))
+    parser.add_argument("action", choices=("up", "down", "env", "build"))
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from streamml.testbed import hpc
 
     state_dir: Path = args.state_dir.absolute()
+    if args.action == "build":
+        return _build(args)
     if args.flux or args.apptainer:
         return _run_flux(args, state_dir / "flux")
     if args.action == "down":
@@ -90,4 +93,25 @@ def _run_flux(args: argparse.Namespace, state_dir: Path) -> int:
     else:
         for name, value in env.items():
             print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    """Build (once, then cached) what ``--flux`` / ``--apptainer`` need; skip a missing archive."""
+    from streamml.errors import InfrastructureError
+    from streamml.testbed import apptainer, flux
+
+    steps: list[tuple[str, Callable[[], str]]] = []
+    if args.flux:
+        steps.append(("flux", lambda: str(flux.ensure_flux(print).flux)))
+    if args.apptainer:
+        steps.append(("apptainer", lambda: str(apptainer.ensure_apptainer(print))))
+        steps.append(("lammps.sif", lambda: str(apptainer.ensure_lammps_sif(print))))
+    for name, step in steps:
+        try:
+            print(f"{name}: {step()}")
+        except InfrastructureError as exc:
+            if "no source archive" not in str(exc):
+                raise
+            print(f"{name}: skipped: {exc}")
     return 0
