@@ -196,6 +196,12 @@ def lammps_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     (mpirun, srun, flux run; bare or in a container) talks over 127.0.0.1 only.
     """
     env = dict(os.environ if base is None else base)
+    # Inside a Flux job the process has the job's PMI handle (PMI_FD, closed for our children)
+    # and FLUX_* variables: Open MPI in lmp would take it for its own launch and abort. A launcher
+    # (flux run, mpirun, srun) hands lmp a fresh PMI; FLUX_URI stays for `flux run`.
+    for name in [k for k in env if k.startswith("PMI_") or k.startswith("FLUX_")]:
+        if name != "FLUX_URI":
+            del env[name]
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
     env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")

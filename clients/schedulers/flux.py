@@ -4,7 +4,8 @@ The instance is reached by URI (``FLUX_URI``: ``local://…`` or ``ssh://host/�
 supports). A job is named after the trial (``--job-name``), so a restarted driver finds it again
 with :meth:`FluxScheduler.lookup` and never submits it twice. A serial trial is ``flux submit -n1
 -c CPUS``; an MPI trial (``tasks`` > 1) is ``flux batch -n TASKS`` whose one script runs
-``streamml run-lammps --flux-run TASKS``, i.e. ``flux run`` inside the trial's own allocation.
+``streamml run-lammps --flux-run TASKS``, i.e. ``flux run`` inside the trial's own allocation
+(its output goes to ``flux-<id>.out`` in the trial's directory, as ``flux batch`` does).
 
 A failure carries a fixed reason code (:data:`REASONS`) followed by Flux's own words:
 ``NonZeroExitCode (exit 1): ERROR: …`` (the last line of the job's output, from ``flux job
@@ -37,6 +38,19 @@ REASONS = (REASON_EXIT, REASON_TIMEOUT, REASON_UNSATISFIABLE, REASON_EXCEPTION, 
 _ID = re.compile(r"^(f[1-9A-HJ-NP-Za-km-z]{1,16}|[0-9]{1,20})$")
 _PENDING = {"NEW", "DEPEND", "PRIORITY", "SCHED"}
 _RUNNING = {"RUN", "CLEANUP"}
+
+
+F58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def job_int(job_id: str) -> int:
+    """A job id (``f…`` in FLUX_F58_FORCE_ASCII form, or decimal) as Flux's integer id."""
+    if job_id.isdigit():
+        return int(job_id)
+    value = 0
+    for char in job_id[1:]:
+        value = value * 58 + F58.index(char)
+    return value
 
 
 def resolve_flux(explicit: str | None = None) -> str:
@@ -73,7 +87,8 @@ def submit_argv(flux: str, job: JobRequest) -> list[str]:
     if job.workdir is not None:
         argv.append(f"--cwd={job.workdir}")
     if tasks > 1:
-        argv += ["--wrap", *job.command]
+        # --wrap joins its words with spaces into a /bin/sh script: quote them
+        argv += ["--wrap", "--", "exec", *(shlex.quote(word) for word in job.command)]
     else:
         argv += ["--", *job.command]
     return argv
@@ -97,11 +112,14 @@ def map_job(entry: Mapping[str, Any]) -> JobStatus:
         return JobStatus(JobState.CANCELLED, reason=REASON_CANCELLED, exit_code=exit_code)
     if result == "TIMEOUT":
         return JobStatus(JobState.FAILED, reason=REASON_TIMEOUT, exit_code=exit_code)
-    kind = entry.get("exception_type")
-    note = str(entry.get("exception_note") or "").strip()
-    if entry.get("exception_occurred") and kind == "alloc":
+    exception = entry.get("exception")
+    exception = exception if isinstance(exception, dict) else {}
+    kind = exception.get("type")
+    note = str(exception.get("note") or "").strip()
+    occurred = bool(exception.get("occurred"))
+    if occurred and kind == "alloc":  # e.g. more cores than the instance has
         return JobStatus(JobState.FAILED, reason=f"{REASON_UNSATISFIABLE}: {note}", exit_code=None)
-    if entry.get("exception_occurred") and kind not in (None, "exec"):
+    if occurred and kind not in (None, "exec"):
         why = f"{REASON_EXCEPTION} ({kind})" + (f": {note}" if note else "")
         return JobStatus(JobState.FAILED, reason=why, exit_code=exit_code)
     return JobStatus(JobState.FAILED, reason=f"{REASON_EXIT} (exit {code})", exit_code=exit_code)
@@ -160,21 +178,22 @@ class FluxScheduler:
         return job_id
 
     async def _jobs(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """``flux jobs --json`` entries of the given ids, keyed by the id as given."""
-        found: dict[str, dict[str, Any]] = {}
-        for job_id in job_ids:  # one call per id: an unknown id fails the whole call
-            code, out, _ = await self._run(self.flux, "jobs", "--json", job_id)
-            if code != 0:
-                continue
-            try:
-                entry = json.loads(out)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and "jobs" in entry:
-                entry = (entry["jobs"] or [None])[0]
-            if isinstance(entry, dict):
-                found[job_id] = entry
-        return found
+        """``flux jobs --json`` entries of the given ids (one call), keyed by the id as given."""
+        if not job_ids:
+            return {}
+        # unknown ids are reported on stderr; the known ones still come back (exit 1 if none)
+        _, out, _ = await self._run(self.flux, "jobs", "--json", *job_ids)
+        try:
+            doc = json.loads(out) if out.strip() else {}
+        except ValueError as exc:
+            raise SchedulerError(f"flux jobs --json: unreadable output: {out[:200]!r}") from exc
+        entries = doc.get("jobs", []) if "jobs" in doc else [doc] if doc else []
+        wanted = {job_int(job_id): job_id for job_id in job_ids}
+        return {
+            wanted[entry["id"]]: entry
+            for entry in entries
+            if isinstance(entry, dict) and entry.get("id") in wanted
+        }
 
     async def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         result = {

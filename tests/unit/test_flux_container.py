@@ -28,10 +28,10 @@ def test_serial_job_is_flux_submit_and_mpi_job_is_flux_batch() -> None:
         "flux", "submit", "--job-name=s-t00001-a1", "--ntasks=1", "--cores-per-task=2",
         "--time-limit=90s", "--", "run", "x",
     ]  # fmt: skip
-    mpi = JobRequest(name="m", command=["run"], cpus=4, tasks=4, nodes=2, workdir=Path("/w"))
+    mpi = JobRequest(name="m", command=["run", "a b"], cpus=4, tasks=4, nodes=2, workdir=Path("/w"))
     assert submit_argv("/opt/flux", mpi) == [
         "/opt/flux", "batch", "--job-name=m", "--ntasks=4", "--cores-per-task=1", "--nodes=2",
-        "--cwd=/w", "--wrap", "run",
+        "--cwd=/w", "--wrap", "--", "exec", "run", "'a b'",
     ]  # fmt: skip
 
 
@@ -44,16 +44,17 @@ def test_serial_job_is_flux_submit_and_mpi_job_is_flux_batch() -> None:
         ({"state": "INACTIVE", "result": "TIMEOUT", "returncode": 142}, JobState.FAILED,
          "TIMEOUT"),
         ({"state": "INACTIVE", "result": "CANCELED"}, JobState.CANCELLED, "Cancelled"),
-        ({"state": "INACTIVE", "result": "FAILED", "returncode": 1, "exception_occurred": False},
-         JobState.FAILED, "NonZeroExitCode (exit 1)"),
-        ({"state": "INACTIVE", "result": "FAILED", "exception_occurred": True,
-          "exception_type": "alloc", "exception_note": "unsatisfiable request"},
-         JobState.FAILED, "Unsatisfiable: unsatisfiable request"),
-        ({"state": "INACTIVE", "result": "FAILED", "exception_occurred": True,
-          "exception_type": "exec", "returncode": 127}, JobState.FAILED,
+        ({"state": "INACTIVE", "result": "FAILED", "returncode": 1,
+          "exception": {"occurred": False}}, JobState.FAILED, "NonZeroExitCode (exit 1)"),
+        # the shape `flux jobs --json` prints (flux-core 0.88)
+        ({"state": "INACTIVE", "result": "FAILED", "returncode": 1, "exception": {
+            "occurred": True, "type": "alloc", "note": "unsatisfiable request: need 64 cores"}},
+         JobState.FAILED, "Unsatisfiable: unsatisfiable request: need 64 cores"),
+        ({"state": "INACTIVE", "result": "FAILED", "returncode": 127,
+          "exception": {"occurred": True, "type": "exec"}}, JobState.FAILED,
          "NonZeroExitCode (exit 127)"),
-        ({"state": "INACTIVE", "result": "FAILED", "exception_occurred": True,
-          "exception_type": "node-failure", "exception_note": "lost"}, JobState.FAILED,
+        ({"state": "INACTIVE", "result": "FAILED", "exception": {
+            "occurred": True, "type": "node-failure", "note": "lost"}}, JobState.FAILED,
          "FluxException (node-failure): lost"),
         ({"state": "BOGUS"}, JobState.UNKNOWN, "unrecognised Flux state 'BOGUS'"),
     ],
@@ -75,7 +76,9 @@ def test_build_command_wraps_lmp_in_the_container_under_the_launcher() -> None:
 
 
 def test_every_mpi_run_is_restricted_to_loopback() -> None:
-    env = lammps.lammps_env({})
+    env = lammps.lammps_env({"PMI_FD": "18", "FLUX_JOB_ID": "f3", "FLUX_URI": "local:///r"})
+    assert "PMI_FD" not in env and "FLUX_JOB_ID" not in env  # the enclosing job's PMI
+    assert env["FLUX_URI"] == "local:///r"
     assert env["OMPI_MCA_oob_tcp_if_include"] == "lo"
     assert env["OMPI_MCA_btl_tcp_if_include"] == "lo"
     assert env["APPTAINER_DROP_CAPS"] == "CAP_SYS_RESOURCE"
@@ -162,3 +165,10 @@ def test_container_and_flux_fields_are_validated() -> None:
     for extra in bad:
         with pytest.raises(ValidationError):
             LammpsSweepSpec.model_validate({**BASE, **extra})
+
+
+def test_f58_ids_decode_to_flux_integers() -> None:
+    from streamml.clients.schedulers.flux import job_int
+
+    assert job_int("f1") == 0 and job_int("f2") == 1 and job_int("fz") == 57
+    assert job_int("f21") == 58 and job_int("1234") == 1234
