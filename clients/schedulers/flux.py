@@ -78,8 +78,11 @@ def submit_argv(flux: str, job: JobRequest) -> list[str]:
     """``flux submit`` (one task) or ``flux batch`` (MPI: a script that runs ``flux run``)."""
     tasks = max(1, job.tasks)
     cores = max(1, job.cpus // tasks)
-    verb = "batch" if tasks > 1 else "submit"
-    argv = [flux, verb, f"--job-name={job.name}", f"--ntasks={tasks}", f"--cores-per-task={cores}"]
+    if tasks > 1:  # an allocation of TASKS slots; `flux run` inside starts one rank per slot
+        argv = [flux, "batch", f"--job-name={job.name}", f"--nslots={tasks}"]
+        argv.append(f"--cores-per-slot={cores}")
+    else:
+        argv = [flux, "submit", f"--job-name={job.name}", "--ntasks=1", f"--cores-per-task={cores}"]
     if job.nodes:
         argv.append(f"--nodes={job.nodes}")
     if job.time_limit_s is not None:

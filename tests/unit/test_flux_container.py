@@ -30,7 +30,7 @@ def test_serial_job_is_flux_submit_and_mpi_job_is_flux_batch() -> None:
     ]  # fmt: skip
     mpi = JobRequest(name="m", command=["run", "a b"], cpus=4, tasks=4, nodes=2, workdir=Path("/w"))
     assert submit_argv("/opt/flux", mpi) == [
-        "/opt/flux", "batch", "--job-name=m", "--ntasks=4", "--cores-per-task=1", "--nodes=2",
+        "/opt/flux", "batch", "--job-name=m", "--nslots=4", "--cores-per-slot=1", "--nodes=2",
         "--cwd=/w", "--wrap", "--", "exec", "run", "'a b'",
     ]  # fmt: skip
 
