@@ -169,7 +169,7 @@ def build_command(
     launcher starts the runtime, which starts ``lmp`` inside the image.
     """
     if sum((mpirun is not None, srun, flux_run is not None)) > 1:
-        raise LammpsError("choose one of mpirun, srun and flux run")
+        raise LammpsError("choose either mpirun or srun or flux run, not two")
     prefix: list[str] = []
     for name, count in (("mpirun", mpirun), ("flux run", flux_run)):
         if count is not None and count < 1:

@@ -42,8 +42,9 @@ MAX_TRIAL_RECORDS = 200
 MAX_CURVE_POINTS = 100
 
 SamplingMethod = Literal["random", "grid", "latinHypercube"]
-SchedulerType = Literal["local", "slurm", "slurm-rest", "flux", "kubernetes"]
-SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "flux", "kubernetes")
+# flux last: v1alpha1 only ever appends
+SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes", "flux"]
+SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes", "flux")
 ContainerRuntime = Literal["apptainer", "singularity"]
 Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
 #: what a trial may learn: the numeric fields run-lammps parses from the LAMMPS log
