@@ -101,3 +101,22 @@ def test_flux_scheduler_needs_a_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SpecError) as err:
         make_scheduler("flux", {})
     assert err.value.field == "uri"
+
+
+async def test_two_brokers_run_a_two_node_job(
+    flux_install: flux.FluxInstall, tmp_path: Path
+) -> None:
+    # the prototype's -N shape on one host: two brokers, an allocation spread over both
+    state = tmp_path / "flux2"
+    instance = flux.start(state, size=2, install=flux_install, detached=False)
+    try:
+        sched = FluxScheduler(uri=instance.uri, flux=str(instance.flux))
+        script = '"$STREAMML_FLUX" run -N2 -n2 hostname > ranks.txt'
+        job = JobRequest(
+            name="two-nodes", command=["sh", "-c", script], tasks=2, nodes=2, workdir=tmp_path
+        )
+        status, _ = await cases.wait_finished(sched, await sched.submit(job), timeout_s=120)
+        assert status.state is JobState.SUCCEEDED, status
+        assert len((tmp_path / "ranks.txt").read_text().split()) == 2
+    finally:
+        flux.stop(state)
