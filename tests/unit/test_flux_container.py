@@ -172,3 +172,16 @@ def test_f58_ids_decode_to_flux_integers() -> None:
 
     assert job_int("f1") == 0 and job_int("f2") == 1 and job_int("fz") == 57
     assert job_int("f21") == 58 and job_int("1234") == 1234
+
+
+def test_the_reaxff_flux_sample_is_a_valid_flux_sweep_with_its_files() -> None:
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "config" / "samples" / "flux-reaxff"
+    doc = yaml.safe_load((folder / "lammpssweep.yaml").read_text())
+    spec = LammpsSweepSpec.model_validate(doc["spec"])
+    assert spec.scheduler.type == "flux" and spec.lammps.input_file is not None
+    script = (folder / "in.reaxff.hns").read_text()
+    assert "reax/c" not in script and "pair_style        reaxff NULL" in script
+    for name in ("data.hns-equil", "ffield.reax.hns"):  # the files the script opens
+        assert name in script and (folder / name).is_file()
