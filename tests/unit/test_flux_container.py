@@ -182,6 +182,6 @@ def test_the_reaxff_flux_sample_is_a_valid_flux_sweep_with_its_files() -> None:
     spec = LammpsSweepSpec.model_validate(doc["spec"])
     assert spec.scheduler.type == "flux" and spec.lammps.input_file is not None
     script = (folder / "in.reaxff.hns").read_text()
-    assert "reax/c" not in script and "pair_style        reaxff NULL" in script
+    assert "pair_style        reax/c" not in script and "pair_style        reaxff NULL" in script
     for name in ("data.hns-equil", "ffield.reax.hns"):  # the files the script opens
         assert name in script and (folder / name).is_file()
