@@ -154,12 +154,13 @@ async def test_corrupt_image_fails_the_sweep_without_retrying(
 
 
 async def test_runtime_not_installed_is_a_clear_condition(
-    model_server: ServerProcess, lammps_sif: Path, tmp_path: Path, lammps_bin: str
+    model_server: ServerProcess, tmp_path: Path, lammps_bin: str
 ) -> None:
     # a host without Apptainer: nothing on PATH, no project build in this (empty) cache
     dirs = ("/usr/bin", "/bin")
     bare_path = os.pathsep.join(p for p in dirs if not shutil.which("singularity", path=p))
     env = {"PATH": bare_path, "STREAMML_CACHE_DIR": str(tmp_path / "empty-cache")}
-    done, state = broken_image_sweep(tmp_path, model_server, lammps_sif, env, runtime="singularity")
+    image = tmp_path / "lammps.sif"  # never opened: the runtime is looked for first
+    done, state = broken_image_sweep(tmp_path, model_server, image, env, runtime="singularity")
     check_fatal(done, state, "ContainerRuntimeMissing")
     assert "'singularity' is not installed" in state["trials"][0]["reason"]
