@@ -141,11 +141,19 @@ def image_digest(image: Path) -> str:
     return value
 
 
-def prepare(container: Container, env: Mapping[str, str]) -> tuple[list[str], str]:
-    """Check everything, then return the command prefix and the image digest."""
+def prepare(
+    container: Container, env: Mapping[str, str], inputs: Sequence[Path] = ()
+) -> tuple[list[str], str]:
+    """Check everything, then return the command prefix and the image digest.
+
+    The folders of ``inputs`` (the input script) are bound in read-only at the same path; the
+    working directory, ``$HOME`` and ``/tmp`` Apptainer binds itself.
+    """
     runtime_path = resolve_runtime(container.runtime)
     check_image(container.image)
     binds: list[str] = []
+    for folder in dict.fromkeys(str(path.resolve().parent) for path in inputs):
+        binds.append(f"{folder}:{folder}:ro")
     prefix = flux_prefix(env) if "FLUX_URI" in env else None
     if prefix is not None:
         binds.append(str(prefix))

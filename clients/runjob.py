@@ -272,7 +272,7 @@ def _command(
         image = container.Container(
             args.container_runtime, args.container_image, tuple(args.container_bind)
         )
-        prefix, document["image_digest"] = container.prepare(image, os.environ)
+        prefix, document["image_digest"] = container.prepare(image, os.environ, [input_file])
     flux = "flux"
     if args.flux_run is not None:
         from streamml.clients.schedulers.flux import resolve_flux
