@@ -97,21 +97,40 @@ def _run_flux(args: argparse.Namespace, state_dir: Path) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    """Build (once, then cached) what ``--flux`` / ``--apptainer`` need; skip a missing archive."""
-    from streamml.errors import InfrastructureError
+    """Build (once, then cached) what ``--flux`` / ``--apptainer`` need; skip a missing archive.
+
+    flux-core and Apptainer are independent: they build side by side (their serial parts,
+    autogen/configure and Go module downloads, overlap the other's compiler); the image follows
+    Apptainer.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from streamml.testbed import apptainer, flux
 
-    steps: list[tuple[str, Callable[[], str]]] = []
+    chains: list[list[tuple[str, Callable[[], str]]]] = []
     if args.flux:
-        steps.append(("flux", lambda: str(flux.ensure_flux(print).flux)))
+        chains.append([("flux", lambda: str(flux.ensure_flux(print).flux))])
     if args.apptainer:
-        steps.append(("apptainer", lambda: str(apptainer.ensure_apptainer(print))))
-        steps.append(("lammps.sif", lambda: str(apptainer.ensure_lammps_sif(print))))
+        chains.append(
+            [
+                ("apptainer", lambda: str(apptainer.ensure_apptainer(print))),
+                ("lammps.sif", lambda: str(apptainer.ensure_lammps_sif(print))),
+            ]
+        )
+    with ThreadPoolExecutor(max_workers=max(1, len(chains))) as pool:
+        for future in [pool.submit(_chain, chain) for chain in chains]:
+            future.result()  # re-raises a failed build
+    return 0
+
+
+def _chain(steps: list[tuple[str, Callable[[], str]]]) -> None:
+    from streamml.errors import InfrastructureError
+
     for name, step in steps:
         try:
-            print(f"{name}: {step()}")
+            print(f"{name}: {step()}", flush=True)
         except InfrastructureError as exc:
             if "no source archive" not in str(exc):
                 raise
-            print(f"{name}: skipped: {exc}")
-    return 0
+            print(f"{name}: skipped: {exc}", flush=True)
+            return

@@ -185,3 +185,21 @@ def test_the_reaxff_flux_sample_is_a_valid_flux_sweep_with_its_files() -> None:
     assert "pair_style        reax/c" not in script and "pair_style        reaxff NULL" in script
     for name in ("data.hns-equil", "ffield.reax.hns"):  # the files the script opens
         assert name in script and (folder / name).is_file()
+
+
+def test_hpc_build_skips_a_missing_archive_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from streamml.testbed import hpc_command
+
+    monkeypatch.setenv("STREAMML_VENDOR_DIR", str(tmp_path / "no-vendor"))
+    monkeypatch.setenv("STREAMML_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flux, no apptainer
+    parser = argparse.ArgumentParser()
+    hpc_command.configure(parser)
+    assert hpc_command.run(parser.parse_args(["build", "--flux", "--apptainer"])) == 0
+    out = capsys.readouterr().out
+    assert "flux: skipped: no flux-core on PATH and no source archive" in out
+    assert "apptainer: skipped:" in out and "lammps.sif" not in out
