@@ -184,8 +184,13 @@ class FluxScheduler:
         """``flux jobs --json`` entries of the given ids (one call), keyed by the id as given."""
         if not job_ids:
             return {}
-        # unknown ids are reported on stderr; the known ones still come back (exit 1 if none)
-        _, out, _ = await self._run(self.flux, "jobs", "--json", *job_ids)
+        # unknown ids are reported on stderr ("JobID f2zzz unknown"); the known ones still come
+        # back (exit 1 if none). Anything else (the instance is down or restarting) is an error:
+        # the engine polls again later instead of taking the jobs for lost.
+        code, out, err = await self._run(self.flux, "jobs", "--json", *job_ids)
+        unknown = set(re.findall(r"JobID (\S+) unknown", err))
+        if code != 0 and not out.strip() and not set(job_ids) <= unknown:
+            raise SchedulerError(f"flux jobs failed: {err.strip()[:300]}")
         try:
             doc = json.loads(out) if out.strip() else {}
         except ValueError as exc:

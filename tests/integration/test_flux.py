@@ -13,7 +13,7 @@ from streamml.clients.schedulers.flux import (
     REASON_UNSATISFIABLE,
     FluxScheduler,
 )
-from streamml.errors import SpecError
+from streamml.errors import SchedulerError, SpecError
 from streamml.testbed import flux
 from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
@@ -85,6 +85,8 @@ async def test_instance_restart_keeps_history(
             await asyncio.sleep(0.2)
         assert flux.stop(state)
         assert not instance.broker.alive()
+        with pytest.raises(SchedulerError):  # an instance that is down: poll later, lose nothing
+            await sched.poll([done_id, running_id])
         instance = flux.start(state, install=flux_install, detached=False)
         sched = FluxScheduler(uri=instance.uri, flux=str(instance.flux))
         after = await sched.poll([done_id, running_id])
