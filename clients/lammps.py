@@ -231,18 +231,28 @@ def build_command(
     lmp: str = "lmp",
     mpirun: int | None = None,
     srun: bool = False,
+    flux_run: int | None = None,
+    flux: str = "flux",
+    container: Sequence[str] = (),
 ) -> list[str]:
-    """The command line: ``[mpirun -np N | srun --mpi=pmix] lmp -in F -var K V ... -log none``."""
-    if mpirun is not None and srun:
-        raise LammpsError("choose either mpirun or srun, not both")
+    """``[mpirun -np N | srun --mpi=pmix | flux run -n N] [CONTAINER] lmp -in F -var K V ...``.
+
+    ``container`` is the runtime's prefix (``apptainer exec … IMAGE``, :mod:`.container`): the
+    launcher starts the runtime, which starts ``lmp`` inside the image.
+    """
+    if sum((mpirun is not None, srun, flux_run is not None)) > 1:
+        raise LammpsError("choose either mpirun or srun or flux run, not two")
     prefix: list[str] = []
+    for name, count in (("mpirun", mpirun), ("flux run", flux_run)):
+        if count is not None and count < 1:
+            raise LammpsError(f"{name} needs at least 1 process, got {count}")
     if mpirun is not None:
-        if mpirun < 1:
-            raise LammpsError(f"mpirun needs at least 1 process, got {mpirun}")
         prefix = ["mpirun", "--oversubscribe", "-np", str(mpirun)]
     elif srun:
         prefix = ["srun", "--mpi=pmix"]
-    command = [*prefix, lmp, "-in", str(input_file)]
+    elif flux_run is not None:
+        prefix = [flux, "run", f"--ntasks={flux_run}"]
+    command = [*prefix, *container, lmp, "-in", str(input_file)]
     for name, value in variables.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise LammpsError(f"invalid LAMMPS variable name {name!r}")
@@ -252,9 +262,22 @@ def build_command(
 
 
 def lammps_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for lmp: one OpenMP thread unless set; Open MPI allowed to run as root."""
+    """Environment for lmp: one OpenMP thread unless set; Open MPI on loopback, allowed as root.
+
+    Open MPI opens TCP on every interface unless told otherwise: every MPI run the project starts
+    (mpirun, srun, flux run; bare or in a container) talks over 127.0.0.1 only.
+    """
     env = dict(os.environ if base is None else base)
+    # Inside a Flux job the process has the job's PMI handle (PMI_FD, closed for our children)
+    # and FLUX_* variables: Open MPI in lmp would take it for its own launch and abort. A launcher
+    # (flux run, mpirun, srun) hands lmp a fresh PMI; FLUX_URI stays for `flux run`.
+    for name in [k for k in env if k.startswith("PMI_") or k.startswith("FLUX_")]:
+        if name != "FLUX_URI":
+            del env[name]
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
+    env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
+    env.setdefault("APPTAINER_DROP_CAPS", "CAP_SYS_RESOURCE")  # harmless without a container
     if os.geteuid() == 0:  # mpirun refuses root without these (containers, this testbed)
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

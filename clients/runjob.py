@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -113,6 +114,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     launch = parser.add_mutually_exclusive_group()
     launch.add_argument("--mpirun", type=int, metavar="N", help="run under mpirun -np N")
     launch.add_argument("--srun", action="store_true", help="run under srun --mpi=pmix")
+    launch.add_argument("--flux-run", type=int, metavar="N", help="run under flux run -n N")
+    parser.add_argument(
+        "--container-runtime", choices=("apptainer", "singularity"), default="apptainer"
+    )
+    parser.add_argument("--container-image", type=Path, help="run lmp inside this SIF image")
+    parser.add_argument(
+        "--container-bind", action="append", default=[], metavar="SRC[:DST]", help="bind mount"
+    )
     parser.add_argument("--lmp", help="LAMMPS binary (default lmp; env STREAMML_LMP)")
     parser.add_argument("--test", action="store_true", help="held-out trial: predict, never learn")
     parser.add_argument("--features", choices=FEATURE_SETS, default="vars", help="feature set")
@@ -209,17 +218,8 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     }
     try:
         run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
-    except LammpsError as exc:
-        return _lammps_failed(trial, exc, document, result_file)
-    command = lammps.build_command(
-        input_file,
-        variables,
-        lmp=args.lmp or settings.lmp,
-        mpirun=args.mpirun,
-        srun=args.srun,
-    )
-    log.info("trial %s: %s", trial, " ".join(command))
-    try:
+        command = _command(args, settings, input_file, variables, document)
+        log.info("trial %s: %s", trial, " ".join(command))
         result = lammps.run_lammps(
             command, cwd=run_dir, timeout_s=args.timeout, log_file=args.log_file
         )
@@ -318,6 +318,43 @@ def _prepare_run(
     if not input_file.is_file():
         raise LammpsError(f"the input directory has no {script}", code="InputUnavailable")
     return run_dir, input_file
+
+
+def _command(
+    args: argparse.Namespace,
+    settings: RunJobSettings,
+    input_file: Path,
+    variables: dict[str, str],
+    document: dict[str, Any],
+) -> list[str]:
+    """The LAMMPS command line, wrapped in the container (whose digest goes in ``document``)."""
+    from streamml.clients import container, lammps
+
+    prefix: list[str] = []
+    if args.container_image is not None:
+        image = container.Container(
+            args.container_runtime, args.container_image, tuple(args.container_bind)
+        )
+        prefix, document["image_digest"] = container.prepare(image, os.environ, [input_file])
+    flux = "flux"
+    if args.flux_run is not None:
+        from streamml.clients.schedulers.flux import resolve_flux
+        from streamml.errors import SchedulerError
+
+        try:
+            flux = resolve_flux()
+        except SchedulerError as exc:
+            raise LammpsError(str(exc)) from exc
+    return lammps.build_command(
+        input_file,
+        variables,
+        lmp=args.lmp or settings.lmp,
+        mpirun=args.mpirun,
+        srun=args.srun,
+        flux_run=args.flux_run,
+        flux=flux,
+        container=prefix,
+    )
 
 
 def _write_result(path: Path | None, document: dict[str, Any]) -> None:

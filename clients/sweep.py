@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from streamml.clients import sweep_images as images
 from streamml.clients import sweep_jobs as jobs
 from streamml.clients.lammps import scrub
 from streamml.clients.sampling import Point, as_vars, fingerprint, plan
@@ -257,6 +258,7 @@ class SweepEngine:
 
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
+        images.record(self.status, record, result)
         target = jobs.finite(result.get("target")) if result else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
             delivered = bool(result.get("delivered"))
@@ -272,7 +274,14 @@ class SweepEngine:
                 }
                 self.status.test_results = [
                     r for r in self.status.test_results if r.id != record.id
-                ] + [HeldOutResult(id=record.id, target=target, predictions=predictions)]
+                ] + [
+                    HeldOutResult(
+                        id=record.id,
+                        target=target,
+                        predictions=predictions,
+                        image_digest=record.image_digest,
+                    )
+                ]
             return record.role == "train" and bool(result.get("delivered"))
         reason = (result or {}).get("error") or status.reason or f"job {status.state.value}"
         if status.state == JobState.SUCCEEDED:
@@ -283,7 +292,11 @@ class SweepEngine:
         record.reason = scrub(str(reason))[:500]
         self.status.failed += 1
         log.warning("sweep %s: %s failed: %s", self.name, record.job_name, record.reason)
-        if self.status.failed > self.spec.max_failures:
+        fatal = images.fatal_code(result)
+        if fatal is not None:  # no runtime / no image / no SIF: every retry would fail alike
+            self.status.phase = "Failed"
+            jobs.set_condition(self.status, "Ready", False, fatal, record.reason)
+        elif self.status.failed > self.spec.max_failures:
             self.status.phase = "Failed"
             jobs.set_condition(
                 self.status,
@@ -394,7 +407,13 @@ class SweepEngine:
             if curve is None:
                 curve = LearningCurve(model=model, metric=metric)
                 self.status.learning_curve.append(curve)
-            jobs.add_point(curve.points, CurvePoint(trials=learned, samples=samples, value=value))
+            point = CurvePoint(
+                trials=learned,
+                samples=samples,
+                value=value,
+                image_digest=images.current(self.status),
+            )
+            jobs.add_point(curve.points, point)
 
     def _finish_if_done(self) -> None:
         if self.status.phase == "Failed":
@@ -419,6 +438,7 @@ class SweepEngine:
         if self.generation is not None:
             s.observed_generation = self.generation
         s.evaluation = jobs.evaluate(s.test_results)
+        s.evaluation_by_image = images.evaluate_by_image(s.test_results)
         scored = [(e.r2, e.model) for e in s.evaluation if e.r2 is not None]
         if scored:
             r2, model = max(scored)

@@ -123,8 +123,11 @@ def build_job(
         command += ["--input", ctx.input_name]
     for key, value in {**spec.lammps.vars, **as_vars(point)}.items():
         command += ["--var", f"{key}={value}"]
+    flux = spec.scheduler.type == "flux"
     if spec.lammps.mpi_procs > 1:
-        command += ["--mpirun", str(spec.lammps.mpi_procs)]
+        # under Flux the job is an allocation of mpiProcs tasks and `flux run` starts the ranks
+        command += ["--flux-run" if flux else "--mpirun", str(spec.lammps.mpi_procs)]
+    command += container_args(spec)
     if spec.resources.time_limit_seconds:
         command += ["--timeout", str(spec.resources.time_limit_seconds)]
     if test:
@@ -136,10 +139,23 @@ def build_job(
         workdir=None if ctx.remote else out,
         input_dir=ctx.input_dir,
         cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),
+        tasks=spec.lammps.mpi_procs if flux else 1,
+        nodes=spec.resources.nodes,
         time_limit_s=(
             spec.resources.time_limit_seconds + 60 if spec.resources.time_limit_seconds else None
         ),
     )
+
+
+def container_args(spec: LammpsSweepSpec) -> list[str]:
+    """``run-lammps`` options that wrap lmp in ``spec.lammps.container`` (none without one)."""
+    box = spec.lammps.container
+    if box is None:
+        return []
+    args = ["--container-runtime", box.runtime, "--container-image", box.image]
+    for bind in box.binds:
+        args += ["--container-bind", bind]
+    return args
 
 
 def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:

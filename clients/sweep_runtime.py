@@ -58,6 +58,8 @@ def scheduler_settings(
                 field="scheduler.jwtSecretRef",
             )
         return settings
+    if s.type == "flux":
+        return {"uri": s.flux_uri} if s.flux_uri else {}
     return {"namespace": namespace or "default", "image": s.image}
 
 

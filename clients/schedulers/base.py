@@ -45,6 +45,9 @@ class JobRequest:
     #: --input-dir). A backend whose jobs cannot see it (kubernetes) carries it to the job and
     #: sets STREAMML_INPUT_DIR there.
     input_dir: Path | None = None
+    #: MPI ranks the scheduler itself launches (flux: ``flux batch -n``); 1 = one process
+    tasks: int = 1
+    nodes: int | None = None  # nodes to spread the tasks over (flux), None = the scheduler's pick
 
 
 @dataclass(frozen=True)

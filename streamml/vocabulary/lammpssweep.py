@@ -45,8 +45,10 @@ MAX_TRIAL_RECORDS = 200
 MAX_CURVE_POINTS = 100
 
 SamplingMethod = Literal["random", "grid", "latinHypercube"]
-SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes"]
-SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes")
+# flux last: v1alpha1 only ever appends
+SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes", "flux"]
+SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes", "flux")
+ContainerRuntime = Literal["apptainer", "singularity"]
 Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
 #: what a trial may learn: the numeric fields run-lammps parses from the LAMMPS log
 Target = Literal[
@@ -175,6 +177,31 @@ class InputConfigMapRef(KeyRef):
 COMMAND_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}|(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+)$"
 
 
+class ContainerSpec(_Camel):
+    """Run LAMMPS inside an Apptainer/Singularity image on the host (not on kubernetes)."""
+
+    runtime: ContainerRuntime = Field(default="apptainer", description="the container runtime")
+    image: str = Field(
+        pattern=r"^[^\s,:]+$",
+        max_length=4096,
+        description="path of the image file (.sif) on the hosts that run the trials",
+    )
+    binds: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="extra bind mounts, each SRC[:DST[:OPTS]] (no spaces or commas)",
+    )
+
+    @model_validator(mode="after")
+    def _binds(self) -> ContainerSpec:
+        import re
+
+        for bind in self.binds:
+            if not re.fullmatch(r"/[^\s,]{0,4095}", bind):
+                raise ValueError(f"lammps.container.binds: {bind!r} is not an absolute SRC[:DST]")
+        return self
+
+
 class LammpsSpec(_Camel):
     command: str = Field(
         default="lmp",
@@ -211,6 +238,9 @@ class LammpsSpec(_Camel):
         default_factory=dict, description="extra -var NAME VALUE pairs, the same for every trial"
     )
     mpi_procs: int = Field(default=1, ge=1, le=1024, description="MPI ranks per run")
+    container: ContainerSpec | None = Field(
+        default=None, description="run lmp in this image (local, slurm, slurm-rest, flux)"
+    )
     target: Target = Field(default="loop_time", description="what the models learn to predict")
     features: Literal["vars", "vars+atoms"] = Field(
         default="vars", description="what the models see: the -var values (+ the atom count)"
@@ -235,6 +265,9 @@ class LammpsSpec(_Camel):
 
 class Resources(_Camel):
     cpus: int = Field(default=1, ge=1, le=1024, description="CPUs per trial")
+    nodes: int | None = Field(
+        default=None, ge=1, le=4096, description="nodes to spread the MPI ranks over (flux)"
+    )
     time_limit_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(Ki|Mi|Gi|K|M|G)?$")
 
@@ -253,6 +286,12 @@ class SchedulerSpec(_Camel):
         default=None, max_length=4096, description="file holding the Slurm JWT (CLI, slurm-rest)"
     )
     image: str | None = Field(default=None, max_length=512, description="image (kubernetes)")
+    flux_uri: str | None = Field(
+        default=None,
+        pattern=r"^(local|ssh)://[^\s]+$",
+        max_length=4096,
+        description="the Flux instance (local://… or ssh://…; default: the driver's FLUX_URI)",
+    )
     max_local_jobs: int | None = Field(
         default=None, ge=1, le=256, description="local pool size (default: parallelism)"
     )
@@ -264,6 +303,14 @@ class SchedulerSpec(_Camel):
         if self.type == "kubernetes" and not self.image:
             raise ValueError("scheduler.image is required for kubernetes")
         return self
+
+
+def _container_on_hosts(spec: LammpsSweepSpec) -> None:
+    if spec.lammps.container is not None and spec.scheduler.type == "kubernetes":
+        raise ValueError(
+            "lammps.container wraps lmp on hosts (local, slurm, slurm-rest, flux); on kubernetes "
+            "the scheduler.image is the container"
+        )
 
 
 class LammpsSweepSpec(_Camel):
@@ -295,6 +342,7 @@ class LammpsSweepSpec(_Camel):
         clash = set(names) & set(self.lammps.vars)
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
+        _container_on_hosts(self)
         return self
 
 
@@ -338,12 +386,18 @@ class TrialRecord(_Record):
     reason: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     target: float | None = None
+    image_digest: str | None = Field(
+        default=None, description="sha256 of the container image the trial ran in"
+    )
 
 
 class CurvePoint(_Record):
     trials: int = Field(description="training runs learned so far")
     samples: int = Field(description="samples the model has learned (server's count)")
     value: float | None = Field(default=None, description="headline metric value")
+    image_digest: str | None = Field(
+        default=None, description="the container image of the newest trial learned"
+    )
 
 
 class LearningCurve(_Record):
@@ -356,6 +410,7 @@ class HeldOutResult(_Record):
     id: int
     target: float
     predictions: dict[str, float] = Field(default_factory=dict)
+    image_digest: str | None = None
 
 
 class Evaluation(_Record):
@@ -364,6 +419,13 @@ class Evaluation(_Record):
     mae: float | None = Field(default=None, alias="MAE")
     rmse: float | None = Field(default=None, alias="RMSE")
     r2: float | None = Field(default=None, alias="R2")
+
+
+class ImageEvaluation(_Record):
+    """The held-out evaluation of the test runs made in one container image."""
+
+    image_digest: str
+    evaluation: list[Evaluation] = Field(default_factory=list)
 
 
 class LammpsSweepStatus(_Record):
@@ -391,6 +453,10 @@ class LammpsSweepStatus(_Record):
     learning_curve: list[LearningCurve] = Field(default_factory=list)
     test_results: list[HeldOutResult] = Field(default_factory=list)
     evaluation: list[Evaluation] = Field(default_factory=list)
+    image_digests: list[str] = Field(
+        default_factory=list, description="container images the trials ran in, in order seen"
+    )
+    evaluation_by_image: list[ImageEvaluation] = Field(default_factory=list)
     best_model: str | None = None
     held_out_r2: float | None = Field(default=None, alias="heldOutR2")
 

@@ -61,6 +61,7 @@ def test_crd_is_structural_with_the_printer_columns() -> None:
         "slurm",
         "slurm-rest",
         "kubernetes",
+        "flux",
     ]
     assert spec["trials"]["minimum"] == 1 and spec["testTrials"]["minimum"] == 0
 
