@@ -28,10 +28,8 @@ from streamml.testbed.k8sbuild import Progress, _locked, cache_root
 from streamml.testbed.vendorbuild import (
     Build,
     Recipe,
-    cached_build,
-    complete,
     ensure_build,
-    find_archive,
+    finished_build,
 )
 
 APPTAINER_VERSION = "1.5.3+312-g917d6657"
@@ -86,12 +84,7 @@ APPTAINER_RECIPE = Recipe(
 
 def cached_apptainer() -> Build | None:
     """The project's finished build of Apptainer, if there is one (builds nothing)."""
-    try:
-        archive = find_archive(APPTAINER_RECIPE)
-    except InfrastructureError:
-        return None
-    build = cached_build(APPTAINER_RECIPE, archive)
-    return build if complete(build, APPTAINER_RECIPE) else None
+    return finished_build(APPTAINER_RECIPE)
 
 
 def ensure_apptainer(progress: Progress | None = None) -> Path:

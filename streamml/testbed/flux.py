@@ -31,10 +31,8 @@ from streamml.testbed.k8sbuild import Progress
 from streamml.testbed.vendorbuild import (
     Build,
     Recipe,
-    cached_build,
-    complete,
     ensure_build,
-    find_archive,
+    finished_build,
 )
 
 FLUX_VERSION = "0.88.0"
@@ -93,12 +91,8 @@ def ensure_flux(progress: Progress | None = None) -> FluxInstall:
 
 def cached_flux() -> FluxInstall | None:
     """The project's finished build of flux-core, if there is one (builds nothing)."""
-    try:
-        archive = find_archive(FLUX_RECIPE)
-    except InfrastructureError:
-        return None
-    build = cached_build(FLUX_RECIPE, archive)
-    return _install(build) if complete(build, FLUX_RECIPE) else None
+    build = finished_build(FLUX_RECIPE)
+    return None if build is None else _install(build)
 
 
 def _install(build: Build) -> FluxInstall:

@@ -113,6 +113,16 @@ def complete(build: Build, recipe: Recipe) -> bool:
     return bool(build.info()) and (build.prefix / recipe.product).exists()
 
 
+def finished_build(recipe: Recipe) -> Build | None:
+    """The finished cached build of ``recipe``, if there is one (builds nothing)."""
+    try:
+        archive = find_archive(recipe)
+    except InfrastructureError:
+        return None
+    build = cached_build(recipe, archive)
+    return build if complete(build, recipe) else None
+
+
 def ensure_build(recipe: Recipe, progress: Progress | None = None) -> Build:
     """The cached build of the recipe's archive, building it first if needed."""
     say = progress or (lambda line: logger.info("%s", line))
