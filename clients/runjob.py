@@ -216,10 +216,24 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         "error": None,
         "reason": None,
     }
-    try:
+    try:  # what this host lacks fails the trial (with a reason code) ...
         run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
-        command = _command(args, settings, input_file, variables, document)
-        log.info("trial %s: %s", trial, " ".join(command))
+        container, flux = _launchers(args, input_file, document)
+    except LammpsError as exc:
+        return _lammps_failed(trial, exc, document, result_file)
+    # ... while a bad option (e.g. an invalid variable name) stays a usage error (exit 2)
+    command = lammps.build_command(
+        input_file,
+        variables,
+        lmp=args.lmp or settings.lmp,
+        mpirun=args.mpirun,
+        srun=args.srun,
+        flux_run=args.flux_run,
+        flux=flux,
+        container=container,
+    )
+    log.info("trial %s: %s", trial, " ".join(command))
+    try:
         result = lammps.run_lammps(
             command, cwd=run_dir, timeout_s=args.timeout, log_file=args.log_file
         )
@@ -320,15 +334,11 @@ def _prepare_run(
     return run_dir, input_file
 
 
-def _command(
-    args: argparse.Namespace,
-    settings: RunJobSettings,
-    input_file: Path,
-    variables: dict[str, str],
-    document: dict[str, Any],
-) -> list[str]:
-    """The LAMMPS command line, wrapped in the container (whose digest goes in ``document``)."""
-    from streamml.clients import container, lammps
+def _launchers(
+    args: argparse.Namespace, input_file: Path, document: dict[str, Any]
+) -> tuple[list[str], str]:
+    """(the container prefix, whose image digest goes in ``document``; the flux command)."""
+    from streamml.clients import container
 
     prefix: list[str] = []
     if args.container_image is not None:
@@ -345,16 +355,7 @@ def _command(
             flux = resolve_flux()
         except SchedulerError as exc:
             raise LammpsError(str(exc)) from exc
-    return lammps.build_command(
-        input_file,
-        variables,
-        lmp=args.lmp or settings.lmp,
-        mpirun=args.mpirun,
-        srun=args.srun,
-        flux_run=args.flux_run,
-        flux=flux,
-        container=prefix,
-    )
+    return prefix, flux
 
 
 def _write_result(path: Path | None, document: dict[str, Any]) -> None:
