@@ -21,7 +21,7 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
-from streamml.modelserver.pending import PendingPredictions
+from streamml.modelserver.pending import PendingSource
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,12 @@ class ModelState:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: learns applied since the last snapshot (not pickled: reset on load)
     dirty: int = 0
+    #: the cost model's bound on distinct input feature names (None: unbounded, e.g. a pickle)
+    max_features: int | None = None
+    #: the input feature names learned so far (tracked only under a bound)
+    known_features: set[str] = field(default_factory=set)
+    #: expensive per sample (trees, ensembles, neighbours, kernels): never on the event loop
+    heavy: bool = True
 
     @property
     def classifier(self) -> bool:
@@ -197,8 +203,31 @@ class ModelState:
     def supervised(self) -> bool:
         return self.flavor not in ("cluster",)
 
+    def new_features(self, features: dict[str, Any]) -> set[str] | None:
+        """The names this sample adds to the model's inputs (None: nothing to record);
+        :class:`SampleError` when they would take it past its cost model's bound."""
+        cap = self.max_features
+        if cap is None:
+            return None
+        known = self.known_features
+        if len(features) <= len(known) and features.keys() <= known:
+            return None
+        new = features.keys() - known
+        if len(known) + len(new) > cap:
+            raise SampleError(
+                f"model {self.name!r} accepts at most {cap} distinct feature names (its "
+                f"pipeline's cost within the server's limits); it has {len(known)} and this "
+                f"sample adds {len(new)}"
+            )
+        return new
+
     def predict(self, features: dict[str, Any]) -> Prediction:
         """Predict without learning; model input errors become :class:`SampleError`."""
+        if self.max_features is not None and len(features) > self.max_features:
+            raise SampleError(
+                f"model {self.name!r} accepts at most {self.max_features} features per sample "
+                "(its pipeline's cost within the server's limits)"
+            )
         try:
             if self.classifier:
                 proba = self.model.predict_proba_one(features)
@@ -238,6 +267,7 @@ class ModelState:
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
+        new = self.new_features(features)
         if prediction is not None and self.flavor == "regression":
             value = prediction.value
             if type(value) not in (int, float) or not math.isfinite(value):
@@ -252,6 +282,8 @@ class ModelState:
                 self.model.learn_one(features, y)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
+        if new:
+            self.known_features |= new
         if prediction is not None:
             self._update_metrics(y, prediction)
         record = LearnRecord(features, y, prediction, time.perf_counter_ns() - start, identifier)
@@ -261,7 +293,7 @@ class ModelState:
     def learn_many(
         self,
         samples: list[tuple[dict[str, Any], Any, str | None]],
-        pending: PendingPredictions,
+        pending: PendingSource,
         *,
         update_metrics: bool = True,
     ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
@@ -294,14 +326,20 @@ class ModelState:
                     rejected.append((index, "ground_truth must be a finite number"))
                     continue
                 try:
+                    new = self.new_features(features)
                     if waiting is not None and update_metrics:
                         value = waiting.prediction.value
                     else:
                         value = predict_one(features) if with_metrics else None
                     learn_one(features, y)
+                except SampleError as exc:
+                    rejected.append((index, str(exc)))
+                    continue
                 except Exception as exc:  # whatever river raises, it is about this sample
                     rejected.append((index, f"model {self.name!r} cannot use it: {exc}"))
                     continue
+                if new:
+                    self.known_features |= new
                 if value is not None:
                     for update in updates:
                         try:  # noqa: SIM105 - contextlib.suppress costs more per sample
@@ -323,6 +361,7 @@ class ModelState:
                         waiting = pending.take(self.name, identifier)
                         if waiting is not None and update_metrics:
                             prediction = waiting.prediction
+                    new = self.new_features(features)
                     if prediction is None and y is not None and with_metrics:
                         prediction = self.predict(features)
                     try:
@@ -335,6 +374,8 @@ class ModelState:
                 except SampleError as exc:
                     rejected.append((index, str(exc)))
                     continue
+                if new:
+                    self.known_features |= new
                 if prediction is not None:
                     self._update_metrics(y, prediction)
                 pred = None if prediction is None else prediction.encode()
@@ -359,6 +400,8 @@ class ModelState:
                 self.model.learn_one(record.features, record.ground_truth)
         except Exception:  # it succeeded live; never let one record stop the server starting
             log.exception("model %s: replaying a logged learn failed", self.name)
+        if self.max_features is not None:
+            self.known_features.update(record.features)
         if record.prediction is not None:
             self._update_metrics(record.ground_truth, record.prediction)
         self._account(record)

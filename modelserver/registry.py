@@ -36,9 +36,18 @@ class PredictionIds:
 class Registry:
     """All models of one server, applied in order on one event loop (no locks needed)."""
 
-    def __init__(self, *, pending_ttl: float, pending_max: int, idempotency_window: int) -> None:
+    def __init__(
+        self,
+        *,
+        pending_ttl: float,
+        pending_max: int,
+        idempotency_window: int,
+        pending_max_bytes: int | None = None,
+    ) -> None:
         self.models: dict[str, ModelState] = {}
-        self.pending = PendingPredictions(ttl_seconds=pending_ttl, max_count=pending_max)
+        self.pending = PendingPredictions(
+            ttl_seconds=pending_ttl, max_count=pending_max, max_bytes=pending_max_bytes
+        )
         self.idempotency_window = idempotency_window
         self.new_id = PredictionIds()
 
@@ -63,12 +72,23 @@ class Registry:
     def predict(
         self, state: ModelState, features: dict[str, Any], identifier: str | None
     ) -> tuple[Any, str]:
+        size = self.pending.room_for(features)
         prediction = state.predict_timed(features)
+        return prediction.value, self.remember(state, features, prediction, identifier, size)
+
+    def remember(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        prediction: Prediction,
+        identifier: str | None,
+        size: int,
+    ) -> str:
+        """Keep a prediction for its label (``size`` from :meth:`PendingPredictions.room_for`)."""
         identifier = identifier or self.new_id()
-        self.pending.add(
-            state.name, identifier, PendingPrediction(features, prediction, self.pending.clock())
-        )
-        return prediction.value, identifier
+        item = PendingPrediction(features, prediction, self.pending.clock(), size)
+        self.pending.add(state.name, identifier, item)
+        return identifier
 
     def learn(
         self,
@@ -79,11 +99,29 @@ class Registry:
         prediction: Any = None,
     ) -> LearnRecord | None:
         """One learn; joins an earlier prediction made under the same identifier, if any."""
+        supplied = self.joined(state, identifier, prediction)
+        return self.apply(state, features, ground_truth, identifier, supplied)
+
+    def joined(
+        self, state: ModelState, identifier: str | None, prediction: Any
+    ) -> Prediction | None:
+        """The prediction a learn is scored with: the caller's, else one waiting for it."""
         supplied = None if prediction is None else Prediction(prediction)
         if identifier is not None and identifier not in state.seen:
             pending = self.pending.take(state.name, identifier)
             if pending is not None and supplied is None:
                 supplied = pending.prediction
+        return supplied
+
+    def apply(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        supplied: Prediction | None,
+    ) -> LearnRecord | None:
+        """The model's part of a learn (it may run on the model's thread)."""
         record = state.learn(features, ground_truth, identifier, supplied)
         if record is not None and record.identifier is not None:
             state.forget_old_identifiers(self.idempotency_window)
@@ -91,6 +129,13 @@ class Registry:
 
     def label(self, state: ModelState, identifier: str, label: Any) -> LearnRecord | None:
         """The late ground truth of an earlier prediction: learn it with that prediction."""
+        pending = self.take_label(state, identifier)
+        if pending is None:
+            return None
+        return self.apply(state, pending.features, label, identifier, pending.prediction)
+
+    def take_label(self, state: ModelState, identifier: str) -> PendingPrediction | None:
+        """The prediction a label is for (None: already learned); NotFoundError if none."""
         if identifier in state.seen:
             return None
         pending = self.pending.take(state.name, identifier)
@@ -99,6 +144,4 @@ class Registry:
                 f"no pending prediction {identifier!r} for model {state.name!r} "
                 "(unknown, already labelled, or expired)"
             )
-        record = state.learn(pending.features, label, identifier, pending.prediction)
-        state.forget_old_identifiers(self.idempotency_window)
-        return record
+        return pending

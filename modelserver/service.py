@@ -1,7 +1,9 @@
 """The model service: the learning core plus durability and events, still without HTTP.
 
-Every mutation is applied in memory on the event loop (so it is ordered and never lost to a race)
-and queued to storage in the same order; the caller awaits the commit before replying.
+Every mutation is applied in memory in order per model (on the event loop, or on the model's own
+thread for large or expensive work: see ``workers``) and queued to storage in the order it was
+applied; the caller awaits the commit before replying. Shared state (pending predictions, storage
+sequence numbers, event fan-out) is only ever touched on the event loop.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import dill
@@ -17,8 +20,10 @@ import orjson
 from streamml.errors import ConflictError, NotFoundError, SpecError
 from streamml.modelserver.events import EventHub, jsonable
 from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.pending import TakenPredictions
 from streamml.modelserver.registry import Registry
 from streamml.modelserver.storage import Op, Storage
+from streamml.modelserver.workers import ModelWorkers
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ def snapshot_blob(state: ModelState) -> bytes:
         "learn_stats": state.learn_stats,
         "predict_stats": state.predict_stats,
         "seen": state.seen,
+        "max_features": state.max_features,
+        "known_features": state.known_features,
+        "heavy": state.heavy,
     }
     try:
         return b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
@@ -66,6 +74,7 @@ class ModelService:
         self.snapshot_every = snapshot_every
         self.snapshot_interval = snapshot_interval
         self._last_snapshot = time.monotonic()
+        self.workers = ModelWorkers()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -90,10 +99,27 @@ class ModelService:
 
     # -- models --------------------------------------------------------------------------------
 
-    async def create(self, name: str, flavor: str, model: Any, *, origin: str, spec: Any) -> str:
+    async def create(
+        self,
+        name: str,
+        flavor: str,
+        model: Any,
+        *,
+        origin: str,
+        spec: Any,
+        max_features: int | None = None,
+        heavy: bool = True,
+    ) -> str:
         if name in self.registry.models:
             raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
-        state = ModelState(name=name, flavor=flavor, model=model, metrics=default_metrics(flavor))
+        state = ModelState(
+            name=name,
+            flavor=flavor,
+            model=model,
+            metrics=default_metrics(flavor),
+            max_features=max_features,
+            heavy=heavy,
+        )
         blob = snapshot_blob(state)
         self.registry.models[name] = state
         spec_text = None if spec is None else dumps(spec).decode()
@@ -119,7 +145,10 @@ class ModelService:
 
     async def delete(self, name: str) -> None:
         self.registry.get(name)
-        del self.registry.models[name]
+        await self.workers.drain(name)  # what was submitted before the delete runs first
+        if self.registry.models.pop(name, None) is None:
+            raise NotFoundError(f"model {name!r} does not exist")
+        self.workers.forget(name)
         self.registry.pending.forget_model(name)
         future = self.storage.submit([("delete", name)])
         assert future is not None
@@ -144,7 +173,17 @@ class ModelService:
         errors: list[str] = []
         for state in targets:
             try:
-                record = self.registry.learn(state, features, ground_truth, identifier, prediction)
+                supplied = self.registry.joined(state, identifier, prediction)
+                record = await self.workers.call(
+                    state.name,
+                    not state.heavy,
+                    self.registry.apply,
+                    state,
+                    features,
+                    ground_truth,
+                    identifier,
+                    supplied,
+                )
             except SpecError as exc:
                 results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
                 errors.append(str(exc))
@@ -177,10 +216,13 @@ class ModelService:
         reasons: list[str] = []
         accepted = 0
         for state in targets:
-            encoded, duplicates, rejected = state.learn_many(
-                samples, self.registry.pending, update_metrics=update_metrics
+            taken = self.registry.pending.take_many(
+                state.name, (identifier for _, _, identifier in samples), state.seen
             )
-            state.forget_old_identifiers(self.registry.idempotency_window)
+            # a batch is never learned on the event loop: it may take seconds to minutes
+            encoded, duplicates, rejected = await self.workers.run(
+                state.name, self._learn_many, state, samples, taken, update_metrics
+            )
             result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
             if rejected:
                 result["rejected"] = [{"index": i, "message": m} for i, m in rejected[:100]]
@@ -190,17 +232,34 @@ class ModelService:
             if encoded:
                 ops.append(("log", self.storage.next_seq(), state.name, dumps(encoded)))
                 if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
-                    self._published(state, [LearnRecord.decode(item) for item in encoded], "learn")
+                    self._published(state, map(LearnRecord.decode, encoded), "learn")
         if not accepted and reasons:
             raise SpecError("; ".join(reasons[:3]), field="samples")
         await self._commit(ops)
         return results
 
-    def predict(
+    def _learn_many(
+        self,
+        state: ModelState,
+        samples: list[tuple[dict[str, Any], Any, str | None]],
+        taken: TakenPredictions,
+        update_metrics: bool,
+    ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
+        result = state.learn_many(samples, taken, update_metrics=update_metrics)
+        state.forget_old_identifiers(self.registry.idempotency_window)
+        return result
+
+    async def predict(
         self, model: str, features: dict[str, Any], identifier: str | None
     ) -> tuple[Any, str]:
         state = self.registry.get(model)
-        value, identifier = self.registry.predict(state, features, identifier)
+        if not state.heavy and self.workers.idle(model):
+            value, identifier = self.registry.predict(state, features, identifier)
+        else:
+            size = self.registry.pending.room_for(features)
+            prediction = await self.workers.run(model, state.predict_timed, features)
+            value = prediction.value
+            identifier = self.registry.remember(state, features, prediction, identifier, size)
         if self.hub.has_subscribers("events"):
             self.hub.publish(
                 "events",
@@ -209,9 +268,48 @@ class ModelService:
             )
         return value, identifier
 
+    async def predict_many(
+        self, model: str, samples: list[tuple[dict[str, Any], str | None]]
+    ) -> list[tuple[Any, str]]:
+        """A batch of predictions, on the model's thread; all kept for their labels, or none
+        (CapacityError) when they do not fit."""
+        state = self.registry.get(model)
+        sizes = self.registry.pending.room_for_many([features for features, _ in samples])
+        predictions = await self.workers.run(
+            model, lambda: [state.predict_timed(features) for features, _ in samples]
+        )
+        out = []
+        for (features, identifier), prediction, size in zip(
+            samples, predictions, sizes, strict=True
+        ):
+            identifier = self.registry.remember(state, features, prediction, identifier, size)
+            out.append((prediction.value, identifier))
+        if self.hub.has_subscribers("events"):
+            self.hub.publish_many(
+                "events",
+                (
+                    {"model": model, "features": features, "prediction": value}
+                    for (features, _), (value, _) in zip(samples, out, strict=True)
+                ),
+                event="predict",
+            )
+        return out
+
     async def label(self, model: str, identifier: str, label: Any) -> bool:
         state = self.registry.get(model)
-        record = self.registry.label(state, identifier, label)
+        pending = self.registry.take_label(state, identifier)
+        if pending is None:
+            return False
+        record = await self.workers.call(
+            model,
+            not state.heavy,
+            self.registry.apply,
+            state,
+            pending.features,
+            label,
+            identifier,
+            pending.prediction,
+        )
         if record is None:
             return False
         op: Op = ("log", self.storage.next_seq(), state.name, dumps([record.encode()]))
@@ -225,11 +323,11 @@ class ModelService:
             assert future is not None
             await future
 
-    def _published(self, state: ModelState, records: list[LearnRecord], event: str) -> None:
+    def _published(self, state: ModelState, records: Iterable[LearnRecord], event: str) -> None:
         if self.hub.has_subscribers("events"):
-            for record in records:
-                self.hub.publish(
-                    "events",
+            self.hub.publish_many(
+                "events",
+                (
                     {
                         "model": state.name,
                         "features": record.features,
@@ -237,28 +335,39 @@ class ModelService:
                         if record.prediction is None
                         else record.prediction.value,
                         "ground_truth": record.ground_truth,
-                    },
-                    event=event,
-                )
+                    }
+                    for record in records
+                ),
+                event=event,
+            )
         if self.hub.has_subscribers("metrics"):
             self.hub.publish("metrics", {"model": state.name, **state.metric_values()})
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def snapshot_dirty(self, *, force: bool = False) -> int:
-        """Queue snapshots of models changed enough (or long enough ago); returns how many."""
+    async def snapshot_dirty(self, *, force: bool = False) -> int:
+        """Queue snapshots of models changed enough (or long enough ago); returns how many.
+
+        A model that is cheap and idle is pickled right here; any other on its own thread,
+        after the work queued for it (the event loop goes on meanwhile). The sequence number is
+        read in the same loop step that gets the blob, with nothing of that model in between.
+        """
         now = time.monotonic()
         interval_due = now - self._last_snapshot >= self.snapshot_interval
-        ops: list[Op] = []
-        for state in self.registry.models.values():
-            if state.dirty and (force or interval_due or state.dirty >= self.snapshot_every):
-                ops.append(("snapshot", state.name, self.storage.seq, snapshot_blob(state)))
-                state.dirty = 0
         if interval_due or force:
             self._last_snapshot = now
-        if ops:
-            self.storage.submit(ops, wait=False)
-        return len(ops)
+        count = 0
+        for state in list(self.registry.models.values()):
+            if not (state.dirty and (force or interval_due or state.dirty >= self.snapshot_every)):
+                continue
+            blob = await self.workers.call(state.name, not state.heavy, snapshot_blob, state)
+            if self.registry.models.get(state.name) is not state:
+                continue  # deleted meanwhile
+            op: Op = ("snapshot", state.name, self.storage.seq, blob)
+            state.dirty = 0
+            self.storage.submit([op], wait=False)
+            count += 1
+        return count
 
     def require(self, name: str) -> ModelState:
         try:

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ValidationError
 from streamml import __version__
 from streamml.errors import AuthError, ConflictError, SpecError
 from streamml.modelserver import components
-from streamml.modelserver.appkeys import AUTH, READY, SERVICE, SETTINGS, TELEMETRY
+from streamml.modelserver.appkeys import AUTH, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import jsonable
 from streamml.modelserver.middleware import ForbiddenError
 from streamml.modelserver.names import generate_name
+from streamml.vocabulary.modelcost import model_cost
 from streamml.vocabulary.modelspec import FLAVORS
 from streamml.vocabulary.wire import (
     BatchLearnEnvelope,
@@ -215,13 +216,18 @@ async def upload_model(request: web.Request) -> web.Response:
             raise SpecError(
                 f"flavor {definition.flavor!r} in the body contradicts {flavor!r} in the URL"
             )
+        cost = model_cost(definition.pipeline, request.app[LIMITS])  # before building anything
         model = components.build_pipeline(definition.pipeline, flavor)
         spec = definition.model_dump(mode="json", by_alias=True)
         origin = "spec"
+        max_features: int | None = cost.max_features
+        heavy = components.is_heavy(definition.pipeline)
     else:
         model = await _unpickle(request, flavor)
-        spec, origin = None, "pickle"
-    await service.create(name, flavor, model, origin=origin, spec=spec)
+        spec, origin, max_features, heavy = None, "pickle", None, True
+    await service.create(
+        name, flavor, model, origin=origin, spec=spec, max_features=max_features, heavy=heavy
+    )
     return reply({"name": name}, status=201)
 
 
@@ -255,14 +261,19 @@ async def get_model_json(request: web.Request) -> web.Response:
     return reply(components.model_json(state.model))
 
 
-async def download_model(request: web.Request) -> web.Response:
-    state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+def _pickled(model: Any) -> bytes:
     try:
-        body = pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         import dill  # an uploaded model plain pickle cannot handle (a lambda, say)
 
-        body = bytes(dill.dumps(state.model))
+        return bytes(dill.dumps(model))
+
+
+async def download_model(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    state = service.require(checked_name(request.match_info["name"]))
+    body = await service.workers.call(state.name, not state.heavy, _pickled, state.model)
     return web.Response(
         body=body,
         content_type="application/octet-stream",
@@ -359,17 +370,15 @@ async def predict(request: web.Request) -> web.Response:
     else:
         body = PredictRequest.model_validate_json(raw)
         model, features, given = body.model, body.features, body.identifier
-    value, identifier = service.predict(model, features, given)
+    value, identifier = await service.predict(model, features, given)
     return reply({"model": model, "prediction": value, "identifier": identifier})
 
 
 async def predict_batch(request: web.Request) -> web.Response:
     body = await parse(request, BatchPredictRequest)
-    service = request.app[SERVICE]
-    predictions = []
-    for sample in body.samples:
-        value, identifier = service.predict(body.model, sample.features, sample.identifier)
-        predictions.append({"prediction": value, "identifier": identifier})
+    samples = [(sample.features, sample.identifier) for sample in body.samples]
+    answers = await request.app[SERVICE].predict_many(body.model, samples)
+    predictions = [{"prediction": value, "identifier": identifier} for value, identifier in answers]
     return reply({"model": body.model, "predictions": predictions})
 
 

@@ -54,7 +54,7 @@ async def test_recovery_from_snapshot_plus_log(tmp_path: Path) -> None:
     for i in range(100):
         await service.learn(*sample(i), model="lin", identifier=f"i{i}")
         if i == 45:
-            assert service.snapshot_dirty() == 1  # a snapshot in the middle of the stream
+            assert await service.snapshot_dirty() == 1  # a snapshot in the middle of the stream
     await service.learn_batch([(*sample(i), None) for i in range(100, 150)], model="lin")
     await service.delete("gone")
     expected_metrics = service.registry.models["lin"].metric_values()

@@ -1,0 +1,83 @@
+"""Where a model's work runs: on the event loop when it is small, else on the model's own thread.
+
+Learning a batch, or anything on an expensive model (a tree, a forest, neighbours, a kernel
+sampler, an uploaded pickle), can take from milliseconds to minutes of pure-Python work. Run on
+the event loop it would stop ``/healthz``, ``/readyz`` and every other model for that long, so it
+runs on a thread that belongs to the model: one thread per model keeps that model's operations in
+the order they were submitted (learns, predicts, labels and snapshots alike), while the event loop
+goes on serving everything else. river holds the GIL while it computes, but CPython hands the GIL
+to a waiting thread every switch interval (5 ms), which is all the event loop needs between two
+requests; ``benchmarks/hostile_bench.py`` measures the result.
+
+Only the model's own state is touched on its thread. Everything shared (pending predictions,
+storage queue and sequence numbers, event fan-out) stays on the event loop, before or after.
+A small operation on a cheap model whose thread is idle runs inline, as before: nothing can be
+ahead of it, and a thread hop would cost the hot path ~10%.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ModelWorkers:
+    """One single-thread executor per model, created the first time it is needed."""
+
+    def __init__(self) -> None:
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._queued: dict[str, int] = {}
+
+    def idle(self, name: str) -> bool:
+        """Nothing of this model is running or waiting on its thread."""
+        return not self._queued.get(name)
+
+    def busy_models(self) -> set[str]:
+        return {name for name, count in self._queued.items() if count}
+
+    async def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the model's thread, after everything submitted for it before."""
+        executor = self._executors.get(name)
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+            self._executors[name] = executor
+        self._queued[name] = self._queued.get(name, 0) + 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        finally:
+            left = self._queued.get(name)
+            if left:
+                self._queued[name] = left - 1
+
+    async def call(self, name: str, inline: bool, fn: Callable[..., T], *args: Any) -> T:
+        """Inline when the caller says the work is small and the model's thread is idle."""
+        if inline and self.idle(name):
+            return fn(*args)
+        return await self.run(name, fn, *args)
+
+    async def drain(self, name: str) -> None:
+        """Wait until everything submitted for the model so far has run."""
+        if not self.idle(name):
+            await self.run(name, _nothing)
+
+    def forget(self, name: str) -> None:
+        """The model is gone: let its thread end once its queue is empty."""
+        executor = self._executors.pop(name, None)
+        self._queued.pop(name, None)
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        for name in list(self._executors):
+            self.forget(name)
+
+
+def _nothing() -> None:
+    return None
