@@ -4,10 +4,10 @@ Publishing never waits. A client's buffer holds at most ``queue_size`` frames an
 ``client_bytes`` bytes; all buffers together at most ``total_bytes`` (so at most
 ``total_bytes // client_bytes`` clients are served at once; one more is told 429).
 
-When a publication does not fit a client's buffer, the client is not dropped: the events waiting
-for it and the rest of that publication are *coalesced* into one ``event: skipped`` frame
-(``{"topic": ..., "skipped": N}``) that it reads before the next events, so a batch larger than the
-buffer costs each client a gap it is told about, not its connection. A client is dropped only when
+When a publication does not fit a client's buffer, the client is not dropped: the rest of that
+publication is *coalesced* into one ``event: skipped`` frame (``{"topic": ..., "skipped": N}``)
+that it reads in the events' place, so a batch larger than the buffer costs each client a gap it
+is told about, not its connection. A client is dropped only when
 it has read nothing since its previous overflow: it is stuck, and waiting for it would hold memory.
 """
 
@@ -43,10 +43,9 @@ class Subscriber:
         self.topic = topic
         self.size = size
         self.max_bytes = max_bytes
-        self.frames: deque[bytes] = deque()
+        #: frames to write, and (as an int) where events were coalesced away, in order
+        self.frames: deque[bytes | int] = deque()
         self.bytes = 0
-        #: events coalesced away since the client last read a "skipped" frame
-        self.skipped = 0
         #: frames the client's writer has taken (its progress)
         self.taken = 0
         #: ``taken`` at the last overflow (None: never overflowed)
@@ -64,31 +63,31 @@ class Subscriber:
         self._ready.set()
 
     def overflow(self, skipped: int) -> bool:
-        """Coalesce what waits into a count; False when the client is stuck (drop it)."""
+        """``skipped`` events did not fit: the client reads their count in their place.
+        False when the client has read nothing since its previous overflow (drop it)."""
         if self.overflow_mark is not None and self.overflow_mark == self.taken:
             return False
-        self.skipped += len(self.frames) + skipped
-        self.frames.clear()
-        self.bytes = 0
         self.overflow_mark = self.taken
+        if self.frames and isinstance(self.frames[-1], int):
+            self.frames[-1] += skipped
+        else:
+            self.frames.append(skipped)
         self._ready.set()
         return True
 
     async def get(self) -> bytes | None:
         """The next frame to write; None once the subscriber was dropped."""
-        while not self.frames and not self.skipped and not self.dropped:
+        while not self.frames and not self.dropped:
             self._ready.clear()
             await self._ready.wait()
         if self.dropped:
             return None
         self.taken += 1
-        if self.skipped:
-            frame = frame_of({"topic": self.topic, "skipped": self.skipped}, "skipped")
-            self.skipped = 0
-            return frame
-        frame = self.frames.popleft()
-        self.bytes -= len(frame)
-        return frame
+        item = self.frames.popleft()
+        if isinstance(item, int):
+            return frame_of({"topic": self.topic, "skipped": item}, "skipped")
+        self.bytes -= len(item)
+        return item
 
     def drop(self) -> None:
         """Stuck: end its stream. Aborting the connection also frees a blocked write."""
@@ -164,7 +163,7 @@ class EventHub:
                     count += sum(1 for _ in iterator)
                     break
         for subscriber, index in overflow_at.items():
-            self.skipped_total += count - index + len(subscriber.frames)
+            self.skipped_total += count - index
             if subscriber.overflow(count - index):
                 continue
             log.warning("dropping a stuck %s stream client (nothing read since a gap)", topic)
