@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.log_json:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    from streamml.modelserver.workers import share_the_gil
+
     app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
+    share_the_gil()
     app.on_startup.append(_tune_gc)  # runs after the storage lifecycle has loaded the models
     if settings.no_auth:
         log.warning("authentication is OFF (--no-auth): anyone who can reach the port may learn")

@@ -5,9 +5,11 @@ sampler, an uploaded pickle), can take from milliseconds to minutes of pure-Pyth
 the event loop it would stop ``/healthz``, ``/readyz`` and every other model for that long, so it
 runs on a thread that belongs to the model: one thread per model keeps that model's operations in
 the order they were submitted (learns, predicts, labels and snapshots alike), while the event loop
-goes on serving everything else. river holds the GIL while it computes, but CPython hands the GIL
-to a waiting thread every switch interval (5 ms), which is all the event loop needs between two
-requests; ``benchmarks/hostile_bench.py`` measures the result.
+goes on serving everything else. river holds the GIL while it computes; CPython hands it to a
+waiting thread every switch interval, and the event loop waits for it several times per request
+(wake-up, read, handler, write), so the server sets the interval to :data:`SWITCH_INTERVAL`
+(1 ms instead of 5 ms: measured /healthz p50 26 ms -> see BENCHMARKS.md, while a tree learned a
+batch). The shorter interval costs nothing while only one thread wants the GIL.
 
 Only the model's own state is touched on its thread. Everything shared (pending predictions,
 storage queue and sequence numbers, event fan-out) stays on the event loop, before or after.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -26,6 +29,14 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: seconds between forced GIL hand-offs (``sys.setswitchinterval``) while a model's thread computes
+SWITCH_INTERVAL = 0.001
+
+
+def share_the_gil() -> None:
+    """Let the event loop take the GIL from a computing model thread within 1 ms."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 class ModelWorkers:
