@@ -20,8 +20,11 @@ ahead of it, and a thread hop would cost the hot path ~10%.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -34,9 +37,20 @@ T = TypeVar("T")
 SWITCH_INTERVAL = 0.001
 
 
+#: how much nicer (``nice``) than the event loop a model's thread runs: when the CPU is short,
+#: the kernel runs the loop first once it holds the GIL (Linux nices threads one by one)
+WORKER_NICENESS = 10
+
+
 def share_the_gil() -> None:
     """Let the event loop take the GIL from a computing model thread within 1 ms."""
     sys.setswitchinterval(SWITCH_INTERVAL)
+
+
+def _nicer() -> None:
+    # not Linux, or not allowed: the same priority then
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
 
 
 class ModelWorkers:
@@ -57,7 +71,9 @@ class ModelWorkers:
         """``fn(*args)`` on the model's thread, after everything submitted for it before."""
         executor = self._executors.get(name)
         if executor is None:
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+            executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"model-{name}", initializer=_nicer
+            )
             self._executors[name] = executor
         self._queued[name] = self._queued.get(name, 0) + 1
         try:
