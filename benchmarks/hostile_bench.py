@@ -85,6 +85,18 @@ def cases(scale: int) -> list[Case]:
             ],
         ),
         Case(
+            "poly-batch",
+            f"{10_000 // scale} samples x 13 features into PolynomialExtender(degree=5) | "
+            "LinearRegression (8567 derived features: a cheap model at its limit)",
+            [
+                {"class": "feature_extraction.PolynomialExtender", "params": {"degree": 5}},
+                {"class": "linear_model.LinearRegression"},
+            ],
+            lambda _: [
+                ("/api/learn/batch/", {"model": "m", "samples": _samples(10_000 // scale, 13)})
+            ],
+        ),
+        Case(
             "kernel-learn",
             "single learns of 1000 features into RBFSampler(n_components=1000) | LinearRegression",
             [

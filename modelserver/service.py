@@ -89,6 +89,8 @@ class ModelService:
                     replayed += 1
             state.forget_old_identifiers(self.registry.idempotency_window)
             self.registry.models[state.name] = state
+            if state.heavy:
+                self.workers.expensive(state.name)
             log.info(
                 "loaded model %s (%s, %d samples, %d replayed from the log)",
                 state.name,
@@ -122,6 +124,8 @@ class ModelService:
         )
         blob = snapshot_blob(state)
         self.registry.models[name] = state
+        if heavy:
+            self.workers.expensive(name)
         spec_text = None if spec is None else dumps(spec).decode()
         op: Op = (
             "create",

@@ -37,8 +37,10 @@ T = TypeVar("T")
 SWITCH_INTERVAL = 0.001
 
 
-#: how much nicer (``nice``) than the event loop a model's thread runs: when the CPU is short,
-#: the kernel runs the loop first once it holds the GIL (Linux nices threads one by one)
+#: how much nicer (``nice``) than the event loop an expensive model's thread runs: when the CPU
+#: is short, the kernel runs the loop first once it holds the GIL (Linux nices threads one by
+#: one). Cheap models' batches keep the loop's priority: under a busy machine a nice thread gets
+#: a small share of the CPU, which halved their batch throughput (measured).
 WORKER_NICENESS = 10
 
 
@@ -59,6 +61,11 @@ class ModelWorkers:
     def __init__(self) -> None:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._queued: dict[str, int] = {}
+        self._heavy: set[str] = set()
+
+    def expensive(self, name: str) -> None:
+        """This model's thread runs nicer than the loop (a cheap model's batches do not)."""
+        self._heavy.add(name)
 
     def idle(self, name: str) -> bool:
         """Nothing of this model is running or waiting on its thread."""
@@ -72,7 +79,9 @@ class ModelWorkers:
         executor = self._executors.get(name)
         if executor is None:
             executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"model-{name}", initializer=_nicer
+                max_workers=1,
+                thread_name_prefix=f"model-{name}",
+                initializer=_nicer if name in self._heavy else None,
             )
             self._executors[name] = executor
         self._queued[name] = self._queued.get(name, 0) + 1
@@ -98,6 +107,7 @@ class ModelWorkers:
         """The model is gone: let its thread end once its queue is empty."""
         executor = self._executors.pop(name, None)
         self._queued.pop(name, None)
+        self._heavy.discard(name)
         if executor is not None:
             executor.shutdown(wait=False)
 

@@ -39,31 +39,32 @@ def learned(server: ServerProcess, name: str) -> int:
     return int(call(server, "GET", f"/api/stats/?model={name}").json()["learn"]["n_calls"])
 
 
-def test_specs_beyond_the_cost_model_are_refused(tmp_path: Path) -> None:
+HOSTILE_SPECS = [  # legal classes and types, sizes that would freeze or exhaust the server
+    ([{"class": "forest.ARFRegressor", "params": {"n_models": 10**5}}], "n_models"),
+    (
+        [{"class": "feature_extraction.RBFSampler", "params": {"n_components": 10**7}}],
+        "n_components",
+    ),
+    ([{"class": "cluster.KMeans", "params": {"n_clusters": 10**6}}], "n_clusters"),
+    ([{"class": "feature_extraction.PolynomialExtender", "params": {"degree": 40}}], "degree"),
+    ([{"class": "tree.HoeffdingTreeRegressor", "params": {"grace_period": 1}}], "grace_period"),
+]
+
+
+def test_specs_beyond_the_cost_model_are_refused(model_server: ServerProcess) -> None:
+    for pipeline, param in HOSTILE_SPECS:
+        r = create(model_server, "hostile", pipeline)
+        assert r.status_code == 400, r.text
+        assert param in r.json()["message"] and "server limit" in r.json()["message"]
+    assert call(model_server, "GET", "/api/models/").json() == {"models": []}
+
+
+def test_cost_limits_are_server_settings(tmp_path: Path) -> None:
     with running_server(tmp_path / "d", "--max-ensemble-members", "5") as server:
-        hostile = [
-            ([{"class": "forest.ARFRegressor", "params": {"n_models": 6}}], "n_models", "5"),
-            (
-                [{"class": "feature_extraction.RBFSampler", "params": {"n_components": 10**7}}],
-                "n_components",
-                "max_components",
-            ),
-            (
-                [{"class": "feature_extraction.PolynomialExtender", "params": {"degree": 40}}],
-                "degree",
-                "max_polynomial_degree",
-            ),
-            (
-                [{"class": "tree.HoeffdingTreeRegressor", "params": {"grace_period": 1}}],
-                "grace_period",
-                "min_grace_period",
-            ),
-        ]
-        for pipeline, param, limit in hostile:
-            r = create(server, "hostile", pipeline)
-            assert r.status_code == 400, r.text
-            assert param in r.json()["message"] and limit in r.json()["message"]
-        assert call(server, "GET", "/api/models/").json() == {"models": []}
+        too_many = [{"class": "forest.ARFRegressor", "params": {"n_models": 6}}]
+        r = create(server, "forest", too_many)
+        assert r.status_code == 400 and "max_ensemble_members" in r.json()["message"]
+        assert "at most 5" in r.json()["message"]
         ok = [{"class": "forest.ARFRegressor", "params": {"n_models": 5, "seed": 1}}]
         assert create(server, "forest", ok).status_code == 201
 
