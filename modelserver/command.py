@@ -37,7 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--pending-max-bytes", type=int, default=s, help="bytes of predictions awaiting a label")
     add("--sse-client-bytes", type=int, default=s, help="bytes buffered per stream client")
     add("--sse-total-bytes", type=int, default=s, help="bytes buffered for all stream clients")
-    add("--learn-slice-ms", type=float, default=s, help="learning's longest hold of the loop")
     _add_limits(parser)
     add(
         "--sync",

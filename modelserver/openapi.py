@@ -95,6 +95,8 @@ def document() -> dict[str, Any]:
         [(schema, "validation") for schema in _SCHEMAS], ref_template="#/components/schemas/{model}"
     )
     sse = {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "SSE"}
+    #: a bounded buffer (pending predictions, event streams) is full
+    full = {"429": {"description": "a bounded buffer is full: retry later", **_json("ErrorReply")}}
     upload = _op(
         "upload a model (JSON spec, or a dill pickle when enabled)",
         "CreatedReply",
@@ -159,10 +161,10 @@ def document() -> dict[str, Any]:
             "get": _op("call counts and durations (ns)", "StatsReply", params=[MODEL_QUERY])
         },
         "/api/stream/events/": {
-            "get": {"summary": "learn/predict/label events", "responses": {"200": sse}}
+            "get": {"summary": "learn/predict/label events", "responses": {"200": sse, **full}}
         },
         "/api/stream/metrics/": {
-            "get": {"summary": "metrics after each learn", "responses": {"200": sse}}
+            "get": {"summary": "metrics after each learn", "responses": {"200": sse, **full}}
         },
         "/healthz": {"get": _op("liveness", "HealthReply", public=True)},
         "/readyz": {"get": _op("readiness (models loaded)", "HealthReply", public=True)},
@@ -181,6 +183,8 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    for path in ("/api/predict/", "/api/predict/batch/"):  # pending predictions are bounded
+        paths[path]["post"]["responses"].update(full)
     return {
         "openapi": "3.1.0",
         "info": {"title": "streamml model server", "version": __version__},

@@ -52,9 +52,6 @@ class ServerSettings(BaseSettings):
     sse_total_bytes: int | None = Field(
         None, ge=1024, description="bytes buffered for all stream clients (default: memory/16)"
     )
-    learn_slice_ms: float = Field(
-        20.0, gt=0, le=1000, description="longest stretch of learning before serving others"
-    )
     #: bounds on what a declarative model may cost (max_model_bytes default: memory/8)
     limits: CostLimits = Field(default_factory=CostLimits)
     # WAL + NORMAL: a commit is written to the log file before the learn is acknowledged, so it
