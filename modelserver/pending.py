@@ -22,11 +22,9 @@ FEATURE_BYTES = 120
 
 def approx_bytes(features: dict[str, Any]) -> int:
     """An upper estimate of the memory a pending prediction holds (CPython objects)."""
-    size = ENTRY_BYTES + FEATURE_BYTES * len(features)
-    for name, value in features.items():
-        size += len(name)
-        if type(value) is str:
-            size += len(value)
+    size = ENTRY_BYTES + FEATURE_BYTES * len(features) + sum(map(len, features))
+    if str in map(type, features.values()):  # C-speed scan; string values are rare
+        size += sum(len(value) for value in features.values() if type(value) is str)
     return size
 
 
@@ -78,23 +76,27 @@ class PendingPredictions:
     def room_for(self, features: dict[str, Any]) -> int:
         """The size of a prediction of these features; CapacityError when it does not fit
         (after dropping the expired ones). Checked before predicting."""
-        return self.room_for_many([features])[0]
+        size = approx_bytes(features)
+        if self.max_bytes is not None and self.bytes + size > self.max_bytes:
+            self._make_room(size)
+        return size
 
     def room_for_many(self, samples: list[dict[str, Any]]) -> list[int]:
         """:meth:`room_for` for all of a batch's predictions at once: all fit, or none."""
         sizes = [approx_bytes(features) for features in samples]
-        if self.max_bytes is None:
-            return sizes
-        needed = sum(sizes)
-        if self.bytes + needed > self.max_bytes:
-            self.expire()
-            if self.bytes + needed > self.max_bytes:
-                raise CapacityError(
-                    f"predictions waiting for a label hold {self.bytes} bytes and this request "
-                    f"needs {needed} more (server limit pending_max_bytes={self.max_bytes}): "
-                    "label them, or retry after they expire"
-                )
+        if self.max_bytes is not None and self.bytes + sum(sizes) > self.max_bytes:
+            self._make_room(sum(sizes))
         return sizes
+
+    def _make_room(self, needed: int) -> None:
+        assert self.max_bytes is not None
+        self.expire()
+        if self.bytes + needed > self.max_bytes:
+            raise CapacityError(
+                f"predictions waiting for a label hold {self.bytes} bytes and this request "
+                f"needs {needed} more (server limit pending_max_bytes={self.max_bytes}): "
+                "label them, or retry after they expire"
+            )
 
     def add(self, model: str, identifier: str, item: PendingPrediction) -> None:
         key = (model, identifier)
