@@ -48,6 +48,7 @@ class Case:
     pipeline: list[dict[str, Any]]
     #: (path, body) requests sent one after the other, in one thread
     requests: Callable[[int], list[tuple[str, dict[str, Any]]]]
+    #: options of the code after (the code before has none of these)
     server_args: list[str] = field(default_factory=list)
 
 
@@ -116,7 +117,8 @@ def cases(scale: int) -> list[Case]:
         ),
         Case(
             "pending-flood",
-            f"{3000 // scale} predictions of 1000 features never labelled (--memory-bytes 1 GiB)",
+            f"{3000 // scale} predictions of 1000 features never labelled (after: --memory-bytes "
+            "1 GiB, so pending predictions get 128 MiB)",
             [{"class": "linear_model.LinearRegression"}],
             lambda _: [("/api/predict/", {"model": "m", "features": wide})] * (3000 // scale),
             ["--memory-bytes", str(2**30)],
@@ -194,7 +196,8 @@ def run_case(
         free_port(),
         sync="normal",
         pythonpath=code,
-        extra_args=["--max-body-bytes", str(64 * 2**20), *case.server_args],
+        extra_args=["--max-body-bytes", str(64 * 2**20)]
+        + (case.server_args if side == "after" else []),
         wrapper=["prlimit", f"--as={ADDRESS_SPACE}", "--"],
     )
     server.start()

@@ -21,6 +21,7 @@ from streamml.modelserver.appkeys import AUTH, LIMITS, READY, SERVICE, SETTINGS,
 from streamml.modelserver.events import jsonable
 from streamml.modelserver.middleware import ForbiddenError
 from streamml.modelserver.names import generate_name
+from streamml.modelserver.service import yielding_dumps
 from streamml.vocabulary.modelcost import model_cost
 from streamml.vocabulary.modelspec import FLAVORS
 from streamml.vocabulary.wire import (
@@ -261,8 +262,10 @@ async def get_model_json(request: web.Request) -> web.Response:
     return reply(components.model_json(state.model))
 
 
-def _pickled(model: Any) -> bytes:
+def _pickled(model: Any, heavy: bool) -> bytes:
     try:
+        if heavy:  # on the model's thread: the pure-Python pickler hands the GIL over
+            return yielding_dumps(model)
         return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         import dill  # an uploaded model plain pickle cannot handle (a lambda, say)
@@ -273,7 +276,9 @@ def _pickled(model: Any) -> bytes:
 async def download_model(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     state = service.require(checked_name(request.match_info["name"]))
-    body = await service.workers.call(state.name, not state.heavy, _pickled, state.model)
+    body = await service.workers.call(
+        state.name, not state.heavy, _pickled, state.model, state.heavy
+    )
     return web.Response(
         body=body,
         content_type="application/octet-stream",
