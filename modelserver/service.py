@@ -248,7 +248,7 @@ class ModelService:
                 state.name, (identifier for _, _, identifier in samples), state.seen
             )
             # a batch is never learned on the event loop: it may take seconds to minutes
-            encoded, duplicates, rejected = await self.workers.run(
+            encoded, body, duplicates, rejected = await self.workers.run(
                 state.name, self._learn_many, state, samples, taken, update_metrics
             )
             result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
@@ -258,7 +258,7 @@ class ModelService:
             results[state.name] = result
             accepted += len(encoded) + duplicates
             if encoded:
-                ops.append(("log", self.storage.next_seq(), state.name, dumps(encoded)))
+                ops.append(("log", self.storage.next_seq(), state.name, body))
                 if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
                     self._published(state, map(LearnRecord.decode, encoded), "learn")
         if not accepted and reasons:
@@ -272,10 +272,13 @@ class ModelService:
         samples: list[tuple[dict[str, Any], Any, str | None]],
         taken: TakenPredictions,
         update_metrics: bool,
-    ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
-        result = state.learn_many(samples, taken, update_metrics=update_metrics)
+    ) -> tuple[list[list[Any]], bytes, int, list[tuple[int, str]]]:
+        """The model's part of a batch, and its log record (encoded here, off the loop)."""
+        encoded, duplicates, rejected = state.learn_many(
+            samples, taken, update_metrics=update_metrics
+        )
         state.forget_old_identifiers(self.registry.idempotency_window)
-        return result
+        return encoded, dumps(encoded) if encoded else b"", duplicates, rejected
 
     async def predict(
         self, model: str, features: dict[str, Any], identifier: str | None

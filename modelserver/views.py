@@ -6,6 +6,7 @@ service. Errors are raised as project exceptions and turned into JSON by the mid
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -38,6 +39,8 @@ from streamml.vocabulary.wire import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+#: batches with more samples than this are checked off the event loop
+INLINE_SAMPLES = 100
 _NAME_CHECK = ModelQuery  # validates a model name with the shared pattern
 
 
@@ -353,7 +356,12 @@ async def learn_batch(request: web.Request) -> web.Response:
         raise SpecError(f"malformed JSON body: {exc}") from None
     body = BatchLearnEnvelope.model_validate(data)
     try:
-        samples = learn_samples(body.samples)
+        # checking thousands of samples is pure-Python work: a large batch is checked on a
+        # thread (the GIL is handed over), so the event loop keeps serving meanwhile
+        if len(body.samples) > INLINE_SAMPLES:
+            samples = await asyncio.to_thread(learn_samples, body.samples)
+        else:
+            samples = learn_samples(body.samples)
     except ValueError as exc:
         raise SpecError(str(exc), field="samples") from None
     results = await request.app[SERVICE].learn_batch(

@@ -177,9 +177,11 @@ def _polynomial(component: Component, flow: _Flow, where: str) -> None:
 
 
 def _rbf(component: Component, flow: _Flow, where: str) -> None:
+    # river's RBFSampler makes one feature per input and component ((i, j) -> cos(...)) and
+    # keeps one weight for each
     n = max(1, _int(component, "n_components", 100))
-    flow.state += flow.width * n * BYTES_PER_VALUE  # one weight per input and component
-    flow.widen(n, f"{where} (RBFSampler, n_components {n})")
+    flow.state += flow.width * n * BYTES_PER_VALUE
+    flow.widen(flow.width * n, f"{where} (RBFSampler, n_components {n})")
 
 
 def _select(component: Component, flow: _Flow, where: str) -> None:
