@@ -310,6 +310,7 @@ class ModelState:
         seen = self.seen
         learn_one = self.model.learn_one
         with_metrics = bool(self.metrics) and update_metrics
+        cap, known = self.max_features, self.known_features
         start = time.perf_counter_ns()
         if self.flavor == "regression":
             # the common case, inlined: numbers in, numbers out
@@ -326,7 +327,12 @@ class ModelState:
                     rejected.append((index, "ground_truth must be a finite number"))
                     continue
                 try:
-                    new = self.new_features(features)
+                    # the common case inline: every name already known (or no bound)
+                    new = (
+                        None
+                        if cap is None or features.keys() <= known
+                        else self.new_features(features)
+                    )
                     if waiting is not None and update_metrics:
                         value = waiting.prediction.value
                     else:
