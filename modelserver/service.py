@@ -56,20 +56,24 @@ def snapshot_blob(state: ModelState) -> bytes:
         "known_features": state.known_features,
         "heavy": state.heavy,
     }
+    if state.heavy:
+        try:
+            return b"P" + yielding_dumps(payload)
+        except Exception:  # what the pure-Python pickler cannot do, the C one decides below
+            log.debug("model %s: pure-Python pickling failed", state.name, exc_info=True)
     try:
-        return (
-            b"P" + yielding_dumps(payload)
-            if state.heavy
-            else b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        )
+        return b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         return b"D" + bytes(dill.dumps(payload))
 
 
 def yielding_dumps(obj: Any) -> bytes:
-    """``pickle.dumps`` by the pure-Python pickler (same format; it releases the GIL)."""
+    """``pickle.dumps`` by the pure-Python pickler (same format; it hands the GIL over).
+
+    Protocol 4: the pure-Python pickler's protocol-5 buffer path trips over its own memo on
+    numpy arrays (an AssertionError in CPython 3.11)."""
     buffer = io.BytesIO()
-    pickle._Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    pickle._Pickler(buffer, protocol=4).dump(obj)
     return buffer.getvalue()
 
 

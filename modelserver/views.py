@@ -7,6 +7,7 @@ service. Errors are raised as project exceptions and turned into JSON by the mid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -268,7 +269,8 @@ async def get_model_json(request: web.Request) -> web.Response:
 def _pickled(model: Any, heavy: bool) -> bytes:
     try:
         if heavy:  # on the model's thread: the pure-Python pickler hands the GIL over
-            return yielding_dumps(model)
+            with contextlib.suppress(Exception):
+                return yielding_dumps(model)
         return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         import dill  # an uploaded model plain pickle cannot handle (a lambda, say)
