@@ -100,11 +100,14 @@ class PendingPredictions:
 
     def add(self, model: str, identifier: str, item: PendingPrediction) -> None:
         key = (model, identifier)
-        self._pop(key)
-        self._items[key] = item
+        items = self._items
+        replaced = items.pop(key, None)  # the hot path: usually a new identifier
+        if replaced is not None:
+            self.bytes -= replaced.size
+        items[key] = item
         self.bytes += item.size
-        while len(self._items) > self.max_count:
-            self._pop(next(iter(self._items)))
+        while len(items) > self.max_count:
+            self._pop(next(iter(items)))
 
     def take(self, model: str, identifier: str) -> PendingPrediction | None:
         item = self._pop((model, identifier))

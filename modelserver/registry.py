@@ -72,9 +72,14 @@ class Registry:
     def predict(
         self, state: ModelState, features: dict[str, Any], identifier: str | None
     ) -> tuple[Any, str]:
-        size = self.pending.room_for(features)
+        pending = self.pending
+        size = pending.room_for(features)
         prediction = state.predict_timed(features)
-        return prediction.value, self.remember(state, features, prediction, identifier, size)
+        identifier = identifier or self.new_id()
+        pending.add(
+            state.name, identifier, PendingPrediction(features, prediction, pending.clock(), size)
+        )
+        return prediction.value, identifier
 
     def remember(
         self,

@@ -289,19 +289,29 @@ class ModelService:
     ) -> tuple[Any, str]:
         state = self.registry.get(model)
         if not state.heavy and self.workers.idle(model):
-            value, identifier = self.registry.predict(state, features, identifier)
-        else:
-            size = self.registry.pending.room_for(features)
-            prediction = await self.workers.run(model, state.predict_timed, features)
-            value = prediction.value
-            identifier = self.registry.remember(state, features, prediction, identifier, size)
+            return self.predict_now(state, features, identifier)
+        size = self.registry.pending.room_for(features)
+        prediction = await self.workers.run(model, state.predict_timed, features)
+        value = prediction.value
+        identifier = self.registry.remember(state, features, prediction, identifier, size)
+        self._published_prediction(model, features, value)
+        return value, identifier
+
+    def predict_now(
+        self, state: ModelState, features: dict[str, Any], identifier: str | None
+    ) -> tuple[Any, str]:
+        """A prediction on the event loop: a cheap model whose thread is idle."""
+        value, identifier = self.registry.predict(state, features, identifier)
+        self._published_prediction(state.name, features, value)
+        return value, identifier
+
+    def _published_prediction(self, model: str, features: dict[str, Any], value: Any) -> None:
         if self.hub.has_subscribers("events"):
             self.hub.publish(
                 "events",
                 {"model": model, "features": features, "prediction": value},
                 event="predict",
             )
-        return value, identifier
 
     async def predict_many(
         self, model: str, samples: list[tuple[dict[str, Any], str | None]]

@@ -385,7 +385,11 @@ async def predict(request: web.Request) -> web.Response:
     else:
         body = PredictRequest.model_validate_json(raw)
         model, features, given = body.model, body.features, body.identifier
-    value, identifier = await service.predict(model, features, given)
+    state = service.registry.models.get(model)
+    if state is not None and not state.heavy and service.workers.idle(model):
+        value, identifier = service.predict_now(state, features, given)  # the hot path
+    else:
+        value, identifier = await service.predict(model, features, given)
     return reply({"model": model, "prediction": value, "identifier": identifier})
 
 
