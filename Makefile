@@ -19,4 +19,4 @@ lint:
 
 crds:   ## regenerate crds/, config/crd/ and docs/crd-reference.md from the pydantic schemas
 	.venv/bin/streamml crds --out crds --out config/crd
-	.venv/bin/python -m streamml.docgen
+	.venv/bin/python -P -m streamml.docgen

@@ -1,14 +1,15 @@
-"""Scheduler overhead per trial, per backend, and Slurm submit-to-learned latency.
+"""Scheduler overhead per trial, per backend, and submit-to-learned latency.
 
-1. Overhead: N trivial jobs (``true``) through each backend (local, slurm CLI, slurm REST), all
+1. Overhead: N trivial jobs (``true``) through each backend (local, slurm CLI/REST, flux), all
    submitted at once, polled every 50 ms until all finish. Reported: submit call latency, submit ->
    observed-finished latency per job, and the wall time for all N divided by N (the per-trial
    cost of scheduling when the job itself costs nothing, at the backend's parallelism).
-2. Submit-to-learned: one real ``streamml run-lammps`` trial (LJ 4x4x4, 20 steps) through Slurm
-   (CLI and REST) against a real model server; the clock stops when the server's learn counter
-   moves. Reported with LAMMPS' own loop time, so the rest is scheduling + process start-up.
+2. Submit-to-learned: one real ``streamml run-lammps`` trial (LJ 4x4x4, 20 steps) through every
+   backend against a real model server, one at a time; the clock stops when the server's learn
+   counter moves. Reported with LAMMPS' own loop time, so the rest is scheduling + process start-up.
 
-Starts its own Slurm cluster (``streamml.testbed.hpc``) and model server in a temp dir, on free
+Starts its own Slurm cluster (``streamml.testbed.hpc``), Flux instance (``streamml.testbed.flux``,
+flux-core built once from the vendor archive) and model server in a temp dir, on free
 ports; stops them at the end. Prints a table and writes ``benchmarks/results/scheduler_bench.json``.
 
     .venv/bin/python benchmarks/scheduler_bench.py [--jobs 40] [--repeats 5]
@@ -31,7 +32,7 @@ from _ourserver import PIPELINE, OurServer
 from streamml.clients.api import ModelServerClient
 from streamml.clients.schedulers import JobRequest, Scheduler, make_scheduler
 from streamml.pycommand import streamml_command
-from streamml.testbed import hpc
+from streamml.testbed import flux, hpc
 from streamml.vocabulary.modelspec import ModelSpec
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,10 +70,18 @@ async def overhead(scheduler: Scheduler, jobs: int, workdir: Path) -> dict[str, 
         "succeeded": sum(1 for s in states.values() if s == "Succeeded"),
         "submit_ms_mean": 1000 * statistics.mean(submit_s),
         "submit_to_done_s_p50": statistics.median(latencies),
+        "submit_to_done_s_p95": percentile(latencies, 95),
         "submit_to_done_s_max": latencies[-1],
         "wall_s": wall,
         "per_trial_s": wall / jobs,
     }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: a value that was measured)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
 
 
 async def submit_to_learned(
@@ -102,6 +111,7 @@ async def submit_to_learned(
     return {
         "repeats": repeats,
         "submit_to_learned_s_p50": statistics.median(samples),
+        "submit_to_learned_s_p95": percentile(samples, 95),
         "submit_to_learned_s_min": min(samples),
         "submit_to_learned_s_max": max(samples),
         "lammps_loop_time_s_p50": statistics.median(loops),
@@ -112,6 +122,10 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     t = time.perf_counter()
     cluster = hpc.start(root / "slurm")
     started_s = time.perf_counter() - t
+    install = flux.ensure_flux(print)
+    t = time.perf_counter()
+    instance = flux.start(root / "flux", install=install, detached=False)
+    flux_started_s = time.perf_counter() - t
     server = OurServer(root / "server", port=hpc.free_port())
     try:
         server.start()
@@ -122,48 +136,57 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "local (2 slots)": ("local", {"root": str(root / "jobs"), "maxParallel": 2}),
             "slurm CLI": ("slurm", {"env": cluster.env()}),
             "slurm REST": ("slurm-rest", rest),
+            "flux": ("flux", {"uri": instance.uri, "flux": str(instance.flux)}),
         }
-        report: dict[str, Any] = {"slurm_cluster_start_s": started_s, "overhead": {}, "learned": {}}
+        report: dict[str, Any] = {
+            "slurm_cluster_start_s": started_s,
+            "flux_instance_start_s": flux_started_s,
+            "overhead": {},
+            "learned": {},
+        }
         for label, (kind, settings) in backends.items():
             scheduler = make_scheduler(kind, settings)
             work = root / kind
             work.mkdir(exist_ok=True)
             report["overhead"][label] = await overhead(scheduler, args.jobs, work)
-            if kind.startswith("slurm"):
-                report["learned"][label] = await submit_to_learned(
-                    scheduler, server, work, args.repeats
-                )
+            report["learned"][label] = await submit_to_learned(
+                scheduler, server, work, args.repeats
+            )
             await scheduler.close()
         return report
     finally:
         server.stop()
         hpc.stop(root / "slurm")
+        flux.stop(root / "flux")
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| backend | jobs | submit call (ms) | submit->done p50 (s) | wall / job (s) |",
-        "|---|---|---|---|---|",
+        "| backend | jobs | submit call (ms) | submit->done p50 (s) | p95 (s) | wall / job (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for label, r in report["overhead"].items():
         lines.append(
             f"| {label} | {r['succeeded']}/{r['jobs']} | {r['submit_ms_mean']:.1f} | "
-            f"{r['submit_to_done_s_p50']:.2f} | {r['per_trial_s']:.3f} |"
+            f"{r['submit_to_done_s_p50']:.2f} | {r['submit_to_done_s_p95']:.2f} | "
+            f"{r['per_trial_s']:.3f} |"
         )
     lines += [
         "",
-        "| Slurm submit -> learned (LJ 4x4x4, 20 steps) | p50 (s) | min (s) | max (s) "
+        "| submit -> learned (LJ 4x4x4, 20 steps) | p50 (s) | p95 (s) | min (s) | max (s) "
         "| LAMMPS loop time (s) |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for label, r in report["learned"].items():
         lines.append(
             f"| {label} (n={r['repeats']}) | {r['submit_to_learned_s_p50']:.2f} | "
+            f"{r['submit_to_learned_s_p95']:.2f} | "
             f"{r['submit_to_learned_s_min']:.2f} | {r['submit_to_learned_s_max']:.2f} | "
             f"{r['lammps_loop_time_s_p50']:.4f} |"
         )
     lines.append(f"\nSlurm cluster start (munge+slurmctld+slurmd+slurmrestd): "
-                 f"{report['slurm_cluster_start_s']:.2f} s")  # fmt: skip
+                 f"{report['slurm_cluster_start_s']:.2f} s; Flux instance start (to `run`): "
+                 f"{report['flux_instance_start_s']:.2f} s")  # fmt: skip
     return "\n".join(lines)
 
 

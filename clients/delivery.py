@@ -15,6 +15,7 @@ A spool file is the whole request plus where it goes::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -175,11 +176,24 @@ async def deliver(
     return Outcome(delivered=False, spooled=spooled, error=message, unreachable=unreachable)
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_ESCAPE = re.compile(r"[^A-Za-z0-9.-]")
+#: an escaped name longer than this is shortened and made unique by a hash of the whole id
+_MAX_NAME = 160
 
 
 def spool_path(spool_dir: Path, trial: str) -> Path:
-    return spool_dir / f"{_SAFE.sub('_', trial)[:200] or 'trial'}.json"
+    """The spool file of a trial: one name per trial id, two ids never share one.
+
+    Every character outside ``[A-Za-z0-9.-]`` (``_`` included) becomes ``_XX`` (its UTF-8 bytes
+    in hex), so the name is injective and never leaves the spool dir; a long id keeps a prefix
+    plus the SHA-256 of the whole id.
+    """
+    name = _ESCAPE.sub(lambda m: "".join(f"_{b:02X}" for b in m.group().encode()), trial)
+    if name.startswith(".") or not name:  # no hidden files, no "." or ".."
+        name = "_" + name
+    if len(name) > _MAX_NAME:
+        name = f"{name[:80]}~{hashlib.sha256(trial.encode()).hexdigest()}"
+    return spool_dir / f"{name}.json"
 
 
 def spool(request: Request, spool_dir: Path) -> Path:

@@ -46,6 +46,7 @@ _PERF = re.compile(
 _CPU = re.compile(rf"^({_NUM})% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads", re.MULTILINE)
 _WALL = re.compile(r"^Total wall time: (\d+):(\d{2}):(\d{2})", re.MULTILINE)
 _ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
+_ANY_ERROR = re.compile(r"ERROR(?: on proc \d+)?: [^\n]*")
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,82 @@ class LammpsMetrics:
             raise LammpsError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
         value = getattr(self, name)
         if value is None:
-            raise LammpsError(f"the LAMMPS log does not report {name!r}")
+            raise LammpsError(f"the LAMMPS log does not report {name!r}", code="TargetMissing")
         return float(value)
 
 
 def find_error(text: str) -> str | None:
-    """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None."""
+    """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None.
+
+    The full line, for the job's own log; a status gets :func:`public_error` of it.
+    """
     match = _ERROR.search(text)
     return match.group(0).strip() if match else None
+
+
+#: Fixed reason codes of a failed trial (a status reason is ``CODE: message``).
+REASON_CODES: dict[str, str] = {
+    "LammpsError": "LAMMPS stopped with an ERROR line (its words, input text removed)",
+    "LammpsExitCode": "LAMMPS exited non-zero without an ERROR line",
+    "LammpsTimeout": "LAMMPS did not finish within the time limit",
+    "LammpsNotRunnable": "the LAMMPS command could not be started",
+    "LogUnparseable": "the LAMMPS log lacks the lines a measurement needs",
+    "TargetMissing": "the LAMMPS log does not report the target",
+    "InputUnavailable": "the trial's input directory could not be prepared",
+}
+
+_LOCATION = re.compile(r"\s*\((?:src/)?[\w./-]+\.(?:cpp|h|c):\d+\)\s*$")
+#: LAMMPS echoes input text in these forms (2021-2023 versions): each is cut from a status
+_ECHOES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^ERROR(?: on proc \d+)?:\s*"), ""),
+    (re.compile(r"^Last command:.*$", re.MULTILINE), ""),
+    # the unknown command is the input line itself
+    (re.compile(r"\b(Unknown command)\b.*", re.IGNORECASE), r"\1"),
+    # quoted words are the input's: "Unrecognized pair style 'X'", "instead of 'X'"
+    (re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`"), "'…'"),
+    # a file name is the input's: "Cannot open restart file X: No such file or directory"
+    (
+        re.compile(r"\b(open[\w /-]*? (?:file|script|directory))\s+\S+?(?=: |\s|$)", re.I),
+        r"\1 …",
+    ),
+    # a variable name or value: "Substitution for illegal variable X", "Variable X: ..."
+    (re.compile(r"\b(illegal variable)\s+\S+", re.IGNORECASE), r"\1 …"),
+    (re.compile(r"\b(Variable)\s+\S+?:"), r"\1 …:"),
+    # what follows "Unknown identifier in data file:" and the like is the file's text
+    (
+        re.compile(r"\b((?:Unknown|Unrecognized|Invalid|Illegal|Unexpected|Incorrect)[^:]*):.*$"),
+        r"\1: …",
+    ),
+)
+
+
+def public_error(text: str) -> str:
+    """LAMMPS' error message with every echo of input text removed: safe for a status.
+
+    >>> public_error("ERROR: Unknown command: hunter2 (src/input.cpp:274)")
+    'Unknown command'
+    >>> public_error("ERROR on proc 0: Cannot open restart file s3cr3t: No such file or directory")
+    'Cannot open restart file …: No such file or directory'
+    >>> public_error("ERROR: Lost atoms: original 256 current 212 (src/thermo.cpp:481)")
+    'Lost atoms: original 256 current 212'
+    """
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = _LOCATION.sub("", line.strip())
+    for pattern, replacement in _ECHOES:
+        line = pattern.sub(replacement, line)
+    return " ".join(line.split())[:300] or "(no message)"
+
+
+def scrub(text: str) -> str:
+    """Any text bound for a status (a scheduler's reason): LAMMPS' echoes cut out of it."""
+    text = re.sub(r"Last command:.*", "Last command: …", text)
+    text = re.sub(r"(Unknown command)\b[^\n]*", r"\1", text, flags=re.IGNORECASE)
+    return _ANY_ERROR.sub(lambda m: f"ERROR: {public_error(m.group(0))}", text)
+
+
+def lammps_failure(error_line: str) -> LammpsError:
+    """The error of a run that stopped on ``error_line``: public message, full detail."""
+    return LammpsError(public_error(error_line), code="LammpsError", detail=error_line)
 
 
 def parse_log(text: str) -> LammpsMetrics:
@@ -100,17 +169,20 @@ def parse_log(text: str) -> LammpsMetrics:
     error = find_error(text)
     loops = _LOOP.findall(text)
     if error is not None:
-        raise LammpsError(error)
+        raise lammps_failure(error)
     if not loops:
         raise LammpsError(
-            "unparseable LAMMPS log: no 'Loop time of ...' line (did the run finish?)"
+            "unparseable LAMMPS log: no 'Loop time of ...' line (did the run finish?)",
+            code="LogUnparseable",
         )
     try:
         loop_time = sum(float(t) for t, _, _, _ in loops)
         steps = sum(int(s) for _, _, s, _ in loops)
         procs, atoms = int(loops[-1][1]), int(loops[-1][3])
     except (ValueError, OverflowError) as exc:
-        raise LammpsError(f"unparseable LAMMPS log: bad 'Loop time' line ({exc})") from exc
+        raise LammpsError(
+            f"unparseable LAMMPS log: bad 'Loop time' line ({exc})", code="LogUnparseable"
+        ) from exc
     perf = _last(_PERF, text)
     cpu = _last(_CPU, text)
     wall = _last(_WALL, text)
@@ -159,18 +231,28 @@ def build_command(
     lmp: str = "lmp",
     mpirun: int | None = None,
     srun: bool = False,
+    flux_run: int | None = None,
+    flux: str = "flux",
+    container: Sequence[str] = (),
 ) -> list[str]:
-    """The command line: ``[mpirun -np N | srun --mpi=pmix] lmp -in F -var K V ... -log none``."""
-    if mpirun is not None and srun:
-        raise LammpsError("choose either mpirun or srun, not both")
+    """``[mpirun -np N | srun --mpi=pmix | flux run -n N] [CONTAINER] lmp -in F -var K V ...``.
+
+    ``container`` is the runtime's prefix (``apptainer exec … IMAGE``, :mod:`.container`): the
+    launcher starts the runtime, which starts ``lmp`` inside the image.
+    """
+    if sum((mpirun is not None, srun, flux_run is not None)) > 1:
+        raise LammpsError("choose either mpirun or srun or flux run, not two")
     prefix: list[str] = []
+    for name, count in (("mpirun", mpirun), ("flux run", flux_run)):
+        if count is not None and count < 1:
+            raise LammpsError(f"{name} needs at least 1 process, got {count}")
     if mpirun is not None:
-        if mpirun < 1:
-            raise LammpsError(f"mpirun needs at least 1 process, got {mpirun}")
         prefix = ["mpirun", "--oversubscribe", "-np", str(mpirun)]
     elif srun:
         prefix = ["srun", "--mpi=pmix"]
-    command = [*prefix, lmp, "-in", str(input_file)]
+    elif flux_run is not None:
+        prefix = [flux, "run", f"--ntasks={flux_run}"]
+    command = [*prefix, *container, lmp, "-in", str(input_file)]
     for name, value in variables.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise LammpsError(f"invalid LAMMPS variable name {name!r}")
@@ -180,9 +262,22 @@ def build_command(
 
 
 def lammps_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for lmp: one OpenMP thread unless set; Open MPI allowed to run as root."""
+    """Environment for lmp: one OpenMP thread unless set; Open MPI on loopback, allowed as root.
+
+    Open MPI opens TCP on every interface unless told otherwise: every MPI run the project starts
+    (mpirun, srun, flux run; bare or in a container) talks over 127.0.0.1 only.
+    """
     env = dict(os.environ if base is None else base)
+    # Inside a Flux job the process has the job's PMI handle (PMI_FD, closed for our children)
+    # and FLUX_* variables: Open MPI in lmp would take it for its own launch and abort. A launcher
+    # (flux run, mpirun, srun) hands lmp a fresh PMI; FLUX_URI stays for `flux run`.
+    for name in [k for k in env if k.startswith("PMI_") or k.startswith("FLUX_")]:
+        if name != "FLUX_URI":
+            del env[name]
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
+    env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
+    env.setdefault("APPTAINER_DROP_CAPS", "CAP_SYS_RESOURCE")  # harmless without a container
     if os.geteuid() == 0:  # mpirun refuses root without these (containers, this testbed)
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -216,17 +311,28 @@ def run_lammps(
             timeout=timeout_s,
             check=False,
         )
-    except FileNotFoundError as exc:
-        raise LammpsError(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+    except OSError as exc:  # not found, not executable
+        raise LammpsError(
+            f"cannot run {command[0]!r}: {exc.strerror}", code="LammpsNotRunnable"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise LammpsError(f"LAMMPS did not finish within {timeout_s} s") from exc
+        raise LammpsError(
+            f"LAMMPS did not finish within {timeout_s} s", code="LammpsTimeout"
+        ) from exc
     raw = proc.stdout[-MAX_LOG_BYTES:]
     output = raw.decode("utf-8", errors="replace")
     if log_file is not None:
         log_file.write_text(output)
     error = find_error(output)
     if proc.returncode != 0:
-        raise LammpsError(error or f"LAMMPS exited with code {proc.returncode}: {_tail(output)}")
+        if error is not None:
+            raise lammps_failure(error)
+        # its last line may be anything the input printed: only the job's log gets it
+        raise LammpsError(
+            f"LAMMPS exited with code {proc.returncode} and no ERROR line (see the job's log)",
+            code="LammpsExitCode",
+            detail=f"LAMMPS exited with code {proc.returncode}: {_tail(output)}",
+        )
     return LammpsRun(list(command), proc.returncode, output, parse_log(output))
 
 

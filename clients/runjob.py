@@ -7,7 +7,10 @@ document for the sweep engine (``--result-file``, default ``$STREAMML_RESULT_FIL
 
     {"trial": ID, "kind": "learn"|"predict", "features": {...}, "target": y | null,
      "target_name": "loop_time", "metrics": {...parsed log...}, "predictions": {model: y},
-     "delivered": bool, "spooled": path | null, "error": str | null}
+     "delivered": bool, "spooled": path | null, "error": str | null, "reason": CODE | null}
+
+A LAMMPS failure's ``error`` is ``CODE: message`` (:data:`streamml.clients.lammps.REASON_CODES`)
+with LAMMPS' echo of input text removed; the full text goes to stderr, the job's own log.
 
 Exit codes: 0 the result was delivered or spooled for later; 1 LAMMPS failed or its log is
 unparseable (the ``ERROR:`` line is printed); 2 bad options; 3 the result could not be delivered
@@ -21,6 +24,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +44,8 @@ FEATURE_SETS = ("vars", "vars+atoms")
 EXIT_LAMMPS = 1
 EXIT_USAGE = 2
 EXIT_UNDELIVERED = 3
+#: marks a run directory run-lammps made (only such a directory is ever emptied)
+RUN_MARKER = ".streamml-run"
 
 
 class RunJobSettings(BaseSettings):
@@ -54,6 +61,8 @@ class RunJobSettings(BaseSettings):
     token_file: Path | None = None
     result_file: Path | None = None
     spool_dir: Path | None = None
+    #: the trial's input snapshot (set by a backend that mounts it, e.g. kubernetes)
+    input_dir: Path | None = None
     lmp: str = "lmp"
 
     def credentials_pair(self) -> tuple[str | None, str | None]:
@@ -87,6 +96,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="loop_time", help="metric to learn (loop_time)")
     parser.add_argument("--input", type=Path, help="LAMMPS input file (default: packaged in.lj)")
     parser.add_argument(
+        "--input-dir",
+        type=Path,
+        help="copy this directory (the input and its data files, potentials) into the run"
+        " directory and run there; --input is then a name in it (env STREAMML_INPUT_DIR)",
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, help="where LAMMPS runs with --input-dir (default ./run)"
+    )
+    parser.add_argument(
         "--var",
         action="append",
         default=[],
@@ -96,6 +114,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     launch = parser.add_mutually_exclusive_group()
     launch.add_argument("--mpirun", type=int, metavar="N", help="run under mpirun -np N")
     launch.add_argument("--srun", action="store_true", help="run under srun --mpi=pmix")
+    launch.add_argument("--flux-run", type=int, metavar="N", help="run under flux run -n N")
+    parser.add_argument(
+        "--container-runtime", choices=("apptainer", "singularity"), default="apptainer"
+    )
+    parser.add_argument("--container-image", type=Path, help="run lmp inside this SIF image")
+    parser.add_argument(
+        "--container-bind", action="append", default=[], metavar="SRC[:DST]", help="bind mount"
+    )
     parser.add_argument("--lmp", help="LAMMPS binary (default lmp; env STREAMML_LMP)")
     parser.add_argument("--test", action="store_true", help="held-out trial: predict, never learn")
     parser.add_argument("--features", choices=FEATURE_SETS, default="vars", help="feature set")
@@ -175,9 +201,7 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     features: dict[str, Any] = {name: as_feature(v) for name, v in variables.items()}
     retry = _retry(args)
     username, token = settings.credentials_pair()
-    input_file = args.input or lammps.default_input()
-    if not input_file.is_file():
-        raise ConfigurationError(f"--input {input_file}: no such file")
+    input_dir: Path | None = args.input_dir or settings.input_dir
     kind: delivery.Kind = "predict" if args.test else "learn"
     document: dict[str, Any] = {
         "trial": trial,
@@ -190,23 +214,18 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         "delivered": False,
         "spooled": None,
         "error": None,
+        "reason": None,
     }
-    command = lammps.build_command(
-        input_file,
-        variables,
-        lmp=args.lmp or settings.lmp,
-        mpirun=args.mpirun,
-        srun=args.srun,
-    )
-    log.info("trial %s: %s", trial, " ".join(command))
     try:
-        result = lammps.run_lammps(command, timeout_s=args.timeout, log_file=args.log_file)
+        run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
+        command = _command(args, settings, input_file, variables, document)
+        log.info("trial %s: %s", trial, " ".join(command))
+        result = lammps.run_lammps(
+            command, cwd=run_dir, timeout_s=args.timeout, log_file=args.log_file
+        )
         target = result.metrics.target(args.target)
     except LammpsError as exc:
-        document["error"] = str(exc)
-        _write_result(result_file, document)
-        print(f"streamml run-lammps: trial {trial}: LAMMPS failed: {exc}", file=sys.stderr)
-        return EXIT_LAMMPS
+        return _lammps_failed(trial, exc, document, result_file)
     document["metrics"] = result.metrics.as_dict()
     document["target"] = target
     if args.features == "vars+atoms":
@@ -251,6 +270,91 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         file=sys.stderr,
     )
     return EXIT_UNDELIVERED
+
+
+def _lammps_failed(
+    trial: str, exc: LammpsError, document: dict[str, Any], result_file: Path | None
+) -> int:
+    """Record a failed run: the status gets a fixed code and LAMMPS' words without input text;
+    the full text (which may echo the input: "Unknown command: ...") only this job's own log."""
+    document["error"] = f"{exc.code}: {exc}"
+    document["reason"] = exc.code
+    _write_result(result_file, document)
+    if exc.detail != str(exc):
+        print(f"streamml run-lammps: trial {trial}: {exc.detail}", file=sys.stderr)
+    error = document["error"]
+    print(f"streamml run-lammps: trial {trial}: LAMMPS failed: {error}", file=sys.stderr)
+    return EXIT_LAMMPS
+
+
+def _prepare_run(
+    script: Path | None, input_dir: Path | None, run_dir: Path | None
+) -> tuple[Path | None, Path]:
+    """(cwd of LAMMPS, its input file): a fresh copy of ``input_dir`` when one is given."""
+    from streamml.clients import lammps, sweep_inputs
+    from streamml.errors import SpecError
+
+    if input_dir is None:
+        input_file = script or lammps.default_input()
+        if not input_file.is_file():
+            raise ConfigurationError(f"--input {input_file}: no such file")
+        return None, input_file
+    if script is None or script.is_absolute() or ".." in script.parts:
+        raise ConfigurationError("--input-dir needs --input NAME, a file name in that directory")
+    run_dir = (run_dir or Path("run")).resolve()
+    try:
+        if (run_dir / RUN_MARKER).is_file():  # ours, from an earlier run: start afresh
+            shutil.rmtree(run_dir)
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            raise SpecError(f"{run_dir} exists and is not a run directory of run-lammps")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_MARKER).touch()
+        sweep_inputs.stage(input_dir, run_dir)
+    except (OSError, SpecError) as exc:
+        raise LammpsError(
+            f"cannot prepare the run directory from {input_dir}: {exc}", code="InputUnavailable"
+        ) from exc
+    input_file = run_dir / script
+    if not input_file.is_file():
+        raise LammpsError(f"the input directory has no {script}", code="InputUnavailable")
+    return run_dir, input_file
+
+
+def _command(
+    args: argparse.Namespace,
+    settings: RunJobSettings,
+    input_file: Path,
+    variables: dict[str, str],
+    document: dict[str, Any],
+) -> list[str]:
+    """The LAMMPS command line, wrapped in the container (whose digest goes in ``document``)."""
+    from streamml.clients import container, lammps
+
+    prefix: list[str] = []
+    if args.container_image is not None:
+        image = container.Container(
+            args.container_runtime, args.container_image, tuple(args.container_bind)
+        )
+        prefix, document["image_digest"] = container.prepare(image, os.environ, [input_file])
+    flux = "flux"
+    if args.flux_run is not None:
+        from streamml.clients.schedulers.flux import resolve_flux
+        from streamml.errors import SchedulerError
+
+        try:
+            flux = resolve_flux()
+        except SchedulerError as exc:
+            raise LammpsError(str(exc)) from exc
+    return lammps.build_command(
+        input_file,
+        variables,
+        lmp=args.lmp or settings.lmp,
+        mpirun=args.mpirun,
+        srun=args.srun,
+        flux_run=args.flux_run,
+        flux=flux,
+        container=prefix,
+    )
 
 
 def _write_result(path: Path | None, document: dict[str, Any]) -> None:

@@ -16,11 +16,12 @@ still stay apart and the training points cover the rest of the space before repe
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 
 from streamml.errors import SpecError
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, Parameter, SamplingMethod
@@ -28,25 +29,57 @@ from streamml.vocabulary.lammpssweep import LammpsSweepSpec, Parameter, Sampling
 Value = int | float | str
 Point = dict[str, Value]
 
-#: spaces up to this size are enumerated; larger ones are sampled by rejection
+#: spaces up to this size may be enumerated (small spaces, grids); larger ones are only drawn from
 ENUMERATE_LIMIT = 200_000
 
 
-def levels(param: Parameter, index: int = 0) -> list[Value] | None:
+@dataclass(frozen=True)
+class Levels:
+    """The discrete values of one dimension, never materialised: ``count`` and ``at(k)``.
+
+    A range of 10**8 integers (or of 10**300 float steps) costs nothing until a point is drawn.
+    """
+
+    count: int
+    start: Fraction = Fraction(0)
+    step: Fraction = Fraction(1)
+    kind: str = "int"  # "int", "float" or "categorical"
+    values: tuple[str, ...] = ()
+
+    def at(self, k: int) -> Value:
+        if not 0 <= k < self.count:
+            raise IndexError(k)
+        if self.kind == "categorical":
+            return self.values[k]
+        if self.kind == "int":
+            return int(self.start + k * self.step)
+        if k < 2**53:  # float arithmetic, as the plans of running sweeps were computed
+            return _round(float(self.start) + k * float(self.step))
+        return _round(float(self.start + k * self.step))  # exact: k beyond a float's reach
+
+    def index(self, u: float) -> int:
+        """The level of a uniform ``u`` in [0, 1): exact for any count."""
+        if self.count < 2**53:
+            return min(int(u * self.count), self.count - 1)
+        return min(int(Fraction(u) * self.count), self.count - 1)
+
+
+def levels(param: Parameter, index: int = 0) -> Levels | None:
     """The discrete values of a parameter, or None for a continuous float range."""
-    field = f"parameters[{index}]"
     if param.type == "categorical":
-        return list(param.values or [])
+        values = tuple(param.values or [])
+        return Levels(count=len(values), kind="categorical", values=values)
     assert param.min is not None and param.max is not None  # checked by the schema
+    lo, hi = Fraction(param.min), Fraction(param.max)
     if param.type == "int":
-        lo, hi, step = int(param.min), int(param.max), int(param.step or 1)
-        return list(range(lo, hi + 1, step))
+        step = Fraction(int(param.step or 1))
+        return Levels(count=int((hi - lo) // step) + 1, start=lo, step=step)
     if param.step is None:
         return None
-    count = math.floor((param.max - param.min) / param.step + 1e-9) + 1
-    if count > ENUMERATE_LIMIT:
-        raise SpecError(f"{field}: {count} float steps is too many", field=f"{field}.step")
-    return [_round(param.min + k * param.step) for k in range(count)]
+    step = Fraction(param.step)
+    # the tolerance keeps the end point of e.g. 0..1 by 0.1 (0.1 is a hair above 1/10)
+    count = math.floor((hi - lo) / step + Fraction(1, 10**9)) + 1
+    return Levels(count=count, start=lo, step=step, kind="float")
 
 
 def space_size(parameters: Sequence[Parameter]) -> int | None:
@@ -56,7 +89,7 @@ def space_size(parameters: Sequence[Parameter]) -> int | None:
         values = levels(param, i)
         if values is None:
             return None
-        total *= len(values)
+        total *= values.count
     return total
 
 
@@ -138,40 +171,72 @@ def _key(point: Point) -> str:
     return json.dumps(point, sort_keys=True)
 
 
+def _dimensions(parameters: Sequence[Parameter]) -> list[Levels]:
+    dims = [levels(p, i) for i, p in enumerate(parameters)]
+    if any(d is None for d in dims):
+        raise SpecError("a continuous float dimension cannot be enumerated", field="parameters")
+    return [d for d in dims if d is not None]
+
+
+def _point_at(names: Sequence[str], dims: Sequence[Levels], index: int) -> Point:
+    """Point number ``index`` of the space in mixed radix, the last dimension fastest."""
+    point: Point = {}
+    for name, dim in zip(reversed(names), reversed(dims), strict=True):
+        index, k = divmod(index, dim.count)
+        point[name] = dim.at(k)
+    return {name: point[name] for name in names}
+
+
+def _iterate(parameters: Sequence[Parameter]) -> Iterator[Point]:
+    """Every point of a discrete space, lazily, in grid order."""
+    names, dims = [p.name for p in parameters], _dimensions(parameters)
+    size = math.prod(d.count for d in dims)
+    return (_point_at(names, dims, i) for i in range(size))
+
+
 def _enumerate(parameters: Sequence[Parameter]) -> list[Point]:
-    names = [p.name for p in parameters]
-    grids = [levels(p, i) or [] for i, p in enumerate(parameters)]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grids)]
+    size = space_size(parameters)
+    if size is None or size > ENUMERATE_LIMIT:  # callers check; a guard, not a code path
+        raise SpecError(f"the space has {size} points; too many to list", field="parameters")
+    return list(_iterate(parameters))
 
 
-def _draw(param: Parameter, index: int, rng: random.Random) -> Value:
-    values = levels(param, index)
+def _draw(param: Parameter, values: Levels | None, rng: random.Random) -> Value:
     if values is None:
         assert param.min is not None and param.max is not None
         return _round(rng.uniform(param.min, param.max))
-    return values[rng.randrange(len(values))]
+    return values.at(rng.randrange(values.count))
 
 
 def _random(
     parameters: Sequence[Parameter], n: int, size: int | None, rng: random.Random
 ) -> list[Point]:
+    return list(_random_points(parameters, n, size, rng))
+
+
+def _random_points(
+    parameters: Sequence[Parameter], n: int, size: int | None, rng: random.Random
+) -> Iterator[Point]:
+    """The points of :func:`_random`, drawn as they are asked for (same order, same draws)."""
     if size is not None and size <= ENUMERATE_LIMIT and size < 4 * n:
         every = _enumerate(parameters)
         if n <= size:
-            return rng.sample(every, n)
-        return [every[i % size] for i in _shuffled_cycle(size, n, rng)]
-    points: list[Point] = []
+            yield from rng.sample(every, n)
+            return
+        yield from (every[i % size] for i in _shuffled_cycle(size, n, rng))
+        return
+    dims = [(p, levels(p, i)) for i, p in enumerate(parameters)]
     seen: set[str] = set()
-    attempts = 0
-    while len(points) < n:
-        point = {p.name: _draw(p, i, rng) for i, p in enumerate(parameters)}
+    attempts = made = 0
+    while made < n:
+        point = {p.name: _draw(p, values, rng) for p, values in dims}
         attempts += 1
         key = _key(point)
         if key in seen and attempts < 50 * n:  # rejection; gives up only in pathological spaces
             continue
         seen.add(key)
-        points.append(point)
-    return points
+        made += 1
+        yield point
 
 
 def _shuffled_cycle(size: int, n: int, rng: random.Random) -> list[int]:
@@ -187,9 +252,15 @@ def _grid(
     parameters: Sequence[Parameter], n: int, size: int | None, rng: random.Random
 ) -> list[Point]:
     for i, p in enumerate(parameters):
-        if p.type == "float" and p.step is None:
+        dim = levels(p, i)
+        if dim is None:
             raise SpecError(
                 f"grid sampling needs a step for float parameter {p.name!r}",
+                field=f"parameters[{i}].step",
+            )
+        if p.type == "float" and dim.count > ENUMERATE_LIMIT:
+            raise SpecError(
+                f"parameters[{i}]: {dim.count} float steps is too many for a grid",
                 field=f"parameters[{i}].step",
             )
     assert size is not None
@@ -197,11 +268,9 @@ def _grid(
         raise SpecError(f"the grid has {size} points; too many to enumerate", field="parameters")
     if n > size:
         raise SpecError(f"the grid has {size} points but {n} were asked for", field="trials")
-    every = _enumerate(parameters)
-    if n == size:
-        return every
+    names, dims = [p.name for p in parameters], _dimensions(parameters)
     # an evenly strided subset keeps the coverage of the full grid
-    return [every[math.floor(i * size / n)] for i in range(n)]
+    return [_point_at(names, dims, math.floor(i * size / n)) for i in range(n)]
 
 
 def _latin(
@@ -221,7 +290,7 @@ def _latin(
                 assert param.min is not None and param.max is not None
                 column.append(_round(param.min + u * (param.max - param.min)))
             else:
-                column.append(values[min(int(u * len(values)), len(values) - 1)])
+                column.append(values.at(values.index(u)))
         columns.append(column)
     names = [p.name for p in parameters]
     points = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
@@ -230,7 +299,9 @@ def _latin(
     # Integer dimensions with few levels make collisions; replace them with unused points.
     seen: set[str] = set()
     out: list[Point] = []
-    spare = iter(_random(parameters, min(size, 4 * n + 16), size, rng))
+    # drawn only when a collision asks for one: nothing else uses rng after this point, so the
+    # spares are the same as if they had all been drawn up front
+    spare = _random_points(parameters, min(size, 4 * n + 16), size, rng)
     for point in points:
         while _key(point) in seen:
             point = next(spare, {}) or _fresh(parameters, seen)
@@ -240,7 +311,7 @@ def _latin(
 
 
 def _fresh(parameters: Sequence[Parameter], seen: set[str]) -> Point:
-    for point in _enumerate(parameters):
+    for point in _iterate(parameters):  # lazy: stops within len(seen) + 1 points
         if _key(point) not in seen:
             return point
     raise SpecError("no unused point left in the space", field="trials")  # size >= n: unreachable

@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from streamml.clients import sweep_images as images
 from streamml.clients import sweep_jobs as jobs
+from streamml.clients.lammps import scrub
 from streamml.clients.sampling import Point, as_vars, fingerprint, plan
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SchedulerError, SpecError, StreamMLError
@@ -116,7 +118,8 @@ class SweepEngine:
 
     def update_spec(self, spec: LammpsSweepSpec, generation: int | None = None) -> None:
         """Take a new spec (suspend, parallelism, maxFailures may change; the space may not)."""
-        points = plan(spec)
+        # the operator hands over the spec on every tick: plan again only when the space moved
+        points = self.points if _same_space(spec, self.spec) else plan(spec)
         if self._loaded and fingerprint(points) != self.status.plan_fingerprint:
             raise SpecError(
                 "parameters, sampling, trials and testTrials cannot change once a sweep started",
@@ -255,6 +258,7 @@ class SweepEngine:
 
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
+        images.record(self.status, record, result)
         target = jobs.finite(result.get("target")) if result else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
             delivered = bool(result.get("delivered"))
@@ -270,16 +274,29 @@ class SweepEngine:
                 }
                 self.status.test_results = [
                     r for r in self.status.test_results if r.id != record.id
-                ] + [HeldOutResult(id=record.id, target=target, predictions=predictions)]
+                ] + [
+                    HeldOutResult(
+                        id=record.id,
+                        target=target,
+                        predictions=predictions,
+                        image_digest=record.image_digest,
+                    )
+                ]
             return record.role == "train" and bool(result.get("delivered"))
         reason = (result or {}).get("error") or status.reason or f"job {status.state.value}"
         if status.state == JobState.SUCCEEDED:
             reason = "the job succeeded but left no readable result"
         record.state = "Lost" if status.state == JobState.UNKNOWN else "Failed"
-        record.reason = str(reason)[:500]
+        # the job reports LAMMPS' words without the input's; a scheduler's own text (a log's
+        # last line) is scrubbed too: no echo of an input file ever reaches a status
+        record.reason = scrub(str(reason))[:500]
         self.status.failed += 1
         log.warning("sweep %s: %s failed: %s", self.name, record.job_name, record.reason)
-        if self.status.failed > self.spec.max_failures:
+        fatal = images.fatal_code(result)
+        if fatal is not None:  # no runtime / no image / no SIF: every retry would fail alike
+            self.status.phase = "Failed"
+            jobs.set_condition(self.status, "Ready", False, fatal, record.reason)
+        elif self.status.failed > self.spec.max_failures:
             self.status.phase = "Failed"
             jobs.set_condition(
                 self.status,
@@ -390,7 +407,13 @@ class SweepEngine:
             if curve is None:
                 curve = LearningCurve(model=model, metric=metric)
                 self.status.learning_curve.append(curve)
-            jobs.add_point(curve.points, CurvePoint(trials=learned, samples=samples, value=value))
+            point = CurvePoint(
+                trials=learned,
+                samples=samples,
+                value=value,
+                image_digest=images.current(self.status),
+            )
+            jobs.add_point(curve.points, point)
 
     def _finish_if_done(self) -> None:
         if self.status.phase == "Failed":
@@ -415,6 +438,7 @@ class SweepEngine:
         if self.generation is not None:
             s.observed_generation = self.generation
         s.evaluation = jobs.evaluate(s.test_results)
+        s.evaluation_by_image = images.evaluate_by_image(s.test_results)
         scored = [(e.r2, e.model) for e in s.evaluation if e.r2 is not None]
         if scored:
             r2, model = max(scored)
@@ -427,6 +451,16 @@ class SweepEngine:
             room = max(MAX_TRIAL_RECORDS - len(active), 0)
             kept = {id(r) for r in finished[len(finished) - room :]} | keep
             s.trials = [r for r in s.trials if id(r) in kept]
+
+
+def _same_space(a: LammpsSweepSpec, b: LammpsSweepSpec) -> bool:
+    """The fields a plan depends on (and only those) are equal."""
+    return (a.parameters, a.sampling, a.trials, a.test_trials) == (
+        b.parameters,
+        b.sampling,
+        b.trials,
+        b.test_trials,
+    )
 
 
 def dump(status: LammpsSweepStatus) -> str:

@@ -30,6 +30,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, help="state file (default WORKDIR/state.json)")
     parser.add_argument("--interval", type=float, default=1.0, help="poll interval, s (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--input-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory the sweep's input paths may point into (repeatable; the sweep"
+        " file's own directory always may); relative paths are taken from the sweep file's",
+    )
 
 
 def load_sweep_file(path: Path) -> tuple[str, Any]:
@@ -87,6 +96,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     from streamml.clients import sweep_runtime as rt
     from streamml.clients.sweep import FileStore
+    from streamml.clients.sweep_inputs import Roots
 
     class Env(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")
@@ -112,6 +122,12 @@ async def _run(args: argparse.Namespace) -> int:
     store = FileStore(args.state or workdir / "state.json")
     previous = await store.load()
     identity = (previous.identity if previous else None) or f"{name}-{uuid.uuid4().hex[:12]}"
+    here = args.file.resolve().parent
+    roots = Roots(
+        allowed=(here, *(root.resolve() for root in args.input_root)),
+        base=here,
+        hint="; allow another directory with --input-root DIR",
+    )
     scheduler = rt.build_scheduler(spec, rt.scheduler_settings(spec, workdir))
     engine = rt.build_engine(
         name,
@@ -121,6 +137,7 @@ async def _run(args: argparse.Namespace) -> int:
         workdir=workdir,
         identity=identity,
         scheduler=scheduler,
+        roots=roots,
     )
     await engine.load()
     engine.status.identity = identity

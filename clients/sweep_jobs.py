@@ -34,6 +34,8 @@ DEFAULT_JOB_PREFIX: tuple[str, ...] = tuple(streamml_command("run-lammps"))
 REMOTE_JOB_PREFIX: tuple[str, ...] = ("streamml", "run-lammps")
 TERMINATION_LOG = "/dev/termination-log"
 RESULT_FILE = "result.json"
+#: a trial's LAMMPS runs here, in its copy of the input snapshot (beside result.json, not in it)
+RUN_DIR = "run"
 #: preferred headline metrics for the learning curve, in order
 HEADLINE_METRICS = ("R2", "RMSE", "MAE")
 
@@ -48,7 +50,9 @@ class JobContext:
     models: Sequence[str] | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # e.g. STREAMML_TOKEN_FILE
     prefix: Sequence[str] = DEFAULT_JOB_PREFIX
-    input_file: Path | None = None  # the input script, materialised by the caller
+    #: the sweep's input snapshot (script + files; :mod:`.sweep_inputs`) and the script's name
+    input_dir: Path | None = None
+    input_name: str | None = None
     spool: bool = True
     #: the job runs where our filesystem is not (a Pod): its result comes back as the
     #: termination message, and an undelivered result fails the job (no spool to redeliver)
@@ -111,12 +115,19 @@ def build_job(
         command += ["--spool-dir", str(ctx.workdir / "spool")]
     for model in ctx.models or ():
         command += ["--model", model]
-    if ctx.input_file is not None:
-        command += ["--input", str(ctx.input_file)]
+    if ctx.input_dir is not None and ctx.input_name is not None:
+        # each trial runs LAMMPS in its own copy of the snapshot; a Pod gets the snapshot as a
+        # ConfigMap volume whose path its backend sets (STREAMML_INPUT_DIR)
+        if not ctx.remote:
+            command += ["--input-dir", str(ctx.input_dir), "--run-dir", str(out / RUN_DIR)]
+        command += ["--input", ctx.input_name]
     for key, value in {**spec.lammps.vars, **as_vars(point)}.items():
         command += ["--var", f"{key}={value}"]
+    flux = spec.scheduler.type == "flux"
     if spec.lammps.mpi_procs > 1:
-        command += ["--mpirun", str(spec.lammps.mpi_procs)]
+        # under Flux the job is an allocation of mpiProcs tasks and `flux run` starts the ranks
+        command += ["--flux-run" if flux else "--mpirun", str(spec.lammps.mpi_procs)]
+    command += container_args(spec)
     if spec.resources.time_limit_seconds:
         command += ["--timeout", str(spec.resources.time_limit_seconds)]
     if test:
@@ -126,11 +137,25 @@ def build_job(
         command=command,
         env={**ctx.env, "STREAMML_RESULT_FILE": result},
         workdir=None if ctx.remote else out,
+        input_dir=ctx.input_dir,
         cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),
+        tasks=spec.lammps.mpi_procs if flux else 1,
+        nodes=spec.resources.nodes,
         time_limit_s=(
             spec.resources.time_limit_seconds + 60 if spec.resources.time_limit_seconds else None
         ),
     )
+
+
+def container_args(spec: LammpsSweepSpec) -> list[str]:
+    """``run-lammps`` options that wrap lmp in ``spec.lammps.container`` (none without one)."""
+    box = spec.lammps.container
+    if box is None:
+        return []
+    args = ["--container-runtime", box.runtime, "--container-image", box.image]
+    for bind in box.binds:
+        args += ["--container-bind", bind]
+    return args
 
 
 def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:

@@ -7,17 +7,21 @@ source for the learning curve and the re-delivery of spooled results.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamml.clients import sweep_inputs as inputs
 from streamml.clients import sweep_jobs as jobs
 from streamml.clients.schedulers.base import Scheduler
 from streamml.clients.sweep import MetricsSource, Redeliver, StateStore, SweepEngine
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+
+#: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
+KUBERNETES_INPUT_BYTES = 700_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ def scheduler_settings(
                 field="scheduler.jwtSecretRef",
             )
         return settings
+    if s.type == "flux":
+        return {"uri": s.flux_uri} if s.flux_uri else {}
     return {"namespace": namespace or "default", "image": s.image}
 
 
@@ -127,22 +133,6 @@ def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     return redeliver
 
 
-def materialise_input(spec: LammpsSweepSpec, workdir: Path, inline: str | None) -> Path | None:
-    """The input script as a file the jobs read (inline text, a ConfigMap's text, or a path)."""
-    text = inline if inline is not None else spec.lammps.input
-    if text is not None:
-        path = workdir / "input.lammps"
-        workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return path
-    if spec.lammps.input_file:
-        path = Path(spec.lammps.input_file)
-        if not path.is_file():
-            raise SpecError(f"lammps.inputFile {path}: no such file", field="lammps.inputFile")
-        return path.resolve()
-    return None  # run-lammps' packaged LJ input
-
-
 def build_engine(
     name: str,
     spec: LammpsSweepSpec,
@@ -152,17 +142,26 @@ def build_engine(
     workdir: Path,
     identity: str,
     scheduler: Scheduler,
-    input_text: str | None = None,
+    roots: inputs.Roots | None = None,
+    config_map: Mapping[str, bytes] | None = None,
     models: Sequence[str] | None = None,
     job_prefix: Sequence[str] = (),
     generation: int | None = None,
 ) -> SweepEngine:
+    """The engine of one sweep; its input snapshot is prepared here (SpecError naming the field).
+
+    ``roots`` confines the paths the spec names (default: none allowed); ``config_map`` holds
+    the keys of the ConfigMap the spec references (operator).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     remote = spec.scheduler.type == "kubernetes"
-    if remote and (input_text is not None or spec.lammps.input or spec.lammps.input_file):
+    prepared = inputs.prepare(
+        spec.lammps, workdir.resolve(), roots or inputs.Roots(), config_map=config_map
+    )
+    if remote and prepared is not None and prepared.size > KUBERNETES_INPUT_BYTES:
         raise SpecError(
-            "the kubernetes scheduler runs the image's packaged input; drop lammps.input,"
-            " configMapRef and inputFile",
+            f"lammps: the kubernetes scheduler carries the input in a ConfigMap (at most"
+            f" {KUBERNETES_INPUT_BYTES} bytes); these files hold {prepared.size}",
             field="lammps",
         )
     ctx = jobs.JobContext(
@@ -175,7 +174,8 @@ def build_engine(
         # scheduler interface carries plain env only).
         env=remote_env(access) if remote else credential_env(workdir.resolve(), access),
         prefix=tuple(job_prefix or (jobs.REMOTE_JOB_PREFIX if remote else jobs.DEFAULT_JOB_PREFIX)),
-        input_file=None if remote else materialise_input(spec, workdir.resolve(), input_text),
+        input_dir=prepared.directory if prepared else None,
+        input_name=prepared.script if prepared else None,
         remote=remote,
     )
     return SweepEngine(

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from streamml.modelserver.appkeys import AUTH, HUB, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.middleware import api_middleware
+from streamml.modelserver.middleware import api_middleware, protocol_logger
 from streamml.modelserver.registry import Registry
 from streamml.modelserver.routes import setup_routes
 from streamml.modelserver.service import ModelService
@@ -26,7 +26,11 @@ HOUSEKEEPING_SECONDS = 1.0
 
 def create_app(settings: ServerSettings) -> web.Application:
     """Build the app; storage opens (and models load) in the cleanup context at start-up."""
-    app = web.Application(middlewares=[api_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[api_middleware],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"logger": protocol_logger()},
+    )
     budget = settings.budget()
     hub = EventHub(
         settings.sse_queue_size,

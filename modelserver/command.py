@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--auth-user", default=s, help="username for Basic auth / token handshake")
     add("--auth-token", default=s, help="the user's token (prefer --auth-token-file)")
     add("--auth-token-file", default=s, help="file holding the token")
-    add("--no-auth", action="store_true", default=s, help="serve WITHOUT authentication")
-    add("--auth-secret", default=s, help="JWT signing secret shared by replicas")
-    add("--auth-secret-file", default=s, help="file holding the JWT signing secret")
-    add("--token-ttl-seconds", type=int, default=s, help="bearer token lifetime")
+    add("--no-auth", action="store_true", default=s,
+        help="serve WITHOUT authentication (not with credentials; loopback only)")  # fmt: skip
+    add("--allow-remote-no-auth", action="store_true", default=s,
+        help="with --no-auth, allow a non-loopback --host (anyone there may learn)")  # fmt: skip
+    add("--auth-secret", default=s, help="JWT signing secret shared by processes (16+ chars)")
+    add("--auth-secret-file", default=s,
+        help="file holding the JWT signing secret (default: random, in the data dir)")  # fmt: skip
+    add("--token-ttl-seconds", type=int, default=s, help="bearer token lifetime (default 3600)")
+    add("--token-max-ttl-seconds", type=int, default=s,
+        help="longest bearer token lifetime accepted (default 86400)")  # fmt: skip
+    add("--public-url", default=s, help="external URL named in 401 challenges (behind a proxy)")
     add("--allow-pickle-upload", action="store_true", default=s,
         help="accept dill pickle uploads from authenticated callers (executes code!)")  # fmt: skip
     add("--max-body-bytes", type=int, default=s, help="request body limit (default 8 MiB)")
@@ -38,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--sse-client-bytes", type=int, default=s, help="bytes buffered per stream client")
     add("--sse-total-bytes", type=int, default=s, help="bytes buffered for all stream clients")
     _add_limits(parser)
+    add("--check", action="store_true", default=s,
+        help="verify the data dir (files, WAL, every model and log row) without serving, "
+        "then exit: 0 healthy, 1 damage found (listed), 2 unusable")  # fmt: skip
     add(
         "--sync",
         choices=["full", "normal"],
@@ -99,6 +110,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+def check(data_dir: Path) -> int:
+    """``serve --check``: the findings on stdout, one line each, then the summary line."""
+    import asyncio
+
+    from streamml.modelserver.recovery import check as check_data_dir
+
+    report = asyncio.run(check_data_dir(data_dir))  # a DataDirError is the CLI's error line
+    for finding in report.findings:
+        print(f"DAMAGED {finding}")
+    for quarantine in report.quarantined:
+        print(f"DAMAGED model {quarantine.name} ({quarantine.kind}): {quarantine.reason}")
+    verdict = "healthy" if report.healthy else "DAMAGED"
+    print(f"{data_dir}: {verdict}: {report.summary()}")
+    return 0 if report.healthy else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
     from pydantic import ValidationError
@@ -116,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.log_json:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
+    if getattr(args, "check", False):
+        return check(settings.data_dir)
     from streamml.modelserver.workers import share_the_gil
 
     app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
@@ -133,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     url = f"http://{settings.host}:{settings.port}"
     log.info(
-        "streamml model server listening on %s (data in %s, pid %d)",
+        "streamml model server starting on %s (data in %s, pid %d)",
         url,
         settings.data_dir,
         os.getpid(),

@@ -18,13 +18,15 @@ from typing import Any
 from streamml.errors import SpecError, UnknownComponentError
 from streamml.vocabulary.modelspec import ALLOWED_COMPONENTS, Component
 
-#: what each flavor needs from the estimator (the old server's checks)
+#: what each flavor needs from the estimator, decided at creation: every flavor is learned (one
+#: learn or a fan-out batch calls ``learn_one`` on every model), so even ``custom`` needs it; the
+#: old server asked nothing of ``custom`` and then failed every learn with a 500
 FLAVOR_METHODS: dict[str, tuple[str, ...]] = {
     "regression": ("learn_one", "predict_one"),
     "binary": ("learn_one", "predict_proba_one"),
     "multiclass": ("learn_one", "predict_proba_one"),
     "cluster": ("learn_one", "predict_one"),
-    "custom": (),
+    "custom": ("learn_one",),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +22,11 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
-from streamml.modelserver.pending import PendingSource
+from streamml.modelserver.pending import PendingPrediction, PendingSource
+
+#: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
+#: that they can be put back when its write is not made durable
+Taken = list[tuple[str, str, PendingPrediction]]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,26 @@ def _check_number(value: Any) -> float:
     return float(value)
 
 
+def plain_number(value: Any) -> Any:
+    """A regressor's output as a Python float: river's PARegressor returns ``numpy.float64``
+    (and others may return numpy or int scalars), which the checks, metrics and JSON treat
+    differently from the float they are. Anything that is not a real number is returned as is."""
+    kind = type(value)
+    if kind is float or kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is no finite real number (or a bool)."""
+    value = plain_number(value)
+    if type(value) is int:
+        value = float(value)
+    return value if type(value) is float and math.isfinite(value) else None
+
+
 @dataclass(slots=True)
 class Prediction:
     """What progressive validation compares with the truth: a label/number and, for
@@ -234,7 +259,10 @@ class ModelState:
                 label = max(proba, key=proba.__getitem__) if proba else None
                 return Prediction(label, dict(proba))
             if hasattr(self.model, "predict_one"):
-                return Prediction(self.model.predict_one(features))
+                value = self.model.predict_one(features)
+                if type(value) is not float and self.flavor == "regression":
+                    value = plain_number(value)
+                return Prediction(value)
             return Prediction(None)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
@@ -262,16 +290,23 @@ class ModelState:
         ground_truth: Any,
         identifier: str | None = None,
         prediction: Prediction | None = None,
+        *,
+        supplied: bool = True,
     ) -> LearnRecord | None:
-        """Progressive validation of one sample; None when ``identifier`` was already learned."""
+        """Progressive validation of one sample; None when ``identifier`` was already learned.
+
+        ``prediction`` is the client's (``supplied``) or the model's own from an earlier predict;
+        only the client's can be the client's mistake. The model's own, when it is no finite
+        number (a model driven to NaN), is simply not scored."""
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
         new = self.new_features(features)
         if prediction is not None and self.flavor == "regression":
-            value = prediction.value
-            if type(value) not in (int, float) or not math.isfinite(value):
+            value = finite_number(prediction.value)
+            if value is None and supplied:
                 raise SampleError("prediction must be a finite number for a regression model")
+            prediction = Prediction(value)
         start = time.perf_counter_ns()
         if prediction is None and y is not None and self.metrics:
             prediction = self.predict(features)
@@ -296,11 +331,15 @@ class ModelState:
         pending: PendingSource,
         *,
         update_metrics: bool = True,
+        taken: Taken | None = None,
     ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
         """The batch fast path of :meth:`learn`: same semantics, encoded records out, no
         per-sample objects; a sample the model rejects is skipped and reported, not fatal.
         Without ``update_metrics`` the samples are learned only (no prediction, no metric
         update; a waiting prediction is dropped), and logged so that a replay does the same.
+
+        A waiting prediction is taken only for a sample that is then learned (a rejected
+        sample leaves it for the corrected retry); the ones taken are noted in ``taken``.
 
         Returns (encoded records, duplicates, [(index, reason)] of rejected samples).
         """
@@ -317,15 +356,13 @@ class ModelState:
             predict_one = self.model.predict_one
             updates = [metric.update for metric in self.metrics]
             for index, (features, y, identifier) in enumerate(samples):
-                waiting = None
-                if identifier is not None:
-                    if identifier in seen:
-                        duplicates += 1
-                        continue
-                    waiting = pending.take(self.name, identifier)
+                if identifier is not None and identifier in seen:
+                    duplicates += 1
+                    continue
                 if (type(y) is not float and type(y) is not int) or not math.isfinite(y):
                     rejected.append((index, "ground_truth must be a finite number"))
                     continue
+                waiting = None if identifier is None else pending.take(self.name, identifier)
                 try:
                     # the common case inline: every name already known (or no bound)
                     new = (
@@ -334,18 +371,22 @@ class ModelState:
                         else self.new_features(features)
                     )
                     if waiting is not None and update_metrics:
-                        value = waiting.prediction.value
+                        value = finite_number(waiting.prediction.value)
                     else:
                         value = predict_one(features) if with_metrics else None
+                        if type(value) is not float and value is not None:
+                            value = plain_number(value)
                     learn_one(features, y)
-                except SampleError as exc:
-                    rejected.append((index, str(exc)))
-                    continue
                 except Exception as exc:  # whatever river raises, it is about this sample
-                    rejected.append((index, f"model {self.name!r} cannot use it: {exc}"))
+                    if waiting is not None:
+                        pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
+                    reason = str(exc) if isinstance(exc, SampleError) else None
+                    rejected.append((index, reason or f"model {self.name!r} cannot use it: {exc}"))
                     continue
                 if new:
                     self.known_features |= new
+                if waiting is not None and taken is not None:
+                    taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
                 if value is not None:
                     for update in updates:
                         try:  # noqa: SIM105 - contextlib.suppress costs more per sample
@@ -360,6 +401,7 @@ class ModelState:
                 if identifier is not None and identifier in seen:
                     duplicates += 1
                     continue
+                waiting = None
                 try:
                     y = self.check_target(ground_truth)
                     prediction = None
@@ -378,10 +420,14 @@ class ModelState:
                     except Exception as exc:  # whatever river raises, it is about this sample
                         raise SampleError(f"model {self.name!r} cannot use it: {exc}") from exc
                 except SampleError as exc:
+                    if waiting is not None:
+                        pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
                     rejected.append((index, str(exc)))
                     continue
                 if new:
                     self.known_features |= new
+                if waiting is not None and taken is not None:
+                    taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
                 if prediction is not None:
                     self._update_metrics(y, prediction)
                 pred = None if prediction is None else prediction.encode()
@@ -398,14 +444,12 @@ class ModelState:
         return encoded, duplicates, rejected
 
     def replay(self, record: LearnRecord) -> None:
-        """Re-apply a logged learn on top of a snapshot (after a restart)."""
-        try:
-            if record.ground_truth is None:
-                self.model.learn_one(record.features)
-            else:
-                self.model.learn_one(record.features, record.ground_truth)
-        except Exception:  # it succeeded live; never let one record stop the server starting
-            log.exception("model %s: replaying a logged learn failed", self.name)
+        """Re-apply a logged learn on top of a snapshot (after a restart). It succeeded live, so
+        an exception here means a damaged record: start-up quarantines the model (recovery)."""
+        if record.ground_truth is None:
+            self.model.learn_one(record.features)
+        else:
+            self.model.learn_one(record.features, record.ground_truth)
         if self.max_features is not None:
             self.known_features.update(record.features)
         if record.prediction is not None:

@@ -7,11 +7,13 @@ statuses here; anything unexpected is logged and becomes a 500 with a generic me
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from streamml.errors import (
@@ -21,7 +23,8 @@ from streamml.errors import (
     NotFoundError,
     StreamMLError,
 )
-from streamml.modelserver.appkeys import AUTH, TELEMETRY
+from streamml.modelserver.appkeys import AUTH, SETTINGS, TELEMETRY
+from streamml.modelserver.registry import ModelQuarantinedError
 from streamml.modelserver.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,31 @@ PUBLIC_PATHS = frozenset(
         "/metrics",
     }
 )
+
+
+class _OneLineProtocolErrors(logging.Filter):
+    """A request aiohttp cannot parse (a header over 8190 bytes, a bad request line) is the
+    client's mistake: one WARNING line naming the kind of error, never a traceback, and never
+    the request's text, which may hold credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a request from %s that cannot be parsed: %s (HTTP %s)"
+            record.args = (remote, type(error).__name__, error.code)
+            record.exc_info = record.exc_text = None
+            record.levelno = min(record.levelno, logging.WARNING)
+            record.levelname = logging.getLevelName(record.levelno)
+        return True
+
+
+def protocol_logger() -> logging.Logger:
+    """The logger for aiohttp's request handler (``handler_args``): parse errors in one line."""
+    logger = logging.getLogger("streamml.modelserver.http")
+    if not any(isinstance(f, _OneLineProtocolErrors) for f in logger.filters):
+        logger.addFilter(_OneLineProtocolErrors())
+    return logger
 
 
 class ForbiddenError(AuthError):
@@ -70,10 +98,32 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts[:5]) or "invalid request"
 
 
+#: a Host header fit to be echoed: a DNS name or IPv4 address, or a bracketed IPv6, with a port
+_HOST = re.compile(r"^([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?$")
+
+
+def _base_url(request: web.Request) -> str:
+    """The server's URL as the client should reach it, never unchecked client text.
+
+    ``--public-url`` when set (behind a proxy); else the request's own scheme and Host when the
+    Host is well formed (``X-Forwarded-Proto`` counts only as ``http`` or ``https``); else the
+    address the server listens on.
+    """
+    settings = request.app[SETTINGS]
+    if settings.public_url:
+        return settings.public_url
+    forwarded = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.scheme
+    host = request.headers.get("Host", "")
+    if not _HOST.match(host):
+        listen = f"[{settings.host}]" if ":" in settings.host else settings.host
+        host = f"{listen}:{settings.port}"
+    return f"{scheme}://{host}"
+
+
 def challenge(request: web.Request) -> dict[str, str]:
     """riverapi's ``Www-Authenticate``: where to fetch a token, and for which service."""
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme)
-    base = f"{scheme}://{request.host}"
+    base = _base_url(request)
     return {"Www-Authenticate": f'realm="{base}/api/auth/token",service="{base}"'}
 
 
@@ -85,6 +135,7 @@ ERROR_STATUS: tuple[tuple[type[StreamMLError], int], ...] = (
     (ConflictError, 409),
     (CapacityError, 429),
     (StorageError, 503),
+    (ModelQuarantinedError, 503),
 )
 
 
@@ -123,6 +174,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except StreamMLError as exc:
         status = status_of(exc)
         return error_response(status, str(exc), challenge(request) if status == 401 else None)
+    except (ConnectionResetError, HttpProcessingError) as exc:
+        # the client hung up mid-body, or sent a body aiohttp cannot decode: its doing, not ours
+        status = 400
+        log.info("incomplete request %s %s: %s", request.method, request.path, type(exc).__name__)
+        return error_response(400, "the request body is incomplete or malformed")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal server error (logged)")

@@ -55,6 +55,26 @@ FLAVOR_PARAM = {
 MODEL_QUERY = {"name": "model", "in": "query", "required": True, "schema": NAME_PARAM["schema"]}
 
 
+#: every error status the server answers with, and what it means (the body is an ErrorReply)
+ERRORS: dict[str, str] = {
+    "400": "invalid request (the message names the field, class or parameter)",
+    "401": "authentication required, or wrong credentials",
+    "403": "pickle upload refused",
+    "404": "unknown model or identifier",
+    "409": "the model name is taken",
+    "413": "request body over the server's limit (--max-body-bytes)",
+    "415": "the body is not application/json",
+    "429": "a bounded buffer (predictions awaiting a label, event streams) is full: retry later",
+    "503": "storage failure (nothing was applied) or a quarantined model: retry",
+}
+#: the statuses of each kind of operation, besides its success (public ones have no 401)
+READ = ("400", "401", "404", "503")  # 503: the named model is quarantined
+READ_BODY = ("400", "401", "404", "413", "503")  # ?model= or riverapi's JSON body on a GET
+PREDICT = ("400", "401", "404", "413", "415", "429", "503")  # 429: pending predictions full
+STREAM = ("401", "429")  # 429: the event streams' byte budget is taken
+WRITE = ("400", "401", "404", "413", "415", "503")
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -66,19 +86,19 @@ def _json(schema: str) -> dict[str, Any]:
 def _op(
     summary: str,
     ok: str | None,
+    errors: tuple[str, ...],
     *,
-    status: str = "200",
+    status: tuple[str, ...] = ("200",),
     body: str | None = None,
     params: list[dict[str, Any]] | None = None,
     public: bool = False,
+    ok_content: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        status: {"description": "success", **(_json(ok) if ok else {})},
-        "400": {"description": "invalid request", **_json("ErrorReply")},
-        "404": {"description": "unknown model", **_json("ErrorReply")},
-    }
-    if not public:
-        responses["401"] = {"description": "authentication required", **_json("ErrorReply")}
+    """One operation; ``errors`` lists exactly the error statuses it can answer with."""
+    success = ok_content or (_json(ok) if ok else {})
+    responses: dict[str, Any] = {code: {"description": "success", **success} for code in status}
+    for code in errors:
+        responses[code] = {"description": ERRORS[code], **_json("ErrorReply")}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body:
         op["requestBody"] = {"required": True, **_json(body)}
@@ -89,18 +109,14 @@ def _op(
     return op
 
 
-@cache
-def document() -> dict[str, Any]:
-    _, defs = models_json_schema(
-        [(schema, "validation") for schema in _SCHEMAS], ref_template="#/components/schemas/{model}"
-    )
-    sse = {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "SSE"}
-    #: a bounded buffer (pending predictions, event streams) is full
-    full = {"429": {"description": "a bounded buffer is full: retry later", **_json("ErrorReply")}}
+def _model_ops() -> dict[str, Any]:
+    """Create (generated or given name), read, download and delete a model."""
+    upload_errors = ("400", "401", "403", "409", "413", "503")
     upload = _op(
         "upload a model (JSON spec, or a dill pickle when enabled)",
         "CreatedReply",
-        status="201",
+        upload_errors,
+        status=("201",),
         params=[FLAVOR_PARAM],
     )
     upload["requestBody"] = {
@@ -110,10 +126,8 @@ def document() -> dict[str, Any]:
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
-    upload["responses"]["403"] = {"description": "pickle upload refused", **_json("ErrorReply")}
-    upload["responses"]["409"] = {"description": "name taken", **_json("ErrorReply")}
     named = {**upload, "parameters": [FLAVOR_PARAM, {"name": "name", **NAME_PARAM}]}
-    delete = _op("delete a model", "DeletedReply")
+    delete = _op("delete a model", "DeletedReply", ("400", "401", "404", "413", "503"))
     delete["requestBody"] = {
         "required": True,
         "content": {
@@ -126,65 +140,103 @@ def document() -> dict[str, Any]:
             }
         },
     }
-    paths: dict[str, Any] = {
-        "/api/": {"get": _op("service information", "ServiceInfo", public=True)},
-        "/api/auth/token/": {
-            "get": _op("exchange Basic credentials for a bearer token", "TokenReply", public=True)
-        },
-        "/api/models/": {"get": _op("list models", "ModelsReply")},
+    name_param = [{"name": "name", **NAME_PARAM}]
+    pickled = {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    return {
         "/api/model/{flavor}/": {"post": upload},
         "/api/model/{flavor}/{name}/": {"post": named},
         "/api/model/{name}/": {
-            "get": _op("model parameters as JSON", None, params=[{"name": "name", **NAME_PARAM}])
+            "get": _op("model parameters as JSON", None, READ, params=name_param)
         },
         "/api/model/download/{name}/": {
-            "get": {
-                **_op("download the pickled model", None, params=[{"name": "name", **NAME_PARAM}]),
-            }
+            "get": _op(
+                "download the pickled model", None, READ, params=name_param, ok_content=pickled
+            )
         },
         "/api/model/": {"delete": delete},
+    }
+
+
+def _learning_ops() -> dict[str, Any]:
+    return {
         "/api/learn/": {
+            # 201 when a model learned the sample, 200 when every model had seen its identifier
             "post": _op(
-                "learn one sample (one, some or all models)", "LearnReply", body="LearnRequest"
+                "learn one sample (one, some or all models)",
+                "LearnReply",
+                WRITE,
+                status=("200", "201"),
+                body="LearnRequest",
             )
         },
         "/api/learn/batch/": {
-            "post": _op("learn many samples", "BatchLearnReply", body="BatchLearnRequest")
+            "post": _op("learn many samples", "BatchLearnReply", WRITE, body="BatchLearnRequest")
         },
-        "/api/predict/": {"post": _op("predict one sample", "PredictReply", body="PredictRequest")},
+        "/api/predict/": {
+            "post": _op("predict one sample", "PredictReply", PREDICT, body="PredictRequest")
+        },
         "/api/predict/batch/": {
-            "post": _op("predict many samples", "BatchPredictReply", body="BatchPredictRequest")
+            "post": _op(
+                "predict many samples", "BatchPredictReply", PREDICT, body="BatchPredictRequest"
+            )
         },
-        "/api/label/": {"post": _op("label an earlier prediction", None, body="LabelRequest")},
-        "/api/metrics/": {"get": _op("progressive-validation metrics", None, params=[MODEL_QUERY])},
+        "/api/label/": {
+            "post": _op("label an earlier prediction", None, WRITE, body="LabelRequest")
+        },
+        "/api/metrics/": {
+            "get": _op("progressive-validation metrics", None, READ_BODY, params=[MODEL_QUERY])
+        },
         "/api/stats/": {
-            "get": _op("call counts and durations (ns)", "StatsReply", params=[MODEL_QUERY])
-        },
-        "/api/stream/events/": {
-            "get": {"summary": "learn/predict/label events", "responses": {"200": sse, **full}}
-        },
-        "/api/stream/metrics/": {
-            "get": {"summary": "metrics after each learn", "responses": {"200": sse, **full}}
-        },
-        "/healthz": {"get": _op("liveness", "HealthReply", public=True)},
-        "/readyz": {"get": _op("readiness (models loaded)", "HealthReply", public=True)},
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {"200": {"description": "text exposition format"}},
-            }
-        },
-        "/api/openapi.json": {
-            "get": {
-                "summary": "this document",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1"}},
-            }
+            "get": _op(
+                "call counts and durations (ns)", "StatsReply", READ_BODY, params=[MODEL_QUERY]
+            )
         },
     }
-    for path in ("/api/predict/", "/api/predict/batch/"):  # pending predictions are bounded
-        paths[path]["post"]["responses"].update(full)
+
+
+def _service_ops() -> dict[str, Any]:
+    sse = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "/api/": {"get": _op("service information", "ServiceInfo", (), public=True)},
+        "/api/auth/token/": {
+            "get": _op(
+                "exchange Basic credentials for a bearer token (400 when auth is off)",
+                "TokenReply",
+                ("400", "401"),
+                public=True,
+            )
+        },
+        "/api/models/": {"get": _op("list models", "ModelsReply", ("401",))},
+        "/api/stream/events/": {
+            "get": _op("learn/predict/label events (SSE)", None, STREAM, ok_content=sse)
+        },
+        "/api/stream/metrics/": {
+            "get": _op("metrics after each learn (SSE)", None, STREAM, ok_content=sse)
+        },
+        "/healthz": {"get": _op("liveness", "HealthReply", (), public=True)},
+        "/readyz": {
+            "get": {
+                **_op("readiness (models loaded)", "HealthReply", (), public=True),
+                "responses": {
+                    "200": {"description": "ready", **_json("HealthReply")},
+                    "503": {"description": "still loading models", **_json("ErrorReply")},
+                },
+            }
+        },
+        "/metrics": {
+            "get": _op("Prometheus metrics (text format)", None, (), public=True, ok_content=text)
+        },
+        "/api/openapi.json": {"get": _op("this document (OpenAPI 3.1)", None, (), public=True)},
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(schema, "validation") for schema in _SCHEMAS], ref_template="#/components/schemas/{model}"
+    )
+    paths = {**_service_ops(), **_model_ops(), **_learning_ops()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "streamml model server", "version": __version__},

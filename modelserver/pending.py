@@ -37,19 +37,30 @@ class PendingPrediction:
 
 
 class PendingSource(Protocol):
-    """Where a learn finds the prediction waiting for it."""
+    """Where a learn finds the prediction waiting for it, and puts back one it did not use."""
 
     def take(self, model: str, identifier: str) -> PendingPrediction | None: ...
 
+    def restore(self, model: str, identifier: str, item: PendingPrediction) -> None: ...
+
 
 class TakenPredictions:
-    """Predictions taken on the event loop for a batch that is learned on the model's thread."""
+    """Predictions taken on the event loop for a batch that is learned on the model's thread.
+    What the batch did not use (a refused sample) is handed back on the loop (:meth:`unused`)."""
 
     def __init__(self, items: dict[tuple[str, str], PendingPrediction]) -> None:
         self._items = items
+        self._returned: list[tuple[tuple[str, str], PendingPrediction]] = []
 
     def take(self, model: str, identifier: str) -> PendingPrediction | None:
         return self._items.pop((model, identifier), None)
+
+    def restore(self, model: str, identifier: str, item: PendingPrediction) -> None:
+        self._returned.append(((model, identifier), item))
+
+    def unused(self) -> list[tuple[tuple[str, str], PendingPrediction]]:
+        """The predictions taken but not learned with (to put back where they were)."""
+        return [*self._items.items(), *self._returned]
 
 
 class PendingPredictions:
@@ -126,6 +137,19 @@ class PendingPredictions:
                 if item is not None:
                     taken[(model, identifier)] = item
         return TakenPredictions(taken)
+
+    def restore(self, model: str, identifier: str, item: PendingPrediction) -> None:
+        """Put back a prediction taken for a learn that was refused or not made durable, so
+        that the corrected retry finds it (unless a newer prediction took its identifier)."""
+        key = (model, identifier)
+        items = self._items
+        if key in items:
+            return
+        items[key] = item
+        self.bytes += item.size
+        items.move_to_end(key, last=False)  # older than anything added since it was taken
+        while len(items) > self.max_count:
+            self._pop(next(iter(items)))
 
     def _pop(self, key: tuple[str, str]) -> PendingPrediction | None:
         item = self._items.pop(key, None)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from streamml.errors import NotFoundError, SpecError
-from streamml.modelserver.learning import LearnRecord, ModelState, Prediction
+from streamml.errors import ConflictError, NotFoundError, SpecError, StreamMLError
+from streamml.modelserver.learning import LearnRecord, ModelState, Prediction, Taken
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
 
 
@@ -33,6 +34,33 @@ class PredictionIds:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@dataclass(frozen=True)
+class Quarantine:
+    """A stored model that could not be loaded: held out of serving, its rows kept as they are,
+    until it is deleted (``DELETE /api/model/``). The other models serve meanwhile."""
+
+    name: str
+    #: what is damaged: "snapshot" (blob unloadable), "log" (a learn-log row garbled or not
+    #: replayable), "no-snapshot" (the snapshot row is missing), "no-definition" (rows of a
+    #: model whose row in ``models`` is missing)
+    kind: str
+    #: one line: the file, the row and what is wrong with it
+    reason: str
+    #: learn-log rows of the model held back (not replayed)
+    log_rows: int
+
+
+class ModelQuarantinedError(StreamMLError):
+    """The named model is quarantined (503): it exists in the data dir but could not be loaded."""
+
+    def __init__(self, quarantine: Quarantine) -> None:
+        super().__init__(
+            f"model {quarantine.name!r} is quarantined: {quarantine.reason} "
+            "(delete it to discard what is stored of it)"
+        )
+        self.quarantine = quarantine
+
+
 class Registry:
     """All models of one server, applied in order on one event loop (no locks needed)."""
 
@@ -45,6 +73,8 @@ class Registry:
         pending_max_bytes: int | None = None,
     ) -> None:
         self.models: dict[str, ModelState] = {}
+        #: stored models that could not be loaded (see :class:`Quarantine`)
+        self.quarantined: dict[str, Quarantine] = {}
         self.pending = PendingPredictions(
             ttl_seconds=pending_ttl, max_count=pending_max, max_bytes=pending_max_bytes
         )
@@ -55,7 +85,19 @@ class Registry:
         try:
             return self.models[name]
         except KeyError:
+            if name in self.quarantined:
+                raise ModelQuarantinedError(self.quarantined[name]) from None
             raise NotFoundError(f"model {name!r} does not exist") from None
+
+    def check_free(self, name: str) -> None:
+        """A ConflictError when ``name`` is taken, by a served or by a quarantined model."""
+        if name in self.models:
+            raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+        if name in self.quarantined:
+            raise ConflictError(
+                f"model {name!r} exists but is quarantined ({self.quarantined[name].reason}); "
+                "delete it first to replace it"
+            )
 
     def targets(self, model: str | None, models: list[str] | None) -> list[ModelState]:
         """The models one learn goes to: one, a subset, or (neither given) all of them."""
@@ -102,21 +144,27 @@ class Registry:
         ground_truth: Any,
         identifier: str | None = None,
         prediction: Any = None,
+        taken: Taken | None = None,
     ) -> LearnRecord | None:
-        """One learn; joins an earlier prediction made under the same identifier, if any."""
-        supplied = self.joined(state, identifier, prediction)
-        return self.apply(state, features, ground_truth, identifier, supplied)
+        """One learn; joins an earlier prediction made under the same identifier, if any.
+        The sample is checked before that prediction is taken, and a refused learn puts it
+        back: the corrected retry still finds it. What was taken is noted in ``taken``."""
+        join = self.join(state, ground_truth, identifier, prediction)
+        return self.applied(state, features, ground_truth, identifier, join, taken)
 
-    def joined(
-        self, state: ModelState, identifier: str | None, prediction: Any
-    ) -> Prediction | None:
-        """The prediction a learn is scored with: the caller's, else one waiting for it."""
+    def join(
+        self, state: ModelState, ground_truth: Any, identifier: str | None, prediction: Any
+    ) -> Join:
+        """On the loop: the prediction a learn is scored with (the caller's, else the one
+        waiting for it, taken now), after checking the target."""
         supplied = None if prediction is None else Prediction(prediction)
+        waiting = None
         if identifier is not None and identifier not in state.seen:
-            pending = self.pending.take(state.name, identifier)
-            if pending is not None and supplied is None:
-                supplied = pending.prediction
-        return supplied
+            state.check_target(ground_truth)
+            waiting = self.pending.take(state.name, identifier)
+        if supplied is None and waiting is not None:
+            return Join(waiting.prediction, waiting, own=True)
+        return Join(supplied, waiting, own=False)
 
     def apply(
         self,
@@ -124,29 +172,77 @@ class Registry:
         features: dict[str, Any],
         ground_truth: Any,
         identifier: str | None,
-        supplied: Prediction | None,
+        join: Join,
     ) -> LearnRecord | None:
         """The model's part of a learn (it may run on the model's thread)."""
-        record = state.learn(features, ground_truth, identifier, supplied)
+        record = state.learn(
+            features, ground_truth, identifier, join.prediction, supplied=not join.own
+        )
         if record is not None and record.identifier is not None:
             state.forget_old_identifiers(self.idempotency_window)
         return record
 
-    def label(self, state: ModelState, identifier: str, label: Any) -> LearnRecord | None:
-        """The late ground truth of an earlier prediction: learn it with that prediction."""
-        pending = self.take_label(state, identifier)
-        if pending is None:
-            return None
-        return self.apply(state, pending.features, label, identifier, pending.prediction)
+    def settle(
+        self, state: ModelState, identifier: str | None, join: Join, taken: Taken | None, ok: bool
+    ) -> None:
+        """On the loop, after :meth:`apply`: a refused learn puts its waiting prediction back,
+        a learned one notes it in ``taken`` (put back if the write fails)."""
+        if join.waiting is None or identifier is None:
+            return
+        if not ok:
+            self.pending.restore(state.name, identifier, join.waiting)
+        elif taken is not None:
+            taken.append((state.name, identifier, join.waiting))
 
-    def take_label(self, state: ModelState, identifier: str) -> PendingPrediction | None:
-        """The prediction a label is for (None: already learned); NotFoundError if none."""
+    def applied(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        join: Join,
+        taken: Taken | None,
+    ) -> LearnRecord | None:
+        """:meth:`apply` then :meth:`settle`, here (inline)."""
+        try:
+            record = self.apply(state, features, ground_truth, identifier, join)
+        except SpecError:
+            self.settle(state, identifier, join, taken, ok=False)
+            raise
+        self.settle(state, identifier, join, taken, ok=True)
+        return record
+
+    def label(
+        self, state: ModelState, identifier: str, label: Any, taken: Taken | None = None
+    ) -> LearnRecord | None:
+        """The late ground truth of an earlier prediction: learn it with that prediction.
+        A label the model refuses leaves the prediction waiting for the corrected retry."""
+        join = self.take_label(state, identifier, label)
+        if join is None:
+            return None
+        assert join.waiting is not None
+        return self.applied(state, join.waiting.features, label, identifier, join, taken)
+
+    def take_label(self, state: ModelState, identifier: str, label: Any) -> Join | None:
+        """The prediction a label is for, taken (None: already learned); NotFoundError if none."""
         if identifier in state.seen:
             return None
+        state.check_target(label)
         pending = self.pending.take(state.name, identifier)
         if pending is None:
             raise NotFoundError(
                 f"no pending prediction {identifier!r} for model {state.name!r} "
                 "(unknown, already labelled, or expired)"
             )
-        return pending
+        return Join(pending.prediction, pending, own=True)
+
+
+@dataclass(slots=True)
+class Join:
+    """What a learn is scored with, and the waiting prediction it took (to put back if the
+    learn is refused or its write fails)."""
+
+    prediction: Prediction | None
+    waiting: PendingPrediction | None
+    #: the prediction is the model's own (made earlier), not the client's
+    own: bool

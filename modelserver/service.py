@@ -3,34 +3,43 @@
 Every mutation is applied in memory in order per model (on the event loop, or on the model's own
 thread for large or expensive work: see ``workers``) and queued to storage in the order it was
 applied; the caller awaits the commit before replying. Shared state (pending predictions, storage
-sequence numbers, event fan-out) is only ever touched on the event loop.
+sequence numbers, in-flight identifiers, event fan-out) is only ever touched on the event loop. A
+commit that fails takes back what it applied (see :class:`ModelService`).
+
+The seam between the two: a write that runs on a model's thread holds that model's write lock
+(``workers.locked``) from before its in-flight check until its ops are submitted; the thread
+only computes, and the bookkeeping (in-flight identifiers, taken predictions, sequence numbers,
+submit) happens on the loop in the one step after the thread returns. A snapshot takes the same
+lock, so it is queued after every write it holds and before every write it does not. A cheap
+model's single write runs inline, with no await at all between check, apply and submit, when its
+thread is idle and its lock free.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import logging
-import pickle
 import time
-from collections.abc import Iterable
 from typing import Any
 
-import dill
 import orjson
 
-from streamml.errors import ConflictError, NotFoundError, SpecError
+from streamml.errors import ConflictError, SpecError, StreamMLError
 from streamml.modelserver.events import EventHub, jsonable
-from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.learning import LearnRecord, ModelState, Taken, default_metrics
 from streamml.modelserver.pending import TakenPredictions
+from streamml.modelserver.recovery import LoadReport, recover
 from streamml.modelserver.registry import Registry
-from streamml.modelserver.storage import Op, Storage
+from streamml.modelserver.snapshots import SnapshotError, load_snapshot, snapshot_blob
+from streamml.modelserver.storage import Op, Storage, StorageError, StoredModel
 from streamml.modelserver.workers import ModelWorkers
 
 log = logging.getLogger(__name__)
 
-
 #: an interval snapshot waits at least this many times as long as the model's last one took
 SNAPSHOT_SHARE = 10
+
+Sample = tuple[dict[str, Any], Any, str | None]
 
 
 def dumps(data: Any) -> bytes:
@@ -38,53 +47,12 @@ def dumps(data: Any) -> bytes:
     return encoded
 
 
-def snapshot_blob(state: ModelState) -> bytes:
-    """Our own pickle of a model's state; dill only for objects plain pickle cannot handle.
-
-    An expensive model's state can be large, and the C pickler holds the GIL for the whole dump
-    (seconds for a big kernel sampler: measured, a 4.6 s stall of /healthz). Such a model is
-    snapshotted on its own thread with the pure-Python pickler, which hands the GIL over like
-    any Python code: slower, but nothing else waits for it.
-    """
-    payload = {
-        "model": state.model,
-        "metrics": state.metrics,
-        "learn_stats": state.learn_stats,
-        "predict_stats": state.predict_stats,
-        "seen": state.seen,
-        "max_features": state.max_features,
-        "known_features": state.known_features,
-        "heavy": state.heavy,
-    }
-    if state.heavy:
-        try:
-            return b"P" + yielding_dumps(payload)
-        except Exception:  # what the pure-Python pickler cannot do, the C one decides below
-            log.debug("model %s: pure-Python pickling failed", state.name, exc_info=True)
-    try:
-        return b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return b"D" + bytes(dill.dumps(payload))
-
-
-def yielding_dumps(obj: Any) -> bytes:
-    """``pickle.dumps`` by the pure-Python pickler (same format; it hands the GIL over).
-
-    Protocol 4: the pure-Python pickler's protocol-5 buffer path trips over its own memo on
-    numpy arrays (an AssertionError in CPython 3.11)."""
-    buffer = io.BytesIO()
-    pickle._Pickler(buffer, protocol=4).dump(obj)
-    return buffer.getvalue()
-
-
-def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
-    # Only blobs this server wrote itself (snapshot_blob) are ever loaded here.
-    body = blob[1:]
-    payload = pickle.loads(body) if blob[:1] == b"P" else dill.loads(body)  # noqa: S301
-    return ModelState(name=name, flavor=flavor, **payload)
-
-
 class ModelService:
+    """Models in memory, made durable in order. An error reply means "not applied": a learn,
+    label, create or delete changes what the server serves only together with its commit. A
+    failed commit returns every model it touched to its durable state (:meth:`restore_durable`)
+    before any caller hears of the failure, and puts back the waiting predictions it took."""
+
     def __init__(
         self,
         registry: Registry,
@@ -103,29 +71,60 @@ class ModelService:
         self.workers = ModelWorkers()
         #: per model: when its last snapshot ended and how long it took
         self._snapshot_costs: dict[str, tuple[float, float]] = {}
+        #: what start-up loaded (filled by :meth:`load`)
+        self.report = LoadReport()
+        #: names whose creation is being committed (not served until it is durable)
+        self._creating: set[str] = set()
+        #: (model, identifier) of learns applied in memory whose commit has not finished: a
+        #: resend waits for that outcome instead of being told "duplicate" too early
+        self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        storage.on_failure = self.restore_durable
 
     # -- start-up ----------------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Each model from its snapshot, then the learn log after it, in order."""
-        for stored in await self.storage.load_models():
-            state = load_snapshot(stored.name, stored.flavor, stored.snapshot)
-            replayed = 0
-            for body in await self.storage.log_after(stored.name, stored.snapshot_seq):
-                for item in orjson.loads(body):
-                    state.replay(LearnRecord.decode(item))
-                    replayed += 1
-            state.forget_old_identifiers(self.registry.idempotency_window)
-            self.registry.models[state.name] = state
+    async def load(self) -> LoadReport:
+        """Each model from its snapshot, then the learn log after it, in order; what cannot be
+        loaded is quarantined (see ``recovery``)."""
+        self.report = await recover(self.registry, self.storage)
+        for state in self.registry.models.values():
             if state.heavy:
                 self.workers.expensive(state.name)
-            log.info(
-                "loaded model %s (%s, %d samples, %d replayed from the log)",
-                state.name,
-                state.flavor,
-                state.learn_stats.n_calls,
-                replayed,
-            )
+        return self.report
+
+    def _restore(
+        self, stored: StoredModel, rows: list[tuple[int, bytes]]
+    ) -> tuple[ModelState, int]:
+        if stored.snapshot is None:  # the JOIN of load_model_sync returns snapshot rows only
+            raise SnapshotError(f"model {stored.name!r} has no snapshot row")
+        state = load_snapshot(stored.name, stored.flavor, stored.snapshot)
+        replayed = 0
+        for _seq, body in rows:
+            for item in orjson.loads(body):
+                state.replay(LearnRecord.decode(item))
+                replayed += 1
+        state.forget_old_identifiers(self.registry.idempotency_window)
+        return state, replayed
+
+    def restore_durable(self, names: set[str]) -> None:
+        """After a failed commit (nothing is running or queued then): these models become what
+        the data directory holds, a deleted one comes back, one never made durable is gone. A
+        quarantined model stays out of service (its delete puts its quarantine back).
+
+        The restored state is a new object: a model's thread may still be computing on the old
+        one (a write applied on top of the failed state), and nothing here touches that. Such a
+        write, back on the loop, finds its state replaced and is refused (:meth:`_stale`)."""
+        for name in sorted(names):
+            stored = self.storage.load_model_sync(name)
+            if stored is None or stored.snapshot_seq is None:
+                self.registry.models.pop(name, None)
+                continue
+            rows = self.storage.log_after_sync(name, stored.snapshot_seq)
+            try:
+                self.registry.models[name], _ = self._restore(stored, rows)
+            except Exception as exc:  # damaged on disk: it was quarantined, or is now
+                self.registry.models.pop(name, None)
+                log.warning("model %s cannot return to its durable state: %s", name, exc)
+        log.warning("models %s returned to their durable state", ", ".join(sorted(names)))
 
     # -- models --------------------------------------------------------------------------------
 
@@ -140,7 +139,9 @@ class ModelService:
         max_features: int | None = None,
         heavy: bool = True,
     ) -> str:
-        if name in self.registry.models:
+        """Served only once everything about it is checked and durable (never a ghost)."""
+        self.registry.check_free(name)
+        if name in self._creating:
             raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
         state = ModelState(
             name=name,
@@ -150,44 +151,53 @@ class ModelService:
             max_features=max_features,
             heavy=heavy,
         )
-        blob = snapshot_blob(state)
+        try:
+            blob = snapshot_blob(state)
+            spec_text = None if spec is None else dumps(spec).decode()
+        except Exception as exc:  # whatever pickle/dill/orjson refuse, it is about this model
+            raise SpecError(
+                f"model {name!r} cannot be stored: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
+        created = time.time()
+        op: Op = ("create", name, flavor, origin, spec_text, created, self.storage.next_seq(), blob)
+        self._creating.add(name)
+        try:
+            await self._commit([op])
+        finally:
+            self._creating.discard(name)
         self.registry.models[name] = state
         if heavy:
             self.workers.expensive(name)
-        spec_text = None if spec is None else dumps(spec).decode()
-        op: Op = (
-            "create",
-            name,
-            flavor,
-            origin,
-            spec_text,
-            time.time(),
-            self.storage.next_seq(),
-            blob,
-        )
-        future = self.storage.submit([op])
-        assert future is not None
-        try:
-            await future
-        except Exception:
-            self.registry.models.pop(name, None)
-            raise
         log.info("created model %s (%s, %s)", name, flavor, origin)
         return name
 
     async def delete(self, name: str) -> None:
-        self.registry.get(name)
-        await self.workers.drain(name)  # what was submitted before the delete runs first
-        if self.registry.models.pop(name, None) is None:
-            raise NotFoundError(f"model {name!r} does not exist")
+        quarantined = self.registry.quarantined.pop(name, None)  # a quarantined one may go too
+        if quarantined is None:
+            self.registry.get(name)
+            async with self.workers.locked([name]):  # writes applied before it are queued first
+                self.registry.get(name)
+                del self.registry.models[name]  # no learn reaches it meanwhile; a failure undoes
+                future = self._submit([("delete", name)])
+            await self._wait(future)
+        else:
+            try:
+                await self._commit([("delete", name)])
+            except Exception:
+                self.registry.quarantined[name] = quarantined
+                raise
         self.workers.forget(name)
         self.registry.pending.forget_model(name)
-        future = self.storage.submit([("delete", name)])
-        assert future is not None
-        await future
         log.info("deleted model %s", name)
 
     # -- learning ------------------------------------------------------------------------------
+
+    def _inline(self, targets: list[ModelState]) -> bool:
+        """Every target is cheap, its thread idle and its write lock free: apply right here."""
+        workers = self.workers
+        return all(
+            not s.heavy and workers.idle(s.name) and workers.unlocked(s.name) for s in targets
+        )
 
     async def learn(
         self,
@@ -200,40 +210,141 @@ class ModelService:
         prediction: Any = None,
     ) -> dict[str, dict[str, Any]]:
         targets = self.registry.targets(model, models)
+        inflight = self._inflight
+        waits = identifier is not None and any((s.name, identifier) in inflight for s in targets)
+        if not waits and self._inline(targets):  # the hot path: no await until the commit
+            results, ops, learned, taken = self._learn_inline(
+                targets, features, ground_truth, identifier, prediction
+            )
+            future = self._submit(ops)
+        else:
+            async with self.workers.locked([state.name for state in targets]):
+                names = {state.name for state in targets}
+                if identifier is not None:
+                    while self._inflight and await self._settle([(n, identifier) for n in names]):
+                        pass
+                targets = [s for s in self.registry.targets(model, models) if s.name in names]
+                results, ops, learned, taken = await self._learn_each(
+                    targets, features, ground_truth, identifier, prediction
+                )
+                future = self._submit(ops)
+        keys = [] if identifier is None else [(state.name, identifier) for state, _ in learned]
+        await self._wait(future, keys, taken)
+        for state, record in learned:
+            self._published(state, [record], "learn")
+        return results
+
+    def _learn_inline(
+        self,
+        targets: list[ModelState],
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        prediction: Any,
+    ) -> tuple[dict[str, dict[str, Any]], list[Op], list[tuple[ModelState, LearnRecord]], Taken]:
         results: dict[str, dict[str, Any]] = {}
-        ops: list[Op] = []
+        learned: list[tuple[ModelState, LearnRecord]] = []
         errors: list[str] = []
+        taken: Taken = []
+        try:
+            for state in targets:
+                try:
+                    record = self.registry.learn(
+                        state, features, ground_truth, identifier, prediction, taken
+                    )
+                except SpecError as exc:
+                    results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
+                    errors.append(str(exc))
+                    continue
+                self._learned(results, learned, state, record)
+        except Exception:
+            self._abort([state.name for state in targets])
+            raise
+        if errors and len(errors) == len(targets):
+            raise SpecError(errors[0] if len(errors) == 1 else "; ".join(errors))
+        return results, self._log_ops(learned), learned, taken
+
+    async def _learn_each(
+        self,
+        targets: list[ModelState],
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        prediction: Any,
+    ) -> tuple[dict[str, dict[str, Any]], list[Op], list[tuple[ModelState, LearnRecord]], Taken]:
+        """:meth:`_learn_inline` with each model's part on its thread (when it must be); called
+        with the targets' write locks held. The ops are built in the step that returns them."""
+        results: dict[str, dict[str, Any]] = {}
+        learned: list[tuple[ModelState, LearnRecord]] = []
+        errors: list[str] = []
+        taken: Taken = []
+        registry = self.registry
         for state in targets:
             try:
-                supplied = self.registry.joined(state, identifier, prediction)
-                record = await self.workers.call(
-                    state.name,
-                    not state.heavy,
-                    self.registry.apply,
-                    state,
-                    features,
-                    ground_truth,
-                    identifier,
-                    supplied,
-                )
+                join = registry.join(state, ground_truth, identifier, prediction)
+                call = self.workers.call(
+                    state.name, not state.heavy, registry.apply, state, features, ground_truth,
+                    identifier, join,
+                )  # fmt: skip
+                try:
+                    record = await call
+                except BaseException as exc:
+                    registry.settle(state, identifier, join, taken, ok=False)
+                    if not isinstance(exc, SpecError):  # a bug, or cancelled mid-apply
+                        self._abort([state.name for state in targets])
+                    raise
+                registry.settle(state, identifier, join, taken, ok=True)
             except SpecError as exc:
                 results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
                 errors.append(str(exc))
                 continue
-            if record is None:
-                results[state.name] = {"learned": False, "duplicate": True}
-                continue
-            results[state.name] = {"learned": True, "duplicate": False}
-            ops.append(("log", self.storage.next_seq(), state.name, dumps([record.encode()])))
-            self._published(state, [record], "learn")
+            self._learned(results, learned, state, record)
+        self._refuse_stale([state for state, _ in learned], taken)
         if errors and len(errors) == len(targets):
             raise SpecError(errors[0] if len(errors) == 1 else "; ".join(errors))
-        await self._commit(ops)
-        return results
+        return results, self._log_ops(learned), learned, taken
+
+    @staticmethod
+    def _learned(
+        results: dict[str, dict[str, Any]],
+        learned: list[tuple[ModelState, LearnRecord]],
+        state: ModelState,
+        record: LearnRecord | None,
+    ) -> None:
+        if record is None:
+            results[state.name] = {"learned": False, "duplicate": True}
+        else:
+            results[state.name] = {"learned": True, "duplicate": False}
+            learned.append((state, record))
+
+    def _log_ops(self, learned: list[tuple[ModelState, LearnRecord]]) -> list[Op]:
+        return [
+            ("log", self.storage.next_seq(), state.name, dumps([record.encode()]))
+            for state, record in learned
+        ]
+
+    def _refuse_stale(self, applied: list[ModelState], taken: Taken) -> None:
+        """Back on the loop after a model's thread: when a failed commit restored one of these
+        models meanwhile, the write was applied on top of the failed state (to an object no
+        longer served). It fails like the writes queued behind the failure: the waiting
+        predictions go back, and the models it did reach are reverted (abort marker)."""
+        models = self.registry.models
+        stale = [state.name for state in applied if models.get(state.name) is not state]
+        if not stale:
+            return
+        for name, identifier, item in taken:
+            self.registry.pending.restore(name, identifier, item)
+        current = [state.name for state in applied if models.get(state.name) is state]
+        if current:
+            self._abort(current)
+        raise StorageError(
+            f"model {', '.join(stale)} returned to its durable state after a failed write "
+            "while this request was being applied: nothing was applied (retry)"
+        )
 
     async def learn_batch(
         self,
-        samples: list[tuple[dict[str, Any], Any, str | None]],
+        samples: list[Sample],
         *,
         model: str | None = None,
         models: list[str] | None = None,
@@ -241,45 +352,89 @@ class ModelService:
     ) -> dict[str, dict[str, Any]]:
         """Many samples in one commit per model. A sample a model rejects is skipped and
         listed under ``rejected`` (index and reason); the others are learned. Only when no
-        model could learn any sample is it an error."""
+        model could learn any sample is it an error. Never learned on the event loop (it may
+        take seconds to minutes): each model's part runs on its thread, under the write locks
+        of all targets, and all ops are submitted together after the last one."""
         targets = self.registry.targets(model, models)
+        names = {state.name for state in targets}
         results: dict[str, dict[str, Any]] = {}
-        ops: list[Op] = []
-        reasons: list[str] = []
-        accepted = 0
-        for state in targets:
-            taken = self.registry.pending.take_many(
-                state.name, (identifier for _, _, identifier in samples), state.seen
-            )
-            # a batch is never learned on the event loop: it may take seconds to minutes
-            encoded, body, duplicates, rejected = await self.workers.run(
-                state.name, self._learn_many, state, samples, taken, update_metrics
-            )
-            result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
-            if rejected:
-                result["rejected"] = [{"index": i, "message": m} for i, m in rejected[:100]]
-                reasons.append(f"samples[{rejected[0][0]}]: {rejected[0][1]}")
-            results[state.name] = result
-            accepted += len(encoded) + duplicates
-            if encoded:
-                ops.append(("log", self.storage.next_seq(), state.name, body))
-                if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
-                    self._published(state, map(LearnRecord.decode, encoded), "learn")
-        if not accepted and reasons:
-            raise SpecError("; ".join(reasons[:3]), field="samples")
-        await self._commit(ops)
+        learned: list[tuple[ModelState, list[list[Any]]]] = []
+        taken: Taken = []
+        async with self.workers.locked(list(names)):
+            while self._inflight:
+                keys = [(n, i) for n in names for _, _, i in samples if i is not None]
+                if not await self._settle(keys):
+                    break
+            targets = [s for s in self.registry.targets(model, models) if s.name in names]
+            bodies: list[tuple[str, bytes]] = []
+            reasons: list[str] = []
+            accepted = 0
+            for state in targets:
+                encoded, body, result = await self._batch_part(
+                    state, samples, update_metrics, targets, taken
+                )
+                results[state.name] = result
+                accepted += result["learned"] + result["duplicates"]
+                if "rejected" in result:
+                    first = result["rejected"][0]
+                    reasons.append(f"samples[{first['index']}]: {first['message']}")
+                if encoded:
+                    bodies.append((state.name, body))
+                    learned.append((state, encoded))
+            self._refuse_stale([state for state, _ in learned], taken)
+            if not accepted and reasons:
+                raise SpecError("; ".join(reasons[:3]), field="samples")
+            ops: list[Op] = [("log", self.storage.next_seq(), n, body) for n, body in bodies]
+            future = self._submit(ops)
+        keys = [(s.name, item[4]) for s, encoded in learned for item in encoded if item[4]]
+        await self._wait(future, keys, taken)
+        if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
+            for state, encoded in learned:
+                self._published(state, [LearnRecord.decode(item) for item in encoded], "learn")
         return results
+
+    async def _batch_part(
+        self,
+        state: ModelState,
+        samples: list[Sample],
+        update_metrics: bool,
+        targets: list[ModelState],
+        taken: Taken,
+    ) -> tuple[list[list[Any]], bytes, dict[str, Any]]:
+        """One model's part of a batch on its thread; its predictions are taken and the unused
+        ones put back here, on the loop."""
+        pending = self.registry.pending
+        joined = pending.take_many(state.name, (i for _, _, i in samples), state.seen)
+        consumed: Taken = []
+        try:
+            encoded, body, duplicates, rejected = await self.workers.run(
+                state.name, self._learn_many, state, samples, joined, update_metrics, consumed
+            )
+        except Exception:
+            for name, identifier, item in consumed:
+                pending.restore(name, identifier, item)
+            self._abort([s.name for s in targets])
+            raise
+        finally:
+            for (name, identifier), item in joined.unused():
+                pending.restore(name, identifier, item)
+        taken.extend(consumed)
+        result: dict[str, Any] = {"learned": len(encoded), "duplicates": duplicates}
+        if rejected:
+            result["rejected"] = [{"index": i, "message": m} for i, m in rejected[:100]]
+        return encoded, body, result
 
     def _learn_many(
         self,
         state: ModelState,
-        samples: list[tuple[dict[str, Any], Any, str | None]],
-        taken: TakenPredictions,
+        samples: list[Sample],
+        joined: TakenPredictions,
         update_metrics: bool,
+        consumed: Taken,
     ) -> tuple[list[list[Any]], bytes, int, list[tuple[int, str]]]:
         """The model's part of a batch, and its log record (encoded here, off the loop)."""
         encoded, duplicates, rejected = state.learn_many(
-            samples, taken, update_metrics=update_metrics
+            samples, joined, update_metrics=update_metrics, taken=consumed
         )
         state.forget_old_identifiers(self.registry.idempotency_window)
         return encoded, dumps(encoded) if encoded else b"", duplicates, rejected
@@ -342,33 +497,112 @@ class ModelService:
 
     async def label(self, model: str, identifier: str, label: Any) -> bool:
         state = self.registry.get(model)
-        pending = self.registry.take_label(state, identifier)
-        if pending is None:
-            return False
-        record = await self.workers.call(
-            model,
-            not state.heavy,
-            self.registry.apply,
-            state,
-            pending.features,
-            label,
-            identifier,
-            pending.prediction,
-        )
+        taken: Taken = []
+        if (model, identifier) not in self._inflight and self._inline([state]):  # no await
+            record = self._label_now(state, identifier, label, taken)
+            future = self._submit(self._log_ops([(state, record)]) if record else [])
+        else:
+            async with self.workers.locked([model]):
+                while self._inflight and await self._settle([(model, identifier)]):
+                    pass
+                state = self.registry.get(model)
+                record = await self._label_on_thread(state, identifier, label, taken)
+                if record is not None:
+                    self._refuse_stale([state], taken)
+                future = self._submit(self._log_ops([(state, record)]) if record else [])
         if record is None:
             return False
-        op: Op = ("log", self.storage.next_seq(), state.name, dumps([record.encode()]))
+        await self._wait(future, [(model, identifier)], taken)
         self._published(state, [record], "label")
-        await self._commit([op])
         return True
 
-    async def _commit(self, ops: list[Op]) -> None:
-        if ops:
-            future = self.storage.submit(ops)
-            assert future is not None
-            await future
+    def _label_now(
+        self, state: ModelState, identifier: str, label: Any, taken: Taken
+    ) -> LearnRecord | None:
+        try:
+            return self.registry.label(state, identifier, label, taken)
+        except StreamMLError:
+            raise
+        except Exception:
+            self._abort([state.name])
+            raise
 
-    def _published(self, state: ModelState, records: Iterable[LearnRecord], event: str) -> None:
+    async def _label_on_thread(
+        self, state: ModelState, identifier: str, label: Any, taken: Taken
+    ) -> LearnRecord | None:
+        registry = self.registry
+        join = registry.take_label(state, identifier, label)
+        if join is None:
+            return None
+        assert join.waiting is not None
+        try:
+            record = await self.workers.call(
+                state.name,
+                not state.heavy,
+                registry.apply,
+                state,
+                join.waiting.features,
+                label,
+                identifier,
+                join,
+            )
+        except BaseException as exc:
+            registry.settle(state, identifier, join, taken, ok=False)
+            if not isinstance(exc, SpecError):  # a bug, or cancelled mid-apply
+                self._abort([state.name])
+            raise
+        registry.settle(state, identifier, join, taken, ok=True)
+        return record
+
+    # -- commits -------------------------------------------------------------------------------
+
+    def _submit(self, ops: list[Op]) -> asyncio.Future[None] | None:
+        return self.storage.submit(ops) if ops else None
+
+    async def _commit(self, ops: list[Op]) -> None:
+        await self._wait(self._submit(ops))
+
+    async def _wait(
+        self,
+        future: asyncio.Future[None] | None,
+        keys: list[tuple[str, str]] | None = None,
+        taken: Taken | None = None,
+    ) -> None:
+        """Wait for the commit of submitted ops; meanwhile ``keys`` are in flight. When it
+        fails, the models are already back to their durable state and the ``taken``
+        predictions wait again."""
+        if future is None:
+            return
+        inflight = self._inflight
+        for key in keys or ():
+            inflight[key] = future
+        try:
+            await future
+        except StorageError:
+            for name, identifier, item in taken or ():
+                self.registry.pending.restore(name, identifier, item)
+            raise
+        finally:
+            for key in keys or ():
+                if inflight.get(key) is future:
+                    del inflight[key]
+
+    async def _settle(self, keys: list[tuple[str, str]]) -> bool:
+        """Wait until no learn under these identifiers is in flight; True if one was."""
+        inflight = self._inflight
+        waits = {inflight[key] for key in keys if key in inflight}
+        if waits:
+            await asyncio.wait(waits)  # their outcome is their callers' to report
+        return bool(waits)
+
+    def _abort(self, names: list[str]) -> None:
+        """A request failed half-way (a bug, not the client's input): what it applied is not
+        logged, so these models must return to their durable state, which the storage does
+        (after committing everything queued before) by failing this marker."""
+        log.error("a request failed while applying to %s; reverting them", ", ".join(names))
+        self.storage.submit([("abort", name) for name in names], wait=False)
+
+    def _published(self, state: ModelState, records: list[LearnRecord], event: str) -> None:
         if self.hub.has_subscribers("events"):
             self.hub.publish_many(
                 "events",
@@ -394,34 +628,43 @@ class ModelService:
         """Queue snapshots of models changed enough (or long enough ago); returns how many.
 
         A model that is cheap and idle is pickled right here; any other on its own thread,
-        after the work queued for it (the event loop goes on meanwhile). The sequence number is
-        read in the same loop step that gets the blob, with nothing of that model in between.
+        after the work queued for it (the event loop goes on meanwhile). The model's write lock
+        is held from before the blob until it is submitted: every write in the blob is queued
+        before it (its sequence number is <= the snapshot's) and every later one after it, so a
+        snapshot never holds a sample whose log commit failed (that failure fails it too).
         """
         now = time.monotonic()
         interval_due = now - self._last_snapshot >= self.snapshot_interval
         if interval_due or force:
             self._last_snapshot = now
         count = 0
-        for state in list(self.registry.models.values()):
-            last, took = self._snapshot_costs.get(state.name, (0.0, 0.0))
+        for name in list(self.registry.models):
+            state = self.registry.models.get(name)
+            if state is None:
+                continue
+            last, took = self._snapshot_costs.get(name, (0.0, 0.0))
             # a model whose snapshot is slow is snapshotted on time less often (<= 10% of its
             # thread's time), still after every snapshot_every learns
             timely = interval_due and now - last >= SNAPSHOT_SHARE * took
             if not (state.dirty and (force or timely or state.dirty >= self.snapshot_every)):
                 continue
-            started = time.monotonic()
-            blob = await self.workers.call(state.name, not state.heavy, snapshot_blob, state)
-            if self.registry.models.get(state.name) is not state:
-                continue  # deleted meanwhile
-            op: Op = ("snapshot", state.name, self.storage.seq, blob)
-            state.dirty = 0
-            self.storage.submit([op], wait=False)
-            self._snapshot_costs[state.name] = (time.monotonic(), time.monotonic() - started)
-            count += 1
+            if await self._snapshot(name):
+                count += 1
         return count
 
+    async def _snapshot(self, name: str) -> bool:
+        async with self.workers.locked([name]):
+            state = self.registry.models.get(name)  # a restore may have replaced it meanwhile
+            if state is None or not state.dirty:
+                return False
+            started = time.monotonic()
+            blob = await self.workers.call(name, not state.heavy, snapshot_blob, state)
+            if self.registry.models.get(name) is not state:
+                return False  # deleted or restored meanwhile
+            state.dirty = 0
+            self.storage.submit([("snapshot", name, self.storage.seq, blob)], wait=False)
+        self._snapshot_costs[name] = (time.monotonic(), time.monotonic() - started)
+        return True
+
     def require(self, name: str) -> ModelState:
-        try:
-            return self.registry.models[name]
-        except KeyError:
-            raise NotFoundError(f"model {name!r} does not exist") from None
+        return self.registry.get(name)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError
-from streamml.modelserver.auth import Authenticator, derive_secret
+from streamml.modelserver.auth import MIN_SECRET_CHARS, Authenticator, data_dir_secret
 from streamml.modelserver.capacity import Budget, memory_given
 from streamml.vocabulary.modelcost import CostLimits
+
+#: an external URL fit to be quoted in a header: http(s), host[:port], a plain path, no quotes
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
 class ServerSettings(BaseSettings):
@@ -28,9 +33,20 @@ class ServerSettings(BaseSettings):
     auth_token: SecretStr | None = Field(None, description="the user's token (password)")
     auth_token_file: Path | None = Field(None, description="file holding the token")
     no_auth: bool = Field(False, description="serve without authentication (explicit opt-out)")
+    allow_remote_no_auth: bool = Field(
+        False, description="with no_auth, also listen on a non-loopback address (second opt-in)"
+    )
     auth_secret: SecretStr | None = Field(None, description="JWT HS256 signing secret")
     auth_secret_file: Path | None = Field(None, description="file holding the signing secret")
     token_ttl_seconds: int = Field(3600, ge=60, description="lifetime of issued bearer tokens")
+    token_max_ttl_seconds: int = Field(
+        86_400, ge=60, description="longest lifetime (exp - iat) an accepted bearer token may have"
+    )
+    public_url: str | None = Field(
+        None,
+        description="the server's external URL (e.g. behind an ingress), named in the 401 "
+        "challenge; without it the challenge names the request's host when that is well formed",
+    )
     allow_pickle_upload: bool = Field(False, description="accept dill pickles (code execution!)")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body limit")
     pending_ttl_seconds: float = Field(3600.0, gt=0, description="how long a prediction waits")
@@ -71,27 +87,86 @@ class ServerSettings(BaseSettings):
             return self.limits
         return self.limits.model_copy(update={"max_model_bytes": self.budget().model_bytes})
 
+    @field_validator("public_url")
+    @classmethod
+    def _plain_url(cls, value: str | None) -> str | None:
+        if value is not None and not _PUBLIC_URL.match(value):
+            raise ValueError("must be http(s)://host[:port][/path] (letters, digits, . - _ ~ /)")
+        return value.rstrip("/") if value else value
+
     def authenticator(self) -> Authenticator | None:
         """None with --no-auth; otherwise the credentials, or a ConfigurationError."""
+        if self.no_auth:
+            self._check_no_auth()
+            return None
         token = self.auth_token.get_secret_value() if self.auth_token else None
         if self.auth_token_file is not None:
             token = _read_secret(self.auth_token_file, "--auth-token-file")
-        if self.no_auth:
-            return None
         if not self.auth_user or not token:
             raise ConfigurationError(
                 "no credentials: give --auth-user and --auth-token (or --auth-token-file), "
                 "or STREAMML_AUTH_USER/STREAMML_AUTH_TOKEN; or serve without authentication "
                 "with an explicit --no-auth"
             )
-        secret: bytes | None = None
-        if self.auth_secret is not None:
-            secret = self.auth_secret.get_secret_value().encode()
-        if self.auth_secret_file is not None:
-            secret = _read_secret(self.auth_secret_file, "--auth-secret-file").encode()
-        if secret is None:
-            secret = derive_secret(self.auth_user, token)
-        return Authenticator(self.auth_user, token, secret, self.token_ttl_seconds)
+        return Authenticator(
+            self.auth_user,
+            token,
+            self._signing_secret(),
+            token_ttl=self.token_ttl_seconds,
+            max_token_ttl=self.token_max_ttl_seconds,
+        )
+
+    def _check_no_auth(self) -> None:
+        given = [
+            option
+            for option, value in (
+                ("--auth-user", self.auth_user),
+                ("--auth-token", self.auth_token),
+                ("--auth-token-file", self.auth_token_file),
+                ("--auth-secret", self.auth_secret),
+                ("--auth-secret-file", self.auth_secret_file),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigurationError(
+                f"--no-auth together with {', '.join(given)}: choose one (credentials turn "
+                "authentication on; --no-auth turns it off); check STREAMML_* variables too"
+            )
+        if not _is_loopback(self.host) and not self.allow_remote_no_auth:
+            raise ConfigurationError(
+                f"--no-auth on --host {self.host}: anyone on the network could use this server; "
+                "listen on 127.0.0.1, or add --allow-remote-no-auth if that is really meant"
+            )
+
+    def _signing_secret(self) -> bytes:
+        """The given shared secret, else the data directory's own random one."""
+        for option, value in (
+            ("--auth-secret-file", self.auth_secret_file),
+            ("--auth-secret", self.auth_secret),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, Path):
+                text = _read_secret(value, option)
+            else:
+                text = value.get_secret_value()
+            if len(text) < MIN_SECRET_CHARS:
+                raise ConfigurationError(
+                    f"{option}: the signing secret is too short ({len(text)} characters; "
+                    f"at least {MIN_SECRET_CHARS}, e.g. secrets.token_urlsafe(32))"
+                )
+            return text.encode()
+        return data_dir_secret(self.data_dir)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name could resolve to anything
 
 
 def _read_secret(path: Path, option: str) -> str:

@@ -41,6 +41,7 @@ class ModelCollector:
             "predictions waiting for a label",
             value=len(self.service.registry.pending),
         )
+        yield from self._damage()
         yield CounterMetricFamily(
             "streamml_storage_commits",
             "group commits to storage",
@@ -65,6 +66,40 @@ class ModelCollector:
             "streamml_stream_clients_dropped",
             "slow event-stream clients dropped",
             value=self.service.hub.dropped_total,
+        )
+
+    def _damage(self) -> Iterator[Any]:
+        """What start-up could not load: quarantined models, skipped log rows, data-dir losses."""
+        quarantined = self.service.registry.quarantined
+        report = self.service.report
+        yield GaugeMetricFamily(
+            "streamml_models_quarantined", "stored models held out (damaged)", len(quarantined)
+        )
+        each = GaugeMetricFamily(
+            "streamml_model_quarantined",
+            "1 for each quarantined model, by what is damaged",
+            labels=["model", "kind"],
+        )
+        for name, quarantine in quarantined.items():
+            each.add_metric([name, quarantine.kind], 1)
+        yield each
+        yield GaugeMetricFamily(
+            "streamml_startup_log_rows_replayed",
+            "learn-log rows replayed at start-up",
+            value=report.replayed_rows,
+        )
+        skipped = GaugeMetricFamily(
+            "streamml_startup_log_rows_skipped",
+            "learn-log rows not replayed at start-up, by why",
+            labels=["reason"],
+        )
+        for kind, count in sorted(report.skipped_rows.items()):
+            skipped.add_metric([kind], count)
+        yield skipped
+        yield GaugeMetricFamily(
+            "streamml_data_dir_findings",
+            "problems of the data dir found at start-up (e.g. a WAL that lost commits)",
+            value=len(report.findings),
         )
 
 

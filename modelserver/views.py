@@ -17,13 +17,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from streamml import __version__
-from streamml.errors import AuthError, ConflictError, SpecError
+from streamml.errors import AuthError, SpecError
 from streamml.modelserver import components
 from streamml.modelserver.appkeys import AUTH, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import jsonable
 from streamml.modelserver.middleware import ForbiddenError
 from streamml.modelserver.names import generate_name
-from streamml.modelserver.service import yielding_dumps
+from streamml.modelserver.registry import ModelQuarantinedError, Quarantine
+from streamml.modelserver.snapshots import yielding_dumps
 from streamml.vocabulary.modelcost import model_cost
 from streamml.vocabulary.modelspec import FLAVORS
 from streamml.vocabulary.wire import (
@@ -185,9 +186,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready once loaded; "degraded" (still 200: the other models serve) while models are
+    quarantined or the data-dir checks found a loss, with the reasons."""
     if not request.app[READY][0]:
         return reply({"message": "loading models"}, status=503)
-    return reply({"status": "ready"})
+    service = request.app[SERVICE]
+    quarantined = service.registry.quarantined
+    findings = service.report.findings
+    if not quarantined and not findings:
+        return reply({"status": "ready"})
+    return reply(
+        {
+            "status": "degraded",
+            "quarantined": {name: _quarantine_data(q) for name, q in quarantined.items()},
+            "findings": findings,
+        }
+    )
+
+
+def _quarantine_data(quarantine: Quarantine) -> dict[str, Any]:
+    return {"kind": quarantine.kind, "reason": quarantine.reason, "log_rows": quarantine.log_rows}
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -212,9 +230,7 @@ async def upload_model(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     raw_name = request.match_info.get("name")
     name = checked_name(raw_name) if raw_name else generate_name(service.registry.models)
-    if name in service.registry.models:
-        # checked before reading the body so a duplicate never costs an unpickle
-        raise ConflictError(f"model {name!r} already exists (delete it first to replace it)")
+    service.registry.check_free(name)  # before reading the body: a duplicate costs no unpickle
     if request.content_type == "application/json":
         definition = await parse(request, DeclarativeModelRequest)
         if definition.flavor is not None and definition.flavor != flavor:
@@ -262,7 +278,12 @@ async def _unpickle(request: web.Request, flavor: str) -> Any:
 
 
 async def get_model_json(request: web.Request) -> web.Response:
-    state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+    try:
+        state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+    except ModelQuarantinedError as exc:
+        quarantine = exc.quarantine
+        data = {"message": str(exc), "model": quarantine.name, "status": "quarantined"}
+        return reply({**data, **_quarantine_data(quarantine)}, status=503)
     return reply(components.model_json(state.model))
 
 
@@ -295,7 +316,10 @@ async def delete_model(request: web.Request) -> web.Response:
     """riverapi sends a form body ``model=NAME``; JSON and ``?model=`` work too."""
     name: str | None = request.query.get("model")
     if name is None and request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, ValueError):
+            raise SpecError("the form body is not valid UTF-8 form data", field="model") from None
         value = form.get("model")
         name = value if isinstance(value, str) else None
     elif name is None and request.content_type == "application/json":

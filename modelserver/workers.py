@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -56,12 +56,30 @@ def _nicer() -> None:
 
 
 class ModelWorkers:
-    """One single-thread executor per model, created the first time it is needed."""
+    """One single-thread executor per model, created the first time it is needed, and one
+    write lock per model (see :meth:`locked`)."""
 
     def __init__(self) -> None:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._queued: dict[str, int] = {}
         self._heavy: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def unlocked(self, name: str) -> bool:
+        """No write of this model is between its apply and its submit."""
+        lock = self._locks.get(name)
+        return lock is None or not lock.locked()
+
+    @contextlib.asynccontextmanager
+    async def locked(self, names: list[str]) -> AsyncIterator[None]:
+        """Hold the write locks of these models (taken in name order: no deadlock between two
+        fan-outs). A write holds them from before its apply until its ops are submitted, so
+        that per model the storage queue has the writes (and snapshots) in the order they were
+        applied, even when the apply ran on the model's thread with the loop going on."""
+        async with contextlib.AsyncExitStack() as stack:
+            for name in sorted(set(names)):
+                await stack.enter_async_context(self._locks.setdefault(name, asyncio.Lock()))
+            yield
 
     def expensive(self, name: str) -> None:
         """This model's thread runs nicer than the loop (a cheap model's batches do not)."""
@@ -107,6 +125,9 @@ class ModelWorkers:
         """The model is gone: let its thread end once its queue is empty."""
         executor = self._executors.pop(name, None)
         self._queued.pop(name, None)
+        lock = self._locks.get(name)
+        if lock is not None and not lock.locked():
+            del self._locks[name]
         self._heavy.discard(name)
         if executor is not None:
             executor.shutdown(wait=False)

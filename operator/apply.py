@@ -28,11 +28,14 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 class KubeError(StreamMLError):
-    """The API server refused a request (``status`` is its HTTP status)."""
+    """The API server refused a request (``status`` is its HTTP status, ``reason`` the
+    ``reason`` of its Status reply, e.g. ``Forbidden``, and ``detail`` its own message)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
+    def __init__(self, message: str, *, status: int, reason: str = "", detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
+        self.detail = detail or message
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -148,13 +151,17 @@ class Kube:
 
 
 def _error(status: int, raw: bytes) -> StreamMLError:
+    reason = ""
     try:
-        message = str(json.loads(raw).get("message", ""))
+        reply = json.loads(raw)
+        message, reason = str(reply.get("message", "")), str(reply.get("reason") or "")
     except (ValueError, AttributeError):
         message = raw[:500].decode(errors="replace")
     if status == 422:
         return SpecError(message)
-    return KubeError(f"API server: {status} {message}", status=status)
+    return KubeError(
+        f"API server: {status} {message}", status=status, reason=reason, detail=message
+    )
 
 
 def decode_secret(secret: dict[str, Any]) -> dict[str, str]:

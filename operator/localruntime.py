@@ -3,29 +3,29 @@
 On one machine without a kubelet the operator itself plays the kubelet's part for the model
 server: it starts the process on 127.0.0.1 with a free port, a data dir under the state dir and
 the credentials from the StreamModel's Secret; restarts it (with backoff) if it dies; stops it
-when the StreamModel is deleted or the operator exits.
+when the StreamModel is deleted or the operator exits. A server is told everything by its command
+line and gets an explicit environment (:func:`streamml.procs.child_environment`): nothing in the
+operator's own environment (a stray ``STREAMML_NO_AUTH``, say) changes how it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import logging
 import shutil
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.files import write_atomic
+from streamml.procs import child_environment, die_with_parent
 from streamml.pycommand import streamml_command
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 MAX_BACKOFF = 30.0
 
 
@@ -49,12 +49,6 @@ def _remembered_port(directory: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return port if 1024 <= port <= 65535 else None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # An operator killed with SIGKILL must not leave orphaned servers holding ports and data.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -143,7 +137,9 @@ class LocalRuntime:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                env=child_environment(),
+                # an operator killed with SIGKILL must not leave servers holding ports and data
+                preexec_fn=die_with_parent(),
             )
         finally:
             log.close()

@@ -19,7 +19,7 @@ import pydantic
 from streamml.errors import AuthError, ConflictError, DeliveryError, SpecError, StreamMLError
 from streamml.operator import builders
 from streamml.operator import status as st
-from streamml.operator.apply import Kube, decode_secret
+from streamml.operator.apply import Kube, KubeError, decode_secret
 from streamml.operator.builders import Owner
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
@@ -55,6 +55,8 @@ class ObjectState:
     #: generation this process last reconciled (the timer waits for the first reconcile, so a
     #: restarted operator never reports "not ready" just because it has not looked yet)
     reconciled: int | None = None
+    #: consecutive refusals of an owned object by the API server (sets the retry delay)
+    refusals: int = 0
 
 
 class CredentialsError(StreamMLError):
@@ -99,6 +101,28 @@ def validate(spec: Mapping[str, Any]) -> StreamModelSpec:
 def model_hash(model: ModelSpec) -> str:
     data = model.model_dump(mode="json", by_alias=True, exclude={"name"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def refusal_reason(error: KubeError) -> str:
+    """The condition reason for the API server's refusal to create or update an owned object."""
+    text = error.detail.lower()
+    if "exceeded quota" in text or (error.status == 403 and "quota" in text):
+        return "QuotaExceeded"
+    if "admission webhook" in text or "validatingadmissionpolicy" in text:
+        return "AdmissionDenied"
+    if "range is full" in text or "failed to allocate" in text:
+        return "ServiceIPsExhausted"
+    if error.status == 403:
+        return "Forbidden"
+    return "APIServerError"
+
+
+def retry_delay(settings: OperatorSettings, refusals: int) -> float:
+    """Seconds before retrying after ``refusals`` consecutive refusals: doubling, capped."""
+    return float(min(settings.retry_delay * 2 ** min(refusals, 32), settings.retry_max_delay))
 
 
 # -- owned objects ----------------------------------------------------------------------------

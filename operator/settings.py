@@ -29,6 +29,14 @@ class SweepSettings(BaseModel):
         default_factory=list,
         description="the job-side program (default: this python -m streamml.cli run-lammps)",
     )
+    input_roots: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "directories whose files a LammpsSweep may name (lammps.inputFile, inputDir, files);"
+            " default none: inputs come inline or from ConfigMaps. A path elsewhere (say a "
+            "mounted Secret) is refused, so LAMMPS never echoes its first line into a status"
+        ),
+    )
     allow_local_jobs: bool | None = Field(
         default=None,
         description=(
@@ -82,6 +90,15 @@ class OperatorSettings(BaseSettings):
     api_timeout: float = Field(default=10.0, gt=0, description="seconds per HTTP call to servers")
     server_start_timeout: float = Field(
         default=60.0, gt=0, description="local runtime: seconds a new server may take to be ready"
+    )
+    retry_delay: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="first retry after the API server refused an owned object (then doubling)",
+    )
+    retry_max_delay: float = Field(
+        default=300.0, gt=0, le=86_400, description="longest wait between such retries"
     )
 
     @field_validator("namespaces", mode="before")

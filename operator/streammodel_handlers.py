@@ -13,6 +13,7 @@ import kopf
 
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
+from streamml.operator.apply import KubeError
 from streamml.operator.builders import Owner
 from streamml.operator.reconcile import ObjectState, OperatorContext
 from streamml.operator.status import status_patch
@@ -47,6 +48,23 @@ def _write(patch: kopf.Patch, body: kopf.Body, desired: dict[str, Any]) -> None:
         patch.status[key] = value
 
 
+def _refused(
+    patch: kopf.Patch,
+    body: kopf.Body,
+    state: ObjectState,
+    context: OperatorContext,
+    error: KubeError,
+) -> kopf.TemporaryError:
+    """The API server refused an owned object (quota, admission, RBAC, no free Service IP):
+    Ready=False with its message, an Event, and a retry after a growing delay."""
+    reason = rc.refusal_reason(error)
+    delay = rc.retry_delay(context.settings, state.refusals)
+    state.refusals += 1
+    _write(patch, body, rc.invalid_status(body, error, reason))
+    _emitter(body)("Warning", reason, f"{error} (retry {state.refusals} in {delay:g}s)")
+    return kopf.TemporaryError(f"{reason}: {error}", delay=delay)
+
+
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     """Register the StreamModel handlers of one operator process."""
 
@@ -70,12 +88,17 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 _write(patch, body, rc.invalid_status(body, exc, exc.reason))
                 emit("Warning", exc.reason, str(exc))
                 raise kopf.TemporaryError(str(exc), delay=30) from exc
+            except KubeError as exc:
+                raise _refused(patch, body, state, context, exc) from exc
             try:
                 deployment, ingress = await rc.apply_objects(context, owner, spec, fresh=fresh)
             except SpecError as exc:  # the API server refused an object built from the spec
                 _write(patch, body, rc.invalid_status(body, exc, "InvalidSpec"))
                 emit("Warning", "InvalidSpec", str(exc))
                 raise kopf.PermanentError(str(exc)) from exc
+            except KubeError as exc:
+                raise _refused(patch, body, state, context, exc) from exc
+            state.refusals = 0
             runtime = context.runtime
             if runtime is not None:
                 if spec.server.replicas > 0:

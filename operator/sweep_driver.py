@@ -14,6 +14,7 @@ names the field; the daemon then waits for the next generation instead of retryi
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from streamml.clients import sweep_inputs as inputs
 from streamml.clients import sweep_jobs as jobs
 from streamml.clients import sweep_runtime as rt
 from streamml.clients.sweep import SweepEngine
@@ -71,9 +73,15 @@ class SweepKube(Kube):
         secret = await self.get_path(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return decode_secret(secret) if secret is not None else None
 
-    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+    async def config_map_files(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A ConfigMap's keys as file contents (``data`` as UTF-8, ``binaryData`` decoded)."""
         cm = await self.get_path(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-        return dict(cm.get("data") or {}) if cm is not None else None
+        if cm is None:
+            return None
+        files = {k: str(v).encode() for k, v in (cm.get("data") or {}).items()}
+        for key, value in (cm.get("binaryData") or {}).items():
+            files[key] = base64.b64decode(str(value))
+        return files
 
 
 class StatusStore:
@@ -182,17 +190,29 @@ async def scheduler_for(
     return rt.build_scheduler(spec, options)
 
 
-async def input_text(kube: SweepKube, namespace: str, spec: LammpsSweepSpec) -> str | None:
+async def input_config_map(
+    kube: SweepKube, namespace: str, spec: LammpsSweepSpec
+) -> dict[str, bytes] | None:
+    """The keys of the ConfigMap ``lammps.configMapRef`` names (text and binary), or None."""
     ref = spec.lammps.config_map_ref
     if ref is None:
         return None
-    data = await kube.config_map_data(namespace, ref.name)
-    if data is None or ref.key not in data:
+    data = await kube.config_map_files(namespace, ref.name)
+    if data is None:
         raise SpecError(
-            f"lammps.configMapRef: ConfigMap {ref.name!r} has no key {ref.key!r}",
+            f"lammps.configMapRef: ConfigMap {ref.name!r} does not exist",
             field="lammps.configMapRef",
         )
-    return data[ref.key]
+    return data
+
+
+def input_roots(settings: OperatorSettings) -> inputs.Roots:
+    """Paths a sweep may name (inputFile, inputDir, files): only under the configured roots."""
+    return inputs.Roots(
+        allowed=tuple(settings.sweeps.input_roots),
+        hint="; this operator reads input files only under STREAMML_SWEEPS__INPUT_ROOTS"
+        " (use lammps.input or lammps.configMapRef)",
+    )
 
 
 def work_dir(settings: OperatorSettings, namespace: str, name: str, uid: str) -> Path:
@@ -267,7 +287,8 @@ class SweepDriver:
             workdir=workdir,
             identity=self.uid,
             scheduler=scheduler,
-            input_text=await input_text(self.kube, self.namespace, spec),
+            roots=input_roots(self.settings),
+            config_map=await input_config_map(self.kube, self.namespace, spec),
             job_prefix=prefix,
             generation=generation,
         )

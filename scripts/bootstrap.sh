@@ -11,6 +11,14 @@ APT_PACKAGES=(
   munge slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin
   hey                                      # HTTP load generator for the server benchmark
   procps psmisc curl                       # curl: the README's HTTP examples
+  # flux-core, built from ../shared/vendor by `streamml hpc up --flux` (see streamml/testbed/flux.py)
+  build-essential autoconf automake libtool pkg-config libzmq3-dev libjansson-dev liblz4-dev
+  libarchive-dev libhwloc-dev lua5.1 liblua5.1-0-dev lua-posix uuid-dev libsqlite3-dev jq
+  python3-dev python3-cffi python3-ply python3-yaml
+  # Apptainer, built from ../shared/vendor (streamml/testbed/apptainer.py), and its LAMMPS image
+  libseccomp-dev libtalloc-dev libattr1-dev libprotobuf-c-dev libsubid-dev fakeroot cryptsetup
+  squashfs-tools squashfuse fuse2fs libfuse3-dev fuse3 uidmap zlib1g-dev liblzo2-dev liblzma-dev
+  libzstd-dev mmdebstrap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

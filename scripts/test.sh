@@ -11,5 +11,7 @@ echo ">> mypy (strict)"
 bash scripts/typecheck.sh
 echo ">> control-plane binaries (built once, then cached)"
 .venv/bin/streamml cluster build
+echo ">> flux-core, Apptainer and the LAMMPS image (built once from ../shared/vendor, then cached)"
+.venv/bin/streamml hpc build --flux --apptainer
 echo ">> pytest"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -P -m pytest "$@"

@@ -67,7 +67,17 @@ class SchedulerError(StreamMLError):
 
 
 class LammpsError(StreamMLError):
-    """LAMMPS failed, or its output could not be parsed."""
+    """LAMMPS failed, or its output could not be parsed.
+
+    ``code`` is a fixed reason code (``LammpsError``, ``LogUnparseable``, ...); the message is
+    safe for a status (LAMMPS' echo of input text removed); ``detail`` is the full text, for the
+    job's own log only.
+    """
+
+    def __init__(self, message: str, *, code: str = "LammpsError", detail: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.detail = detail if detail is not None else message
 
 
 class InfrastructureError(StreamMLError):

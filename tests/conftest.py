@@ -3,6 +3,7 @@
 - ``tests.fixtures.server``: a real ``streamml serve`` process on 127.0.0.1.
 - ``tests.fixtures.controlplane``: a real kube-apiserver + etcd (+ controller-manager).
 - ``tests.fixtures.hpc``: real munge + Slurm daemons (+ slurmrestd) and the ``lmp`` binary.
+- ``tests.fixtures.flux``: a real Flux instance, Apptainer and a LAMMPS SIF (built once, cached).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ pytest_plugins = [
         "tests.fixtures.server",
         "tests.fixtures.controlplane",
         "tests.fixtures.hpc",
+        "tests.fixtures.flux",
     )
     if importlib.util.find_spec(name) is not None
 ]

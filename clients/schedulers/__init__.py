@@ -8,6 +8,8 @@ carries under ``spec.scheduler.settings`` (or a sweep file), validated here:
   ``sbatchArgs`` (extra sbatch options).
 - ``slurm-rest``: ``url`` (slurmrestd), ``user``, ``token`` or ``tokenFile`` (a JWT),
   ``partition``.
+- ``flux``: ``uri`` (the instance's ``FLUX_URI``: ``local://…`` or ``ssh://…``; default
+  ``$FLUX_URI``), ``flux`` (the command; default ``$STREAMML_FLUX``, PATH, the project's build).
 - ``kubernetes``: ``namespace``, ``image``, ``kubeconfig`` (else in-cluster config),
   ``serviceAccount``, ``ttlSecondsAfterFinished``.
 
@@ -25,7 +27,7 @@ from typing import Any
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SpecError, UnknownComponentError
 
-KINDS: tuple[str, ...] = ("local", "slurm", "slurm-cli", "slurm-rest", "kubernetes")
+KINDS: tuple[str, ...] = ("local", "slurm", "slurm-cli", "slurm-rest", "flux", "kubernetes")
 
 __all__ = ["KINDS", "JobRequest", "JobState", "JobStatus", "Scheduler", "make_scheduler"]
 
@@ -101,6 +103,13 @@ def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Sche
             token=token,
             partition=_str(settings, "partition"),
         )
+    if kind == "flux":
+        from streamml.clients.schedulers.flux import FluxScheduler
+
+        uri = _str(settings, "uri") or os.environ.get("FLUX_URI")
+        if not uri:
+            raise SpecError("the flux scheduler needs 'uri' (or FLUX_URI)", field="uri")
+        return FluxScheduler(uri=uri, flux=_str(settings, "flux"), env=_str_map(settings, "env"))
     if kind == "kubernetes":
         from streamml.clients.schedulers.kubernetes import KubernetesScheduler
 

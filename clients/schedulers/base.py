@@ -40,6 +40,14 @@ class JobRequest:
     cpus: int = 1
     time_limit_s: int | None = None
     image: str | None = None  # container image (kubernetes backend only)
+    #: the trial's input snapshot on the submitter's filesystem. A backend on a shared
+    #: filesystem (local, Slurm, Flux) needs nothing: the command copies it (run-lammps
+    #: --input-dir). A backend whose jobs cannot see it (kubernetes) carries it to the job and
+    #: sets STREAMML_INPUT_DIR there.
+    input_dir: Path | None = None
+    #: MPI ranks the scheduler itself launches (flux: ``flux batch -n``); 1 = one process
+    tasks: int = 1
+    nodes: int | None = None  # nodes to spread the tasks over (flux), None = the scheduler's pick
 
 
 @dataclass(frozen=True)

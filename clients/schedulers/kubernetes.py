@@ -12,8 +12,10 @@ The blocking kubernetes client runs in worker threads (``asyncio.to_thread``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
@@ -21,6 +23,40 @@ from streamml.errors import SchedulerError
 
 CANCELLED_ANNOTATION = "streamml.io/cancelled"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "streamml"}
+#: where a trial's input snapshot is mounted (read-only) and where the trial runs (writable)
+INPUT_MOUNT = "/streamml/input"
+WORK_MOUNT = "/streamml/work"
+
+
+def input_files(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """(ConfigMap data/binaryData, volume items) for a snapshot: keys ``f0..``, paths kept."""
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    items: list[dict[str, str]] = []
+    for i, (name, content) in enumerate(sorted(files.items())):
+        key = f"f{i}"
+        try:
+            data[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode()
+        items.append({"key": key, "path": name})
+    body: dict[str, Any] = {"data": data}
+    if binary:
+        body["binaryData"] = binary
+    return body, items
+
+
+def input_config_map(
+    name: str, namespace: str, files: Mapping[str, bytes], owner_uid: str | None
+) -> dict[str, Any]:
+    """The ConfigMap carrying one trial's input snapshot, owned by (and deleted with) its Job."""
+    body, _ = input_files(files)
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+    if owner_uid:
+        metadata["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": owner_uid}
+        ]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, **body}
 
 
 def job_manifest(
@@ -30,8 +66,14 @@ def job_manifest(
     image: str,
     service_account: str | None = None,
     ttl_seconds_after_finished: int = 3600,
+    input_items: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The Job for one trial: no retries (the sweep retries), no API token mounted."""
+    """The Job for one trial: no retries (the sweep retries), no API token mounted.
+
+    With ``input_items`` the Pod mounts the ConfigMap named like the Job (the trial's input
+    snapshot) at :data:`INPUT_MOUNT` and runs in an empty writable :data:`WORK_MOUNT`;
+    ``run-lammps`` copies the one into the other (``STREAMML_INPUT_DIR``).
+    """
     container: dict[str, Any] = {
         "name": "trial",
         "image": image,
@@ -52,6 +94,17 @@ def job_manifest(
         "automountServiceAccountToken": False,
         "containers": [container],
     }
+    if input_items is not None:
+        container["env"].append({"name": "STREAMML_INPUT_DIR", "value": INPUT_MOUNT})
+        container["workingDir"] = WORK_MOUNT
+        container["volumeMounts"] = [
+            {"name": "input", "mountPath": INPUT_MOUNT, "readOnly": True},
+            {"name": "work", "mountPath": WORK_MOUNT},
+        ]
+        pod_spec["volumes"] = [
+            {"name": "input", "configMap": {"name": job.name, "items": input_items}},
+            {"name": "work", "emptyDir": {}},
+        ]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     spec: dict[str, Any] = {
@@ -166,18 +219,32 @@ class KubernetesScheduler:
             raise SchedulerError("the kubernetes scheduler needs an image (settings 'image')")
         if not job.command:
             raise SchedulerError(f"job {job.name!r} has an empty command")
+        files = await asyncio.to_thread(_snapshot, job.input_dir) if job.input_dir else None
         manifest = job_manifest(
             job,
             namespace=self.namespace,
             image=image,
             service_account=self.service_account,
             ttl_seconds_after_finished=self.ttl,
+            input_items=input_files(files)[1] if files is not None else None,
         )
-        batch = self._client()[0]
+        batch, core, _ = self._client()
         try:
-            await asyncio.to_thread(batch.create_namespaced_job, self.namespace, manifest)
+            created = await asyncio.to_thread(batch.create_namespaced_job, self.namespace, manifest)
         except Exception as exc:
             raise SchedulerError(f"cannot create Job {job.name!r}: {_api_reason(exc)}") from exc
+        if files is not None:
+            uid = getattr(getattr(created, "metadata", None), "uid", None)
+            config_map = input_config_map(job.name, self.namespace, files, uid)
+            try:
+                await asyncio.to_thread(
+                    core.create_namespaced_config_map, self.namespace, config_map
+                )
+            except Exception as exc:
+                await self.cancel(job.name)  # its Pod would wait for the volume forever
+                raise SchedulerError(
+                    f"cannot create the input ConfigMap of Job {job.name!r}: {_api_reason(exc)}"
+                ) from exc
         return job.name
 
     async def _read(self, job_id: str) -> JobStatus:
@@ -221,6 +288,15 @@ class KubernetesScheduler:
         if self._api is not None:
             await asyncio.to_thread(self._api[2].close)
             self._api = None
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    """The files of an input snapshot (bounded when the driver prepared it)."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
 
 
 def _in_cluster(client: Any, config: Any) -> Any:

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: allocation range for Service cluster IPs: addresses are written into objects, never contacted
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+#: allocation range for Service cluster IPs: addresses are written into objects, never contacted.
+#: A /16 (65,534 Services): a /24 ran out at 254, leaving the 255th StreamModel without a Service.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: controllers worth running without a kubelet: owner-reference GC, Deployment -> ReplicaSet,
-#: namespace deletion, the default ServiceAccount of each namespace. Deliberately not the Job
-#: controller: tests set Job status themselves and must not race a controller doing the same.
+#: namespace deletion, the default ServiceAccount of each namespace, ResourceQuota usage (the
+#: quota admission refuses everything a quota covers until this controller has counted). Not the
+#: Job controller: tests set Job status themselves and must not race a controller doing the same.
 CONTROLLERS = (
     "garbage-collector-controller",
     "deployment-controller",
     "replicaset-controller",
     "namespace-controller",
     "serviceaccount-controller",
+    "resourcequota-controller",
 )
 
 

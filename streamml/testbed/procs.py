@@ -9,7 +9,6 @@ which may reap it late: a zombie (state ``Z``) counts as stopped.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
+from streamml.procs import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -76,19 +75,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# Resolved in the parent: between fork and exec the child must not dlopen (another thread of the
-# parent may have held the loader lock at fork time).
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the test process is killed outright, the kernel
-    # sends SIGTERM to its daemons, so none outlives the run that started it. (The signal follows
-    # the death of the parent *thread* that spawned it: start control planes from a thread that
-    # lives as long as they should, e.g. the main thread, as the pytest fixture does.)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def spawn(
     name: str,
     argv: list[str],
@@ -100,7 +86,9 @@ def spawn(
     """Start ``argv`` with output to ``log``.
 
     ``detached`` daemons get their own session and outlive the caller (``cluster up``); the
-    others die with the caller.
+    others die with the caller (:func:`streamml.procs.die_with_parent`: if the test process is
+    killed outright, none outlives the run that started it; start control planes from a thread
+    that lives as long as they should, e.g. the main thread, as the pytest fixture does).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -111,7 +99,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=detached,
-            preexec_fn=None if detached else _die_with_parent,
+            preexec_fn=None if detached else die_with_parent(),
         )
     stat = proc_stat(proc.pid)
     ticks = stat[1] if stat else 0

@@ -36,14 +36,19 @@ VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 MAX_TRIALS = 10_000
 MAX_TEST_TRIALS = 1_000
 MAX_PARALLELISM = 512
+#: the largest magnitude of a range bound: beyond it a value is no physical parameter and
+#: (as a feature) only poisons the models; integers up to it are exact as floats
+MAX_MAGNITUDE = 1e15
 #: the status keeps at most this many trial records (all in-flight ones plus the latest finished)
 MAX_TRIAL_RECORDS = 200
 #: points kept per model in the learning curve (older points are thinned, never the last one)
 MAX_CURVE_POINTS = 100
 
 SamplingMethod = Literal["random", "grid", "latinHypercube"]
-SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes"]
-SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes")
+# flux last: v1alpha1 only ever appends
+SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes", "flux"]
+SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes", "flux")
+ContainerRuntime = Literal["apptainer", "singularity"]
 Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
 #: what a trial may learn: the numeric fields run-lammps parses from the LAMMPS log
 Target = Literal[
@@ -81,10 +86,25 @@ class Parameter(_Camel):
 
     name: str = Field(pattern=VAR_PATTERN, description="LAMMPS variable name (-var NAME value)")
     type: Literal["int", "float", "categorical"] = Field(description="kind of values")
-    min: float | None = Field(default=None, description="lowest value (int, float)")
-    max: float | None = Field(default=None, description="highest value, inclusive (int, float)")
+    min: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-MAX_MAGNITUDE,
+        le=MAX_MAGNITUDE,
+        description="lowest value (int, float)",
+    )
+    max: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-MAX_MAGNITUDE,
+        le=MAX_MAGNITUDE,
+        description="highest value, inclusive (int, float)",
+    )
     step: float | None = Field(
-        default=None, description="grid spacing > 0 (int: default 1; float: needed for grid)"
+        default=None,
+        allow_inf_nan=False,
+        le=2 * MAX_MAGNITUDE,
+        description="grid spacing > 0 (int: default 1; float: needed for grid)",
     )
     values: list[str] | None = Field(
         default=None, min_length=1, max_length=1000, description="categories (categorical)"
@@ -133,25 +153,94 @@ class KeyRef(_Camel):
     key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
 
 
+class InputConfigMapRef(KeyRef):
+    """The input script from a ConfigMap key, and more keys of it as the script's files."""
+
+    files: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="more keys of the ConfigMap, written beside the script under their names "
+        "(data files, potentials)",
+    )
+
+    @model_validator(mode="after")
+    def _file_keys(self) -> InputConfigMapRef:
+        for key in self.files:
+            if not _is_file_name(key):
+                raise ValueError(f"configMapRef.files: {key!r} is not a ConfigMap key")
+        if len(set(self.files) | {self.key}) != len(self.files) + 1:
+            raise ValueError("configMapRef.files: duplicate keys (or the script's own key)")
+        return self
+
+
+#: a name on PATH (``lmp``, ``lmp_mpi``, ``bin/lmp``) or an absolute path (``/opt/lammps/bin/lmp``)
+COMMAND_PATTERN = r"^(?:[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}|(?:/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+)$"
+
+
+class ContainerSpec(_Camel):
+    """Run LAMMPS inside an Apptainer/Singularity image on the host (not on kubernetes)."""
+
+    runtime: ContainerRuntime = Field(default="apptainer", description="the container runtime")
+    image: str = Field(
+        pattern=r"^[^\s,:]+$",
+        max_length=4096,
+        description="path of the image file (.sif) on the hosts that run the trials",
+    )
+    binds: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="extra bind mounts, each SRC[:DST[:OPTS]] (no spaces or commas)",
+    )
+
+    @model_validator(mode="after")
+    def _binds(self) -> ContainerSpec:
+        import re
+
+        for bind in self.binds:
+            if not re.fullmatch(r"/[^\s,]{0,4095}", bind):
+                raise ValueError(f"lammps.container.binds: {bind!r} is not an absolute SRC[:DST]")
+        return self
+
+
 class LammpsSpec(_Camel):
     command: str = Field(
         default="lmp",
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,255}$",
+        max_length=256,
+        pattern=COMMAND_PATTERN,
         description="the LAMMPS binary: a name on PATH or a path (no spaces, no options)",
     )
     input: str | None = Field(
         default=None, max_length=65_536, description="the input script, inline"
     )
-    config_map_ref: KeyRef | None = Field(
-        default=None, description="the input script from a ConfigMap key (operator only)"
+    config_map_ref: InputConfigMapRef | None = Field(
+        default=None,
+        description="the input script from a ConfigMap key, more keys as its files (operator)",
     )
     input_file: str | None = Field(
-        default=None, max_length=4096, description="path of the input script (CLI, shared FS)"
+        default=None,
+        max_length=4096,
+        description="path of the input script (CLI; operator: under an allowed root); each "
+        "trial gets the files of its directory too; with inputDir, its name in that directory",
+    )
+    input_dir: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="a directory whose files every trial gets beside its input (data files, "
+        "potentials; copied per trial, bounded in size; CLI, operator: under an allowed root)",
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="more files every trial gets beside its input, by their base names "
+        "(CLI; operator: under an allowed root)",
     )
     vars: dict[str, str] = Field(
         default_factory=dict, description="extra -var NAME VALUE pairs, the same for every trial"
     )
     mpi_procs: int = Field(default=1, ge=1, le=1024, description="MPI ranks per run")
+    container: ContainerSpec | None = Field(
+        default=None, description="run lmp in this image (local, slurm, slurm-rest, flux)"
+    )
     target: Target = Field(default="loop_time", description="what the models learn to predict")
     features: Literal["vars", "vars+atoms"] = Field(
         default="vars", description="what the models see: the -var values (+ the atom count)"
@@ -168,11 +257,17 @@ class LammpsSpec(_Camel):
         for name in self.vars:
             if not _is_var(name):
                 raise ValueError(f"lammps.vars: {name!r} is not a valid variable name")
+        for path in self.files:
+            if not 0 < len(path) <= 4096 or not _printable(path):
+                raise ValueError("lammps.files: paths are 1-4096 printable characters")
         return self
 
 
 class Resources(_Camel):
     cpus: int = Field(default=1, ge=1, le=1024, description="CPUs per trial")
+    nodes: int | None = Field(
+        default=None, ge=1, le=4096, description="nodes to spread the MPI ranks over (flux)"
+    )
     time_limit_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(Ki|Mi|Gi|K|M|G)?$")
 
@@ -191,6 +286,12 @@ class SchedulerSpec(_Camel):
         default=None, max_length=4096, description="file holding the Slurm JWT (CLI, slurm-rest)"
     )
     image: str | None = Field(default=None, max_length=512, description="image (kubernetes)")
+    flux_uri: str | None = Field(
+        default=None,
+        pattern=r"^(local|ssh)://[^\s]+$",
+        max_length=4096,
+        description="the Flux instance (local://… or ssh://…; default: the driver's FLUX_URI)",
+    )
     max_local_jobs: int | None = Field(
         default=None, ge=1, le=256, description="local pool size (default: parallelism)"
     )
@@ -202,6 +303,14 @@ class SchedulerSpec(_Camel):
         if self.type == "kubernetes" and not self.image:
             raise ValueError("scheduler.image is required for kubernetes")
         return self
+
+
+def _container_on_hosts(spec: LammpsSweepSpec) -> None:
+    if spec.lammps.container is not None and spec.scheduler.type == "kubernetes":
+        raise ValueError(
+            "lammps.container wraps lmp on hosts (local, slurm, slurm-rest, flux); on kubernetes "
+            "the scheduler.image is the container"
+        )
 
 
 class LammpsSweepSpec(_Camel):
@@ -233,6 +342,7 @@ class LammpsSweepSpec(_Camel):
         clash = set(names) & set(self.lammps.vars)
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
+        _container_on_hosts(self)
         return self
 
 
@@ -245,6 +355,12 @@ def _is_var(name: str) -> bool:
     import re
 
     return re.fullmatch(VAR_PATTERN, name) is not None
+
+
+def _is_file_name(key: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", key) is not None and key not in (".", "..")
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -270,12 +386,18 @@ class TrialRecord(_Record):
     reason: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     target: float | None = None
+    image_digest: str | None = Field(
+        default=None, description="sha256 of the container image the trial ran in"
+    )
 
 
 class CurvePoint(_Record):
     trials: int = Field(description="training runs learned so far")
     samples: int = Field(description="samples the model has learned (server's count)")
     value: float | None = Field(default=None, description="headline metric value")
+    image_digest: str | None = Field(
+        default=None, description="the container image of the newest trial learned"
+    )
 
 
 class LearningCurve(_Record):
@@ -288,6 +410,7 @@ class HeldOutResult(_Record):
     id: int
     target: float
     predictions: dict[str, float] = Field(default_factory=dict)
+    image_digest: str | None = None
 
 
 class Evaluation(_Record):
@@ -296,6 +419,13 @@ class Evaluation(_Record):
     mae: float | None = Field(default=None, alias="MAE")
     rmse: float | None = Field(default=None, alias="RMSE")
     r2: float | None = Field(default=None, alias="R2")
+
+
+class ImageEvaluation(_Record):
+    """The held-out evaluation of the test runs made in one container image."""
+
+    image_digest: str
+    evaluation: list[Evaluation] = Field(default_factory=list)
 
 
 class LammpsSweepStatus(_Record):
@@ -323,6 +453,10 @@ class LammpsSweepStatus(_Record):
     learning_curve: list[LearningCurve] = Field(default_factory=list)
     test_results: list[HeldOutResult] = Field(default_factory=list)
     evaluation: list[Evaluation] = Field(default_factory=list)
+    image_digests: list[str] = Field(
+        default_factory=list, description="container images the trials ran in, in order seen"
+    )
+    evaluation_by_image: list[ImageEvaluation] = Field(default_factory=list)
     best_model: str | None = None
     held_out_r2: float | None = Field(default=None, alias="heldOutR2")
 

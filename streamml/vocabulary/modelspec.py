@@ -95,6 +95,18 @@ ALLOWED_COMPONENTS: frozenset[str] = frozenset(
 MAX_PIPELINE_STEPS = 16
 MODEL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
+#: a spec is stored as JSON, which holds integers of at most 64 bits
+MAX_PARAM_INT = 2**63 - 1
+
+
+def _check_storable(value: Any, key: str) -> None:
+    if type(value) is int and not -MAX_PARAM_INT - 1 <= value <= MAX_PARAM_INT:
+        raise ValueError(f"parameter {key!r} is out of the 64-bit integer range")
+    if isinstance(value, list):
+        for item in value:
+            _check_storable(item, key)
+
+
 if TYPE_CHECKING:  # mypy cannot follow a recursive TypeAliasType; pydantic needs one
     ParamValue = Any
 else:
@@ -127,6 +139,13 @@ class Component(BaseModel):
         if value not in ALLOWED_COMPONENTS:
             raise ValueError(f"river class {value!r} is not on the allow-list")
         return value
+
+    @field_validator("params")
+    @classmethod
+    def _storable(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for key, value in params.items():
+            _check_storable(value, key)
+        return params
 
     def to_data(self) -> dict[str, Any]:
         """The JSON form (``{"class": ..., "params": ...}``)."""

@@ -20,6 +20,19 @@ MAX_BATCH_SAMPLES = 10_000
 MAX_FEATURES = 1_000
 #: JSON integers beyond 64 bits cannot be stored or echoed back (and overflow floats)
 MAX_INT = 2**63 - 1
+#: Largest magnitude of a number in a sample. Beyond it the models' own arithmetic leaves double
+#: precision: one learn of 1e308 turns a linear model's weights into inf/NaN for good, and the
+#: trees' variance statistics (fourth powers) overflow from about 1e77 (measured on every
+#: regressor of the allow-list); scientific quantities stay far below it.
+MAX_MAGNITUDE = 1e50
+
+
+_too_large = f"is too large in magnitude (at most {MAX_MAGNITUDE:g})"
+
+
+def _number_problem(value: float) -> str:
+    return "is not a finite number" if not isfinite(value) else _too_large
+
 
 ModelName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN, max_length=63)]
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
@@ -38,8 +51,8 @@ def check_features(features: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("feature names must have 1 to 200 characters")
         kind = type(value)
         if kind is float:
-            if not isfinite(value):
-                raise ValueError(f"feature {name!r} is not a finite number")
+            if not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # also refuses NaN
+                raise ValueError(f"feature {name!r} {_number_problem(value)}")
         elif kind is int:
             if not -MAX_INT <= value <= MAX_INT:
                 raise ValueError(f"feature {name!r} is out of the 64-bit integer range")
@@ -56,8 +69,8 @@ def check_features(features: dict[str, Any]) -> dict[str, Any]:
 def check_target(value: Any) -> Any:
     """A target is a finite number, a boolean or a class label string."""
     kind = type(value)
-    if kind is float and not isfinite(value):
-        raise ValueError("must be a finite number")
+    if kind is float and not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:  # also refuses NaN
+        raise ValueError("must be a finite number" if not isfinite(value) else _too_large)
     if kind not in (float, int, bool, str):
         raise ValueError("must be a number, boolean or string")
     if kind is str and len(value) > 1_000:
@@ -67,13 +80,14 @@ def check_target(value: Any) -> Any:
     return value
 
 
+_NUMBER_SCHEMA = {"type": "number", "minimum": -MAX_MAGNITUDE, "maximum": MAX_MAGNITUDE}
 _FEATURES_SCHEMA = {
     "type": "object",
     "maxProperties": MAX_FEATURES,
     "propertyNames": {"minLength": 1, "maxLength": 200},
     "additionalProperties": {
         "anyOf": [
-            {"type": "number"},
+            _NUMBER_SCHEMA,
             {"type": "boolean"},
             {"type": "string", "maxLength": 1_000},
             {"type": "null"},
@@ -81,7 +95,7 @@ _FEATURES_SCHEMA = {
     },
 }
 _TARGET_SCHEMA = {
-    "anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string", "maxLength": 1_000}]
+    "anyOf": [_NUMBER_SCHEMA, {"type": "boolean"}, {"type": "string", "maxLength": 1_000}]
 }
 
 Features = Annotated[
@@ -288,5 +302,19 @@ class DeletedReply(BaseModel):
     deleted: str
 
 
+class QuarantineReply(BaseModel):
+    """A stored model that could not be loaded (held out of serving until it is deleted)."""
+
+    kind: str = Field(description="snapshot | log | no-snapshot | no-definition")
+    reason: str = Field(description="the file, the row and what is wrong")
+    log_rows: int = Field(description="learn-log rows of the model held back")
+
+
 class HealthReply(BaseModel):
-    status: str
+    status: str = Field(description='"ok" (healthz), "ready" or "degraded" (readyz)')
+    quarantined: dict[str, QuarantineReply] | None = Field(
+        None, description="readyz when degraded: the quarantined models"
+    )
+    findings: list[str] | None = Field(
+        None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
+    )

@@ -95,7 +95,7 @@ async def case_lammps_failure_reason(
     status, _ = await wait_finished(scheduler, job_id)
     assert status.state is JobState.FAILED
     assert status.exit_code == 1
-    assert status.reason is not None and "ERROR: Lost atoms" in status.reason, status.reason
+    assert status.reason is not None and "LammpsError: Lost atoms" in status.reason, status.reason
 
 
 async def case_cancel(scheduler: Scheduler, workdir: Path) -> None:

@@ -326,3 +326,21 @@ def test_stop_leaves_no_process_and_no_files(control_plane: ControlPlane) -> Non
     assert all(_gone(pid) for pid in pids)
     assert not workdir.exists()
     assert not cp.running()
+
+
+def test_service_range_holds_more_than_a_slash_24(
+    control_plane: ControlPlane, k8s_namespace: str
+) -> None:
+    """Hundreds of StreamModels each own a Service: the range is a /16, not a /24 (254 IPs).
+    A Service asking for an address past the first 256 is inside it."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "far", "namespace": k8s_namespace},
+        "spec": {"clusterIP": "10.0.200.7", "ports": [{"port": 80}]},
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(service))
+    stored = json.loads(
+        control_plane.kubectl("get", "service", "far", "-n", k8s_namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["clusterIP"] == "10.0.200.7"

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from streamml.clients.api import ModelServerClient
+from streamml.errors import AuthError
 from streamml.operator import reconcile as rc
 from streamml.operator.apply import Kube
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
@@ -214,3 +215,22 @@ async def test_wrong_credentials_are_reported(tmp_path: Path, runtime: LocalRunt
         ctx, state, spec, again.address, (USER, "another-token-0123456789"), [], events
     )
     assert obs.status == "True", obs.message
+
+
+async def test_servers_get_an_explicit_environment(
+    tmp_path: Path, runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing stray in the operator's environment reaches the servers it supervises: with
+    STREAMML_NO_AUTH set on the operator, its servers still demand credentials."""
+    monkeypatch.setenv("STREAMML_NO_AUTH", "true")
+    monkeypatch.setenv("STREAMML_PENDING_MAX", "not-a-number")
+    server = await runtime.ensure("ns", "env", USER, TOKEN)
+    await wait_ready(server)
+    assert server.process is not None
+    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"STREAMML_")]
+    async with ModelServerClient(server.address, timeout=10.0) as anonymous:
+        with pytest.raises(AuthError):
+            await anonymous.models()
+    async with ModelServerClient(server.address, username=USER, token=TOKEN) as client:
+        assert await client.models() == []

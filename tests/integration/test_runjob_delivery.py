@@ -18,7 +18,13 @@ import pytest
 
 from streamml.clients.api import ModelServerClient
 from streamml.pycommand import streamml_command
-from tests.fixtures.server import ServerProcess, create_models, learn_calls, running_server
+from tests.fixtures.server import (
+    ServerProcess,
+    create_models,
+    free_port,
+    learn_calls,
+    running_server,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
 
@@ -155,9 +161,11 @@ async def test_lammps_failure_exits_nonzero_with_error_line(
                       result_file=result)  # fmt: skip
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert "LAMMPS failed: ERROR: Lost atoms: original" in last
+    assert "LAMMPS failed: LammpsError: Lost atoms: original" in last
+    assert "ERROR: Lost atoms: original" in proc.stderr  # the full line: the job's own log
     doc = read(result)
-    assert doc["error"].startswith("ERROR: Lost atoms") and doc["delivered"] is False
+    assert doc["error"].startswith("LammpsError: Lost atoms") and doc["delivered"] is False
+    assert doc["reason"] == "LammpsError"
     assert await learn_calls(server, "linear") == 0  # nothing learned from a failed run
 
     bad_input = tmp_path / "bad.in"
@@ -220,3 +228,31 @@ async def test_credentials_from_files(server: ServerProcess, tmp_path: Path) -> 
                       extra_env=files)  # fmt: skip
     assert proc.returncode == 2 and f"credentials file {tmp_path / 'empty'} is empty" in proc.stderr
     assert await learn_calls(server, "linear") == 1  # neither failed job sent anything
+
+
+async def test_trials_whose_ids_differ_only_in_escaped_characters_spool_apart(
+    tmp_path: Path, lammps_bin: str
+) -> None:
+    """``exp/t1`` and ``exp:t1`` once shared the spool file ``exp_t1.json``: one result lost."""
+    port = free_port()
+    data_dir = tmp_path / "server"
+    with running_server(data_dir, port=port) as server:
+        await create_models(server)
+        creds = {"username": server.username, "token": server.token}
+    spool = tmp_path / "spool"
+    trials = ("exp/t1", "exp:t1", "exp_t1")
+    for trial in trials:  # the server is down: every result goes to the spool
+        proc = run_lammps(f"http://127.0.0.1:{port}", trial, *SMALL, "--retries", "1",
+                          "--spool-dir", str(spool), **creds)  # fmt: skip
+        assert proc.returncode == 0 and "result spooled to" in proc.stderr, proc.stderr
+    assert len(list(spool.glob("*.json"))) == 3
+    with running_server(data_dir, port=port, token=server.token) as again:
+        env = {**os.environ, "STREAMML_USERNAME": str(again.username),
+               "STREAMML_TOKEN": str(again.token)}  # fmt: skip
+        proc = subprocess.run(
+            [*streamml_command(), "run-lammps", "--deliver-spool", str(spool), "--retries", "1"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(json.loads(proc.stdout)["delivered"]) == sorted(trials)
+        assert await learn_calls(again, "linear") == 3  # none lost

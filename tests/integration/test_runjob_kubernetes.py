@@ -11,8 +11,10 @@ the failure's own words; everything it reads comes from the real API server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -81,13 +83,42 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def mount_volumes(
+    cp: ControlPlane, namespace: str, pod: dict[str, Any], tmp: Path
+) -> dict[str, str]:
+    """The kubelet's volumes, here: a ConfigMap's items as files, an emptyDir as an empty dir.
+    Returns mount path -> the local directory standing in for it."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    mounts: dict[str, str] = {}
+    for mount in pod["spec"]["containers"][0].get("volumeMounts", []):
+        local = tmp / f"{pod['metadata']['name']}-{mount['name']}"
+        local.mkdir(parents=True)
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            cm = json.loads(cp.kubectl("get", "configmap", volume["configMap"]["name"], "-n",
+                                       namespace, "-o", "json").stdout)  # fmt: skip
+            for item in volume["configMap"]["items"]:
+                target = local / item["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if item["key"] in (cm.get("data") or {}):
+                    target.write_text(cm["data"][item["key"]])
+                else:
+                    target.write_bytes(base64.b64decode(cm["binaryData"][item["key"]]))
+        mounts[mount["mountPath"]] = str(local)
+    return mounts
+
+
 def play_kubelet(cp: ControlPlane, namespace: str, pod: dict[str, Any], tmp: Path) -> int:
     """Run the Pod's container command here and report it as the kubelet would."""
     container = pod["spec"]["containers"][0]
-    env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
+    mounts = mount_volumes(cp, namespace, pod, tmp)
+    env = {**os.environ, **{e["name"]: mounts.get(e["value"], e["value"])
+                            for e in container.get("env", [])}}  # fmt: skip
     result = tmp / f"{pod['metadata']['name']}.termination-log"
     env["STREAMML_RESULT_FILE"] = str(result)  # stands in for /dev/termination-log
-    proc = subprocess.run(container["command"], env=env, capture_output=True, timeout=300)
+    cwd = mounts.get(container.get("workingDir", ""), None)
+    proc = subprocess.run(container["command"], env=env, capture_output=True, timeout=300,
+                          cwd=cwd)  # fmt: skip
     message = result.read_text() if result.exists() else proc.stderr.decode()[-2000:]
     reason = "Completed" if proc.returncode == 0 else "Error"
     terminated = {"exitCode": proc.returncode, "reason": reason, "message": message,
@@ -177,7 +208,7 @@ async def test_trial_through_a_job(
     await asyncio.to_thread(finish_job, control_plane, k8s_namespace, bad, False)
     status, _ = await cases.wait_finished(scheduler, bad, timeout_s=120)
     assert status.state is JobState.FAILED and status.exit_code == 1
-    assert status.reason is not None and "ERROR: Lost atoms" in status.reason, status.reason
+    assert status.reason is not None and "LammpsError: Lost atoms" in status.reason, status.reason
 
 
 async def test_cancel_unknown_and_refusals(
@@ -215,3 +246,83 @@ async def test_least_privilege_identity_is_refused(
             await scheduler.submit(JobRequest(name="x", command=["true"]))
     finally:
         await scheduler.close()
+
+
+@pytest.mark.lammps
+async def test_trial_with_input_files_through_a_job(
+    scheduler: KubernetesScheduler,
+    control_plane: ControlPlane,
+    k8s_namespace: str,
+    server: ServerProcess,
+    tmp_path: Path,
+    lammps_bin: str,
+) -> None:
+    """The trial's input directory (a script, its data file and potential) travels as a
+    ConfigMap owned by the Job, mounted read-only and copied into a writable run directory."""
+    snapshot = tmp_path / "input"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "lj_data", snapshot)
+    (snapshot / "blob.bin").write_bytes(bytes(range(256)))  # binary files survive too
+    async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
+        await c.create_model(ModelSpec.model_validate(cases.LINEAR))
+        request = trial("sw-data", server, "nx=2", "ny=1", "nz=1", "steps=20")
+        request = JobRequest(name=request.name, command=[*request.command, "--input",
+                             "in.lj-data"], env=request.env, input_dir=snapshot)  # fmt: skip
+        job_id = await scheduler.submit(request)
+        job = json.loads(control_plane.kubectl("get", "job", job_id, "-n", k8s_namespace,
+                                               "-o", "json").stdout)  # fmt: skip
+        cm = json.loads(control_plane.kubectl("get", "configmap", job_id, "-n", k8s_namespace,
+                                              "-o", "json").stdout)  # fmt: skip
+        owner = cm["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
+        assert len(cm["data"]) == 3 and len(cm["binaryData"]) == 1
+
+        pod = await asyncio.to_thread(start_pod, control_plane, k8s_namespace, job_id)
+        mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["/streamml/input"]["readOnly"] is True
+        code = await asyncio.to_thread(play_kubelet, control_plane, k8s_namespace, pod, tmp_path)
+        assert code == 0
+        await asyncio.to_thread(finish_job, control_plane, k8s_namespace, job_id, True)
+        status, _ = await cases.wait_finished(scheduler, job_id, timeout_s=120)
+        assert status.state is JobState.SUCCEEDED and status.output is not None
+        document = json.loads(status.output)
+        assert document["delivered"] is True and document["metrics"]["atoms"] == 64
+        assert (await c.stats("linear"))["learn"]["n_calls"] == 1
+
+
+async def test_the_operators_role_may_carry_a_trials_inputs(
+    control_plane: ControlPlane, k8s_namespace: str, tmp_path: Path
+) -> None:
+    """With the operator's own ClusterRole (config/rbac/role.yaml), not admin, a trial's Job and
+    its input ConfigMap are created (the old role could only read ConfigMaps)."""
+    import yaml
+
+    cp, ns = control_plane, k8s_namespace
+    role = yaml.safe_load((Path(__file__).parents[2] / "config/rbac/role.yaml").read_text())
+    role["metadata"]["name"] = f"streamml-operator-{ns}"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": role["metadata"]["name"]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role["metadata"]["name"]},
+        "subjects": [{"kind": "ServiceAccount", "name": "streamml-operator", "namespace": ns}],
+    }  # fmt: skip
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                     "items": [role, binding]}))  # fmt: skip
+    snapshot = tmp_path / "input"
+    snapshot.mkdir()
+    (snapshot / "in.x").write_text("read_data data.x\n")
+    (snapshot / "data.x").write_text("1\n")
+    scheduler = make_scheduler("kubernetes", {
+        "namespace": ns, "image": IMAGE,
+        "kubeconfig": str(cp.service_account_kubeconfig(ns, "streamml-operator")),
+    })  # fmt: skip
+    try:
+        job_id = await scheduler.submit(
+            JobRequest(name="rbac-inputs", command=["true"], input_dir=snapshot)
+        )
+        cm = json.loads(cp.kubectl("get", "configmap", job_id, "-n", ns, "-o", "json").stdout)
+        assert sorted(cm["data"].values()) == ["1\n", "read_data data.x\n"]
+    finally:
+        await scheduler.close()
+        cp.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"], check=False)
+        cp.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)

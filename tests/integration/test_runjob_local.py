@@ -83,8 +83,8 @@ async def test_failure_reason_time_limit_and_env(tmp_path: Path) -> None:
 
 
 def test_factory_rejects_unknown_kinds_and_bad_settings(tmp_path: Path) -> None:
-    with pytest.raises(UnknownComponentError, match="unknown scheduler 'flux'"):
-        make_scheduler("flux", {})
+    with pytest.raises(UnknownComponentError, match="unknown scheduler 'pbs'"):
+        make_scheduler("pbs", {})
     with pytest.raises(SpecError, match="maxParallel"):
         make_scheduler("local", {"root": str(tmp_path), "maxParallel": 0})
     with pytest.raises(SpecError, match="maxParallel"):

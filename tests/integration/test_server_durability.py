@@ -111,7 +111,9 @@ async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         count, acked, attempted = await learn_many(server, 16, 200, {}, ids=True)
         await killer
         assert server.process.returncode == -9
-    assert 400 <= count < 3200
+    # stats count learns applied in memory, whose commit (and reply) may still be under way when
+    # the kill lands: at most one per worker (16) was counted there but never acknowledged
+    assert 400 - 16 <= count < 3200
     with running_server(data, "--snapshot-every", "97", token="t0k3n") as server:
         for name in ("lin", "twin"):
             survived = get(server, f"/api/stats/?model={name}")["learn"]["n_calls"]

@@ -28,6 +28,8 @@ from tests.integration.operator_support import OperatorProcess, install_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
 
+LJ_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "lj_data"
+
 STREAMMODEL = {
     "apiVersion": "streamml.io/v1alpha1",
     "kind": "StreamModel",
@@ -320,9 +322,53 @@ def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Ope
     assert status["succeeded"] == 4 and status["failed"] == 0
     # the input came from the ConfigMap: the jobs read the materialised copy
     workdir = op.jobs_root("pausable").parent
-    assert (workdir / "input.lammps").read_text() == lj
-    assert all("--input" in json.loads(p.read_text())["command"]
+    assert (workdir / "input" / "in.lj").read_text() == lj
+    assert all("--input-dir" in json.loads(p.read_text())["command"]
                for p in op.jobs_root("pausable").glob("*/job.json"))  # fmt: skip
+
+
+def test_configmap_keys_are_the_trials_files(operator: Operator) -> None:
+    """A script that reads a data file and includes a potential, all keys of one ConfigMap: the
+    old operator gave each trial the script alone ("Cannot open file data.lj")."""
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    files = {name: (LJ_DATA / name).read_text() for name in ("in.lj-data", "data.lj", "pair.lj")}
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lj-data"},
+                 "data": files}  # fmt: skip
+    assert op.apply(configmap).returncode == 0
+    ref = {"name": "lj-data", "key": "in.lj-data", "files": ["data.lj", "pair.lj"]}
+    cells = [{"name": n, "type": "int", "min": 1, "max": 2} for n in ("nx", "ny", "nz")]
+    doc = sweep("withdata", parameters=cells, trials=3, testTrials=0, maxFailures=0,
+                lammps={"configMapRef": ref, "vars": {"steps": "20"}})  # fmt: skip
+    assert op.apply(doc).returncode == 0
+
+    def done() -> bool:
+        return op.status("withdata").get("phase") in ("Succeeded", "Failed")
+
+    op.wait_for("the sweep with data files to finish", done)
+    status = op.status("withdata")
+    assert status["phase"] == "Succeeded", [t.get("reason") for t in status["trials"]]
+    assert status["succeeded"] == 3 and status["failed"] == 0
+    run_dirs = list(op.sweeps_dir.glob("withdata-*/trials/*/run"))
+    assert len(run_dirs) == 3 and all((d / "data.lj").is_file() for d in run_dirs)
+
+
+def test_an_input_file_outside_the_allowed_roots_is_an_invalid_spec(operator: Operator) -> None:
+    """The old operator ran LAMMPS on any file it could read (say a mounted Secret) and put the
+    ERROR line quoting its first line into the status, readable with kubectl."""
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    secret = op.root / "mounted-secret"
+    secret.write_text("hunter2-5e1d-not-a-real-token\n")
+    assert op.apply(sweep("peek", trials=1, testTrials=0, maxFailures=0,
+                          lammps={"inputFile": str(secret)})).returncode == 0  # fmt: skip
+    op.wait_for("peek to fail", lambda: op.status("peek").get("phase") == "Failed", timeout=120)
+    status = op.status("peek")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "lammps.inputFile" in ready["message"]
+    assert "outside the allowed input roots" in ready["message"]
+    assert "hunter2" not in json.dumps(op.get("lammpssweep", "peek"))
+    assert status.get("submitted", 0) == 0
 
 
 def test_the_sample_is_accepted_by_the_api_server(operator: Operator) -> None:

@@ -81,3 +81,13 @@ def test_vars_and_features() -> None:
     for bad in ("nx", "=1", "nx="):
         with pytest.raises(ConfigurationError, match="NAME=VALUE"):
             parse_vars([bad])
+
+
+def test_spool_names_are_injective(tmp_path: Path) -> None:
+    """Ids that differ only in characters the old name mapped to '_' kept one file for two."""
+    ids = ["exp/t1", "exp:t1", "exp_t1", "exp t1", "exp\u00e9t1", "exp_2Ft1", ".", "..", "",
+           "x" * 300, "x" * 299 + "y", "sweep-uid/t00001", "sweep-uid_t00001"]  # fmt: skip
+    paths = [delivery.spool_path(tmp_path, trial) for trial in ids]
+    assert len(set(paths)) == len(ids)
+    assert all(p.parent == tmp_path and not p.name.startswith(".") for p in paths)
+    assert delivery.spool_path(tmp_path, "exp/t1") == delivery.spool_path(tmp_path, "exp/t1")

@@ -96,16 +96,24 @@ def test_hostile_logs_are_refused(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "line",
+    ("line", "public"),
     [
-        "ERROR: Lost atoms: original 224 current 160 (src/thermo.cpp:439)",
-        "ERROR on proc 0: Cannot open input script x: No such file or directory",
+        (
+            "ERROR: Lost atoms: original 224 current 160 (src/thermo.cpp:439)",
+            "Lost atoms: original 224 current 160",
+        ),
+        (
+            "ERROR on proc 0: Cannot open input script x: No such file or directory",
+            "Cannot open input script …: No such file or directory",
+        ),
     ],
 )
-def test_error_line_wins_even_after_a_loop_line(line: str) -> None:
+def test_error_line_wins_even_after_a_loop_line(line: str, public: str) -> None:
     with pytest.raises(LammpsError) as info:
         lammps.parse_log(NEWER + line + "\n")
-    assert str(info.value) == line
+    assert info.value.code == "LammpsError"
+    assert str(info.value) == public  # what a status gets
+    assert info.value.detail == line  # what the job's own log gets
 
 
 def test_missing_optional_fields_and_targets() -> None:
@@ -146,8 +154,10 @@ def test_lost_atoms_is_surfaced(lammps_bin: str, tmp_path: Path) -> None:
     command = lammps.build_command(
         lammps.default_input(), {"nx": "3.3", "ny": "4", "nz": "4", "steps": "50"}, lmp=lammps_bin
     )
-    with pytest.raises(LammpsError, match=r"^ERROR: Lost atoms: original \d+ current \d+"):
+    with pytest.raises(LammpsError, match=r"^Lost atoms: original \d+ current \d+$") as info:
         lammps.run_lammps(command, log_file=tmp_path / "log")
+    assert info.value.code == "LammpsError"
+    assert info.value.detail.startswith("ERROR: Lost atoms: original")
     assert "Lost atoms" in (tmp_path / "log").read_text()
 
 
@@ -155,7 +165,66 @@ def test_lost_atoms_is_surfaced(lammps_bin: str, tmp_path: Path) -> None:
 def test_bad_input_and_missing_binary(lammps_bin: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.in"
     bad.write_text("units lj\nfrobnicate 1 2 3\n")
-    with pytest.raises(LammpsError, match="ERROR: Unknown command: frobnicate"):
+    with pytest.raises(LammpsError, match=r"^Unknown command$") as info:
         lammps.run_lammps(lammps.build_command(bad, {}, lmp=lammps_bin))
-    with pytest.raises(LammpsError, match="cannot run"):
+    assert "ERROR: Unknown command: frobnicate" in info.value.detail
+    with pytest.raises(LammpsError, match="cannot run") as info:
         lammps.run_lammps(lammps.build_command(bad, {}, lmp=str(tmp_path / "no-lmp")))
+    assert info.value.code == "LammpsNotRunnable"
+
+
+SECRET = "hunter2-4f1c9e0b-not-a-real-token"
+
+
+@pytest.mark.lammps
+@pytest.mark.parametrize(
+    "script",
+    [
+        "include {secret}\n",  # the secret's first line runs as a command
+        "variable s file {secret}\nnext s\n${{s}}\n",
+        "variable s file {secret}\nunits lj\npair_style ${{s}}\n",
+        "variable s file {secret}\nunits lj\nlattice fcc ${{s}}\n",
+        "variable s file {secret}\nread_restart ${{s}}\n",
+        "variable s file {secret}\nprint ${{${{s}}}}\n",
+        "variable s file {secret}\nunits lj\natom_style atomic\nread_data {secret}\n",
+    ],
+)
+def test_lammps_echo_of_input_text_never_reaches_the_public_message(
+    lammps_bin: str, tmp_path: Path, script: str
+) -> None:
+    """Real lmp on inputs that make it echo a file's text: the status message has none of it,
+    the job's own log (the error's detail) keeps the whole line."""
+    secret = tmp_path / "token"
+    secret.write_text(f"{SECRET}\n{SECRET}\n")
+    bad = tmp_path / "in.bad"
+    bad.write_text(script.format(secret=secret))
+    with pytest.raises(LammpsError) as info:
+        lammps.run_lammps(lammps.build_command(bad, {}, lmp=lammps_bin), cwd=tmp_path)
+    assert info.value.code == "LammpsError"
+    assert "hunter2" not in str(info.value) and str(tmp_path) not in str(info.value)
+    assert info.value.detail.startswith("ERROR")
+
+
+@pytest.mark.parametrize(
+    ("line", "public"),
+    [
+        ("ERROR: Unknown command: s3cret (src/input.cpp:274)", "Unknown command"),
+        ("ERROR: Unrecognized pair style 's3cret' (src/force.cpp:278)",
+         "Unrecognized pair style '…'"),
+        ("ERROR: Expected floating point parameter instead of 's3cret' in input script or data"
+         " file (src/lattice.cpp:85)",
+         "Expected floating point parameter instead of '…' in input script or data file"),
+        ("ERROR on proc 0: cannot open eam potential file s3cret.eam: No such file or directory",
+         "cannot open eam potential file …: No such file or directory"),
+        ("ERROR on proc 0: Substitution for illegal variable s3cret (src/input.cpp:617)",
+         "Substitution for illegal variable …"),
+        ("ERROR: Variable s3cret: Variable evaluation before simulation box is defined",
+         "Variable …: Variable evaluation before simulation box is defined"),
+        ("ERROR: Unknown identifier in data file: s3cret (src/read_data.cpp:1188)",
+         "Unknown identifier in data file: …"),
+        ("ERROR: Illegal units command (src/update.cpp:302)", "Illegal units command"),
+    ],
+)  # fmt: skip
+def test_public_error_cuts_each_echo_form(line: str, public: str) -> None:
+    assert lammps.public_error(line) == public
+    assert "s3cret" not in lammps.scrub(f"NonZeroExitCode 1: {line}\nLast command: s3cret")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
 from streamml.operator import status as st
+from streamml.operator.apply import KubeError, _error
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.modelspec import ModelSpec
 
@@ -150,3 +152,27 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert OperatorSettings(contact_servers=False).reach_servers is False
     with pytest.raises(ValueError, match="status_poll_interval"):
         OperatorSettings(status_poll_interval=0)
+
+
+def test_refusals_get_a_reason_and_a_capped_doubling_delay() -> None:
+    cases = {
+        (403, 'services "m" is forbidden: exceeded quota: q, requested: services=1'): (
+            "QuotaExceeded"
+        ),
+        (403, 'admission webhook "deny.example.org" denied the request: no'): "AdmissionDenied",
+        (403, "ValidatingAdmissionPolicy 'p' with binding 'b' denied request"): "AdmissionDenied",
+        (500, "Internal error occurred: failed to allocate a serviceIP: range is full"): (
+            "ServiceIPsExhausted"
+        ),
+        (403, 'deployments.apps "m" is forbidden: User "op" cannot patch resource'): "Forbidden",
+        (503, "etcdserver: request timed out"): "APIServerError",
+    }
+    for (code, message), reason in cases.items():
+        raw = json.dumps({"kind": "Status", "message": message, "reason": "Forbidden"}).encode()
+        error = _error(code, raw)
+        assert isinstance(error, KubeError) and error.detail == message
+        assert rc.refusal_reason(error) == reason, message
+    settings = OperatorSettings(retry_delay=5, retry_max_delay=60)
+    delays = [rc.retry_delay(settings, n) for n in range(7)]
+    assert delays == [5, 10, 20, 40, 60, 60, 60]
+    assert rc.retry_delay(settings, 10_000) == 60

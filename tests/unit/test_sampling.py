@@ -173,3 +173,72 @@ def test_invalid_specs_rejected_by_schema(bad: dict[str, Any]) -> None:
     doc.update(bad)
     with pytest.raises(ValidationError):
         LammpsSweepSpec.model_validate(doc)
+
+
+# ---- huge ranges: drawn, never listed (issue 8, item 4) ------------------------------------
+
+
+@pytest.mark.parametrize("method", ["random", "latinHypercube"])
+def test_a_hundred_million_wide_int_range_is_drawn_not_listed(method: str) -> None:
+    params = [{"name": "n", "type": "int", "min": 1, "max": 1e8}]
+    points = plan(_spec(params, 40, 10, method=method, seed=3))
+    assert points == plan(_spec(params, 40, 10, method=method, seed=3))  # seeded
+    assert len(set(_keys(points))) == 50
+    assert all(isinstance(p["n"], int) and 1 <= p["n"] <= 10**8 for p in points)
+    assert space_size([Parameter.model_validate(params[0])]) == 10**8
+
+
+def test_ten_thousand_trials_from_a_three_million_range_make_no_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Counted, not timed: the old code built the 3e6-element list once per drawn value."""
+    built: list[int] = []
+
+    def counting_range(*args: int) -> range:
+        r = range(*args)
+        built.append(len(r))
+        return r
+
+    monkeypatch.setattr(sampling, "range", counting_range, raising=False)
+    params = [{"name": "n", "type": "int", "min": 0, "max": 3e6}]
+    points = plan(_spec(params, 9_000, 1_000, method="random", seed=1))
+    assert len(points) == 10_000 and len(set(_keys(points))) == 10_000
+    assert max(built, default=0) <= 10_000  # nothing the size of the space was ever built
+
+
+def test_huge_float_span_with_a_tiny_step_does_not_overflow() -> None:
+    param = {"name": "t", "type": "float", "min": -1e15, "max": 1e15, "step": 1e-300}
+    size = space_size([Parameter.model_validate(param)])
+    assert size is not None and size > 10**315  # exact, no float overflow
+    for method in ("random", "latinHypercube"):
+        points = plan(_spec([param], 20, 5, method=method, seed=2))
+        assert all(-1e15 <= float(p["t"]) <= 1e15 for p in points)
+    with pytest.raises(SpecError) as info:  # a grid of that is still refused, naming the step
+        plan(_spec([param], 20, 5, method="grid"))
+    assert info.value.field == "parameters[0].step"
+
+
+def test_a_large_grid_is_strided_without_enumerating() -> None:
+    params = [{"name": n, "type": "int", "min": 0, "max": 57} for n in ("a", "b", "c")]
+    points = plan(_spec(params, 100, 0, method="grid"))  # 195,112 points, 100 taken
+    assert len(set(_keys(points))) == 100 and points[0] == {"a": 0, "b": 0, "c": 0}
+
+
+@pytest.mark.parametrize(
+    ("param", "field"),
+    [
+        ({"name": "n", "type": "int", "min": 0, "max": float("inf")}, "max"),
+        ({"name": "n", "type": "int", "min": float("-inf"), "max": 3}, "min"),
+        ({"name": "t", "type": "float", "min": float("nan"), "max": 3}, "min"),
+        ({"name": "t", "type": "float", "min": 0, "max": 1, "step": float("nan")}, "step"),
+        ({"name": "n", "type": "int", "min": 0, "max": 1e300}, "max"),
+        ({"name": "t", "type": "float", "min": -1.7e308, "max": 1.7e308}, "min"),
+    ],
+)
+def test_non_finite_and_absurd_bounds_are_refused_naming_the_field(
+    param: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        _spec([param], 3)
+    locs = [e["loc"] for e in info.value.errors()]
+    assert ("parameters", 0, field) in locs, locs

@@ -218,21 +218,45 @@ def test_expensive_models_snapshot_with_the_yielding_pickler() -> None:
 
     from river import compose, forest, linear_model
 
-    from streamml.modelserver.service import load_snapshot, snapshot_blob
+    from streamml.modelserver.snapshots import load_snapshot, snapshot_blob
 
     model = forest.ARFRegressor(n_models=3, seed=1)
     state = ModelState("f", "regression", model, max_features=5, heavy=True)
     for i in range(60):
         state.learn({"a": float(i), "b": float(i % 3)}, float(i))
     blob = snapshot_blob(state)
-    assert blob[:1] == b"P"
+    assert blob[:1] == b"Z" and blob[5:6] == b"P"  # checksummed; plain pickle format inside
     loaded = load_snapshot("f", "regression", blob)
     assert loaded.predict({"a": 3.0, "b": 0.0}) == state.predict({"a": 3.0, "b": 0.0})
     assert loaded.known_features == {"a", "b"} and loaded.max_features == 5 and loaded.heavy
     bayes = ModelState("b", "regression", linear_model.BayesianLinearRegression(), heavy=True)
     bayes.learn({"a": 1.0}, 1.0)  # numpy state: protocol 5 buffers trip the pure pickler
-    assert pickle.loads(snapshot_blob(bayes)[1:])["model"].predict_one({"a": 1.0}) is not None
+    assert pickle.loads(snapshot_blob(bayes)[6:])["model"].predict_one({"a": 1.0}) is not None
     # an uploaded pickle with a lambda: dill's extensions of the pickler take it; it loads back
     lam = compose.FuncTransformer(lambda x: {"d": 2 * x["x"]}) | linear_model.LinearRegression()
     back = load_snapshot("l", "regression", snapshot_blob(ModelState("l", "regression", lam)))
     assert back.model.transform_one({"x": 2.0}) == {"d": 4.0}
+
+
+def test_snapshots_without_the_cost_fields_still_load() -> None:
+    """A blob written before the cost model (no max_features/known_features/heavy) loads:
+    unbounded and treated as expensive."""
+    import pickle
+
+    from river import linear_model
+
+    from streamml.modelserver.snapshots import load_snapshot
+
+    state = ModelState("o", "regression", linear_model.LinearRegression())
+    state.learn({"a": 1.0}, 1.0)
+    payload = {
+        "model": state.model,
+        "metrics": state.metrics,
+        "learn_stats": state.learn_stats,
+        "predict_stats": state.predict_stats,
+        "seen": state.seen,
+    }
+    old = b"P" + pickle.dumps(payload)  # the format before checksums and the cost fields
+    loaded = load_snapshot("o", "regression", old)
+    assert loaded.max_features is None and loaded.known_features == set() and loaded.heavy
+    assert loaded.predict({"a": 1.0}) == state.predict({"a": 1.0})

@@ -16,6 +16,7 @@ from streamml.modelserver.learning import (
     ModelState,
     Prediction,
     SampleError,
+    Taken,
     default_metrics,
     human_duration,
 )
@@ -248,3 +249,45 @@ def test_learn_many_without_metrics_learns_only_and_replays_the_same(
         replayed.replay(LearnRecord.decode(orjson.loads(orjson.dumps(item))))
     assert replayed.metric_values() == scored
     assert replayed.predict(X[1]) == state.predict(X[1])
+
+
+def test_regressors_predict_plain_floats_so_their_labels_are_accepted() -> None:
+    # PARegressor returns numpy.float64: its stored prediction was refused at label time
+    model = linear_model.PARegressor(C=0.01, mode=2, eps=0.1, learn_intercept=False)
+    state = ModelState("pa", "regression", model, default_metrics("regression"))
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=100)
+    for x, y in zip(X, Y, strict=True):
+        registry.learn(state, x, y)
+    value, identifier = registry.predict(state, X[0], None)
+    assert type(value) is float
+    encoded, _, _ = state.learn_many([(X[1], Y[1], None)], registry.pending)
+    assert type(encoded[0][2]) is float
+    assert registry.label(state, identifier, 130.0) is not None
+
+
+def test_a_models_own_non_finite_prediction_is_not_blamed_on_the_client() -> None:
+    state = ModelState("lin", "regression", linear_model.LinearRegression(), [])
+    state.metrics = default_metrics("regression")
+    state.model.learn_one({"x": 1e308}, 1.0)  # past the wire's bounds: weights are inf/NaN now
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=100)
+    _, identifier = registry.predict(state, {"x": 1.0}, None)
+    record = registry.label(state, identifier, 1.0)
+    assert record is not None and record.prediction is not None
+    assert record.prediction.value is None  # not scored, not an error
+    with pytest.raises(SampleError, match="prediction must be a finite number"):
+        registry.learn(state, {"x": 1.0}, 1.0, prediction=float("nan"))  # the client's own
+
+
+def test_a_refused_label_or_learn_leaves_the_waiting_prediction() -> None:
+    state = regression()
+    registry = Registry(pending_ttl=60, pending_max=10, idempotency_window=100)
+    _, first = registry.predict(state, X[0], None)
+    with pytest.raises(SampleError):
+        registry.label(state, first, "abc")
+    with pytest.raises(SampleError):
+        registry.learn(state, X[0], "abc", first)
+    encoded, _, rejected = state.learn_many([(X[0], "abc", first)], registry.pending)
+    assert not encoded and rejected
+    taken: Taken = []
+    assert registry.label(state, first, 120.0, taken) is not None
+    assert len(taken) == 1

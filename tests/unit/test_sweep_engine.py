@@ -355,6 +355,26 @@ async def test_space_edited_after_start_is_a_spec_error(tmp_path: Path) -> None:
         await _engine(tmp_path, _spec(sampling={"seed": 12}), sched, store).load()
 
 
+async def test_a_spec_handed_over_every_tick_is_planned_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator passes the spec on every tick; planning a 10,000-trial space each time
+    would keep it busy. Only an edit of the space plans again (and is refused)."""
+    from streamml.clients import sweep as sweep_module
+
+    engine = _engine(tmp_path, _spec(), FakeScheduler(tmp_path), FileStore(tmp_path / "s.json"))
+    await engine.tick()
+    calls: list[int] = []
+    real = sweep_module.plan
+    monkeypatch.setattr(sweep_module, "plan", lambda spec: calls.append(1) or real(spec))
+    for parallelism in (1, 2, 3, 1, 2):
+        engine.update_spec(_spec(parallelism=parallelism))
+    assert calls == []
+    with pytest.raises(SpecError):
+        engine.update_spec(_spec(trials=9))
+    assert calls == [1]
+
+
 async def test_spooled_results_wait_for_delivery(tmp_path: Path) -> None:
     sched = FakeScheduler(tmp_path)
     finish = sched._finish

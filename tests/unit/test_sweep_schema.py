@@ -10,6 +10,7 @@ import pytest
 
 from streamml.clients import lammps
 from streamml.clients import sweep_runtime as rt
+from streamml.clients.sweep_inputs import Roots
 from streamml.errors import SpecError
 from streamml.operator import crdgen
 from streamml.operator.sweep_driver import validate
@@ -60,6 +61,7 @@ def test_crd_is_structural_with_the_printer_columns() -> None:
         "slurm",
         "slurm-rest",
         "kubernetes",
+        "flux",
     ]
     assert spec["trials"]["minimum"] == 1 and spec["testTrials"]["minimum"] == 0
 
@@ -85,8 +87,25 @@ def test_sample_is_valid() -> None:
         ({"lammps": {"input": "x", "inputFile": "/y"}}, "lammps"),
         ({"lammps": {"target": "bogus"}}, "lammps.target"),
         ({"lammps": {"vars": {"nx": "3"}}}, "(root)"),
+        # non-finite and absurd bounds (a YAML .inf / .nan reaches the CLI as a float)
+        ({"parameters": [{"name": "nx", "type": "int", "min": 1, "max": float("inf")}]},
+         "parameters[0].max"),
+        ({"parameters": [{"name": "t", "type": "float", "min": float("nan"), "max": 1}]},
+         "parameters[0].min"),
+        ({"parameters": [{"name": "t", "type": "float", "min": 0, "max": 1e300}]},
+         "parameters[0].max"),
+        ({"parameters": [{"name": "t", "type": "float", "min": -1e16, "max": 0}]},
+         "parameters[0].min"),
+        ({"parameters": [{"name": "t", "type": "float", "min": 0, "max": 1,
+                          "step": float("inf")}]}, "parameters[0].step"),
+        ({"lammps": {"configMapRef": {"name": "c", "key": "in.x", "files": ["in.x"]}}},
+         "lammps.configMapRef"),
+        ({"lammps": {"configMapRef": {"name": "c", "key": "in.x", "files": ["../x"]}}},
+         "lammps.configMapRef"),
+        ({"lammps": {"command": "/usr/bin/lmp -in x"}}, "lammps.command"),
+        ({"lammps": {"command": "/usr/../bin/lmp"}}, "lammps.command"),
     ],
-)
+)  # fmt: skip
 def test_validate_names_the_field(raw: dict[str, Any], field: str) -> None:
     doc: dict[str, Any] = {
         "streamModelRef": {"name": "m"},
@@ -136,15 +155,93 @@ def test_credentials_are_private_files(tmp_path: Path) -> None:
     assert rt.credential_env(tmp_path / "none", rt.ServerAccess("http://x")) == {}
 
 
+def test_absolute_command_paths_are_accepted() -> None:
+    for command in ("/usr/bin/lmp", "/opt/lammps-2023/bin/lmp_mpi", "lmp", "bin/lmp_serial"):
+        assert _spec(lammps={"command": command}).lammps.command == command
+
+
 def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
-    path = rt.materialise_input(_spec(lammps={"input": "units lj\n"}), tmp_path, None)
-    assert path is not None and path.read_text() == "units lj\n"
-    from_cm = rt.materialise_input(_spec(), tmp_path, "from a ConfigMap\n")
-    assert from_cm is not None and from_cm.read_text() == "from a ConfigMap\n"
-    assert rt.materialise_input(_spec(), tmp_path, None) is None  # packaged in.lj
+    from streamml.clients import sweep_inputs as inputs
+
+    roots = inputs.Roots(allowed=(tmp_path,), base=tmp_path)
+    prepared = inputs.prepare(_spec(lammps={"input": "units lj\n"}).lammps, tmp_path, roots)
+    assert prepared is not None and prepared.script == inputs.INLINE_NAME
+    assert (prepared.directory / prepared.script).read_text() == "units lj\n"
+    ref = {"name": "cm", "key": "in.x", "files": ["data.x"]}
+    from_cm = inputs.prepare(
+        _spec(lammps={"configMapRef": ref}).lammps,
+        tmp_path,
+        roots,
+        config_map={"in.x": b"read_data data.x\n", "data.x": b"atoms\n", "other": b"no"},
+    )
+    assert from_cm is not None and from_cm.script == "in.x"
+    assert sorted(p.name for p in from_cm.directory.iterdir()) == ["data.x", "in.x"]
+    assert inputs.prepare(_spec().lammps, tmp_path, roots) is None  # packaged in.lj
     with pytest.raises(SpecError) as info:
-        rt.materialise_input(_spec(lammps={"inputFile": str(tmp_path / "nope")}), tmp_path, None)
+        inputs.prepare(_spec(lammps={"inputFile": "nope"}).lammps, tmp_path, roots)
     assert info.value.field == "lammps.inputFile"
+    with pytest.raises(SpecError) as info:
+        inputs.prepare(
+            _spec(lammps={"configMapRef": ref}).lammps, tmp_path, roots, config_map={"in.x": b""}
+        )
+    assert info.value.field == "lammps.configMapRef" and "data.x" in str(info.value)
+
+
+def test_input_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
+    """A path outside every root, or a link leading out, is refused naming the field."""
+    from streamml.clients import sweep_inputs as inputs
+
+    root, outside = tmp_path / "root", tmp_path / "secrets"
+    (root / "inputs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "token").write_text("s3cret\n")
+    (root / "inputs" / "in.x").write_text("read_data data.x\n")
+    (root / "inputs" / "data.x").write_text("data\n")
+    roots = inputs.Roots(allowed=(root,), base=root)
+    work = tmp_path / "work"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"inputFile": str(outside / "token")}, "lammps.inputFile"),
+        ({"inputFile": "../secrets/token"}, "lammps.inputFile"),
+        ({"inputDir": str(outside), "inputFile": "token"}, "lammps.inputDir"),
+        ({"input": "x", "files": [str(outside / "token")]}, "lammps.files[0]"),
+    ]
+    for lammps_spec, where in cases:
+        with pytest.raises(SpecError) as info:
+            inputs.prepare(_spec(lammps=lammps_spec).lammps, work, roots)
+        assert info.value.field == where, lammps_spec
+        assert "s3cret" not in str(info.value)
+    (root / "inputs" / "leak").symlink_to(outside / "token")
+    with pytest.raises(SpecError) as info:
+        inputs.prepare(
+            _spec(lammps={"inputDir": "inputs", "inputFile": "in.x"}).lammps, work, roots
+        )
+    assert info.value.field == "lammps.inputDir"
+    (root / "inputs" / "leak").unlink()
+    prepared = inputs.prepare(
+        _spec(lammps={"inputDir": "inputs", "inputFile": "in.x"}).lammps, work, roots
+    )
+    assert prepared is not None and prepared.script == "in.x"
+    assert sorted(p.name for p in prepared.directory.iterdir()) == ["data.x", "in.x"]
+    # the operator's default: no roots at all, so no path is allowed
+    with pytest.raises(SpecError, match="outside the allowed input roots"):
+        inputs.prepare(
+            _spec(lammps={"inputFile": str(root / "inputs" / "in.x")}).lammps,
+            work,
+            inputs.Roots(),
+        )
+
+
+def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamml.clients import sweep_inputs as inputs
+
+    (tmp_path / "big").mkdir()
+    for i in range(4):
+        (tmp_path / "big" / f"f{i}").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(inputs, "MAX_INPUT_BYTES", 3500)
+    roots = inputs.Roots(allowed=(tmp_path,), base=tmp_path)
+    with pytest.raises(SpecError, match="exceed") as info:
+        inputs.prepare(_spec(lammps={"input": "x", "inputDir": "big"}).lammps, tmp_path, roots)
+    assert info.value.field == "lammps.inputDir"
 
 
 def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) -> None:
@@ -168,11 +265,27 @@ def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) 
     doc = '{"target": 1.5, "delivered": true}'
     assert jobs.read_result(engine.ctx, job.name, doc) == {"target": 1.5, "delivered": True}
     assert jobs.read_result(engine.ctx, job.name, None) is None
+    # an input travels with the Job (its backend makes it a ConfigMap): the command names the
+    # script, the Pod's STREAMML_INPUT_DIR says where the files are
+    with_input = rt.build_engine(
+        "k", _spec(scheduler={"type": "kubernetes", "image": "i"}, lammps={"input": "x"}),
+        FileStore(tmp_path / "t.json"), access=access, workdir=tmp_path, identity="u",
+        scheduler=LocalScheduler(tmp_path / "unused"),
+    )  # fmt: skip
+    job = jobs.build_job(with_input.spec, with_input.ctx, trial=0, attempt=1, point={"nx": 2},
+                         test=False, sweep="k")  # fmt: skip
+    args = list(job.command)
+    assert args[args.index("--input") + 1] == "input.lammps" and "--input-dir" not in args
+    assert job.input_dir is not None and (job.input_dir / "input.lammps").read_text() == "x"
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "data.x").write_bytes(b"1 2 3\n" * 150_000)  # > what a ConfigMap holds
     with pytest.raises(SpecError) as info:
         rt.build_engine(
-            "k", _spec(scheduler={"type": "kubernetes", "image": "i"}, lammps={"input": "x"}),
-            FileStore(tmp_path / "t.json"), access=access, workdir=tmp_path, identity="u",
+            "k", _spec(scheduler={"type": "kubernetes", "image": "i"},
+                       lammps={"input": "x", "inputDir": "big"}),
+            FileStore(tmp_path / "u.json"), access=access, workdir=tmp_path / "w", identity="u",
             scheduler=LocalScheduler(tmp_path / "unused"),
+            roots=Roots(allowed=(tmp_path,), base=tmp_path),
         )  # fmt: skip
     assert info.value.field == "lammps"
 
