@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -33,6 +34,11 @@ class OurServer:
     user: str = "bench"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sync: str = "full"  # SQLite durability: full survives power loss, normal a process crash
+    #: run another version of the code (benchmarks/_codeversion.py) instead of the installed one
+    pythonpath: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    #: wrap the command (e.g. ``prlimit --as=...``) to cap what a runaway server may take
+    wrapper: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -48,8 +54,18 @@ class OurServer:
         token_file = self.root / "token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
+        if self.pythonpath is None:
+            program = [streamml_executable()]
+        else:
+            from streamml.pycommand import python_module
+
+            program = python_module("streamml.cli")
+        env = dict(os.environ)
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = str(self.pythonpath)
         cmd = [
-            streamml_executable(),
+            *self.wrapper,
+            *program,
             "serve",
             "--host=127.0.0.1",
             f"--port={self.port}",
@@ -57,9 +73,10 @@ class OurServer:
             f"--auth-user={self.user}",
             f"--auth-token-file={token_file}",
             f"--sync={self.sync}",
+            *self.extra_args,
         ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=log)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         log.close()
         what = f"streamml serve (log {self.log_path})"
         wait_ready(self.process, url_answers(f"{self.url}/readyz"), timeout, what)
@@ -78,8 +95,8 @@ class OurServer:
         if status != 201:
             raise RuntimeError(f"declarative create of {name}: {status} {reply!r}")
 
-    def stop(self) -> None:
-        stop_process(self.process, grace=30.0)  # SIGTERM flushes and snapshots first
+    def stop(self, grace: float = 30.0) -> None:
+        stop_process(self.process, grace=grace)  # SIGTERM flushes and snapshots first
 
 
 @dataclass

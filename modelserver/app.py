@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from streamml.modelserver.appkeys import AUTH, HUB, READY, SERVICE, SETTINGS, TELEMETRY
+from streamml.modelserver.appkeys import AUTH, HUB, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import EventHub
 from streamml.modelserver.middleware import api_middleware, protocol_logger
 from streamml.modelserver.registry import Registry
@@ -31,11 +31,17 @@ def create_app(settings: ServerSettings) -> web.Application:
         client_max_size=settings.max_body_bytes,
         handler_args={"logger": protocol_logger()},
     )
-    hub = EventHub(settings.sse_queue_size)
+    budget = settings.budget()
+    hub = EventHub(
+        settings.sse_queue_size,
+        client_bytes=settings.sse_client_bytes or budget.sse_client_bytes,
+        total_bytes=settings.sse_total_bytes or budget.sse_total_bytes,
+    )
     registry = Registry(
         pending_ttl=settings.pending_ttl_seconds,
         pending_max=settings.pending_max,
         idempotency_window=settings.idempotency_window,
+        pending_max_bytes=settings.pending_max_bytes or budget.pending_bytes,
     )
     storage = Storage(settings.data_dir, synchronous=settings.sync.upper())
     service = ModelService(
@@ -46,6 +52,7 @@ def create_app(settings: ServerSettings) -> web.Application:
         snapshot_interval=settings.snapshot_interval_seconds,
     )
     app[SETTINGS] = settings
+    app[LIMITS] = settings.cost_limits()
     app[AUTH] = settings.authenticator()
     app[HUB] = hub
     app[SERVICE] = service
@@ -64,14 +71,26 @@ async def _storage_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[READY][0] = True
     housekeeping = asyncio.create_task(_housekeeping(service), name="housekeeping")
     log.info("models loaded: %s", ", ".join(service.registry.models) or "none")
+    limits = app[LIMITS]
+    log.info(
+        "limits: %d bytes of memory given; pending predictions %d bytes, event streams %d "
+        "bytes (%d per client), a model's state %d bytes, %d derived features",
+        app[SETTINGS].budget().memory,
+        service.registry.pending.max_bytes or 0,
+        app[HUB].total_bytes,
+        app[HUB].client_bytes,
+        limits.max_model_bytes,
+        limits.max_derived_features,
+    )
     yield
     app[READY][0] = False
     housekeeping.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await housekeeping
     # graceful shutdown: snapshot everything changed, then flush and close
-    service.snapshot_dirty(force=True)
+    await service.snapshot_dirty(force=True)
     await service.storage.close()
+    service.workers.close()
     log.info("storage flushed and closed")
 
 
@@ -84,6 +103,6 @@ async def _housekeeping(service: ModelService) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             service.registry.pending.expire()
-            service.snapshot_dirty()
+            await service.snapshot_dirty()
         except Exception:  # keep serving; the next round retries
             log.exception("housekeeping failed")

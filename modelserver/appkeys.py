@@ -9,6 +9,7 @@ from streamml.modelserver.events import EventHub
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.settings import ServerSettings
 from streamml.modelserver.telemetry import Telemetry
+from streamml.vocabulary.modelcost import CostLimits
 
 SETTINGS = web.AppKey("settings", ServerSettings)
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")
@@ -16,3 +17,4 @@ SERVICE = web.AppKey("service", ModelService)
 HUB = web.AppKey("hub", EventHub)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 READY = web.AppKey("ready", list[bool])
+LIMITS = web.AppKey("limits", CostLimits)

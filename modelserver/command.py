@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--snapshot-every", type=int, default=s, help="snapshot a model after N learns")
     add("--snapshot-interval-seconds", type=float, default=s, help="snapshot at least this often")
     add("--sse-queue-size", type=int, default=s, help="events buffered per stream client")
+    add("--memory-bytes", type=int, default=s, help="memory given (default: cgroup limit, RAM)")
+    add("--pending-max-bytes", type=int, default=s, help="bytes of predictions awaiting a label")
+    add("--sse-client-bytes", type=int, default=s, help="bytes buffered per stream client")
+    add("--sse-total-bytes", type=int, default=s, help="bytes buffered for all stream clients")
+    _add_limits(parser)
     add("--check", action="store_true", default=s,
         help="verify the data dir (files, WAL, every model and log row) without serving, "
         "then exit: 0 healthy, 1 damage found (listed), 2 unusable")  # fmt: skip
@@ -50,6 +55,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=s,
         help="normal: survive process crashes (default); full: also power loss (fsync)",
     )
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """One option per cost-model limit (``--max-components`` ...), as in the settings."""
+    from streamml.vocabulary.modelcost import CostLimits
+
+    for name, info in CostLimits.model_fields.items():
+        kind = int if info.annotation is int else float
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=f"limit_{name}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"cost model: {info.description} (default {info.default})",
+        )
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The options actually given, as ServerSettings keyword arguments."""
+    from streamml.modelserver.settings import ServerSettings
+
+    options = vars(args)
+    fields = ServerSettings.model_fields
+    given: dict[str, object] = {k: v for k, v in options.items() if k in fields}
+    limits = {k[len("limit_") :]: v for k, v in options.items() if k.startswith("limit_")}
+    if limits:
+        given["limits"] = limits
+    return given
 
 
 async def _tune_gc(app: object) -> None:
@@ -101,9 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from streamml.modelserver.app import create_app
     from streamml.modelserver.settings import ServerSettings
 
-    given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
     try:
-        settings = ServerSettings(**given)
+        settings = ServerSettings(**given_settings(args))  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -113,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
             handler.setFormatter(JsonFormatter())
     if getattr(args, "check", False):
         return check(settings.data_dir)
+    from streamml.modelserver.workers import share_the_gil
+
     app = create_app(settings)  # raises ConfigurationError without credentials or --no-auth
+    share_the_gil()
     app.on_startup.append(_tune_gc)  # runs after the storage lifecycle has loaded the models
     if settings.no_auth:
         log.warning("authentication is OFF (--no-auth): anyone who can reach the port may learn")

@@ -30,6 +30,26 @@ FLAVOR_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: classes whose work per sample the cost model cannot bound tightly (trees grow and try
+#: splits, ensembles multiply that, neighbours and kernels scan their state): never on the loop
+HEAVY_PREFIXES: tuple[str, ...] = ("tree.", "forest.", "neighbors.", "cluster.")
+HEAVY_CLASSES: frozenset[str] = frozenset({"feature_extraction.RBFSampler"})
+
+
+def is_heavy(pipeline: list[Component]) -> bool:
+    """True when any component, nested ones included, is expensive per sample."""
+
+    def heavy(component: Component) -> bool:
+        name = component.class_name
+        if name.startswith(HEAVY_PREFIXES) or name in HEAVY_CLASSES:
+            return True
+        values = component.params.values()
+        nested = [v for value in values for v in (value if isinstance(value, list) else [value])]
+        return any(heavy(v) for v in nested if isinstance(v, Component))
+
+    return any(heavy(step) for step in pipeline)
+
+
 @cache
 def river_class(dotted: str) -> type:
     """``optim.SGD`` -> ``river.optim.SGD`` (allow-listed names only)."""

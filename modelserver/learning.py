@@ -22,7 +22,7 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
-from streamml.modelserver.pending import PendingPrediction, PendingPredictions
+from streamml.modelserver.pending import PendingPrediction, PendingSource
 
 #: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
 #: that they can be put back when its write is not made durable
@@ -213,6 +213,12 @@ class ModelState:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: learns applied since the last snapshot (not pickled: reset on load)
     dirty: int = 0
+    #: the cost model's bound on distinct input feature names (None: unbounded, e.g. a pickle)
+    max_features: int | None = None
+    #: the input feature names learned so far (tracked only under a bound)
+    known_features: set[str] = field(default_factory=set)
+    #: expensive per sample (trees, ensembles, neighbours, kernels): never on the event loop
+    heavy: bool = True
 
     @property
     def classifier(self) -> bool:
@@ -222,8 +228,31 @@ class ModelState:
     def supervised(self) -> bool:
         return self.flavor not in ("cluster",)
 
+    def new_features(self, features: dict[str, Any]) -> set[str] | None:
+        """The names this sample adds to the model's inputs (None: nothing to record);
+        :class:`SampleError` when they would take it past its cost model's bound."""
+        cap = self.max_features
+        if cap is None:
+            return None
+        known = self.known_features
+        if len(features) <= len(known) and features.keys() <= known:
+            return None
+        new = features.keys() - known
+        if len(known) + len(new) > cap:
+            raise SampleError(
+                f"model {self.name!r} accepts at most {cap} distinct feature names (its "
+                f"pipeline's cost within the server's limits); it has {len(known)} and this "
+                f"sample adds {len(new)}"
+            )
+        return new
+
     def predict(self, features: dict[str, Any]) -> Prediction:
         """Predict without learning; model input errors become :class:`SampleError`."""
+        if self.max_features is not None and len(features) > self.max_features:
+            raise SampleError(
+                f"model {self.name!r} accepts at most {self.max_features} features per sample "
+                "(its pipeline's cost within the server's limits)"
+            )
         try:
             if self.classifier:
                 proba = self.model.predict_proba_one(features)
@@ -272,6 +301,7 @@ class ModelState:
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
+        new = self.new_features(features)
         if prediction is not None and self.flavor == "regression":
             value = finite_number(prediction.value)
             if value is None and supplied:
@@ -287,6 +317,8 @@ class ModelState:
                 self.model.learn_one(features, y)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
+        if new:
+            self.known_features |= new
         if prediction is not None:
             self._update_metrics(y, prediction)
         record = LearnRecord(features, y, prediction, time.perf_counter_ns() - start, identifier)
@@ -296,7 +328,7 @@ class ModelState:
     def learn_many(
         self,
         samples: list[tuple[dict[str, Any], Any, str | None]],
-        pending: PendingPredictions,
+        pending: PendingSource,
         *,
         update_metrics: bool = True,
         taken: Taken | None = None,
@@ -317,6 +349,7 @@ class ModelState:
         seen = self.seen
         learn_one = self.model.learn_one
         with_metrics = bool(self.metrics) and update_metrics
+        cap, known = self.max_features, self.known_features
         start = time.perf_counter_ns()
         if self.flavor == "regression":
             # the common case, inlined: numbers in, numbers out
@@ -331,6 +364,12 @@ class ModelState:
                     continue
                 waiting = None if identifier is None else pending.take(self.name, identifier)
                 try:
+                    # the common case inline: every name already known (or no bound)
+                    new = (
+                        None
+                        if cap is None or features.keys() <= known
+                        else self.new_features(features)
+                    )
                     if waiting is not None and update_metrics:
                         value = finite_number(waiting.prediction.value)
                     else:
@@ -341,8 +380,11 @@ class ModelState:
                 except Exception as exc:  # whatever river raises, it is about this sample
                     if waiting is not None:
                         pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
-                    rejected.append((index, f"model {self.name!r} cannot use it: {exc}"))
+                    reason = str(exc) if isinstance(exc, SampleError) else None
+                    rejected.append((index, reason or f"model {self.name!r} cannot use it: {exc}"))
                     continue
+                if new:
+                    self.known_features |= new
                 if waiting is not None and taken is not None:
                     taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
                 if value is not None:
@@ -367,6 +409,7 @@ class ModelState:
                         waiting = pending.take(self.name, identifier)
                         if waiting is not None and update_metrics:
                             prediction = waiting.prediction
+                    new = self.new_features(features)
                     if prediction is None and y is not None and with_metrics:
                         prediction = self.predict(features)
                     try:
@@ -381,6 +424,8 @@ class ModelState:
                         pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
                     rejected.append((index, str(exc)))
                     continue
+                if new:
+                    self.known_features |= new
                 if waiting is not None and taken is not None:
                     taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
                 if prediction is not None:
@@ -405,6 +450,8 @@ class ModelState:
             self.model.learn_one(record.features)
         else:
             self.model.learn_one(record.features, record.ground_truth)
+        if self.max_features is not None:
+            self.known_features.update(record.features)
         if record.prediction is not None:
             self._update_metrics(record.ground_truth, record.prediction)
         self._account(record)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from streamml.errors import (
     AuthError,
+    CapacityError,
     ConflictError,
     NotFoundError,
     StreamMLError,
@@ -132,6 +133,7 @@ ERROR_STATUS: tuple[tuple[type[StreamMLError], int], ...] = (
     (AuthError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (CapacityError, 429),
     (StorageError, 503),
     (ModelQuarantinedError, 503),
 )

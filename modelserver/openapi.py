@@ -64,12 +64,14 @@ ERRORS: dict[str, str] = {
     "409": "the model name is taken",
     "413": "request body over the server's limit (--max-body-bytes)",
     "415": "the body is not application/json",
-    "503": "storage failure: nothing was applied (retry)",
+    "429": "a bounded buffer (predictions awaiting a label, event streams) is full: retry later",
+    "503": "storage failure (nothing was applied) or a quarantined model: retry",
 }
 #: the statuses of each kind of operation, besides its success (public ones have no 401)
-READ = ("400", "401", "404")
-READ_BODY = ("400", "401", "404", "413")  # ?model= or riverapi's JSON body on a GET
-PREDICT = ("400", "401", "404", "413", "415")
+READ = ("400", "401", "404", "503")  # 503: the named model is quarantined
+READ_BODY = ("400", "401", "404", "413", "503")  # ?model= or riverapi's JSON body on a GET
+PREDICT = ("400", "401", "404", "413", "415", "429", "503")  # 429: pending predictions full
+STREAM = ("401", "429")  # 429: the event streams' byte budget is taken
 WRITE = ("400", "401", "404", "413", "415", "503")
 
 
@@ -207,10 +209,10 @@ def _service_ops() -> dict[str, Any]:
         },
         "/api/models/": {"get": _op("list models", "ModelsReply", ("401",))},
         "/api/stream/events/": {
-            "get": _op("learn/predict/label events (SSE)", None, ("401",), ok_content=sse)
+            "get": _op("learn/predict/label events (SSE)", None, STREAM, ok_content=sse)
         },
         "/api/stream/metrics/": {
-            "get": _op("metrics after each learn (SSE)", None, ("401",), ok_content=sse)
+            "get": _op("metrics after each learn (SSE)", None, STREAM, ok_content=sse)
         },
         "/healthz": {"get": _op("liveness", "HealthReply", (), public=True)},
         "/readyz": {

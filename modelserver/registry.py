@@ -64,11 +64,20 @@ class ModelQuarantinedError(StreamMLError):
 class Registry:
     """All models of one server, applied in order on one event loop (no locks needed)."""
 
-    def __init__(self, *, pending_ttl: float, pending_max: int, idempotency_window: int) -> None:
+    def __init__(
+        self,
+        *,
+        pending_ttl: float,
+        pending_max: int,
+        idempotency_window: int,
+        pending_max_bytes: int | None = None,
+    ) -> None:
         self.models: dict[str, ModelState] = {}
         #: stored models that could not be loaded (see :class:`Quarantine`)
         self.quarantined: dict[str, Quarantine] = {}
-        self.pending = PendingPredictions(ttl_seconds=pending_ttl, max_count=pending_max)
+        self.pending = PendingPredictions(
+            ttl_seconds=pending_ttl, max_count=pending_max, max_bytes=pending_max_bytes
+        )
         self.idempotency_window = idempotency_window
         self.new_id = PredictionIds()
 
@@ -105,12 +114,28 @@ class Registry:
     def predict(
         self, state: ModelState, features: dict[str, Any], identifier: str | None
     ) -> tuple[Any, str]:
+        pending = self.pending
+        size = pending.room_for(features)
         prediction = state.predict_timed(features)
         identifier = identifier or self.new_id()
-        self.pending.add(
-            state.name, identifier, PendingPrediction(features, prediction, self.pending.clock())
+        pending.add(
+            state.name, identifier, PendingPrediction(features, prediction, pending.clock(), size)
         )
         return prediction.value, identifier
+
+    def remember(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        prediction: Prediction,
+        identifier: str | None,
+        size: int,
+    ) -> str:
+        """Keep a prediction for its label (``size`` from :meth:`PendingPredictions.room_for`)."""
+        identifier = identifier or self.new_id()
+        item = PendingPrediction(features, prediction, self.pending.clock(), size)
+        self.pending.add(state.name, identifier, item)
+        return identifier
 
     def learn(
         self,
@@ -124,27 +149,67 @@ class Registry:
         """One learn; joins an earlier prediction made under the same identifier, if any.
         The sample is checked before that prediction is taken, and a refused learn puts it
         back: the corrected retry still finds it. What was taken is noted in ``taken``."""
+        join = self.join(state, ground_truth, identifier, prediction)
+        return self.applied(state, features, ground_truth, identifier, join, taken)
+
+    def join(
+        self, state: ModelState, ground_truth: Any, identifier: str | None, prediction: Any
+    ) -> Join:
+        """On the loop: the prediction a learn is scored with (the caller's, else the one
+        waiting for it, taken now), after checking the target."""
         supplied = None if prediction is None else Prediction(prediction)
         waiting = None
         if identifier is not None and identifier not in state.seen:
             state.check_target(ground_truth)
             waiting = self.pending.take(state.name, identifier)
-        own = supplied is None and waiting is not None
-        if own:
-            assert waiting is not None
-            supplied = waiting.prediction
-        try:
-            record = state.learn(features, ground_truth, identifier, supplied, supplied=not own)
-        except SpecError:
-            if waiting is not None:
-                assert identifier is not None
-                self.pending.restore(state.name, identifier, waiting)
-            raise
+        if supplied is None and waiting is not None:
+            return Join(waiting.prediction, waiting, own=True)
+        return Join(supplied, waiting, own=False)
+
+    def apply(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        join: Join,
+    ) -> LearnRecord | None:
+        """The model's part of a learn (it may run on the model's thread)."""
+        record = state.learn(
+            features, ground_truth, identifier, join.prediction, supplied=not join.own
+        )
         if record is not None and record.identifier is not None:
             state.forget_old_identifiers(self.idempotency_window)
-        if waiting is not None and taken is not None:
-            assert identifier is not None
-            taken.append((state.name, identifier, waiting))
+        return record
+
+    def settle(
+        self, state: ModelState, identifier: str | None, join: Join, taken: Taken | None, ok: bool
+    ) -> None:
+        """On the loop, after :meth:`apply`: a refused learn puts its waiting prediction back,
+        a learned one notes it in ``taken`` (put back if the write fails)."""
+        if join.waiting is None or identifier is None:
+            return
+        if not ok:
+            self.pending.restore(state.name, identifier, join.waiting)
+        elif taken is not None:
+            taken.append((state.name, identifier, join.waiting))
+
+    def applied(
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        join: Join,
+        taken: Taken | None,
+    ) -> LearnRecord | None:
+        """:meth:`apply` then :meth:`settle`, here (inline)."""
+        try:
+            record = self.apply(state, features, ground_truth, identifier, join)
+        except SpecError:
+            self.settle(state, identifier, join, taken, ok=False)
+            raise
+        self.settle(state, identifier, join, taken, ok=True)
         return record
 
     def label(
@@ -152,6 +217,14 @@ class Registry:
     ) -> LearnRecord | None:
         """The late ground truth of an earlier prediction: learn it with that prediction.
         A label the model refuses leaves the prediction waiting for the corrected retry."""
+        join = self.take_label(state, identifier, label)
+        if join is None:
+            return None
+        assert join.waiting is not None
+        return self.applied(state, join.waiting.features, label, identifier, join, taken)
+
+    def take_label(self, state: ModelState, identifier: str, label: Any) -> Join | None:
+        """The prediction a label is for, taken (None: already learned); NotFoundError if none."""
         if identifier in state.seen:
             return None
         state.check_target(label)
@@ -161,14 +234,15 @@ class Registry:
                 f"no pending prediction {identifier!r} for model {state.name!r} "
                 "(unknown, already labelled, or expired)"
             )
-        try:
-            record = state.learn(
-                pending.features, label, identifier, pending.prediction, supplied=False
-            )
-        except SpecError:
-            self.pending.restore(state.name, identifier, pending)
-            raise
-        state.forget_old_identifiers(self.idempotency_window)
-        if taken is not None:
-            taken.append((state.name, identifier, pending))
-        return record
+        return Join(pending.prediction, pending, own=True)
+
+
+@dataclass(slots=True)
+class Join:
+    """What a learn is scored with, and the waiting prediction it took (to put back if the
+    learn is refused or its write fails)."""
+
+    prediction: Prediction | None
+    waiting: PendingPrediction | None
+    #: the prediction is the model's own (made earlier), not the client's
+    own: bool

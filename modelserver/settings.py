@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError
 from streamml.modelserver.auth import MIN_SECRET_CHARS, Authenticator, data_dir_secret
+from streamml.modelserver.capacity import Budget, memory_given
+from streamml.vocabulary.modelcost import CostLimits
 
 #: an external URL fit to be quoted in a header: http(s), host[:port], a plain path, no quotes
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
@@ -20,7 +22,9 @@ _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~
 class ServerSettings(BaseSettings):
     """Everything ``streamml serve`` can be told; each field is also ``STREAMML_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMML_", env_nested_delimiter="__", extra="ignore"
+    )
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
@@ -51,6 +55,21 @@ class ServerSettings(BaseSettings):
     snapshot_every: int = Field(10_000, ge=1, description="snapshot after this many learns")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="or after this long")
     sse_queue_size: int = Field(256, ge=1, description="events buffered per stream client")
+    # Byte bounds: None takes a share of the memory the server is given (capacity.Budget).
+    memory_bytes: int | None = Field(
+        None, ge=16 * 2**20, description="memory the server may use (default: cgroup limit, RAM)"
+    )
+    pending_max_bytes: int | None = Field(
+        None, ge=1024, description="bytes of predictions waiting for a label (default: memory/8)"
+    )
+    sse_client_bytes: int | None = Field(
+        None, ge=1024, description="bytes buffered per stream client (default: 4 MiB)"
+    )
+    sse_total_bytes: int | None = Field(
+        None, ge=1024, description="bytes buffered for all stream clients (default: memory/16)"
+    )
+    #: bounds on what a declarative model may cost (max_model_bytes default: memory/8)
+    limits: CostLimits = Field(default_factory=CostLimits)
     # WAL + NORMAL: a commit is written to the log file before the learn is acknowledged, so it
     # survives kill -9 and any crash of this process; FULL also fsyncs, surviving power loss,
     # at ~6 ms per group commit on this machine's disk (measured), which caps throughput.
@@ -58,6 +77,15 @@ class ServerSettings(BaseSettings):
     sync: Literal["full", "normal"] = Field(
         "normal", description="SQLite synchronous: normal survives a process crash, full power loss"
     )
+
+    def budget(self) -> Budget:
+        return Budget(self.memory_bytes if self.memory_bytes is not None else memory_given())
+
+    def cost_limits(self) -> CostLimits:
+        """The cost model's limits; a model's state gets a share of the memory unless given."""
+        if "max_model_bytes" in self.limits.model_fields_set:
+            return self.limits
+        return self.limits.model_copy(update={"max_model_bytes": self.budget().model_bytes})
 
     @field_validator("public_url")
     @classmethod

@@ -11,6 +11,8 @@ Only blobs this server wrote itself are ever loaded here; uploaded user bytes ne
 
 from __future__ import annotations
 
+import io
+import logging
 import pickle
 import zlib
 from typing import Any
@@ -20,24 +22,53 @@ import dill
 from streamml.errors import StreamMLError
 from streamml.modelserver.learning import ModelState
 
+log = logging.getLogger(__name__)
+
 
 class SnapshotError(StreamMLError):
     """A stored snapshot blob cannot be loaded (damaged, or written by an incompatible version)."""
 
 
 def snapshot_blob(state: ModelState) -> bytes:
+    """The blob of ``state``. Blobs written before the cost model lack ``max_features``,
+    ``known_features`` and ``heavy``; they load with ModelState's defaults (unbounded, heavy).
+
+    An expensive model's state can be large, and the C pickler holds the GIL for the whole dump
+    (seconds for a big kernel sampler: measured, a 4.6 s stall of /healthz). Such a model is
+    snapshotted on its own thread with the pure-Python pickler, which hands the GIL over like
+    any Python code: slower, but nothing else waits for it."""
     payload = {
         "model": state.model,
         "metrics": state.metrics,
         "learn_stats": state.learn_stats,
         "predict_stats": state.predict_stats,
         "seen": state.seen,
+        "max_features": state.max_features,
+        "known_features": state.known_features,
+        "heavy": state.heavy,
     }
-    try:
-        inner = b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        inner = b"D" + bytes(dill.dumps(payload))
+    inner = b""
+    if state.heavy:
+        try:
+            inner = b"P" + yielding_dumps(payload)
+        except Exception:  # what the pure-Python pickler cannot do, the C one decides below
+            log.debug("model %s: pure-Python pickling failed", state.name, exc_info=True)
+    if not inner:
+        try:
+            inner = b"P" + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            inner = b"D" + bytes(dill.dumps(payload))
     return b"Z" + zlib.crc32(inner).to_bytes(4, "big") + inner
+
+
+def yielding_dumps(obj: Any) -> bytes:
+    """``pickle.dumps`` by the pure-Python pickler (same format; it hands the GIL over).
+
+    Protocol 4: the pure-Python pickler's protocol-5 buffer path trips over its own memo on
+    numpy arrays (an AssertionError in CPython 3.11)."""
+    buffer = io.BytesIO()
+    pickle._Pickler(buffer, protocol=4).dump(obj)
+    return buffer.getvalue()
 
 
 def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:

@@ -13,22 +13,22 @@ KEEPALIVE_SECONDS = 15.0
 
 async def _stream(request: web.Request, topic: str) -> web.StreamResponse:
     hub = request.app[HUB]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    subscriber = hub.subscribe(topic, request.transport)
+    subscriber = hub.subscribe(topic, request.transport)  # 429 before any byte is sent
     try:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
         while True:
             try:
-                frame = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_SECONDS)
+                frame = await asyncio.wait_for(subscriber.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 frame = b": keep-alive\n\n"
             if frame is None:
                 break
             await response.write(frame)
     except ConnectionResetError:
-        pass  # a departed or dropped (too slow) client: end quietly, learning goes on
+        pass  # a departed or dropped (stuck) client: end quietly, learning goes on
     finally:
         hub.unsubscribe(subscriber)
     return response

@@ -47,6 +47,21 @@ class ModelCollector:
             "group commits to storage",
             value=self.service.storage.commits,
         )
+        yield GaugeMetricFamily(
+            "streamml_pending_prediction_bytes",
+            "estimated bytes of predictions waiting for a label",
+            value=self.service.registry.pending.bytes,
+        )
+        yield CounterMetricFamily(
+            "streamml_stream_events_skipped",
+            "events coalesced into a count for stream clients whose buffer was full",
+            value=self.service.hub.skipped_total,
+        )
+        yield GaugeMetricFamily(
+            "streamml_busy_models",
+            "models with work running or waiting on their own thread",
+            value=len(self.service.workers.busy_models()),
+        )
         yield CounterMetricFamily(
             "streamml_stream_clients_dropped",
             "slow event-stream clients dropped",

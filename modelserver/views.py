@@ -6,6 +6,8 @@ service. Errors are raised as project exceptions and turned into JSON by the mid
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import pickle
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,11 +19,13 @@ from pydantic import BaseModel, ValidationError
 from streamml import __version__
 from streamml.errors import AuthError, SpecError
 from streamml.modelserver import components
-from streamml.modelserver.appkeys import AUTH, READY, SERVICE, SETTINGS, TELEMETRY
+from streamml.modelserver.appkeys import AUTH, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
 from streamml.modelserver.events import jsonable
 from streamml.modelserver.middleware import ForbiddenError
 from streamml.modelserver.names import generate_name
 from streamml.modelserver.registry import ModelQuarantinedError, Quarantine
+from streamml.modelserver.snapshots import yielding_dumps
+from streamml.vocabulary.modelcost import model_cost
 from streamml.vocabulary.modelspec import FLAVORS
 from streamml.vocabulary.wire import (
     BatchLearnEnvelope,
@@ -37,6 +41,8 @@ from streamml.vocabulary.wire import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+#: batches with more samples than this are checked off the event loop
+INLINE_SAMPLES = 100
 _NAME_CHECK = ModelQuery  # validates a model name with the shared pattern
 
 
@@ -231,13 +237,18 @@ async def upload_model(request: web.Request) -> web.Response:
             raise SpecError(
                 f"flavor {definition.flavor!r} in the body contradicts {flavor!r} in the URL"
             )
+        cost = model_cost(definition.pipeline, request.app[LIMITS])  # before building anything
         model = components.build_pipeline(definition.pipeline, flavor)
         spec = definition.model_dump(mode="json", by_alias=True)
         origin = "spec"
+        max_features: int | None = cost.max_features
+        heavy = components.is_heavy(definition.pipeline)
     else:
         model = await _unpickle(request, flavor)
-        spec, origin = None, "pickle"
-    await service.create(name, flavor, model, origin=origin, spec=spec)
+        spec, origin, max_features, heavy = None, "pickle", None, True
+    await service.create(
+        name, flavor, model, origin=origin, spec=spec, max_features=max_features, heavy=heavy
+    )
     return reply({"name": name}, status=201)
 
 
@@ -276,14 +287,24 @@ async def get_model_json(request: web.Request) -> web.Response:
     return reply(components.model_json(state.model))
 
 
-async def download_model(request: web.Request) -> web.Response:
-    state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+def _pickled(model: Any, heavy: bool) -> bytes:
     try:
-        body = pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)
+        if heavy:  # on the model's thread: the pure-Python pickler hands the GIL over
+            with contextlib.suppress(Exception):
+                return yielding_dumps(model)
+        return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
         import dill  # an uploaded model plain pickle cannot handle (a lambda, say)
 
-        body = bytes(dill.dumps(state.model))
+        return bytes(dill.dumps(model))
+
+
+async def download_model(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    state = service.require(checked_name(request.match_info["name"]))
+    body = await service.workers.call(
+        state.name, not state.heavy, _pickled, state.model, state.heavy
+    )
     return web.Response(
         body=body,
         content_type="application/octet-stream",
@@ -361,7 +382,12 @@ async def learn_batch(request: web.Request) -> web.Response:
         raise SpecError(f"malformed JSON body: {exc}") from None
     body = BatchLearnEnvelope.model_validate(data)
     try:
-        samples = learn_samples(body.samples)
+        # checking thousands of samples is pure-Python work: a large batch is checked on a
+        # thread (the GIL is handed over), so the event loop keeps serving meanwhile
+        if len(body.samples) > INLINE_SAMPLES:
+            samples = await asyncio.to_thread(learn_samples, body.samples)
+        else:
+            samples = learn_samples(body.samples)
     except ValueError as exc:
         raise SpecError(str(exc), field="samples") from None
     results = await request.app[SERVICE].learn_batch(
@@ -383,17 +409,19 @@ async def predict(request: web.Request) -> web.Response:
     else:
         body = PredictRequest.model_validate_json(raw)
         model, features, given = body.model, body.features, body.identifier
-    value, identifier = service.predict(model, features, given)
+    state = service.registry.models.get(model)
+    if state is not None and not state.heavy and service.workers.idle(model):
+        value, identifier = service.predict_now(state, features, given)  # the hot path
+    else:
+        value, identifier = await service.predict(model, features, given)
     return reply({"model": model, "prediction": value, "identifier": identifier})
 
 
 async def predict_batch(request: web.Request) -> web.Response:
     body = await parse(request, BatchPredictRequest)
-    service = request.app[SERVICE]
-    predictions = []
-    for sample in body.samples:
-        value, identifier = service.predict(body.model, sample.features, sample.identifier)
-        predictions.append({"prediction": value, "identifier": identifier})
+    samples = [(sample.features, sample.identifier) for sample in body.samples]
+    answers = await request.app[SERVICE].predict_many(body.model, samples)
+    predictions = [{"prediction": value, "identifier": identifier} for value, identifier in answers]
     return reply({"model": body.model, "predictions": predictions})
 
 

@@ -8,6 +8,7 @@
     │   └── UnknownComponentError a river class or scheduler that is not on the allow-list
     ├── NotFoundError             a named thing (model, trial, job) does not exist
     ├── ConflictError             a named thing already exists (never silently overwritten)
+    ├── CapacityError             a bounded buffer is full: retry later (HTTP 429)
     ├── AuthError                 missing or wrong credentials; forbidden action
     ├── DeliveryError             a result could not be delivered to the model server (yet)
     ├── SchedulerError            a scheduler backend refused or failed an operation
@@ -47,6 +48,10 @@ class NotFoundError(StreamMLError):
 
 class ConflictError(StreamMLError):
     """A named thing already exists."""
+
+
+class CapacityError(StreamMLError):
+    """A bounded buffer (pending predictions, event streams) is full; nothing was changed."""
 
 
 class AuthError(StreamMLError):

@@ -188,7 +188,7 @@ def test_operations_endpoints(server: ServerProcess) -> None:
 
 async def test_event_streams_and_slow_client(tmp_path: Path) -> None:
     with running_server(
-        tmp_path / "d", "--sse-queue-size", "4", "--max-body-bytes", str(64 * 2**20)
+        tmp_path / "d", "--sse-queue-size", "64", "--max-body-bytes", str(64 * 2**20)
     ) as server:
         r = call(server, "POST", "/api/model/regression/lin/", json={"pipeline": PIPELINE})
         assert r.status_code == 201
@@ -208,17 +208,25 @@ async def test_event_streams_and_slow_client(tmp_path: Path) -> None:
             await asyncio.sleep(0.5)
             features = {f"f{i}": float(i) for i in range(1000)}
             samples = [{"features": features, "ground_truth": 1.0} for _ in range(200)]
-            for _ in range(5):
+            # Each batch is larger than a client's buffer (a gap, not a disconnect); the slow
+            # client is dropped once its connection is backed up and it has read nothing since
+            # its previous gap.
+            batches = 0
+            while (
+                batches < 30
+                and "dropped_total 1.0" not in requests.get(server.url + "/metrics").text
+            ):
                 async with session.post(
                     server.url + "/api/learn/batch/", json={"model": "lin", "samples": samples}
                 ) as resp:
                     assert resp.status == 200, await resp.text()
+                batches += 1
             line = await asyncio.wait_for(fast.content.readline(), 10)
             while not line.startswith(b"data: "):
                 line = await asyncio.wait_for(fast.content.readline(), 10)
             assert json.loads(line[6:])["model"] == "lin"
             fast.close()
-        assert learned(server) == 1000  # learning never waited for the slow client
+        assert learned(server) == 200 * batches  # learning never waited for the slow client
         prom = requests.get(server.url + "/metrics").text
         assert "streamml_stream_clients_dropped_total 1.0" in prom
         slow.close()

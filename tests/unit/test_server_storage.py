@@ -36,7 +36,9 @@ def sample(i: int) -> tuple[dict[str, float], float]:
 async def test_group_commit_batches_concurrent_learns(tmp_path: Path) -> None:
     service = make_service(tmp_path)
     await service.storage.open()
-    await service.create("lin", "regression", model(), origin="spec", spec=None)
+    # a cheap model (as a spec'd linear model is): its single learns apply inline, and their
+    # writes queue up for one commit (an expensive model's wait their turn on its thread)
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=False)
     commits_before = service.storage.commits
     await asyncio.gather(
         *(service.learn(*sample(i), model="lin", identifier=f"i{i}") for i in range(200))
@@ -54,7 +56,7 @@ async def test_recovery_from_snapshot_plus_log(tmp_path: Path) -> None:
     for i in range(100):
         await service.learn(*sample(i), model="lin", identifier=f"i{i}")
         if i == 45:
-            assert service.snapshot_dirty() == 1  # a snapshot in the middle of the stream
+            assert await service.snapshot_dirty() == 1  # a snapshot in the middle of the stream
     await service.learn_batch([(*sample(i), None) for i in range(100, 150)], model="lin")
     await service.delete("gone")
     expected_metrics = service.registry.models["lin"].metric_values()
