@@ -253,15 +253,13 @@ class ModelService:
                         state, features, ground_truth, identifier, prediction, taken
                     )
                 except SpecError as exc:
-                    results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
-                    errors.append(str(exc))
+                    self._refused(results, errors, state, exc)
                     continue
                 self._learned(results, learned, state, record)
         except Exception:
             self._abort([state.name for state in targets])
             raise
-        if errors and len(errors) == len(targets):
-            raise SpecError(errors[0] if len(errors) == 1 else "; ".join(errors))
+        self._unless_all_refused(errors, targets)
         return results, self._log_ops(learned), learned, taken
 
     async def _learn_each(
@@ -295,14 +293,25 @@ class ModelService:
                     raise
                 registry.settle(state, identifier, join, taken, ok=True)
             except SpecError as exc:
-                results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
-                errors.append(str(exc))
+                self._refused(results, errors, state, exc)
                 continue
             self._learned(results, learned, state, record)
         self._refuse_stale([state for state, _ in learned], taken)
+        self._unless_all_refused(errors, targets)
+        return results, self._log_ops(learned), learned, taken
+
+    @staticmethod
+    def _refused(
+        results: dict[str, dict[str, Any]], errors: list[str], state: ModelState, exc: SpecError
+    ) -> None:
+        results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
+        errors.append(str(exc))
+
+    @staticmethod
+    def _unless_all_refused(errors: list[str], targets: list[ModelState]) -> None:
+        """A request every target refused is a 400 (nothing was applied); a partial one is not."""
         if errors and len(errors) == len(targets):
             raise SpecError(errors[0] if len(errors) == 1 else "; ".join(errors))
-        return results, self._log_ops(learned), learned, taken
 
     @staticmethod
     def _learned(
