@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
-    from streamml.clients import samples as sample_files
+    from streamml.clients import demo_manifests as sample_files
     from streamml.clients.evaluation import (
         evaluate,
         format_evaluation,

@@ -305,8 +305,9 @@ def _prepare_run(
     script: Path | None, input_dir: Path | None, run_dir: Path | None
 ) -> tuple[Path | None, Path]:
     """(cwd of LAMMPS, its input file): a fresh copy of ``input_dir`` when one is given."""
-    from streamml.clients import lammps, sweep_inputs
+    from streamml.clients import lammps
     from streamml.errors import SpecError
+    from streamml.sweep import snapshot as sweep_inputs
 
     if input_dir is None:
         input_file = script or lammps.default_input()
@@ -338,7 +339,7 @@ def _launchers(
     args: argparse.Namespace, input_file: Path, document: dict[str, Any]
 ) -> tuple[list[str], str]:
     """(the container prefix, whose image digest goes in ``document``; the flux command)."""
-    from streamml.clients import container
+    from streamml.sweep import container
 
     prefix: list[str] = []
     if args.container_image is not None:
@@ -348,8 +349,8 @@ def _launchers(
         prefix, document["image_digest"] = container.prepare(image, os.environ, [input_file])
     flux = "flux"
     if args.flux_run is not None:
-        from streamml.clients.schedulers.flux import resolve_flux
         from streamml.errors import SchedulerError
+        from streamml.sweep.schedulers.flux import resolve_flux
 
         try:
             flux = resolve_flux()

@@ -19,8 +19,8 @@ import pydantic
 from streamml.errors import AuthError, ConflictError, DeliveryError, SpecError, StreamMLError
 from streamml.operator import builders
 from streamml.operator import status as st
-from streamml.operator.apply import Kube, KubeError, decode_secret
 from streamml.operator.builders import Owner
+from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.modelspec import ModelSpec

@@ -13,8 +13,8 @@ import kopf
 
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
-from streamml.operator.apply import KubeError
 from streamml.operator.builders import Owner
+from streamml.operator.kube import KubeError
 from streamml.operator.reconcile import ObjectState, OperatorContext
 from streamml.operator.status import status_patch
 from streamml.vocabulary.streammodel import STREAMMODEL

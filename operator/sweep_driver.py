@@ -1,4 +1,4 @@
-"""The operator's side of a LammpsSweep: the engine of :mod:`streamml.clients.sweep`, fed from
+"""The operator's side of a LammpsSweep: the engine of :mod:`streamml.sweep.engine`, fed from
 the API server.
 
 One :func:`drive` coroutine per sweep (a kopf daemon) loops: read the sweep, validate its spec,
@@ -23,13 +23,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streamml.clients import sweep_inputs as inputs
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients import sweep_runtime as rt
-from streamml.clients.sweep import SweepEngine
 from streamml.errors import SpecError, StreamMLError
-from streamml.operator.apply import Kube, KubeError, decode_secret
+from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.settings import OperatorSettings
+from streamml.sweep import jobs
+from streamml.sweep import snapshot as inputs
+from streamml.sweep import wiring as rt
+from streamml.sweep.engine import SweepEngine
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
 

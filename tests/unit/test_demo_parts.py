@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamml.clients import demo, proctree, samples
+from streamml.clients import demo, proctree
+from streamml.clients import demo_manifests as samples
 from streamml.clients.evaluation import Ceiling, Evaluation, Scores
 from streamml.errors import ConfigurationError, SpecError
 

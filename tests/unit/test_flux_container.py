@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streamml.clients import container, lammps, sweep_images
-from streamml.clients.schedulers import JobRequest, JobState
-from streamml.clients.schedulers.flux import map_job, submit_argv
+from streamml.clients import lammps
+from streamml.sweep import container
+from streamml.sweep import images as sweep_images
+from streamml.sweep.schedulers import JobRequest, JobState
+from streamml.sweep.schedulers.flux import map_job, submit_argv
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
     LammpsSweepSpec,
@@ -168,7 +170,7 @@ def test_container_and_flux_fields_are_validated() -> None:
 
 
 def test_f58_ids_decode_to_flux_integers() -> None:
-    from streamml.clients.schedulers.flux import job_int
+    from streamml.sweep.schedulers.flux import job_int
 
     assert job_int("f1") == 0 and job_int("f2") == 1 and job_int("fz") == 57
     assert job_int("f21") == 58 and job_int("1234") == 1234

@@ -10,7 +10,7 @@ import pytest
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
 from streamml.operator import status as st
-from streamml.operator.apply import KubeError, _error
+from streamml.operator.kube import KubeError, _error
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.modelspec import ModelSpec
 

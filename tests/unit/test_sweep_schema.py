@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from streamml.clients import lammps
-from streamml.clients import sweep_runtime as rt
-from streamml.clients.sweep_inputs import Roots
 from streamml.errors import SpecError
-from streamml.operator import crdgen
 from streamml.operator.sweep_driver import validate
+from streamml.sweep import wiring as rt
+from streamml.sweep.snapshot import Roots
+from streamml.vocabulary import crdgen
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, Target
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "lammpssweep.yaml"
@@ -68,8 +68,8 @@ def test_crd_is_structural_with_the_printer_columns() -> None:
 
 
 def test_sample_is_valid() -> None:
-    from streamml.clients.sampling import plan
-    from streamml.clients.sweep_command import load_sweep_file
+    from streamml.sweep.command import load_sweep_file
+    from streamml.sweep.sampling import plan
 
     name, spec = load_sweep_file(SAMPLE)
     assert name == "lj-size"
@@ -166,7 +166,7 @@ def test_absolute_command_paths_are_accepted() -> None:
 
 
 def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     roots = inputs.Roots(allowed=(tmp_path,), base=tmp_path)
     prepared = inputs.prepare(_spec(lammps={"input": "units lj\n"}).lammps, tmp_path, roots)
@@ -194,7 +194,7 @@ def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
 
 def test_input_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
     """A path outside every root, or a link leading out, is refused naming the field."""
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     root, outside = tmp_path / "root", tmp_path / "secrets"
     (root / "inputs").mkdir(parents=True)
@@ -237,7 +237,7 @@ def test_input_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
 
 
 def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     (tmp_path / "big").mkdir()
     for i in range(4):
@@ -250,9 +250,9 @@ def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) -> None:
-    from streamml.clients import sweep_jobs as jobs
-    from streamml.clients.schedulers.local import LocalScheduler
-    from streamml.clients.sweep import FileStore
+    from streamml.sweep import jobs
+    from streamml.sweep.engine import FileStore
+    from streamml.sweep.schedulers.local import LocalScheduler
 
     spec = _spec(scheduler={"type": "kubernetes", "image": "img"})
     access = rt.ServerAccess("http://sm.ns.svc", "u", "tok")

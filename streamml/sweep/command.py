@@ -74,7 +74,7 @@ def load_sweep_file(path: Path) -> tuple[str, Any]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
         raise SpecError(f"{path}: spec.{where}: {first['msg']}", field=where) from exc
-    from streamml.clients.sampling import plan
+    from streamml.sweep.sampling import plan
 
     try:
         plan(spec)  # impossible counts surface now, before anything is created
@@ -94,9 +94,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
-    from streamml.clients import sweep_runtime as rt
-    from streamml.clients.sweep import FileStore
-    from streamml.clients.sweep_inputs import Roots
+    from streamml.sweep import wiring as rt
+    from streamml.sweep.engine import FileStore
+    from streamml.sweep.snapshot import Roots
 
     class Env(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")

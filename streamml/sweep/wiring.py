@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamml.clients import sweep_inputs as inputs
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.schedulers.base import Scheduler
-from streamml.clients.sweep import MetricsSource, Redeliver, StateStore, SweepEngine
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
+from streamml.sweep import jobs
+from streamml.sweep import snapshot as inputs
+from streamml.sweep.engine import MetricsSource, Redeliver, StateStore, SweepEngine
+from streamml.sweep.schedulers.base import Scheduler
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 #: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
@@ -64,7 +64,7 @@ def scheduler_settings(
 
 
 def build_scheduler(spec: LammpsSweepSpec, settings: dict[str, Any]) -> Scheduler:
-    from streamml.clients.schedulers import make_scheduler
+    from streamml.sweep.schedulers import make_scheduler
 
     try:
         return make_scheduler(spec.scheduler.type, settings)

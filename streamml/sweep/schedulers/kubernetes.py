@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.errors import SchedulerError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
 CANCELLED_ANNOTATION = "streamml.io/cancelled"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "streamml"}

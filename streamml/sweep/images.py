@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.container import FATAL_CODES
+from streamml.sweep import jobs
+from streamml.sweep.container import FATAL_CODES
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
     ImageEvaluation,

@@ -1,6 +1,6 @@
 """Pure builders of the sweep engine: job names and requests, result reading, scores, curves.
 
-Nothing here talks to a scheduler or a server; the engine (:mod:`streamml.clients.sweep`) calls
+Nothing here talks to a scheduler or a server; the engine (:mod:`streamml.sweep.engine`) calls
 these and does the I/O.
 """
 
@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from streamml.clients.sampling import Point, as_vars
-from streamml.clients.schedulers.base import JobRequest
 from streamml.pycommand import streamml_command
+from streamml.sweep.sampling import Point, as_vars
+from streamml.sweep.schedulers.base import JobRequest
 from streamml.vocabulary.lammpssweep import (
     MAX_CURVE_POINTS,
     Condition,

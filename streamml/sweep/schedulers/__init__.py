@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SpecError, UnknownComponentError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 
 KINDS: tuple[str, ...] = ("local", "slurm", "slurm-cli", "slurm-rest", "flux", "kubernetes")
 
@@ -66,14 +66,14 @@ def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Sche
     """The backend ``kind`` configured from ``settings``; UnknownComponentError if no such kind."""
     settings = settings or {}
     if kind == "local":
-        from streamml.clients.schedulers.local import LocalScheduler
+        from streamml.sweep.schedulers.local import LocalScheduler
 
         root = _str(settings, "root") or tempfile.mkdtemp(prefix="streamml-jobs-")
         return LocalScheduler(
             Path(root), max_parallel=_int(settings, "maxParallel", os.cpu_count() or 1)
         )
     if kind in ("slurm", "slurm-cli"):
-        from streamml.clients.schedulers.slurm_cli import SlurmCliScheduler
+        from streamml.sweep.schedulers.slurm_cli import SlurmCliScheduler
 
         return SlurmCliScheduler(
             partition=_str(settings, "partition"),
@@ -81,7 +81,7 @@ def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Sche
             sbatch_args=_str_list(settings, "sbatchArgs"),
         )
     if kind == "slurm-rest":
-        from streamml.clients.schedulers.slurm_rest import SlurmRestScheduler
+        from streamml.sweep.schedulers.slurm_rest import SlurmRestScheduler
 
         url = _str(settings, "url")
         if not url:
@@ -104,14 +104,14 @@ def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Sche
             partition=_str(settings, "partition"),
         )
     if kind == "flux":
-        from streamml.clients.schedulers.flux import FluxScheduler
+        from streamml.sweep.schedulers.flux import FluxScheduler
 
         uri = _str(settings, "uri") or os.environ.get("FLUX_URI")
         if not uri:
             raise SpecError("the flux scheduler needs 'uri' (or FLUX_URI)", field="uri")
         return FluxScheduler(uri=uri, flux=_str(settings, "flux"), env=_str_map(settings, "env"))
     if kind == "kubernetes":
-        from streamml.clients.schedulers.kubernetes import KubernetesScheduler
+        from streamml.sweep.schedulers.kubernetes import KubernetesScheduler
 
         return KubernetesScheduler(
             namespace=_str(settings, "namespace", "default") or "default",

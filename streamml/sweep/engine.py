@@ -26,13 +26,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from streamml.clients import sweep_images as images
-from streamml.clients import sweep_jobs as jobs
 from streamml.clients.lammps import scrub
-from streamml.clients.sampling import Point, as_vars, fingerprint, plan
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SchedulerError, SpecError, StreamMLError
 from streamml.files import write_atomic
+from streamml.sweep import images, jobs
+from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
     CurvePoint,
