@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from streamml.clients.lammps import scrub
 from streamml.errors import SchedulerError, SpecError, StreamMLError
 from streamml.files import write_atomic
 from streamml.sweep import images, jobs
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.vocabulary.jobresult import scrub
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
     CurvePoint,
@@ -258,31 +258,26 @@ class SweepEngine:
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         images.record(self.status, record, result)
-        target = jobs.finite(result.get("target")) if result else None
+        target = result.target if result else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
-            delivered = bool(result.get("delivered"))
+            delivered = result.delivered
             record.state = "Succeeded" if delivered else "Spooled"
             self.status.succeeded += delivered
             record.target = target
-            record.reason = None if delivered else f"server unreachable: {result.get('error')}"
+            record.reason = None if delivered else f"server unreachable: {result.error}"
             if record.role == "test":
-                predictions = {
-                    str(m): y
-                    for m, v in (result.get("predictions") or {}).items()
-                    if (y := jobs.finite(v)) is not None
-                }
                 self.status.test_results = [
                     r for r in self.status.test_results if r.id != record.id
                 ] + [
                     HeldOutResult(
                         id=record.id,
                         target=target,
-                        predictions=predictions,
+                        predictions=result.finite_predictions(),
                         image_digest=record.image_digest,
                     )
                 ]
-            return record.role == "train" and bool(result.get("delivered"))
-        reason = (result or {}).get("error") or status.reason or f"job {status.state.value}"
+            return record.role == "train" and delivered
+        reason = (result.error if result else None) or status.reason or f"job {status.state.value}"
         if status.state == JobState.SUCCEEDED:
             reason = "the job succeeded but left no readable result"
         record.state = "Lost" if status.state == JobState.UNKNOWN else "Failed"
@@ -323,7 +318,7 @@ class SweepEngine:
         learned = False
         for record in waiting:
             result = jobs.read_result(self.ctx, record.job_name, None)
-            if result and result.get("delivered"):
+            if result and result.delivered:
                 learned |= self._finish_trial(record, JobStatus(JobState.SUCCEEDED, output=None))
         return learned
 

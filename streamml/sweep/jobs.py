@@ -7,7 +7,6 @@ these and does the I/O.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,8 @@ from typing import Any, Literal
 from streamml.pycommand import streamml_command
 from streamml.sweep.sampling import Point, as_vars
 from streamml.sweep.schedulers.base import JobRequest
+from streamml.vocabulary import jobresult
+from streamml.vocabulary.jobresult import JobResult, finite
 from streamml.vocabulary.lammpssweep import (
     MAX_CURVE_POINTS,
     Condition,
@@ -158,7 +159,7 @@ def container_args(spec: LammpsSweepSpec) -> list[str]:
     return args
 
 
-def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:
+def read_result(ctx: JobContext, name: str, output: str | None) -> JobResult | None:
     """The job's result document: transported by the scheduler, else the file it wrote."""
     text = output
     if not text and not ctx.remote:
@@ -166,19 +167,7 @@ def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any
             text = (trial_dir(ctx, name) / RESULT_FILE).read_text()
         except OSError:
             return None
-    if not text:
-        return None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return jobresult.read(text)
 
 
 def evaluate(results: Sequence[HeldOutResult]) -> list[Evaluation]:

@@ -13,6 +13,7 @@ from streamml.sweep import container
 from streamml.sweep import images as sweep_images
 from streamml.sweep.schedulers import JobRequest, JobState
 from streamml.sweep.schedulers.flux import map_job, submit_argv
+from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
     LammpsSweepSpec,
@@ -110,8 +111,9 @@ def test_a_runtime_not_installed_is_a_fatal_code(
     with pytest.raises(container.ContainerError) as err:
         container.resolve_runtime("singularity")
     assert err.value.code == container.RUNTIME_MISSING and "not installed" in str(err.value)
-    assert sweep_images.fatal_code({"reason": err.value.code}) == container.RUNTIME_MISSING
-    assert sweep_images.fatal_code({"reason": "Whatever"}) is None
+    failed = JobResult(reason=err.value.code)
+    assert sweep_images.fatal_code(failed) == container.RUNTIME_MISSING
+    assert sweep_images.fatal_code(JobResult(reason="Whatever")) is None
 
 
 def test_image_digest_is_the_files_sha256_and_cached(
@@ -131,7 +133,7 @@ def test_an_image_change_mid_sweep_sets_a_condition_and_splits_the_evaluation() 
     status = LammpsSweepStatus()
     for trial, digest in ((0, "sha256:a"), (1, "sha256:a"), (2, "sha256:b")):
         record = TrialRecord(id=trial, role="train", attempt=1, job_name=f"s-t{trial}")
-        sweep_images.record(status, record, {"image_digest": digest})
+        sweep_images.record(status, record, JobResult(image_digest=digest))
         assert record.image_digest == digest
         cond = next(c for c in status.conditions if c.type == "ImageChanged")
         assert cond.status == ("True" if trial == 2 else "False")

@@ -15,6 +15,7 @@ from streamml.operator.sweep_driver import validate
 from streamml.sweep import wiring as rt
 from streamml.sweep.snapshot import Roots
 from streamml.vocabulary import crdgen
+from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, Target
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "lammpssweep.yaml"
@@ -268,7 +269,7 @@ def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) 
     assert "--spool-dir" not in args and "--log-file" not in args and job.workdir is None
     assert job.env["STREAMML_TOKEN"] == "tok"
     doc = '{"target": 1.5, "delivered": true}'
-    assert jobs.read_result(engine.ctx, job.name, doc) == {"target": 1.5, "delivered": True}
+    assert jobs.read_result(engine.ctx, job.name, doc) == JobResult(target=1.5, delivered=True)
     assert jobs.read_result(engine.ctx, job.name, None) is None
     # an input travels with the Job (its backend makes it a ConfigMap): the command names the
     # script, the Pod's STREAMML_INPUT_DIR says where the files are
