@@ -30,6 +30,7 @@ from streamml.sweep import jobs
 from streamml.sweep import snapshot as inputs
 from streamml.sweep import wiring as rt
 from streamml.sweep.engine import SweepEngine
+from streamml.sweep.schedulers import Scheduler
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
 
@@ -175,7 +176,7 @@ async def scheduler_for(
     namespace: str,
     spec: LammpsSweepSpec,
     workdir: Path,
-) -> Any:
+) -> Scheduler:
     token = None
     ref = spec.scheduler.jwt_secret_ref
     if spec.scheduler.type == "slurm-rest" and ref is not None:
@@ -186,8 +187,8 @@ async def scheduler_for(
                 field="scheduler.jwtSecretRef",
             )
         token = data[ref.key]
-    options = rt.scheduler_settings(spec, workdir, namespace=namespace, slurm_token=token)
-    return rt.build_scheduler(spec, options)
+    options = rt.scheduler_options(spec, workdir, namespace=namespace, slurm_token=token)
+    return rt.build_scheduler(options)
 
 
 async def input_config_map(

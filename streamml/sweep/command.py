@@ -128,7 +128,7 @@ async def _run(args: argparse.Namespace) -> int:
         base=here,
         hint="; allow another directory with --input-root DIR",
     )
-    scheduler = rt.build_scheduler(spec, rt.scheduler_settings(spec, workdir))
+    scheduler = rt.build_scheduler(rt.scheduler_options(spec, workdir))
     engine = rt.build_engine(
         name,
         spec,

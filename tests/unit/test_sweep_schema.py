@@ -13,6 +13,7 @@ from streamml.clients import lammps
 from streamml.errors import SpecError
 from streamml.operator.sweep_driver import validate
 from streamml.sweep import wiring as rt
+from streamml.sweep.schedulers.options import KubernetesOptions, LocalOptions, SlurmRestOptions
 from streamml.sweep.snapshot import Roots
 from streamml.vocabulary import crdgen
 from streamml.vocabulary.jobresult import JobResult
@@ -131,22 +132,27 @@ def _spec(**over: Any) -> LammpsSweepSpec:
     return LammpsSweepSpec.model_validate(doc)
 
 
-def test_scheduler_settings(tmp_path: Path) -> None:
-    assert rt.scheduler_settings(_spec(), tmp_path) == {
-        "root": str(tmp_path / "jobs"),
-        "maxParallel": 3,
-    }
+def test_scheduler_options(tmp_path: Path) -> None:
+    assert rt.scheduler_options(_spec(), tmp_path) == LocalOptions(
+        root=str(tmp_path / "jobs"), max_parallel=3
+    )
     rest = _spec(scheduler={"type": "slurm-rest", "restUrl": "http://127.0.0.1:1"})
     with pytest.raises(SpecError) as info:
-        rt.scheduler_settings(rest, tmp_path)
+        rt.scheduler_options(rest, tmp_path)
     assert info.value.field == "scheduler.jwtSecretRef"
-    settings = rt.scheduler_settings(rest, tmp_path, slurm_token="jwt")
-    assert settings["token"] == "jwt" and settings["url"] == "http://127.0.0.1:1"
+    options = rt.scheduler_options(rest, tmp_path, slurm_token="jwt")
+    assert isinstance(options, SlurmRestOptions)
+    assert options.token == "jwt" and options.url == "http://127.0.0.1:1"
     k8s = _spec(scheduler={"type": "kubernetes", "image": "img"})
-    assert rt.scheduler_settings(k8s, tmp_path, namespace="ns") == {
-        "namespace": "ns",
-        "image": "img",
-    }
+    assert rt.scheduler_options(k8s, tmp_path, namespace="ns") == KubernetesOptions(
+        namespace="ns", image="img"
+    )
+    # a token file that cannot be read names the spec's field
+    unreadable = _spec(scheduler={"type": "slurm-rest", "restUrl": "http://127.0.0.1:1",
+                                  "tokenFile": str(tmp_path / "none")})  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        rt.build_scheduler(rt.scheduler_options(unreadable, tmp_path))
+    assert info.value.field == "scheduler.tokenFile"
 
 
 def test_credentials_are_private_files(tmp_path: Path) -> None:

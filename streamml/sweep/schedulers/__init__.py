@@ -1,7 +1,8 @@
-"""Scheduler backends behind one interface (:mod:`.base`), chosen by name.
+"""Scheduler backends behind one interface (:mod:`.base`), built from typed options.
 
-``make_scheduler(kind, settings)`` builds one; ``settings`` is the plain mapping a LammpsSweep
-carries under ``spec.scheduler.settings`` (or a sweep file), validated here:
+:func:`build_scheduler` takes the options model of one kind (:mod:`.options`) and returns that
+kind's backend (its return type follows the options' type). :func:`make_scheduler` is the same
+for a camelCase mapping (a sweep file, a test, a benchmark), validated by the options models:
 
 - ``local``: ``root`` (job directories; default a temp dir), ``maxParallel`` (default #CPUs).
 - ``slurm`` / ``slurm-cli``: ``partition``, ``env`` (e.g. ``{"SLURM_CONF": ...}``),
@@ -22,104 +23,141 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
+
+from pydantic import TypeAdapter, ValidationError
 
 from streamml.errors import SpecError, UnknownComponentError
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.sweep.schedulers.options import (
+    FluxOptions,
+    KubernetesOptions,
+    LocalOptions,
+    SchedulerOptions,
+    SlurmCliOptions,
+    SlurmRestOptions,
+)
+
+if TYPE_CHECKING:
+    from streamml.sweep.schedulers.flux import FluxScheduler
+    from streamml.sweep.schedulers.kubernetes import KubernetesScheduler
+    from streamml.sweep.schedulers.local import LocalScheduler
+    from streamml.sweep.schedulers.slurm_cli import SlurmCliScheduler
+    from streamml.sweep.schedulers.slurm_rest import SlurmRestScheduler
 
 KINDS: tuple[str, ...] = ("local", "slurm", "slurm-cli", "slurm-rest", "flux", "kubernetes")
+_MODELS: dict[str, type[Any]] = {
+    "local": LocalOptions,
+    "slurm": SlurmCliOptions,
+    "slurm-cli": SlurmCliOptions,
+    "slurm-rest": SlurmRestOptions,
+    "flux": FluxOptions,
+    "kubernetes": KubernetesOptions,
+}
+_ADAPTER: TypeAdapter[SchedulerOptions] = TypeAdapter(SchedulerOptions)
 
-__all__ = ["KINDS", "JobRequest", "JobState", "JobStatus", "Scheduler", "make_scheduler"]
-
-
-def _str(settings: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
-    value = settings.get(key, default)
-    if value is not None and not isinstance(value, str):
-        raise SpecError(f"scheduler setting {key!r} must be a string", field=key)
-    return value
-
-
-def _int(settings: Mapping[str, Any], key: str, default: int) -> int:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(f"scheduler setting {key!r} must be a positive integer", field=key)
-    return value
-
-
-def _str_map(settings: Mapping[str, Any], key: str) -> dict[str, str]:
-    value = settings.get(key) or {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise SpecError(f"scheduler setting {key!r} must map strings to strings", field=key)
-    return dict(value)
-
-
-def _str_list(settings: Mapping[str, Any], key: str) -> list[str]:
-    value = settings.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"scheduler setting {key!r} must be a list of strings", field=key)
-    return list(value)
+__all__ = [
+    "KINDS",
+    "JobRequest",
+    "JobState",
+    "JobStatus",
+    "Scheduler",
+    "SchedulerOptions",
+    "build_scheduler",
+    "make_scheduler",
+]
 
 
 def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Scheduler:
     """The backend ``kind`` configured from ``settings``; UnknownComponentError if no such kind."""
-    settings = settings or {}
-    if kind == "local":
+    if kind not in KINDS:
+        raise UnknownComponentError(
+            f"unknown scheduler {kind!r}; choose one of {', '.join(KINDS)}", field="scheduler"
+        )
+    try:
+        options = _ADAPTER.validate_python({**(settings or {}), "kind": kind})
+    except ValidationError as exc:
+        raise _setting_error(kind, exc) from exc
+    return build_scheduler(options)
+
+
+def _setting_error(kind: str, exc: ValidationError) -> SpecError:
+    """The first problem as SpecError naming the setting (its camelCase name)."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"][1:]]  # [0] is the kind (the union's tag)
+    if not loc:  # a rule over several settings (a model validator)
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return SpecError(message, field="token" if "token" in message else None)
+    name = loc[0]
+    if first["type"] == "missing":
+        return SpecError(f"the {kind} scheduler needs {name!r}", field=name)
+    model = _MODELS[kind]
+    by_alias = {f.alias or n: f for n, f in model.model_fields.items()}
+    expected = by_alias[name].description if name in by_alias else first["msg"]
+    return SpecError(f"scheduler setting {name!r} {expected}", field=name)
+
+
+@overload
+def build_scheduler(options: LocalOptions) -> LocalScheduler: ...
+@overload
+def build_scheduler(options: SlurmCliOptions) -> SlurmCliScheduler: ...
+@overload
+def build_scheduler(options: SlurmRestOptions) -> SlurmRestScheduler: ...
+@overload
+def build_scheduler(options: FluxOptions) -> FluxScheduler: ...
+@overload
+def build_scheduler(options: KubernetesOptions) -> KubernetesScheduler: ...
+@overload
+def build_scheduler(options: SchedulerOptions) -> Scheduler: ...
+
+
+def build_scheduler(options: SchedulerOptions) -> Scheduler:
+    """The backend of ``options``' kind; SpecError (naming the setting) for what only shows now."""
+    if isinstance(options, LocalOptions):
         from streamml.sweep.schedulers.local import LocalScheduler
 
-        root = _str(settings, "root") or tempfile.mkdtemp(prefix="streamml-jobs-")
-        return LocalScheduler(
-            Path(root), max_parallel=_int(settings, "maxParallel", os.cpu_count() or 1)
-        )
-    if kind in ("slurm", "slurm-cli"):
+        root = options.root or tempfile.mkdtemp(prefix="streamml-jobs-")
+        return LocalScheduler(Path(root), max_parallel=options.max_parallel)
+    if isinstance(options, SlurmCliOptions):
         from streamml.sweep.schedulers.slurm_cli import SlurmCliScheduler
 
         return SlurmCliScheduler(
-            partition=_str(settings, "partition"),
-            env=_str_map(settings, "env"),
-            sbatch_args=_str_list(settings, "sbatchArgs"),
+            partition=options.partition, env=options.env, sbatch_args=options.sbatch_args
         )
-    if kind == "slurm-rest":
+    if isinstance(options, SlurmRestOptions):
         from streamml.sweep.schedulers.slurm_rest import SlurmRestScheduler
 
-        url = _str(settings, "url")
-        if not url:
-            raise SpecError("the slurm-rest scheduler needs 'url'", field="url")
-        token = _str(settings, "token")
-        token_file = _str(settings, "tokenFile")
-        if token is None and token_file is not None:
-            try:
-                token = Path(token_file).read_text().strip()
-            except OSError as exc:
-                raise SpecError(
-                    f"cannot read tokenFile: {exc.strerror}", field="tokenFile"
-                ) from exc
-        if not token:
-            raise SpecError("the slurm-rest scheduler needs 'token' or 'tokenFile'", field="token")
         return SlurmRestScheduler(
-            url,
-            user=_str(settings, "user", "root") or "root",
-            token=token,
-            partition=_str(settings, "partition"),
+            options.url,
+            user=options.user or "root",
+            token=_slurm_token(options),
+            partition=options.partition,
         )
-    if kind == "flux":
+    if isinstance(options, FluxOptions):
         from streamml.sweep.schedulers.flux import FluxScheduler
 
-        uri = _str(settings, "uri") or os.environ.get("FLUX_URI")
+        uri = options.uri or os.environ.get("FLUX_URI")
         if not uri:
             raise SpecError("the flux scheduler needs 'uri' (or FLUX_URI)", field="uri")
-        return FluxScheduler(uri=uri, flux=_str(settings, "flux"), env=_str_map(settings, "env"))
-    if kind == "kubernetes":
-        from streamml.sweep.schedulers.kubernetes import KubernetesScheduler
+        return FluxScheduler(uri=uri, flux=options.flux, env=options.env)
+    from streamml.sweep.schedulers.kubernetes import KubernetesScheduler
 
-        return KubernetesScheduler(
-            namespace=_str(settings, "namespace", "default") or "default",
-            image=_str(settings, "image"),
-            kubeconfig=_str(settings, "kubeconfig"),
-            service_account=_str(settings, "serviceAccount"),
-            ttl_seconds_after_finished=_int(settings, "ttlSecondsAfterFinished", 3600),
-        )
-    raise UnknownComponentError(
-        f"unknown scheduler {kind!r}; choose one of {', '.join(KINDS)}", field="scheduler"
+    return KubernetesScheduler(
+        namespace=options.namespace or "default",
+        image=options.image,
+        kubeconfig=options.kubeconfig,
+        service_account=options.service_account,
+        ttl_seconds_after_finished=options.ttl_seconds_after_finished,
     )
+
+
+def _slurm_token(options: SlurmRestOptions) -> str:
+    token = options.token
+    if token is None and options.token_file is not None:
+        try:
+            token = Path(options.token_file).read_text().strip()
+        except OSError as exc:
+            raise SpecError(f"cannot read tokenFile: {exc.strerror}", field="tokenFile") from exc
+    if not token:
+        raise SpecError("the slurm-rest scheduler needs 'token' or 'tokenFile'", field="token")
+    return token
