@@ -31,6 +31,7 @@ from streamml.sweep import snapshot as inputs
 from streamml.sweep import wiring as rt
 from streamml.sweep.engine import SweepEngine
 from streamml.sweep.schedulers import Scheduler
+from streamml.sweep.spec import validate
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
 
@@ -129,18 +130,6 @@ def check_allowed(spec: LammpsSweepSpec, settings: OperatorSettings) -> None:
             "STREAMML_SWEEPS__ALLOW_LOCAL_JOBS=true): use slurm, slurm-rest or kubernetes",
             field="scheduler.type",
         )
-
-
-def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
-    """The spec, or SpecError naming the first bad field (``spec.parameters[0]...``)."""
-    try:
-        return LammpsSweepSpec.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(
-            "."
-        )
-        raise SpecError(f"spec.{where or '(root)'}: {first['msg']}", field=where) from exc
 
 
 async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:

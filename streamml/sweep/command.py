@@ -14,9 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import ConfigurationError, SpecError
+from streamml.errors import ConfigurationError
 
-MAX_FILE_BYTES = 1_000_000
 EXIT_FAILED = 1
 
 
@@ -41,48 +40,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_sweep_file(path: Path) -> tuple[str, Any]:
-    """(name, LammpsSweepSpec) from a manifest or bare spec; SpecError naming the field."""
-    import yaml
-    from pydantic import ValidationError
-
-    from streamml.vocabulary.lammpssweep import LammpsSweepSpec
-
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise SpecError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise SpecError(f"{path}: expected a mapping (a LammpsSweep manifest or its spec)")
-    name = path.stem
-    if "spec" in doc or "kind" in doc:
-        if doc.get("kind", "LammpsSweep") != "LammpsSweep":
-            raise SpecError(f"{path}: kind is {doc.get('kind')!r}, not LammpsSweep", field="kind")
-        meta = doc.get("metadata") or {}
-        if isinstance(meta, dict) and isinstance(meta.get("name"), str):
-            name = meta["name"]
-        doc = doc.get("spec")
-        if not isinstance(doc, dict):
-            raise SpecError(f"{path}: spec must be a mapping", field="spec")
-    try:
-        spec = LammpsSweepSpec.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise SpecError(f"{path}: spec.{where}: {first['msg']}", field=where) from exc
-    from streamml.sweep.sampling import plan
-
-    try:
-        plan(spec)  # impossible counts surface now, before anything is created
-    except SpecError as exc:
-        raise SpecError(f"{path}: spec.{exc.field}: {exc}", field=exc.field) from exc
-    return name, spec
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -97,6 +54,7 @@ async def _run(args: argparse.Namespace) -> int:
     from streamml.sweep import wiring as rt
     from streamml.sweep.engine import FileStore
     from streamml.sweep.snapshot import Roots
+    from streamml.sweep.spec import load_sweep_file
 
     class Env(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")

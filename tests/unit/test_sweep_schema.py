@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from streamml.clients import lammps
 from streamml.errors import SpecError
-from streamml.operator.sweep_driver import validate
 from streamml.sweep import wiring as rt
 from streamml.sweep.schedulers.options import KubernetesOptions, LocalOptions, SlurmRestOptions
 from streamml.sweep.snapshot import Roots
+from streamml.sweep.spec import validate
 from streamml.vocabulary import crdgen
 from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, Target
@@ -70,8 +71,8 @@ def test_crd_is_structural_with_the_printer_columns() -> None:
 
 
 def test_sample_is_valid() -> None:
-    from streamml.sweep.command import load_sweep_file
     from streamml.sweep.sampling import plan
+    from streamml.sweep.spec import load_sweep_file
 
     name, spec = load_sweep_file(SAMPLE)
     assert name == "lj-size"
@@ -333,3 +334,21 @@ def test_hostile_categorical_values_are_rejected() -> None:
                 "trials": 1,
             }
         )
+
+
+def test_a_sweep_file_and_a_custom_resource_name_a_bad_field_alike(tmp_path: Path) -> None:
+    """Both drivers report ``spec.parameters[0].min`` (the CLI used to say ``parameters.0.min``:
+    two formatters had diverged; the Kubernetes form is the one a status and kubectl use)."""
+    from streamml.sweep.spec import load_sweep_file
+
+    doc = yaml.safe_load(SAMPLE.read_text())
+    doc["spec"]["parameters"][0]["min"] = "many"
+    with pytest.raises(SpecError) as cr:
+        validate(doc["spec"])
+    file = tmp_path / "bad.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as cli:
+        load_sweep_file(file)
+    assert cr.value.field == cli.value.field == "parameters[0].min"
+    assert str(cli.value) == f"{file}: {cr.value}"
+    assert str(cr.value).startswith("spec.parameters[0].min: ")
