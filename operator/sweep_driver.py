@@ -26,9 +26,10 @@ from pydantic import ValidationError
 from streamml.errors import SpecError, StreamMLError
 from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.settings import OperatorSettings
-from streamml.sweep import jobs
+from streamml.sweep import access, jobs
 from streamml.sweep import snapshot as inputs
 from streamml.sweep import wiring as rt
+from streamml.sweep.access import ServerAccess
 from streamml.sweep.engine import SweepEngine
 from streamml.sweep.schedulers import Scheduler
 from streamml.sweep.spec import validate
@@ -113,10 +114,10 @@ class StatusStore:
 
 
 @dataclass
-class Target:
+class ServerLookup:
     """Where the referenced StreamModel's server is, or why it cannot be used yet."""
 
-    access: rt.ServerAccess | None
+    access: ServerAccess | None
     reason: str
     message: str
 
@@ -132,32 +133,16 @@ def check_allowed(spec: LammpsSweepSpec, settings: OperatorSettings) -> None:
         )
 
 
-async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:
-    model = await kube.stream_model(namespace, ref)
-    if model is None:
-        return Target(None, "StreamModelNotFound", f"StreamModel {ref!r} does not exist")
-    status = model.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    # Jobs use status.address (the in-cluster Service, or loopback in local runtime), never the
-    # Ingress: a sweep needs the server Available with its models, not the aggregate Ready
-    # (which also waits for an ingress controller that a cluster may not have).
-    for needed in ("Available", "ModelsReady"):
-        cond = conditions.get(needed)
-        if cond is None or cond.get("status") != "True":
-            why = (cond or {}).get("message") or f"no {needed} condition yet"
-            message = f"StreamModel {ref!r} is not {needed}: {why}"
-            return Target(None, "StreamModelNotReady", message)
-    address = status.get("address")
-    if not address:
-        return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} has no address yet")
-    username = token = None
-    secret_name = status.get("authSecretName")
-    if secret_name:
-        data = await kube.secret_data(namespace, secret_name)
-        if data is None:
-            return Target(None, "CredentialsMissing", f"Secret {secret_name!r} does not exist")
-        username, token = data.get("username"), data.get("token")
-    return Target(rt.ServerAccess(str(address), username, token), "Ready", "")
+async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> ServerLookup:
+    """The StreamModel's access once it can take jobs (rules in :mod:`streamml.sweep.access`)."""
+    try:
+        where = access.locate(
+            repr(ref), await kube.stream_model(namespace, ref), require_ready=True
+        )
+        data = await kube.secret_data(namespace, where.secret_name) if where.secret_name else None
+        return ServerLookup(access.with_credentials(where, data), "Ready", "")
+    except access.ServerUnavailable as exc:
+        return ServerLookup(None, exc.reason, str(exc))
 
 
 async def scheduler_for(
@@ -220,7 +205,7 @@ class SweepDriver:
         self.namespace, self.name, self.uid = namespace, name, uid
         self.store = StatusStore(kube, namespace, name)
         self.engine: SweepEngine | None = None
-        self.access: rt.ServerAccess | None = None
+        self.access: ServerAccess | None = None
         self.failed_generation: int | None = None
 
     async def step(self) -> bool:
@@ -262,7 +247,7 @@ class SweepDriver:
         return await self.engine.tick()
 
     async def _build(
-        self, spec: LammpsSweepSpec, access: rt.ServerAccess, generation: int | None
+        self, spec: LammpsSweepSpec, access: ServerAccess, generation: int | None
     ) -> None:
         workdir = work_dir(self.settings, self.namespace, self.name, self.uid)
         if self.engine is not None:
@@ -290,7 +275,7 @@ class SweepDriver:
             return self.engine.status
         return await self.store.load() or LammpsSweepStatus()
 
-    async def _wait(self, target: Target, generation: int | None) -> None:
+    async def _wait(self, target: ServerLookup, generation: int | None) -> None:
         status = await self._status()
         before = status.model_dump_json()
         if status.phase not in ("Succeeded", "Failed", "Suspended"):

@@ -52,6 +52,7 @@ async def _run(args: argparse.Namespace) -> int:
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
     from streamml.sweep import wiring as rt
+    from streamml.sweep.access import ServerAccess
     from streamml.sweep.engine import FileStore
     from streamml.sweep.snapshot import Roots
     from streamml.sweep.spec import load_sweep_file
@@ -75,7 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"--token-file: {exc.strerror}") from exc
     if args.interval <= 0:
         raise ConfigurationError("--interval must be positive")
-    access = rt.ServerAccess(server.rstrip("/"), args.username or env.username, token)
+    access = ServerAccess(server.rstrip("/"), args.username or env.username, token)
     workdir: Path = (args.workdir or Path(f"{name}.sweep")).resolve()
     store = FileStore(args.state or workdir / "state.json")
     previous = await store.load()

@@ -8,13 +8,13 @@ source for the learning curve and the re-delivery of spooled results.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
 from streamml.sweep import jobs, schedulers
 from streamml.sweep import snapshot as inputs
+from streamml.sweep.access import ServerAccess
 from streamml.sweep.engine import MetricsSource, Redeliver, StateStore, SweepEngine
 from streamml.sweep.schedulers import Scheduler, SchedulerOptions
 from streamml.sweep.schedulers.options import (
@@ -28,13 +28,6 @@ from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 #: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
 KUBERNETES_INPUT_BYTES = 700_000
-
-
-@dataclass(frozen=True)
-class ServerAccess:
-    url: str
-    username: str | None = None
-    token: str | None = None
 
 
 def scheduler_options(

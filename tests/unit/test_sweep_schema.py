@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from streamml.clients import lammps
 from streamml.errors import SpecError
 from streamml.sweep import wiring as rt
+from streamml.sweep.access import ServerAccess
 from streamml.sweep.schedulers.options import KubernetesOptions, LocalOptions, SlurmRestOptions
 from streamml.sweep.snapshot import Roots
 from streamml.sweep.spec import validate
@@ -157,11 +158,11 @@ def test_scheduler_options(tmp_path: Path) -> None:
 
 
 def test_credentials_are_private_files(tmp_path: Path) -> None:
-    env = rt.credential_env(tmp_path, rt.ServerAccess("http://x", "alice", "s3cret"))
+    env = rt.credential_env(tmp_path, ServerAccess("http://x", "alice", "s3cret"))
     token = Path(env["STREAMML_TOKEN_FILE"])
     assert token.read_text() == "s3cret" and token.stat().st_mode & 0o777 == 0o600
     assert "s3cret" not in str(env)
-    assert rt.credential_env(tmp_path / "none", rt.ServerAccess("http://x")) == {}
+    assert rt.credential_env(tmp_path / "none", ServerAccess("http://x")) == {}
 
 
 def test_absolute_command_paths_are_accepted() -> None:
@@ -263,7 +264,7 @@ def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) 
     from streamml.sweep.schedulers.local import LocalScheduler
 
     spec = _spec(scheduler={"type": "kubernetes", "image": "img"})
-    access = rt.ServerAccess("http://sm.ns.svc", "u", "tok")
+    access = ServerAccess("http://sm.ns.svc", "u", "tok")
     engine = rt.build_engine(
         "k", spec, FileStore(tmp_path / "s.json"), access=access, workdir=tmp_path,
         identity="uid", scheduler=LocalScheduler(tmp_path / "unused"),
