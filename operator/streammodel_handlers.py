@@ -16,7 +16,7 @@ from streamml.operator import reconcile as rc
 from streamml.operator.builders import Owner
 from streamml.operator.kube import KubeError
 from streamml.operator.reconcile import ObjectState, OperatorContext
-from streamml.operator.status import status_patch
+from streamml.operator.status import status_document, status_patch
 from streamml.vocabulary.streammodel import STREAMMODEL
 
 _RESOURCE = (STREAMMODEL.group, STREAMMODEL.version, STREAMMODEL.plural)
@@ -116,7 +116,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 emit=emit,
             )
             state.reconciled = body.meta.get("generation")
-        _write(patch, body, desired)
+        _write(patch, body, status_document(desired))
 
     async def refresh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         state = _state(memo)
@@ -148,7 +148,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 ingress=ingress,
                 emit=emit,
             )
-        _write(patch, body, desired)
+        _write(patch, body, status_document(desired))
 
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(*_RESOURCE, registry=registry, id="reconcile")(reconcile)

@@ -26,13 +26,14 @@ from pydantic import ValidationError
 from streamml.errors import SpecError, StreamMLError
 from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.settings import OperatorSettings
-from streamml.sweep import access, jobs
+from streamml.sweep import access
 from streamml.sweep import snapshot as inputs
 from streamml.sweep import wiring as rt
 from streamml.sweep.access import ServerAccess
 from streamml.sweep.engine import SweepEngine
 from streamml.sweep.schedulers import Scheduler
 from streamml.sweep.spec import validate
+from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
 
@@ -243,7 +244,7 @@ class SweepDriver:
             await self._build(spec, target.access, generation)
         assert self.engine is not None
         self.engine.update_spec(spec, generation)
-        jobs.set_condition(self.engine.status, "StreamModelReady", True, "Ready")
+        set_condition(self.engine.status.conditions, "StreamModelReady", True, "Ready")
         return await self.engine.tick()
 
     async def _build(
@@ -280,8 +281,8 @@ class SweepDriver:
         before = status.model_dump_json()
         if status.phase not in ("Succeeded", "Failed", "Suspended"):
             status.phase = "Waiting"
-        jobs.set_condition(status, "StreamModelReady", False, target.reason, target.message)
-        jobs.set_condition(status, "Ready", False, target.reason, target.message)
+        set_condition(status.conditions, "StreamModelReady", False, target.reason, target.message)
+        set_condition(status.conditions, "Ready", False, target.reason, target.message)
         if generation is not None:
             status.observed_generation = generation
         if status.model_dump_json() != before:
@@ -296,7 +297,7 @@ class SweepDriver:
         message = str(error)
         if error.field and not message.startswith("spec."):
             message = f"spec.{error.field}: {message}"  # always name the field
-        jobs.set_condition(status, "Ready", False, "InvalidSpec", message)
+        set_condition(status.conditions, "Ready", False, "InvalidSpec", message)
         status.observed_generation = generation
         await self.store.save(status)
         self.failed_generation = generation

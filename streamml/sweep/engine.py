@@ -31,6 +31,7 @@ from streamml.files import write_atomic
 from streamml.sweep import images, jobs
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import scrub
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
@@ -136,7 +137,7 @@ class SweepEngine:
             self.status = stored or LammpsSweepStatus()
             self.status.phase = "Pending"
             self.status.plan_fingerprint = fp
-            self.status.start_time = self.status.start_time or jobs.now()
+            self.status.start_time = self.status.start_time or now()
         else:
             self.status = stored
             if stored.plan_fingerprint != fp:
@@ -169,8 +170,8 @@ class SweepEngine:
             return False
         before = self.status.model_dump_json()
         self.status.phase = "Running"
-        jobs.set_condition(self.status, "Suspended", False, "Running")
-        jobs.set_condition(self.status, "Ready", True, "Running", "runs in flight")
+        set_condition(self.status.conditions, "Suspended", False, "Running")
+        set_condition(self.status.conditions, "Ready", True, "Running", "runs in flight")
         learned = await self._collect()
         if self._failed():  # too many failures
             await self.cancel_all("the sweep failed")
@@ -231,7 +232,9 @@ class SweepEngine:
                 self.status.attempts[str(record.id)] = record.attempt
         await self.cancel_all("suspended")
         self.status.phase = "Suspended"
-        jobs.set_condition(self.status, "Suspended", True, "Suspended", "spec.suspend is true")
+        set_condition(
+            self.status.conditions, "Suspended", True, "Suspended", "spec.suspend is true"
+        )
         self._recount()
         await self.store.save(self.status)
 
@@ -289,11 +292,11 @@ class SweepEngine:
         fatal = images.fatal_code(result)
         if fatal is not None:  # no runtime / no image / no SIF: every retry would fail alike
             self.status.phase = "Failed"
-            jobs.set_condition(self.status, "Ready", False, fatal, record.reason)
+            set_condition(self.status.conditions, "Ready", False, fatal, record.reason)
         elif self.status.failed > self.spec.max_failures:
             self.status.phase = "Failed"
-            jobs.set_condition(
-                self.status,
+            set_condition(
+                self.status.conditions,
                 "Ready",
                 False,
                 "TooManyFailures",
@@ -416,12 +419,12 @@ class SweepEngine:
         busy = any(r.state in OPEN for r in self.status.trials)
         if self.status.next_trial >= self.total and not self.status.retry_queue and not busy:
             self.status.phase = "Succeeded"
-            jobs.set_condition(self.status, "Ready", True, "Succeeded", "every run finished")
+            set_condition(self.status.conditions, "Ready", True, "Succeeded", "every run finished")
             self._complete()
 
     def _complete(self) -> None:
-        self.status.completion_time = self.status.completion_time or jobs.now()
-        jobs.set_condition(self.status, "Complete", True, self.status.phase)
+        self.status.completion_time = self.status.completion_time or now()
+        set_condition(self.status.conditions, "Complete", True, self.status.phase)
 
     def _recount(self) -> None:
         s = self.status

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from streamml.sweep import jobs
 from streamml.sweep.container import FATAL_CODES
+from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
@@ -40,10 +41,12 @@ def record(status: LammpsSweepStatus, trial: TrialRecord, result: JobResult | No
     seen.append(digest)
     del seen[:-MAX_DIGESTS]
     if previous is None:
-        jobs.set_condition(status, "ImageChanged", False, "OneImage", f"trials run in {digest}")
+        set_condition(
+            status.conditions, "ImageChanged", False, "OneImage", f"trials run in {digest}"
+        )
         return
-    jobs.set_condition(
-        status,
+    set_condition(
+        status.conditions,
         "ImageChanged",
         True,
         "ImageChanged",

@@ -11,9 +11,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from streamml.pycommand import streamml_command
 from streamml.sweep.sampling import Point, as_vars
@@ -22,12 +21,10 @@ from streamml.vocabulary import jobresult
 from streamml.vocabulary.jobresult import JobResult, finite
 from streamml.vocabulary.lammpssweep import (
     MAX_CURVE_POINTS,
-    Condition,
     CurvePoint,
     Evaluation,
     HeldOutResult,
     LammpsSweepSpec,
-    LammpsSweepStatus,
 )
 
 #: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
@@ -58,10 +55,6 @@ class JobContext:
     #: the job runs where our filesystem is not (a Pod): its result comes back as the
     #: termination message, and an undelivered result fails the job (no spool to redeliver)
     remote: bool = False
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_name(sweep: str, trial: int, attempt: int) -> str:
@@ -208,31 +201,3 @@ def add_point(points: list[CurvePoint], point: CurvePoint) -> None:
     if len(points) > MAX_CURVE_POINTS:
         kept = [*points[:-1:2], points[-1]]
         points[:] = kept
-
-
-def set_condition(
-    status: LammpsSweepStatus, type_: str, value: bool, reason: str, message: str = ""
-) -> None:
-    """Set a condition; its transition time changes only when its status does."""
-    text: Literal["True", "False"] = "True" if value else "False"
-    for cond in status.conditions:
-        if cond.type == type_:
-            if cond.status != text:
-                cond.last_transition_time = now()
-            cond.status = text
-            cond.reason = reason
-            cond.message = message[:1000]
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=text,
-            reason=reason,
-            message=message[:1000],
-            last_transition_time=now(),
-        )
-    )
-
-
-def condition(status: LammpsSweepStatus, type_: str) -> Condition | None:
-    return next((c for c in status.conditions if c.type == type_), None)

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.modelspec import ModelSpec
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
 
@@ -148,22 +149,6 @@ class StreamModelSpec(_Wire):
     server: Server = Field(default_factory=Server)
     service: Service = Field(default_factory=Service)
     ingress: Ingress = Field(default_factory=Ingress)
-
-
-ConditionStatus = Literal["True", "False", "Unknown"]
-
-
-class Condition(_Wire):
-    """A Kubernetes API convention condition."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    type: str = Field(max_length=64)
-    status: ConditionStatus
-    reason: str = Field(default="", max_length=128)
-    message: str = Field(default="", max_length=1024)
-    last_transition_time: str | None = Field(default=None, description="RFC 3339")
-    observed_generation: int | None = None
 
 
 class ModelStatus(_Wire):

@@ -20,6 +20,7 @@ from streamml.sweep import jobs
 from streamml.sweep.engine import FileStore, SweepEngine
 from streamml.sweep.sampling import plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.vocabulary import conditions
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus
 
 
@@ -226,7 +227,7 @@ async def test_too_many_failures_fail_the_sweep_and_cancel(tmp_path: Path) -> No
     status = engine.status
     assert status.phase == "Failed"
     assert status.failed == 2
-    ready = jobs.condition(status, "Ready")
+    ready = conditions.find(status.conditions, "Ready")
     assert ready is not None and ready.reason == "TooManyFailures"
     assert "ERROR: bad input" in ready.message
     assert all(r.state not in ("Pending", "Running", "Submitting") for r in status.trials)
