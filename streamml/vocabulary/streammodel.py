@@ -62,7 +62,7 @@ class Resources(_Wire):
     )
 
 
-class Storage(_Wire):
+class StorageSpec(_Wire):
     """Where the server keeps its models: a PersistentVolumeClaim, or ephemeral (emptyDir)."""
 
     model_config = ConfigDict(
@@ -105,7 +105,7 @@ class Server(_Wire):
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS, description="0 pauses the server")
     port: int = Field(default=8080, ge=1024, le=65535, description="container port (non-root)")
     resources: Resources = Field(default_factory=Resources)
-    storage: Storage = Field(default_factory=Storage)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
     auth: Auth = Field(default_factory=Auth)
 
 
