@@ -66,7 +66,11 @@ def _refused(
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
-    """Register the StreamModel handlers of one operator process."""
+    """Register the StreamModel handlers of one operator process.
+
+    The handlers are closures over ``context`` and kopf's registry (longer than ~60 lines on
+    purpose: each handler is short and delegates to :mod:`.reconcile`).
+    """
 
     async def reconcile(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any

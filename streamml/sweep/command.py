@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    """The command's whole run: settings, engine, progress, report (longer than ~60 lines: one
+    straight sequence with no branch worth a name of its own)."""
     import asyncio
 
     from pydantic_settings import BaseSettings, SettingsConfigDict

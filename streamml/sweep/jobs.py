@@ -84,7 +84,11 @@ def build_job(
     test: bool,
     sweep: str,
 ) -> JobRequest:
-    """The scheduler request of one attempt of one trial (``streamml run-lammps ...``)."""
+    """The scheduler request of one attempt of one trial (``streamml run-lammps ...``).
+
+    One command line, built top to bottom in the order run-lammps reads it (longer than ~60
+    lines on purpose: split, the order of its options would be scattered).
+    """
     name = job_name(sweep, trial, attempt)
     out = trial_dir(ctx, name)
     result = TERMINATION_LOG if ctx.remote else str(out / RESULT_FILE)
