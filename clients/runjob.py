@@ -35,7 +35,7 @@ from streamml.files import write_atomic
 from streamml.vocabulary.jobresult import JobResult
 
 if TYPE_CHECKING:
-    from streamml.clients.delivery import Retry
+    from streamml.clients.delivery import Outcome, Retry
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,8 @@ def _retry(args: argparse.Namespace) -> Retry:
 
 
 def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
+    """One trial: check the options, prepare, run LAMMPS, deliver, write the result (longer
+    than ~60 lines: one straight sequence whose steps are calls; the order is the contract)."""
     from streamml.clients import delivery, lammps
 
     server = args.server or settings.server
@@ -254,8 +256,20 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     document.predictions = dict(outcome.predictions)
     document.error = outcome.error
     _write_result(result_file, document)
+    return _exit_code(document, outcome)
+
+
+def _exit_code(document: JobResult, outcome: Outcome) -> int:
+    """0 delivered or spooled while the server is away; EXIT_UNDELIVERED otherwise (said why)."""
+    trial = document.trial
     if outcome.delivered:
-        log.info("trial %s: %s=%g delivered (%s)", trial, args.target, target, kind)
+        log.info(
+            "trial %s: %s=%g delivered (%s)",
+            trial,
+            document.target_name,
+            document.target,
+            document.kind,
+        )
         return 0
     if outcome.spooled is not None and outcome.unreachable:
         print(

@@ -23,7 +23,7 @@ from streamml.operator.builders import Owner
 from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
-from streamml.vocabulary.conditions import Condition, Observation, merge_conditions
+from streamml.vocabulary.conditions import Observation, merge_conditions
 from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.conditions import parse as parse_conditions
 from streamml.vocabulary.modelspec import ModelSpec
@@ -399,7 +399,44 @@ async def observe(
         available, replicas, ready_replicas = deployment_available(deployment, spec.server.replicas)
     ingress_obs, url = ingress_observation(spec, ingress)
     old_models = [m for m in previous.get("models") or [] if isinstance(m, Mapping)]
-    polls, held = _carry_over(old_models)
+    models_obs, polls, held = await _observe_models(
+        context, state, spec, available, address, old_models, emit
+    )
+    observed = [available] + ([ingress_obs] if ingress_obs else []) + [models_obs]
+    counted = [o for o in observed if o.reason != "NotVerified"]
+    observed.insert(0, st.aggregate_ready(counted))
+    before = parse_conditions(previous.get("conditions"))
+    conditions = merge_conditions(before, observed, generation=generation, order=st.CONDITION_ORDER)
+    st.announce(before, conditions, emit)
+    section = st.models_section(spec.models, polls, held)
+    return StreamModelStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        url=url,
+        address=address,
+        auth_secret_name=builders.auth_secret_name(owner, spec),
+        replicas=replicas,
+        ready_replicas=ready_replicas,
+        selector=builders.selector_string(owner),
+        models=section.models,
+        models_ready=section.models_ready,
+        samples_learned=section.samples_learned,
+        best=section.best,
+    )
+
+
+async def _observe_models(
+    context: OperatorContext,
+    state: ObjectState,
+    spec: StreamModelSpec,
+    available: Observation,
+    address: str | None,
+    old_models: list[Mapping[str, Any]],
+    emit: Emit,
+) -> tuple[Observation, list[st.ModelPoll], dict[str, str]]:
+    """``ModelsReady``, the models' polls and held spec hashes (the last known while the server
+    cannot be asked)."""
+    polls, held = st.carry_over(old_models)
     if not spec.models:
         models_obs = Observation(st.MODELS_READY, "True", "NoModels", "no models declared")
     elif not context.settings.reach_servers:
@@ -422,56 +459,7 @@ async def observe(
             models_obs = Observation(st.MODELS_READY, "False", "AuthFailed", str(exc))
         except (DeliveryError, StreamMLError) as exc:
             models_obs = Observation(st.MODELS_READY, "False", "ServerUnreachable", str(exc))
-    observed = [available] + ([ingress_obs] if ingress_obs else []) + [models_obs]
-    counted = [o for o in observed if o.reason != "NotVerified"]
-    observed.insert(0, st.aggregate_ready(counted))
-    before = parse_conditions(previous.get("conditions"))
-    conditions = merge_conditions(before, observed, generation=generation, order=st.CONDITION_ORDER)
-    _announce(before, conditions, emit)
-    section = st.models_section(spec.models, polls, held)
-    return StreamModelStatus(
-        observed_generation=generation,
-        conditions=conditions,
-        url=url,
-        address=address,
-        auth_secret_name=builders.auth_secret_name(owner, spec),
-        replicas=replicas,
-        ready_replicas=ready_replicas,
-        selector=builders.selector_string(owner),
-        models=section.models,
-        models_ready=section.models_ready,
-        samples_learned=section.samples_learned,
-        best=section.best,
-    )
-
-
-def _carry_over(old: list[Mapping[str, Any]]) -> tuple[list[st.ModelPoll], dict[str, str]]:
-    """Last known samples/metrics (not ready) while the server cannot be asked."""
-    polls = [
-        st.ModelPoll(
-            str(m.get("name")),
-            False,
-            int(m.get("samples") or 0),
-            st.clean_metrics(m.get("metrics") or {}),
-        )
-        for m in old
-    ]
-    held = {str(m.get("name")): str(m["specHash"]) for m in old if m.get("specHash")}
-    return polls, held
-
-
-def _announce(before: list[Condition], after: list[Condition], emit: Emit) -> None:
-    old = {c.type: c.status for c in before}
-    if not old:
-        return  # the first status is not a transition (and 100 new objects need no 300 events)
-    for cond in after:
-        if old.get(cond.type) == cond.status:
-            continue
-        if cond.type not in (st.READY, st.AVAILABLE, st.MODELS_READY):
-            continue
-        # a warning when something that worked stops working; anything else is news
-        kind = "Warning" if old.get(cond.type) == "True" else "Normal"
-        emit(kind, f"{cond.type}{cond.status}", f"{cond.reason}: {cond.message}")
+    return models_obs, polls, held
 
 
 def invalid_status(body: Mapping[str, Any], error: StreamMLError, reason: str) -> dict[str, Any]:

@@ -9,11 +9,11 @@ when something changed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamml.vocabulary.conditions import Observation
+from streamml.vocabulary.conditions import Condition, Observation
 from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.modelspec import ModelSpec
 from streamml.vocabulary.streammodel import BestModel, ModelStatus, StreamModelStatus
@@ -152,3 +152,34 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
     """The keys of ``desired`` whose value differs from ``current`` (empty: write nothing)."""
     current = current or {}
     return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def carry_over(old: list[Mapping[str, Any]]) -> tuple[list[ModelPoll], dict[str, str]]:
+    """Last known samples/metrics (not ready) while the server cannot be asked."""
+    polls = [
+        ModelPoll(
+            str(m.get("name")),
+            False,
+            int(m.get("samples") or 0),
+            clean_metrics(m.get("metrics") or {}),
+        )
+        for m in old
+    ]
+    held = {str(m.get("name")): str(m["specHash"]) for m in old if m.get("specHash")}
+    return polls, held
+
+
+def announce(
+    before: list[Condition], after: list[Condition], emit: Callable[[str, str, str], None]
+) -> None:
+    old = {c.type: c.status for c in before}
+    if not old:
+        return  # the first status is not a transition (and 100 new objects need no 300 events)
+    for cond in after:
+        if old.get(cond.type) == cond.status:
+            continue
+        if cond.type not in (READY, AVAILABLE, MODELS_READY):
+            continue
+        # a warning when something that worked stops working; anything else is news
+        kind = "Warning" if old.get(cond.type) == "True" else "Normal"
+        emit(kind, f"{cond.type}{cond.status}", f"{cond.reason}: {cond.message}")
