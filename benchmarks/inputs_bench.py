@@ -5,7 +5,7 @@ Planning: ``plan()`` of today's code next to the code before issue 8 (taken from
 drawn point); then today's code alone on the ranges the old code could not plan at all (a list
 of 10**8 values; 3e6 values x 10,000 trials; a float span of 2e15 by 1e-300).
 
-Staging: :func:`streamml.clients.sweep_inputs.stage` (what each trial's ``run-lammps
+Staging: :func:`streamml.sweep.snapshot.stage` (what each trial's ``run-lammps
 --input-dir`` does) for snapshots of a few sizes.
 
     .venv/bin/python benchmarks/inputs_bench.py [--rounds 3]
@@ -29,8 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from streamml.clients import sweep_inputs
-from streamml.clients.sampling import plan
+from streamml.sweep import snapshot as sweep_inputs
+from streamml.sweep.sampling import plan
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,8 +30,8 @@ from typing import Any
 from _ourserver import PIPELINE, OurServer
 
 from streamml.clients.api import ModelServerClient
-from streamml.clients.schedulers import JobRequest, Scheduler, make_scheduler
 from streamml.pycommand import streamml_command
+from streamml.sweep.schedulers import JobRequest, Scheduler, make_scheduler
 from streamml.testbed import flux, hpc
 from streamml.vocabulary.modelspec import ModelSpec
 

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.schedulers.local import LocalScheduler
-from streamml.clients.sweep import FileStore, SweepEngine
+from streamml.sweep import jobs
+from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.schedulers.local import LocalScheduler
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 RESULTS = Path(__file__).parent / "results" / "sweep_bench.json"

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from streamml.clients.api import ModelServerClient
 from streamml.errors import DeliveryError, StreamMLError
 from streamml.files import write_atomic
+from streamml.vocabulary import jobresult
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +245,12 @@ async def redeliver(
 
 def _mark_delivered(result_file: Path, trial: str, outcome: Outcome) -> None:
     try:
-        document = json.loads(result_file.read_text())
+        document = jobresult.read(result_file.read_text())
     except (OSError, ValueError):
         return  # the result file is the job's; a missing one does not undo a delivery
-    if not isinstance(document, dict) or document.get("trial") != trial:
+    if document is None or document.trial != trial:
         return  # only ever rewrite this trial's own result document
-    document["delivered"] = True
+    document.delivered = True
     if outcome.predictions:
-        document["predictions"] = outcome.predictions
-    write_atomic(result_file, json.dumps(document, indent=1))
+        document.predictions = dict(outcome.predictions)
+    write_atomic(result_file, document.to_json())

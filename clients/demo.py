@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
-    from streamml.clients import samples as sample_files
+    """The demo's script, step by step as it prints them (longer than ~60 lines: a straight
+    sequence; each step is a call)."""
+    from streamml.clients import demo_manifests as sample_files
     from streamml.clients.evaluation import (
         evaluate,
         format_evaluation,

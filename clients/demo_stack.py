@@ -92,7 +92,7 @@ class Stack:
         self._start_operator()
 
     def _install_crds(self) -> None:
-        from streamml.operator import crdgen
+        from streamml.vocabulary import crdgen
 
         infos = crdgen.resources()
         self.kubectl("apply", "-f", "-", input="---\n".join(crdgen.render(i) for i in infos))

@@ -30,7 +30,7 @@ TEST = "test"
 
 
 @dataclass(frozen=True)
-class TrialRecord:
+class FinishedTrial:
     """One finished trial: its parameters, its measured target and the models' predictions."""
 
     name: str
@@ -73,7 +73,7 @@ class Ceiling:
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class HeldOutReport:
     models: dict[str, Scores]
     ceiling: Ceiling | None
 
@@ -125,7 +125,7 @@ def least_squares(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, floa
     return my - slope * mx, slope
 
 
-def offline_ceiling(trials: Iterable[TrialRecord]) -> Ceiling | None:
+def offline_ceiling(trials: Iterable[FinishedTrial]) -> Ceiling | None:
     """Fit on the training trials, score on the held-out ones; None without enough of either."""
     trials = list(trials)
     train = [t for t in trials if t.split == TRAIN]
@@ -137,7 +137,7 @@ def offline_ceiling(trials: Iterable[TrialRecord]) -> Ceiling | None:
     return Ceiling(intercept, slope, len(train), scores([t.target for t in test], predicted))
 
 
-def evaluate(trials: Iterable[TrialRecord]) -> Evaluation:
+def evaluate(trials: Iterable[FinishedTrial]) -> HeldOutReport:
     """Score every model's held-out predictions and compute the ceiling on the same runs."""
     trials = list(trials)
     test = [t for t in trials if t.split == TEST]
@@ -147,10 +147,10 @@ def evaluate(trials: Iterable[TrialRecord]) -> Evaluation:
         pairs = [(t.target, t.predictions[name]) for t in test if name in t.predictions]
         pairs = [(a, p) for a, p in pairs if math.isfinite(p)]
         models[name] = scores([a for a, _ in pairs], [p for _, p in pairs])
-    return Evaluation(models, offline_ceiling(trials))
+    return HeldOutReport(models, offline_ceiling(trials))
 
 
-def format_evaluation(evaluation: Evaluation) -> str:
+def format_evaluation(evaluation: HeldOutReport) -> str:
     """A plain-text table: one row per model, then the ceiling, sorted by held-out R²."""
     rows = sorted(
         evaluation.models.items(),
@@ -185,8 +185,8 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def trial_from_data(data: Mapping[str, Any]) -> TrialRecord:
-    """A :class:`TrialRecord` from its JSON form, with clear errors for malformed input."""
+def trial_from_data(data: Mapping[str, Any]) -> FinishedTrial:
+    """A :class:`FinishedTrial` from its JSON form, with clear errors for malformed input."""
     if not isinstance(data, Mapping):
         raise SpecError(f"a trial record must be an object, got {type(data).__name__}")
     name = str(data.get("name") or data.get("trial") or "")
@@ -207,7 +207,7 @@ def trial_from_data(data: Mapping[str, Any]) -> TrialRecord:
         for k, v in raw_pred.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    return TrialRecord(
+    return FinishedTrial(
         name=name,
         split=split,
         parameters=params,
@@ -217,7 +217,7 @@ def trial_from_data(data: Mapping[str, Any]) -> TrialRecord:
     )
 
 
-def trial_to_data(trial: TrialRecord) -> dict[str, Any]:
+def trial_to_data(trial: FinishedTrial) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": trial.name,
         "split": trial.split,
@@ -230,7 +230,7 @@ def trial_to_data(trial: TrialRecord) -> dict[str, Any]:
     return data
 
 
-def load_trials(path: Path) -> list[TrialRecord]:
+def load_trials(path: Path) -> list[FinishedTrial]:
     """Trial records from a JSONL file (one object a line) or a JSON list."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -246,13 +246,13 @@ def load_trials(path: Path) -> list[TrialRecord]:
     return [trial_from_data(item) for item in items]
 
 
-def write_trials(path: Path, trials: Iterable[TrialRecord]) -> None:
+def write_trials(path: Path, trials: Iterable[FinishedTrial]) -> None:
     with path.open("w", encoding="utf-8") as out:
         for trial in trials:
             out.write(json.dumps(trial_to_data(trial), sort_keys=True) + "\n")
 
 
-def trials_from_sweep_status(status: Mapping[str, Any]) -> list[TrialRecord]:
+def trials_from_sweep_status(status: Mapping[str, Any]) -> list[FinishedTrial]:
     """Trial records from a LammpsSweep's ``status`` (camelCase, as the API server returns it).
 
     Training runs are the succeeded ``train`` trials with a target; held-out runs are the
@@ -261,7 +261,7 @@ def trials_from_sweep_status(status: Mapping[str, Any]) -> list[TrialRecord]:
     if not isinstance(status, Mapping):
         raise SpecError("a LammpsSweep status must be an object")
     params_of: dict[tuple[str, int], dict[str, float]] = {}
-    trials: list[TrialRecord] = []
+    trials: list[FinishedTrial] = []
     for record in status.get("trials") or []:
         if not isinstance(record, Mapping) or not isinstance(record.get("id"), int):
             continue
@@ -271,7 +271,7 @@ def trials_from_sweep_status(status: Mapping[str, Any]) -> list[TrialRecord]:
         target: Any = record.get("target")
         if role == TRAIN and record.get("state") == "Succeeded" and _is_number(target):
             name = str(record.get("jobName") or f"train-{record['id']}")
-            trials.append(TrialRecord(name, TRAIN, params, float(target)))
+            trials.append(FinishedTrial(name, TRAIN, params, float(target)))
     for result in status.get("testResults") or []:
         if not isinstance(result, Mapping) or not _is_number(result.get("target")):
             continue
@@ -280,7 +280,7 @@ def trials_from_sweep_status(status: Mapping[str, Any]) -> list[TrialRecord]:
             str(k): float(v) for k, v in (result.get("predictions") or {}).items() if _is_number(v)
         }
         trials.append(
-            TrialRecord(
+            FinishedTrial(
                 f"test-{ident}",
                 TEST,
                 params_of.get((TEST, ident), {}) if isinstance(ident, int) else {},

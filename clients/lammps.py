@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from streamml.errors import LammpsError
+from streamml.vocabulary.jobresult import public_error
 from streamml.vocabulary.lammpssweep import Target
 
 #: the default input: LJ melt sized by integer cell counts nx, ny, nz (and ``steps``)
@@ -46,7 +47,6 @@ _PERF = re.compile(
 _CPU = re.compile(rf"^({_NUM})% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads", re.MULTILINE)
 _WALL = re.compile(r"^Total wall time: (\d+):(\d{2}):(\d{2})", re.MULTILINE)
 _ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
-_ANY_ERROR = re.compile(r"ERROR(?: on proc \d+)?: [^\n]*")
 
 
 @dataclass(frozen=True)
@@ -93,70 +93,11 @@ class LammpsMetrics:
 def find_error(text: str) -> str | None:
     """The first ``ERROR:`` line LAMMPS wrote (its own words for why it stopped), or None.
 
-    The full line, for the job's own log; a status gets :func:`public_error` of it.
+    The full line, for the job's own log; a status gets
+    :func:`~streamml.vocabulary.jobresult.public_error` of it.
     """
     match = _ERROR.search(text)
     return match.group(0).strip() if match else None
-
-
-#: Fixed reason codes of a failed trial (a status reason is ``CODE: message``).
-REASON_CODES: dict[str, str] = {
-    "LammpsError": "LAMMPS stopped with an ERROR line (its words, input text removed)",
-    "LammpsExitCode": "LAMMPS exited non-zero without an ERROR line",
-    "LammpsTimeout": "LAMMPS did not finish within the time limit",
-    "LammpsNotRunnable": "the LAMMPS command could not be started",
-    "LogUnparseable": "the LAMMPS log lacks the lines a measurement needs",
-    "TargetMissing": "the LAMMPS log does not report the target",
-    "InputUnavailable": "the trial's input directory could not be prepared",
-}
-
-_LOCATION = re.compile(r"\s*\((?:src/)?[\w./-]+\.(?:cpp|h|c):\d+\)\s*$")
-#: LAMMPS echoes input text in these forms (2021-2023 versions): each is cut from a status
-_ECHOES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^ERROR(?: on proc \d+)?:\s*"), ""),
-    (re.compile(r"^Last command:.*$", re.MULTILINE), ""),
-    # the unknown command is the input line itself
-    (re.compile(r"\b(Unknown command)\b.*", re.IGNORECASE), r"\1"),
-    # quoted words are the input's: "Unrecognized pair style 'X'", "instead of 'X'"
-    (re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`"), "'…'"),
-    # a file name is the input's: "Cannot open restart file X: No such file or directory"
-    (
-        re.compile(r"\b(open[\w /-]*? (?:file|script|directory))\s+\S+?(?=: |\s|$)", re.I),
-        r"\1 …",
-    ),
-    # a variable name or value: "Substitution for illegal variable X", "Variable X: ..."
-    (re.compile(r"\b(illegal variable)\s+\S+", re.IGNORECASE), r"\1 …"),
-    (re.compile(r"\b(Variable)\s+\S+?:"), r"\1 …:"),
-    # what follows "Unknown identifier in data file:" and the like is the file's text
-    (
-        re.compile(r"\b((?:Unknown|Unrecognized|Invalid|Illegal|Unexpected|Incorrect)[^:]*):.*$"),
-        r"\1: …",
-    ),
-)
-
-
-def public_error(text: str) -> str:
-    """LAMMPS' error message with every echo of input text removed: safe for a status.
-
-    >>> public_error("ERROR: Unknown command: hunter2 (src/input.cpp:274)")
-    'Unknown command'
-    >>> public_error("ERROR on proc 0: Cannot open restart file s3cr3t: No such file or directory")
-    'Cannot open restart file …: No such file or directory'
-    >>> public_error("ERROR: Lost atoms: original 256 current 212 (src/thermo.cpp:481)")
-    'Lost atoms: original 256 current 212'
-    """
-    line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    line = _LOCATION.sub("", line.strip())
-    for pattern, replacement in _ECHOES:
-        line = pattern.sub(replacement, line)
-    return " ".join(line.split())[:300] or "(no message)"
-
-
-def scrub(text: str) -> str:
-    """Any text bound for a status (a scheduler's reason): LAMMPS' echoes cut out of it."""
-    text = re.sub(r"Last command:.*", "Last command: …", text)
-    text = re.sub(r"(Unknown command)\b[^\n]*", r"\1", text, flags=re.IGNORECASE)
-    return _ANY_ERROR.sub(lambda m: f"ERROR: {public_error(m.group(0))}", text)
 
 
 def lammps_failure(error_line: str) -> LammpsError:

@@ -29,7 +29,7 @@ from streamml.clients.evaluation import (
     TEST,
     TRAIN,
     Ceiling,
-    TrialRecord,
+    FinishedTrial,
     evaluate,
     load_trials,
     trials_from_sweep_status,
@@ -81,7 +81,7 @@ def learning_curve_figure(rows: Sequence[dict[str, Any]], metric: str) -> Figure
     return figure
 
 
-def prediction_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) -> Figure:
+def prediction_figure(trials: Sequence[FinishedTrial], ceiling: Ceiling | None) -> Figure:
     """Predicted against actual for the held-out runs: one marker set per model."""
     test = [t for t in trials if t.split == TEST]
     evaluation = evaluate(trials)
@@ -118,7 +118,7 @@ def prediction_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) ->
     return figure
 
 
-def runtime_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) -> Figure:
+def runtime_figure(trials: Sequence[FinishedTrial], ceiling: Ceiling | None) -> Figure:
     """Runtime against atom count (training and held-out runs) with the ceiling's line."""
     figure = _figure()
     ax = figure.add_subplot()
@@ -144,7 +144,7 @@ def runtime_figure(trials: Sequence[TrialRecord], ceiling: Ceiling | None) -> Fi
 
 
 def heatmap_grid(
-    trials: Sequence[TrialRecord], x_param: str, y_param: str, bins: int = HEATMAP_BINS
+    trials: Sequence[FinishedTrial], x_param: str, y_param: str, bins: int = HEATMAP_BINS
 ) -> tuple[list[float], list[float], list[list[float]]]:
     """Bin edges on both axes and the mean runtime per cell (NaN where no run fell)."""
     xs = [t.parameters[x_param] for t in trials]
@@ -176,7 +176,7 @@ def heatmap_grid(
     return x_edges, y_edges, grid
 
 
-def heatmap_figure(trials: Sequence[TrialRecord], x_param: str, y_param: str) -> Figure:
+def heatmap_figure(trials: Sequence[FinishedTrial], x_param: str, y_param: str) -> Figure:
     """Mean runtime over two parameters (the others averaged out)."""
     import numpy as np
 
@@ -245,7 +245,7 @@ def render(in_dir: Path, out_dir: Path) -> list[Path]:
             if metric in present:
                 save(learning_curve_figure(rows, metric), f"learning_curve_{metric}.png")
     trials_path = in_dir / TRIALS_JSONL
-    trials: list[TrialRecord] | None = None
+    trials: list[FinishedTrial] | None = None
     if trials_path.exists():
         trials = load_trials(trials_path)
     elif sweep_status is not None:

@@ -3,14 +3,12 @@
 Runs LAMMPS with the trial's ``-var`` parameters, parses the log, and sends the result to the
 model server under the trial's identifier: a training trial learns (idempotent), a held-out trial
 (``--test``) asks every model for a prediction and never learns. It always writes a result
-document for the sweep engine (``--result-file``, default ``$STREAMML_RESULT_FILE``)::
+document for the sweep engine (``--result-file``, default ``$STREAMML_RESULT_FILE``): a
+:class:`~streamml.vocabulary.jobresult.JobResult`, the schema the engine reads it with.
 
-    {"trial": ID, "kind": "learn"|"predict", "features": {...}, "target": y | null,
-     "target_name": "loop_time", "metrics": {...parsed log...}, "predictions": {model: y},
-     "delivered": bool, "spooled": path | null, "error": str | null, "reason": CODE | null}
-
-A LAMMPS failure's ``error`` is ``CODE: message`` (:data:`streamml.clients.lammps.REASON_CODES`)
-with LAMMPS' echo of input text removed; the full text goes to stderr, the job's own log.
+A LAMMPS failure's ``error`` is ``CODE: message``
+(:data:`streamml.vocabulary.jobresult.REASON_CODES`) with LAMMPS' echo of input text removed;
+the full text goes to stderr, the job's own log.
 
 Exit codes: 0 the result was delivered or spooled for later; 1 LAMMPS failed or its log is
 unparseable (the ``ERROR:`` line is printed); 2 bad options; 3 the result could not be delivered
@@ -34,9 +32,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError, LammpsError
 from streamml.files import write_atomic
+from streamml.vocabulary.jobresult import JobResult
 
 if TYPE_CHECKING:
-    from streamml.clients.delivery import Retry
+    from streamml.clients.delivery import Outcome, Retry
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +184,8 @@ def _retry(args: argparse.Namespace) -> Retry:
 
 
 def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
+    """One trial: check the options, prepare, run LAMMPS, deliver, write the result (longer
+    than ~60 lines: one straight sequence whose steps are calls; the order is the contract)."""
     from streamml.clients import delivery, lammps
 
     server = args.server or settings.server
@@ -203,19 +204,7 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     username, token = settings.credentials_pair()
     input_dir: Path | None = args.input_dir or settings.input_dir
     kind: delivery.Kind = "predict" if args.test else "learn"
-    document: dict[str, Any] = {
-        "trial": trial,
-        "kind": kind,
-        "features": features,
-        "target": None,
-        "target_name": args.target,
-        "metrics": {},
-        "predictions": {},
-        "delivered": False,
-        "spooled": None,
-        "error": None,
-        "reason": None,
-    }
+    document = JobResult(trial=trial, kind=kind, features=features, target_name=args.target)
     try:  # what this host lacks fails the trial (with a reason code) ...
         run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
         container, flux = _launchers(args, input_file, document)
@@ -240,10 +229,11 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         target = result.metrics.target(args.target)
     except LammpsError as exc:
         return _lammps_failed(trial, exc, document, result_file)
-    document["metrics"] = result.metrics.as_dict()
-    document["target"] = target
+    document.metrics = result.metrics.as_dict()
+    document.target = target
     if args.features == "vars+atoms":
         features["atoms"] = result.metrics.atoms
+        document.features = dict(features)
     request = delivery.Request(
         kind=kind,
         server=server,
@@ -261,13 +251,25 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
             spool_dir=spool_dir,
         )
     )
-    document["delivered"] = outcome.delivered
-    document["spooled"] = str(outcome.spooled) if outcome.spooled else None
-    document["predictions"] = outcome.predictions
-    document["error"] = outcome.error
+    document.delivered = outcome.delivered
+    document.spooled = str(outcome.spooled) if outcome.spooled else None
+    document.predictions = dict(outcome.predictions)
+    document.error = outcome.error
     _write_result(result_file, document)
+    return _exit_code(document, outcome)
+
+
+def _exit_code(document: JobResult, outcome: Outcome) -> int:
+    """0 delivered or spooled while the server is away; EXIT_UNDELIVERED otherwise (said why)."""
+    trial = document.trial
     if outcome.delivered:
-        log.info("trial %s: %s=%g delivered (%s)", trial, args.target, target, kind)
+        log.info(
+            "trial %s: %s=%g delivered (%s)",
+            trial,
+            document.target_name,
+            document.target,
+            document.kind,
+        )
         return 0
     if outcome.spooled is not None and outcome.unreachable:
         print(
@@ -287,16 +289,15 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
 
 
 def _lammps_failed(
-    trial: str, exc: LammpsError, document: dict[str, Any], result_file: Path | None
+    trial: str, exc: LammpsError, document: JobResult, result_file: Path | None
 ) -> int:
     """Record a failed run: the status gets a fixed code and LAMMPS' words without input text;
     the full text (which may echo the input: "Unknown command: ...") only this job's own log."""
-    document["error"] = f"{exc.code}: {exc}"
-    document["reason"] = exc.code
+    document.error = error = f"{exc.code}: {exc}"
+    document.reason = exc.code
     _write_result(result_file, document)
     if exc.detail != str(exc):
         print(f"streamml run-lammps: trial {trial}: {exc.detail}", file=sys.stderr)
-    error = document["error"]
     print(f"streamml run-lammps: trial {trial}: LAMMPS failed: {error}", file=sys.stderr)
     return EXIT_LAMMPS
 
@@ -305,8 +306,9 @@ def _prepare_run(
     script: Path | None, input_dir: Path | None, run_dir: Path | None
 ) -> tuple[Path | None, Path]:
     """(cwd of LAMMPS, its input file): a fresh copy of ``input_dir`` when one is given."""
-    from streamml.clients import lammps, sweep_inputs
+    from streamml.clients import lammps
     from streamml.errors import SpecError
+    from streamml.sweep import snapshot as sweep_inputs
 
     if input_dir is None:
         input_file = script or lammps.default_input()
@@ -335,21 +337,21 @@ def _prepare_run(
 
 
 def _launchers(
-    args: argparse.Namespace, input_file: Path, document: dict[str, Any]
+    args: argparse.Namespace, input_file: Path, document: JobResult
 ) -> tuple[list[str], str]:
     """(the container prefix, whose image digest goes in ``document``; the flux command)."""
-    from streamml.clients import container
+    from streamml.sweep import container
 
     prefix: list[str] = []
     if args.container_image is not None:
         image = container.Container(
             args.container_runtime, args.container_image, tuple(args.container_bind)
         )
-        prefix, document["image_digest"] = container.prepare(image, os.environ, [input_file])
+        prefix, document.image_digest = container.prepare(image, os.environ, [input_file])
     flux = "flux"
     if args.flux_run is not None:
-        from streamml.clients.schedulers.flux import resolve_flux
         from streamml.errors import SchedulerError
+        from streamml.sweep.schedulers.flux import resolve_flux
 
         try:
             flux = resolve_flux()
@@ -358,10 +360,10 @@ def _launchers(
     return prefix, flux
 
 
-def _write_result(path: Path | None, document: dict[str, Any]) -> None:
+def _write_result(path: Path | None, document: JobResult) -> None:
     if path is None:
         return
-    text = json.dumps(document, indent=1, default=str)
+    text = document.to_json()
     if str(path).startswith("/dev/"):  # e.g. /dev/termination-log: no temp file beside it
         path.write_text(text)
         return

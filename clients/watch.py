@@ -27,12 +27,13 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamml.errors import ConfigurationError, NotFoundError, StreamMLError
 from streamml.files import replacing
+from streamml.sweep import access
+from streamml.sweep.access import ServerAccess
 
 if TYPE_CHECKING:
     from streamml.clients.api import ModelServerClient
@@ -45,15 +46,6 @@ FIXED_COLUMNS = ("time", "model", "samples")
 #: a model name we are willing to put into a URL path; anything else a server lists is skipped
 SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 MAX_METRIC_COLUMNS = 64
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to poll, and with which credentials."""
-
-    url: str
-    username: str | None = None
-    token: str | None = None
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -215,7 +207,7 @@ class Recorder:
 
 
 async def watch(
-    target: Target,
+    target: ServerAccess,
     out: Path,
     *,
     interval: float,
@@ -266,7 +258,7 @@ async def watch(
 # -- the StreamModel route -------------------------------------------------------------------
 
 
-def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -> Target:
+def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -> ServerAccess:
     """URL and credentials of a StreamModel, read from its status and its auth Secret."""
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
@@ -276,25 +268,22 @@ def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -
     try:
         api: Any = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except Exception as exc:  # the kubernetes loader raises bare exceptions of many kinds
-        where = kubeconfig or "(default)"
-        raise ConfigurationError(f"cannot load kubeconfig {where}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot load kubeconfig {kubeconfig or '(default)'}: {exc}"
+        ) from exc
     try:
         obj: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
             GROUP, VERSION, namespace, "streammodels", name
         )
-        status = obj.get("status") or {}
-        address = status.get("address")
-        if not address:
-            raise ConfigurationError(
-                f"StreamModel {namespace}/{name} has no status.address yet (is it Ready?)"
-            )
-        secret_name = status.get("authSecretName")
-        username = token = None
-        if secret_name:
-            secret = client.CoreV1Api(api).read_namespaced_secret(secret_name, namespace)
+        try:
+            where = access.locate(f"{namespace}/{name}", obj, require_ready=False)
+        except access.ServerUnavailable as exc:
+            raise ConfigurationError(str(exc)) from exc
+        decoded: dict[str, str] | None = None
+        if where.secret_name:
+            secret = client.CoreV1Api(api).read_namespaced_secret(where.secret_name, namespace)
             data: dict[str, Any] = secret.data or {}
-            username = _b64(data.get("username"))
-            token = _b64(data.get("token"))
+            decoded = {k: v for k in ("username", "token") if (v := _b64(data.get(k))) is not None}
     except ApiException as exc:
         if exc.status == 404:
             what = f"StreamModel {namespace}/{name} (or its Secret)"
@@ -302,7 +291,7 @@ def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -
         raise ConfigurationError(f"API server refused: {exc.status} {exc.reason}") from exc
     finally:
         api.close()
-    return Target(str(address), username, token)
+    return access.with_credentials(where, decoded)
 
 
 def _b64(value: object) -> str | None:
@@ -353,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.server:
         if not re.match(r"^https?://[^\s/]+", args.server):
             raise ConfigurationError(f"--server must be an http(s) URL, got {args.server!r}")
-        target = Target(args.server, args.username, args.token)
+        target = ServerAccess(args.server, args.username, args.token)
     else:
         raise ConfigurationError("give --server URL (or STREAMML_SERVER) or --streammodel NAME")
     recorded, answered = asyncio.run(

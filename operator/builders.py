@@ -132,7 +132,11 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def deployment(owner: Owner, spec: StreamModelSpec, image: str) -> dict[str, Any]:
-    """The server Deployment: non-root, read-only root fs, probes, credentials from the Secret."""
+    """The server Deployment: non-root, read-only root fs, probes, credentials from the Secret.
+
+    One manifest as one literal (a pure builder; longer than ~60 lines on purpose: split, the
+    Deployment would no longer read as the YAML it becomes).
+    """
     server = spec.server
     data_volume: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": pvc_name(owner)}}

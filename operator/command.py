@@ -56,7 +56,7 @@ def build(settings: Any) -> tuple[Any, Any]:
     import kopf
 
     from streamml.operator import main as entry
-    from streamml.operator.apply import Kube
+    from streamml.operator.kube import Kube
     from streamml.operator.localruntime import LocalRuntime
     from streamml.operator.reconcile import OperatorContext
 

@@ -19,12 +19,15 @@ import pydantic
 from streamml.errors import AuthError, ConflictError, DeliveryError, SpecError, StreamMLError
 from streamml.operator import builders
 from streamml.operator import status as st
-from streamml.operator.apply import Kube, KubeError, decode_secret
 from streamml.operator.builders import Owner
+from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
+from streamml.vocabulary.conditions import Observation, merge_conditions
+from streamml.vocabulary.conditions import dump as dump_conditions
+from streamml.vocabulary.conditions import parse as parse_conditions
 from streamml.vocabulary.modelspec import ModelSpec
-from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE, StreamModelSpec
+from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE, StreamModelSpec, StreamModelStatus
 
 #: emit(type "Normal"|"Warning", reason, message): posts a Kubernetes Event on the StreamModel
 Emit = Callable[[str, str, str], None]
@@ -242,13 +245,13 @@ def _owned_by(obj: Mapping[str, Any], owner: Owner) -> bool:
 
 def deployment_available(
     deployment: Mapping[str, Any] | None, desired: int
-) -> tuple[st.Observation, int, int]:
+) -> tuple[Observation, int, int]:
     """(Available, replicas, readyReplicas) from the Deployment's status (set by the cluster)."""
     if desired == 0:
-        return st.Observation(st.AVAILABLE, "False", "ScaledToZero", "replicas is 0"), 0, 0
+        return Observation(st.AVAILABLE, "False", "ScaledToZero", "replicas is 0"), 0, 0
     if deployment is None:
         message = "the Deployment does not exist yet"
-        return st.Observation(st.AVAILABLE, "False", "DeploymentMissing", message), 0, 0
+        return Observation(st.AVAILABLE, "False", "DeploymentMissing", message), 0, 0
     status = deployment.get("status") or {}
     generation = int((deployment.get("metadata") or {}).get("generation") or 0)
     observed = int(status.get("observedGeneration") or 0)
@@ -258,36 +261,36 @@ def deployment_available(
     updated = int(status.get("updatedReplicas") or 0)
     if observed < generation or updated < desired:
         message = f"{updated}/{desired} replicas updated to the current spec"
-        obs = st.Observation(st.AVAILABLE, "False", "RollingOut", message)
+        obs = Observation(st.AVAILABLE, "False", "RollingOut", message)
     elif available < desired:
         message = f"{available}/{desired} replicas available"
-        obs = st.Observation(st.AVAILABLE, "False", "ReplicasUnavailable", message)
+        obs = Observation(st.AVAILABLE, "False", "ReplicasUnavailable", message)
     else:
         message = f"{available}/{desired} replicas available"
-        obs = st.Observation(st.AVAILABLE, "True", "MinimumReplicasAvailable", message)
+        obs = Observation(st.AVAILABLE, "True", "MinimumReplicasAvailable", message)
     return obs, replicas, ready
 
 
 async def process_available(
     server: ServerProcess | None, ready: bool, desired: int
-) -> tuple[st.Observation, int, int]:
+) -> tuple[Observation, int, int]:
     if desired == 0:
-        return st.Observation(st.AVAILABLE, "False", "ScaledToZero", "replicas is 0"), 0, 0
+        return Observation(st.AVAILABLE, "False", "ScaledToZero", "replicas is 0"), 0, 0
     if server is None:
-        return st.Observation(st.AVAILABLE, "False", "NotStarted", "no server process"), 0, 0
+        return Observation(st.AVAILABLE, "False", "NotStarted", "no server process"), 0, 0
     if not server.running:
         message = f"the server process exited; restart {server.restarts} pending"
-        return st.Observation(st.AVAILABLE, "False", "Restarting", message), 0, 0
+        return Observation(st.AVAILABLE, "False", "Restarting", message), 0, 0
     if not ready:
         message = f"the server process is starting on {server.address}"
-        return st.Observation(st.AVAILABLE, "False", "Starting", message), 1, 0
+        return Observation(st.AVAILABLE, "False", "Starting", message), 1, 0
     message = f"the server process answers on {server.address}"
-    return st.Observation(st.AVAILABLE, "True", "ProcessReady", message), 1, 1
+    return Observation(st.AVAILABLE, "True", "ProcessReady", message), 1, 1
 
 
 def ingress_observation(
     spec: StreamModelSpec, ingress: Mapping[str, Any] | None
-) -> tuple[st.Observation | None, str | None]:
+) -> tuple[Observation | None, str | None]:
     if not spec.ingress.enabled:
         return None, None
     entries = ((ingress or {}).get("status") or {}).get("loadBalancer", {}).get("ingress") or []
@@ -296,9 +299,9 @@ def ingress_observation(
         host = entries[0].get("hostname") or entries[0].get("ip")
     url = builders.ingress_url(spec, host)
     if host:
-        return st.Observation(st.INGRESS_READY, "True", "AddressAssigned", f"at {host}"), url
+        return Observation(st.INGRESS_READY, "True", "AddressAssigned", f"at {host}"), url
     message = "waiting for an ingress controller to assign an address"
-    return st.Observation(st.INGRESS_READY, "False", "AddressPending", message), url
+    return Observation(st.INGRESS_READY, "False", "AddressPending", message), url
 
 
 async def sync_models(
@@ -309,7 +312,7 @@ async def sync_models(
     credentials: tuple[str, str],
     previous: list[Mapping[str, Any]],
     emit: Emit,
-) -> tuple[st.Observation, list[st.ModelPoll], dict[str, str]]:
+) -> tuple[Observation, list[st.ModelPoll], dict[str, str]]:
     """Create/replace/remove the declared models on the server and poll their metrics."""
     from streamml.clients.api import ModelServerClient
 
@@ -351,10 +354,10 @@ async def sync_models(
                 emit("Normal", "ModelRemoved", f"model {name} removed from the spec")
         polls = await asyncio.gather(*(_poll(client, name) for name in held))
     if problems:
-        obs = st.Observation(st.MODELS_READY, "False", "ModelRejected", "; ".join(problems))
+        obs = Observation(st.MODELS_READY, "False", "ModelRejected", "; ".join(problems))
     else:
         message = f"{len(held)} model(s) on the server"
-        obs = st.Observation(st.MODELS_READY, "True", "ModelsCreated", message)
+        obs = Observation(st.MODELS_READY, "True", "ModelsCreated", message)
     return obs, list(polls), held
 
 
@@ -373,7 +376,7 @@ async def observe(
     deployment: Mapping[str, Any] | None,
     ingress: Mapping[str, Any] | None,
     emit: Emit,
-) -> dict[str, Any]:
+) -> StreamModelStatus:
     """The desired ``status`` of the StreamModel, from what exists now."""
     previous = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
@@ -396,18 +399,55 @@ async def observe(
         available, replicas, ready_replicas = deployment_available(deployment, spec.server.replicas)
     ingress_obs, url = ingress_observation(spec, ingress)
     old_models = [m for m in previous.get("models") or [] if isinstance(m, Mapping)]
-    polls, held = _carry_over(old_models)
+    models_obs, polls, held = await _observe_models(
+        context, state, spec, available, address, old_models, emit
+    )
+    observed = [available] + ([ingress_obs] if ingress_obs else []) + [models_obs]
+    counted = [o for o in observed if o.reason != "NotVerified"]
+    observed.insert(0, st.aggregate_ready(counted))
+    before = parse_conditions(previous.get("conditions"))
+    conditions = merge_conditions(before, observed, generation=generation, order=st.CONDITION_ORDER)
+    st.announce(before, conditions, emit)
+    section = st.models_section(spec.models, polls, held)
+    return StreamModelStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        url=url,
+        address=address,
+        auth_secret_name=builders.auth_secret_name(owner, spec),
+        replicas=replicas,
+        ready_replicas=ready_replicas,
+        selector=builders.selector_string(owner),
+        models=section.models,
+        models_ready=section.models_ready,
+        samples_learned=section.samples_learned,
+        best=section.best,
+    )
+
+
+async def _observe_models(
+    context: OperatorContext,
+    state: ObjectState,
+    spec: StreamModelSpec,
+    available: Observation,
+    address: str | None,
+    old_models: list[Mapping[str, Any]],
+    emit: Emit,
+) -> tuple[Observation, list[st.ModelPoll], dict[str, str]]:
+    """``ModelsReady``, the models' polls and held spec hashes (the last known while the server
+    cannot be asked)."""
+    polls, held = st.carry_over(old_models)
     if not spec.models:
-        models_obs = st.Observation(st.MODELS_READY, "True", "NoModels", "no models declared")
+        models_obs = Observation(st.MODELS_READY, "True", "NoModels", "no models declared")
     elif not context.settings.reach_servers:
-        models_obs = st.Observation(
+        models_obs = Observation(
             st.MODELS_READY,
             "Unknown",
             "NotVerified",
             "this operator does not contact in-cluster servers (contactServers is off)",
         )
     elif available.status != "True" or address is None or state.credentials is None:
-        models_obs = st.Observation(
+        models_obs = Observation(
             st.MODELS_READY, "False", "ServerNotReady", "waiting for the server"
         )
     else:
@@ -416,73 +456,22 @@ async def observe(
                 context, state, spec, address, state.credentials, old_models, emit
             )
         except AuthError as exc:
-            models_obs = st.Observation(st.MODELS_READY, "False", "AuthFailed", str(exc))
+            models_obs = Observation(st.MODELS_READY, "False", "AuthFailed", str(exc))
         except (DeliveryError, StreamMLError) as exc:
-            models_obs = st.Observation(st.MODELS_READY, "False", "ServerUnreachable", str(exc))
-    observed = [available] + ([ingress_obs] if ingress_obs else []) + [models_obs]
-    counted = [o for o in observed if o.reason != "NotVerified"]
-    observed.insert(0, st.aggregate_ready(counted))
-    conditions = st.merge_conditions(previous.get("conditions"), observed, generation=generation)
-    _announce(previous.get("conditions") or [], conditions, emit)
-    section = st.models_section(spec.models, polls)
-    for entry in section["models"]:
-        if entry["name"] in held:  # absent rather than null: the API server may drop nulls
-            entry["specHash"] = held[entry["name"]]
-    return {
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "url": url,
-        "address": address,
-        "authSecretName": builders.auth_secret_name(owner, spec),
-        "replicas": replicas,
-        "readyReplicas": ready_replicas,
-        "selector": builders.selector_string(owner),
-        **section,
-    }
-
-
-def _carry_over(old: list[Mapping[str, Any]]) -> tuple[list[st.ModelPoll], dict[str, str]]:
-    """Last known samples/metrics (not ready) while the server cannot be asked."""
-    polls = [
-        st.ModelPoll(
-            str(m.get("name")),
-            False,
-            int(m.get("samples") or 0),
-            st.clean_metrics(m.get("metrics") or {}),
-        )
-        for m in old
-    ]
-    held = {str(m.get("name")): str(m["specHash"]) for m in old if m.get("specHash")}
-    return polls, held
-
-
-def _announce(before: list[Any], after: list[dict[str, Any]], emit: Emit) -> None:
-    old = {c.get("type"): c.get("status") for c in before if isinstance(c, Mapping)}
-    if not old:
-        return  # the first status is not a transition (and 100 new objects need no 300 events)
-    for cond in after:
-        if old.get(cond["type"]) == cond["status"]:
-            continue
-        if cond["type"] not in (st.READY, st.AVAILABLE, st.MODELS_READY):
-            continue
-        # a warning when something that worked stops working; anything else is news
-        kind = "Warning" if old.get(cond["type"]) == "True" else "Normal"
-        emit(kind, f"{cond['type']}{cond['status']}", f"{cond['reason']}: {cond['message']}")
+            models_obs = Observation(st.MODELS_READY, "False", "ServerUnreachable", str(exc))
+    return models_obs, polls, held
 
 
 def invalid_status(body: Mapping[str, Any], error: StreamMLError, reason: str) -> dict[str, Any]:
     """Ready=False naming the problem (the other conditions are left as they were)."""
     previous = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
+    before = parse_conditions(previous.get("conditions"))
     kept = [
-        st.Observation(
-            str(c["type"]), str(c["status"]), str(c.get("reason", "")), str(c.get("message", ""))
-        )
-        for c in previous.get("conditions") or []
-        if isinstance(c, Mapping) and c.get("type") not in (st.READY, None) and c.get("status")
+        Observation(c.type, c.status, c.reason, c.message) for c in before if c.type != st.READY
     ]
-    ready = st.Observation(st.READY, "False", reason, str(error))
-    conditions = st.merge_conditions(
-        previous.get("conditions"), [ready, *kept], generation=generation
+    ready = Observation(st.READY, "False", reason, str(error))
+    conditions = merge_conditions(
+        before, [ready, *kept], generation=generation, order=st.CONDITION_ORDER
     )
-    return {"observedGeneration": generation, "conditions": conditions}
+    return {"observedGeneration": generation, "conditions": dump_conditions(conditions)}

@@ -1,18 +1,22 @@
-"""Pure status computation: conditions with honest transition times, model summaries, diffs.
+"""Pure status computation of a StreamModel: its conditions, model summaries, diffs.
 
-Kubernetes API conventions: a condition's ``lastTransitionTime`` changes only when its ``status``
-changes; ``Ready`` aggregates the others; the status is written only when something changed.
+The status is built as :class:`~streamml.vocabulary.streammodel.StreamModelStatus` and written
+as :func:`status_document`; conditions follow :mod:`streamml.vocabulary.conditions` (a transition
+time changes only with the status); ``Ready`` aggregates the others; the status is written only
+when something changed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from streamml.vocabulary.conditions import Condition, Observation
+from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.modelspec import ModelSpec
+from streamml.vocabulary.streammodel import BestModel, ModelStatus, StreamModelStatus
 
 AVAILABLE = "Available"
 INGRESS_READY = "IngressReady"
@@ -20,7 +24,6 @@ MODELS_READY = "ModelsReady"
 READY = "Ready"
 CONDITION_ORDER = (READY, AVAILABLE, INGRESS_READY, MODELS_READY)
 MAX_METRICS = 12
-MAX_MESSAGE = 1000
 
 #: flavor -> (headline metric, lower is better)
 HEADLINE: dict[str, tuple[str, bool]] = {
@@ -28,49 +31,6 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "binary": ("Accuracy", False),
     "multiclass": ("Accuracy", False),
 }
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One condition as observed now (without a transition time)."""
-
-    type: str
-    status: str  # "True" | "False" | "Unknown"
-    reason: str
-    message: str = ""
-
-
-def merge_conditions(
-    previous: Sequence[Mapping[str, Any]] | None,
-    observed: Sequence[Observation],
-    *,
-    generation: int | None,
-    timestamp: str | None = None,
-) -> list[dict[str, Any]]:
-    """The new conditions list; keeps a condition's transition time while its status holds."""
-    old = {str(c.get("type")): c for c in previous or () if isinstance(c, Mapping)}
-    stamp = timestamp or now()
-    merged = []
-    for obs in observed:
-        before = old.get(obs.type)
-        keep = before is not None and before.get("status") == obs.status
-        when = before.get("lastTransitionTime") if keep and before is not None else None
-        entry: dict[str, Any] = {
-            "type": obs.type,
-            "status": obs.status,
-            "reason": obs.reason,
-            "message": obs.message[:MAX_MESSAGE],
-            "lastTransitionTime": when or stamp,
-        }
-        if generation is not None:
-            entry["observedGeneration"] = generation
-        merged.append(entry)
-    rank = {name: i for i, name in enumerate(CONDITION_ORDER)}
-    return sorted(merged, key=lambda c: rank.get(c["type"], len(rank)))
 
 
 def aggregate_ready(observed: Sequence[Observation]) -> Observation:
@@ -115,7 +75,7 @@ def samples_from_stats(stats: Mapping[str, Any]) -> int:
     return 0
 
 
-def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[str, Any] | None:
+def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> BestModel | None:
     """The model with the best headline metric among those that learned something.
 
     RMSE and accuracy do not compare: candidates are grouped by headline metric and the largest
@@ -123,7 +83,7 @@ def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[s
     """
     flavors = {s.name: s.flavor for s in specs}
     order = {s.name: i for i, s in enumerate(specs)}
-    groups: dict[str, list[tuple[float, int, dict[str, Any]]]] = {}
+    groups: dict[str, list[tuple[float, int, BestModel]]] = {}
     for poll in polls:
         headline = HEADLINE.get(flavors.get(poll.name, ""))
         if headline is None or poll.samples == 0:
@@ -133,7 +93,7 @@ def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[s
         if value is None:
             continue
         score = value if lower_is_better else -value
-        entry = {"model": poll.name, "metric": metric, "value": value}
+        entry = BestModel(model=poll.name, metric=metric, value=value)
         groups.setdefault(metric, []).append((score, order[poll.name], entry))
     if not groups:
         return None
@@ -141,30 +101,85 @@ def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[s
     return min(chosen, key=lambda c: (c[0], c[1]))[2]
 
 
-def models_section(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> dict[str, Any]:
-    """``models``, ``modelsReady``, ``samplesLearned`` and ``best`` for the status."""
+@dataclass(frozen=True)
+class ModelsSection:
+    """The ``models``, ``modelsReady``, ``samplesLearned`` and ``best`` parts of the status."""
+
+    models: list[ModelStatus]
+    models_ready: str
+    samples_learned: int
+    best: BestModel | None
+
+
+def models_section(
+    specs: Sequence[ModelSpec], polls: Sequence[ModelPoll], held: Mapping[str, str] | None = None
+) -> ModelsSection:
+    """One entry per declared model; ``held`` maps a model to the spec hash the server holds."""
     by_name = {p.name: p for p in polls}
     entries = []
     for spec in specs:
         poll = by_name.get(spec.name)
         entries.append(
-            {
-                "name": spec.name,
-                "ready": bool(poll and poll.ready),
-                "samples": poll.samples if poll else 0,
-                "metrics": dict(poll.metrics) if poll else {},
-            }
+            ModelStatus(
+                name=spec.name,
+                ready=bool(poll and poll.ready),
+                samples=poll.samples if poll else 0,
+                metrics=dict(poll.metrics) if poll else {},
+                spec_hash=(held or {}).get(spec.name),
+            )
         )
-    ready = sum(1 for e in entries if e["ready"])
-    return {
-        "models": entries,
-        "modelsReady": f"{ready}/{len(specs)}",
-        "samplesLearned": sum(p.samples for p in polls if p.name in {s.name for s in specs}),
-        "best": best_model(specs, polls),
-    }
+    declared = {s.name for s in specs}
+    return ModelsSection(
+        models=entries,
+        models_ready=f"{sum(1 for e in entries if e.ready)}/{len(specs)}",
+        samples_learned=sum(p.samples for p in polls if p.name in declared),
+        best=best_model(specs, polls),
+    )
+
+
+def status_document(status: StreamModelStatus) -> dict[str, Any]:
+    """The status as written: camelCase; a top-level unset field is null (it clears what was
+    there), a condition's or a model's unset field is absent (the API server drops nulls)."""
+    doc = status.model_dump(by_alias=True, mode="json", exclude={"conditions", "models"})
+    doc["conditions"] = dump_conditions(status.conditions)
+    doc["models"] = [
+        m.model_dump(by_alias=True, mode="json", exclude_none=True) for m in status.models
+    ]
+    return doc
 
 
 def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of ``desired`` whose value differs from ``current`` (empty: write nothing)."""
     current = current or {}
     return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def carry_over(old: list[Mapping[str, Any]]) -> tuple[list[ModelPoll], dict[str, str]]:
+    """Last known samples/metrics (not ready) while the server cannot be asked."""
+    polls = [
+        ModelPoll(
+            str(m.get("name")),
+            False,
+            int(m.get("samples") or 0),
+            clean_metrics(m.get("metrics") or {}),
+        )
+        for m in old
+    ]
+    held = {str(m.get("name")): str(m["specHash"]) for m in old if m.get("specHash")}
+    return polls, held
+
+
+def announce(
+    before: list[Condition], after: list[Condition], emit: Callable[[str, str, str], None]
+) -> None:
+    old = {c.type: c.status for c in before}
+    if not old:
+        return  # the first status is not a transition (and 100 new objects need no 300 events)
+    for cond in after:
+        if old.get(cond.type) == cond.status:
+            continue
+        if cond.type not in (READY, AVAILABLE, MODELS_READY):
+            continue
+        # a warning when something that worked stops working; anything else is news
+        kind = "Warning" if old.get(cond.type) == "True" else "Normal"
+        emit(kind, f"{cond.type}{cond.status}", f"{cond.reason}: {cond.message}")

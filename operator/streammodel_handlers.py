@@ -13,10 +13,10 @@ import kopf
 
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
-from streamml.operator.apply import KubeError
 from streamml.operator.builders import Owner
+from streamml.operator.kube import KubeError
 from streamml.operator.reconcile import ObjectState, OperatorContext
-from streamml.operator.status import status_patch
+from streamml.operator.status import status_document, status_patch
 from streamml.vocabulary.streammodel import STREAMMODEL
 
 _RESOURCE = (STREAMMODEL.group, STREAMMODEL.version, STREAMMODEL.plural)
@@ -66,7 +66,11 @@ def _refused(
 
 
 def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
-    """Register the StreamModel handlers of one operator process."""
+    """Register the StreamModel handlers of one operator process.
+
+    The handlers are closures over ``context`` and kopf's registry (longer than ~60 lines on
+    purpose: each handler is short and delegates to :mod:`.reconcile`).
+    """
 
     async def reconcile(
         body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any
@@ -116,7 +120,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 emit=emit,
             )
             state.reconciled = body.meta.get("generation")
-        _write(patch, body, desired)
+        _write(patch, body, status_document(desired))
 
     async def refresh(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         state = _state(memo)
@@ -148,7 +152,7 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 ingress=ingress,
                 emit=emit,
             )
-        _write(patch, body, desired)
+        _write(patch, body, status_document(desired))
 
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(*_RESOURCE, registry=registry, id="reconcile")(reconcile)

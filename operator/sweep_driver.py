@@ -1,4 +1,4 @@
-"""The operator's side of a LammpsSweep: the engine of :mod:`streamml.clients.sweep`, fed from
+"""The operator's side of a LammpsSweep: the engine of :mod:`streamml.sweep.engine`, fed from
 the API server.
 
 One :func:`drive` coroutine per sweep (a kopf daemon) loops: read the sweep, validate its spec,
@@ -23,13 +23,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streamml.clients import sweep_inputs as inputs
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients import sweep_runtime as rt
-from streamml.clients.sweep import SweepEngine
 from streamml.errors import SpecError, StreamMLError
-from streamml.operator.apply import Kube, KubeError, decode_secret
+from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.settings import OperatorSettings
+from streamml.sweep import access
+from streamml.sweep import snapshot as inputs
+from streamml.sweep import wiring as rt
+from streamml.sweep.access import ServerAccess
+from streamml.sweep.engine import SweepEngine
+from streamml.sweep.schedulers import Scheduler
+from streamml.sweep.spec import validate
+from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
 
@@ -111,10 +115,10 @@ class StatusStore:
 
 
 @dataclass
-class Target:
+class ServerLookup:
     """Where the referenced StreamModel's server is, or why it cannot be used yet."""
 
-    access: rt.ServerAccess | None
+    access: ServerAccess | None
     reason: str
     message: str
 
@@ -130,44 +134,16 @@ def check_allowed(spec: LammpsSweepSpec, settings: OperatorSettings) -> None:
         )
 
 
-def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
-    """The spec, or SpecError naming the first bad field (``spec.parameters[0]...``)."""
+async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> ServerLookup:
+    """The StreamModel's access once it can take jobs (rules in :mod:`streamml.sweep.access`)."""
     try:
-        return LammpsSweepSpec.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(
-            "."
+        where = access.locate(
+            repr(ref), await kube.stream_model(namespace, ref), require_ready=True
         )
-        raise SpecError(f"spec.{where or '(root)'}: {first['msg']}", field=where) from exc
-
-
-async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:
-    model = await kube.stream_model(namespace, ref)
-    if model is None:
-        return Target(None, "StreamModelNotFound", f"StreamModel {ref!r} does not exist")
-    status = model.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    # Jobs use status.address (the in-cluster Service, or loopback in local runtime), never the
-    # Ingress: a sweep needs the server Available with its models, not the aggregate Ready
-    # (which also waits for an ingress controller that a cluster may not have).
-    for needed in ("Available", "ModelsReady"):
-        cond = conditions.get(needed)
-        if cond is None or cond.get("status") != "True":
-            why = (cond or {}).get("message") or f"no {needed} condition yet"
-            message = f"StreamModel {ref!r} is not {needed}: {why}"
-            return Target(None, "StreamModelNotReady", message)
-    address = status.get("address")
-    if not address:
-        return Target(None, "StreamModelNotReady", f"StreamModel {ref!r} has no address yet")
-    username = token = None
-    secret_name = status.get("authSecretName")
-    if secret_name:
-        data = await kube.secret_data(namespace, secret_name)
-        if data is None:
-            return Target(None, "CredentialsMissing", f"Secret {secret_name!r} does not exist")
-        username, token = data.get("username"), data.get("token")
-    return Target(rt.ServerAccess(str(address), username, token), "Ready", "")
+        data = await kube.secret_data(namespace, where.secret_name) if where.secret_name else None
+        return ServerLookup(access.with_credentials(where, data), "Ready", "")
+    except access.ServerUnavailable as exc:
+        return ServerLookup(None, exc.reason, str(exc))
 
 
 async def scheduler_for(
@@ -175,7 +151,7 @@ async def scheduler_for(
     namespace: str,
     spec: LammpsSweepSpec,
     workdir: Path,
-) -> Any:
+) -> Scheduler:
     token = None
     ref = spec.scheduler.jwt_secret_ref
     if spec.scheduler.type == "slurm-rest" and ref is not None:
@@ -186,8 +162,8 @@ async def scheduler_for(
                 field="scheduler.jwtSecretRef",
             )
         token = data[ref.key]
-    options = rt.scheduler_settings(spec, workdir, namespace=namespace, slurm_token=token)
-    return rt.build_scheduler(spec, options)
+    options = rt.scheduler_options(spec, workdir, namespace=namespace, slurm_token=token)
+    return rt.build_scheduler(options)
 
 
 async def input_config_map(
@@ -230,7 +206,7 @@ class SweepDriver:
         self.namespace, self.name, self.uid = namespace, name, uid
         self.store = StatusStore(kube, namespace, name)
         self.engine: SweepEngine | None = None
-        self.access: rt.ServerAccess | None = None
+        self.access: ServerAccess | None = None
         self.failed_generation: int | None = None
 
     async def step(self) -> bool:
@@ -268,11 +244,11 @@ class SweepDriver:
             await self._build(spec, target.access, generation)
         assert self.engine is not None
         self.engine.update_spec(spec, generation)
-        jobs.set_condition(self.engine.status, "StreamModelReady", True, "Ready")
+        set_condition(self.engine.status.conditions, "StreamModelReady", True, "Ready")
         return await self.engine.tick()
 
     async def _build(
-        self, spec: LammpsSweepSpec, access: rt.ServerAccess, generation: int | None
+        self, spec: LammpsSweepSpec, access: ServerAccess, generation: int | None
     ) -> None:
         workdir = work_dir(self.settings, self.namespace, self.name, self.uid)
         if self.engine is not None:
@@ -300,13 +276,13 @@ class SweepDriver:
             return self.engine.status
         return await self.store.load() or LammpsSweepStatus()
 
-    async def _wait(self, target: Target, generation: int | None) -> None:
+    async def _wait(self, target: ServerLookup, generation: int | None) -> None:
         status = await self._status()
         before = status.model_dump_json()
         if status.phase not in ("Succeeded", "Failed", "Suspended"):
             status.phase = "Waiting"
-        jobs.set_condition(status, "StreamModelReady", False, target.reason, target.message)
-        jobs.set_condition(status, "Ready", False, target.reason, target.message)
+        set_condition(status.conditions, "StreamModelReady", False, target.reason, target.message)
+        set_condition(status.conditions, "Ready", False, target.reason, target.message)
         if generation is not None:
             status.observed_generation = generation
         if status.model_dump_json() != before:
@@ -321,7 +297,7 @@ class SweepDriver:
         message = str(error)
         if error.field and not message.startswith("spec."):
             message = f"spec.{error.field}: {message}"  # always name the field
-        jobs.set_condition(status, "Ready", False, "InvalidSpec", message)
+        set_condition(status.conditions, "Ready", False, "InvalidSpec", message)
         status.observed_generation = generation
         await self.store.save(status)
         self.failed_generation = generation

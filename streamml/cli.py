@@ -22,11 +22,11 @@ from streamml.errors import StreamMLError
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("streamml.modelserver.command", "run the river model server"),
     "operator": ("streamml.operator.command", "run the Kubernetes operator (kopf)"),
-    "crds": ("streamml.operator.crdgen", "generate the CRD manifests from the schemas"),
+    "crds": ("streamml.vocabulary.crdgen", "generate the CRD manifests from the schemas"),
     "cluster": ("streamml.testbed.cluster_command", "local kube-apiserver + etcd: up|down|env"),
     "hpc": ("streamml.testbed.hpc_command", "local Slurm (munge, slurmctld, slurmd, slurmrestd)"),
     "run-lammps": ("streamml.clients.runjob", "run LAMMPS and send its result to the server"),
-    "sweep": ("streamml.clients.sweep_command", "run a LammpsSweep file without Kubernetes"),
+    "sweep": ("streamml.sweep.command", "run a LammpsSweep file without Kubernetes"),
     "watch": ("streamml.clients.watch", "record models' metrics and stats over time"),
     "plot": ("streamml.clients.plot", "render learning curves and predictions to PNG"),
     "demo": ("streamml.clients.demo", "from a fresh machine to a learning curve"),

@@ -1,6 +1,6 @@
 """The CRD reference (``docs/crd-reference.md``), generated from the same schemas as the CRDs.
 
-Walks each CRD's structural OpenAPI schema (built by ``streamml.operator.crdgen`` from the
+Walks each CRD's structural OpenAPI schema (built by ``streamml.vocabulary.crdgen`` from the
 pydantic models) and writes one table row per field: path, type, default, constraints and
 description. A unit test fails when the committed document differs from a fresh rendering::
 
@@ -134,7 +134,7 @@ def resource_section(crd: dict[str, Any]) -> str:
 
 
 def render() -> str:
-    from streamml.operator import crdgen
+    from streamml.vocabulary import crdgen
 
     sections = [crdgen.crd(info) for info in crdgen.resources()]
     toc = "\n".join(

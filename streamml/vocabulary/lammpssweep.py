@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -368,14 +369,6 @@ def _is_file_name(key: str) -> bool:
 
 
 # ---- status --------------------------------------------------------------------------------
-
-
-class Condition(_Record):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
 
 
 class TrialRecord(_Record):

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.modelspec import ModelSpec
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
 
@@ -61,7 +62,7 @@ class Resources(_Wire):
     )
 
 
-class Storage(_Wire):
+class StorageSpec(_Wire):
     """Where the server keeps its models: a PersistentVolumeClaim, or ephemeral (emptyDir)."""
 
     model_config = ConfigDict(
@@ -104,7 +105,7 @@ class Server(_Wire):
     replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS, description="0 pauses the server")
     port: int = Field(default=8080, ge=1024, le=65535, description="container port (non-root)")
     resources: Resources = Field(default_factory=Resources)
-    storage: Storage = Field(default_factory=Storage)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
     auth: Auth = Field(default_factory=Auth)
 
 
@@ -148,22 +149,6 @@ class StreamModelSpec(_Wire):
     server: Server = Field(default_factory=Server)
     service: Service = Field(default_factory=Service)
     ingress: Ingress = Field(default_factory=Ingress)
-
-
-ConditionStatus = Literal["True", "False", "Unknown"]
-
-
-class Condition(_Wire):
-    """A Kubernetes API convention condition."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    type: str = Field(max_length=64)
-    status: ConditionStatus
-    reason: str = Field(default="", max_length=128)
-    message: str = Field(default="", max_length=1024)
-    last_transition_time: str | None = Field(default=None, description="RFC 3339")
-    observed_generation: int | None = None
 
 
 class ModelStatus(_Wire):

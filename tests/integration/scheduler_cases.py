@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 
 from streamml.clients.api import ModelServerClient
-from streamml.clients.schedulers import JobRequest, JobState, JobStatus, Scheduler
 from streamml.pycommand import streamml_command
+from streamml.sweep.schedulers import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
-from streamml.clients.schedulers.flux import (
+from streamml.errors import SchedulerError, SpecError
+from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
+from streamml.sweep.schedulers.flux import (
     REASON_TIMEOUT,
     REASON_UNSATISFIABLE,
     FluxScheduler,
 )
-from streamml.errors import SchedulerError, SpecError
 from streamml.testbed import flux
 from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases

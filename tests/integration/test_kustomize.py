@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streamml.operator import crdgen
 from streamml.testbed.controlplane import ControlPlane
 from streamml.testbed.k8sbuild import ensure_binaries
+from streamml.vocabulary import crdgen
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import yaml
 from streamml.clients.api import ModelServerClient
 from streamml.errors import AuthError
 from streamml.operator import reconcile as rc
-from streamml.operator.apply import Kube
+from streamml.operator.kube import Kube
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.streammodel import StreamModelSpec

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from streamml.clients.api import ModelServerClient
-from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
-from streamml.clients.schedulers.kubernetes import KubernetesScheduler
 from streamml.errors import SchedulerError
 from streamml.pycommand import streamml_command
+from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
+from streamml.sweep.schedulers.kubernetes import KubernetesScheduler
 from streamml.testbed.controlplane import ControlPlane
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
-from streamml.clients.schedulers.local import LocalScheduler
 from streamml.errors import SchedulerError, SpecError, UnknownComponentError
+from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
+from streamml.sweep.schedulers.local import LocalScheduler
 from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
-from streamml.clients.schedulers.slurm_cli import SlurmCliScheduler
 from streamml.errors import SchedulerError
+from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
+from streamml.sweep.schedulers.slurm_cli import SlurmCliScheduler
 from tests.fixtures.hpc import SlurmFixture
 from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases

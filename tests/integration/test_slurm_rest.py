@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients.schedulers import JobRequest, JobState, make_scheduler
-from streamml.clients.schedulers.slurm_rest import SlurmRestScheduler
 from streamml.errors import AuthError, SchedulerError
+from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
+from streamml.sweep.schedulers.slurm_rest import SlurmRestScheduler
 from tests.fixtures.hpc import SlurmFixture
 from tests.fixtures.server import ServerProcess
 from tests.integration import scheduler_cases as cases

@@ -20,8 +20,8 @@ import yaml
 
 from streamml.clients import lammps
 from streamml.clients.api import ModelServerClient
-from streamml.clients.schedulers.base import JobState
-from streamml.clients.schedulers.local import LocalScheduler
+from streamml.sweep.schedulers.base import JobState
+from streamml.sweep.schedulers.local import LocalScheduler
 from streamml.testbed.controlplane import ControlPlane
 from tests.fixtures.sweeps import sweep_doc
 from tests.integration.operator_support import OperatorProcess, install_crds

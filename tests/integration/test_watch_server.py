@@ -16,6 +16,7 @@ from aiohttp import web
 from streamml.clients import plot, watch
 from streamml.clients.api import ModelServerClient
 from streamml.pycommand import streamml_command
+from streamml.sweep.access import ServerAccess
 from streamml.vocabulary.modelspec import ModelSpec
 from tests.fixtures.server import ServerProcess, free_port
 
@@ -192,7 +193,7 @@ async def test_watch_keeps_only_sane_data_from_a_hostile_server(
     hostile_server: str, tmp_path: Path
 ) -> None:
     recorded, answered = await watch.watch(
-        watch.Target(hostile_server), tmp_path, interval=0.05, count=2
+        ServerAccess(hostile_server), tmp_path, interval=0.05, count=2
     )
     assert (recorded, answered) == (2, 2)
     rows = watch.read_metrics_table(tmp_path / watch.METRICS_CSV)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from streamml.operator import crdgen
 from streamml.pycommand import streamml_command
 from streamml.testbed.controlplane import ControlPlane
+from streamml.vocabulary import crdgen
 from tests.fixtures.server import ServerProcess
 
 

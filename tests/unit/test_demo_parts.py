@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamml.clients import demo, proctree, samples
-from streamml.clients.evaluation import Ceiling, Evaluation, Scores
+from streamml.clients import demo, proctree
+from streamml.clients import demo_manifests as samples
+from streamml.clients.evaluation import Ceiling, HeldOutReport, Scores
 from streamml.errors import ConfigurationError, SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,12 +111,14 @@ def test_progress_line_shows_counters_and_the_best_model() -> None:
 
 def test_verdict_compares_the_best_model_with_the_ceiling() -> None:
     ceiling = Ceiling(0.0, 1.0, 30, Scores(10, 0.1, 0.1, 0.80))
-    close = Evaluation({"a": Scores(10, 0.1, 0.1, 0.78), "b": Scores(10, 0.1, 0.1, 0.1)}, ceiling)
+    close = HeldOutReport(
+        {"a": Scores(10, 0.1, 0.1, 0.78), "b": Scores(10, 0.1, 0.1, 0.1)}, ceiling
+    )
     assert "best streamed model: a R² 0.780" in demo.verdict(close)
     assert "(-0.020, within 0.03 of the ceiling)" in demo.verdict(close)
-    far = Evaluation({"a": Scores(10, 0.1, 0.1, 0.70)}, ceiling)
+    far = HeldOutReport({"a": Scores(10, 0.1, 0.1, 0.70)}, ceiling)
     assert "NOT within" in demo.verdict(far)
-    assert "not enough runs" in demo.verdict(Evaluation({}, None))
+    assert "not enough runs" in demo.verdict(HeldOutReport({}, None))
 
 
 @pytest.mark.parametrize(

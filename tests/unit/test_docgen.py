@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from streamml import docgen
-from streamml.operator import crdgen
+from streamml.vocabulary import crdgen
 
 
 def _aliases(model: type[BaseModel]) -> list[str]:

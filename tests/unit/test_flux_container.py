@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streamml.clients import container, lammps, sweep_images
-from streamml.clients.schedulers import JobRequest, JobState
-from streamml.clients.schedulers.flux import map_job, submit_argv
+from streamml.clients import lammps
+from streamml.sweep import container
+from streamml.sweep import images as sweep_images
+from streamml.sweep.schedulers import JobRequest, JobState
+from streamml.sweep.schedulers.flux import map_job, submit_argv
+from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
     LammpsSweepSpec,
@@ -108,8 +111,9 @@ def test_a_runtime_not_installed_is_a_fatal_code(
     with pytest.raises(container.ContainerError) as err:
         container.resolve_runtime("singularity")
     assert err.value.code == container.RUNTIME_MISSING and "not installed" in str(err.value)
-    assert sweep_images.fatal_code({"reason": err.value.code}) == container.RUNTIME_MISSING
-    assert sweep_images.fatal_code({"reason": "Whatever"}) is None
+    failed = JobResult(reason=err.value.code)
+    assert sweep_images.fatal_code(failed) == container.RUNTIME_MISSING
+    assert sweep_images.fatal_code(JobResult(reason="Whatever")) is None
 
 
 def test_image_digest_is_the_files_sha256_and_cached(
@@ -129,7 +133,7 @@ def test_an_image_change_mid_sweep_sets_a_condition_and_splits_the_evaluation() 
     status = LammpsSweepStatus()
     for trial, digest in ((0, "sha256:a"), (1, "sha256:a"), (2, "sha256:b")):
         record = TrialRecord(id=trial, role="train", attempt=1, job_name=f"s-t{trial}")
-        sweep_images.record(status, record, {"image_digest": digest})
+        sweep_images.record(status, record, JobResult(image_digest=digest))
         assert record.image_digest == digest
         cond = next(c for c in status.conditions if c.type == "ImageChanged")
         assert cond.status == ("True" if trial == 2 else "False")
@@ -168,7 +172,7 @@ def test_container_and_flux_fields_are_validated() -> None:
 
 
 def test_f58_ids_decode_to_flux_integers() -> None:
-    from streamml.clients.schedulers.flux import job_int
+    from streamml.sweep.schedulers.flux import job_int
 
     assert job_int("f1") == 0 and job_int("f2") == 1 and job_int("fz") == 57
     assert job_int("f21") == 58 and job_int("1234") == 1234

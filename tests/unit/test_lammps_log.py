@@ -9,6 +9,7 @@ import pytest
 
 from streamml.clients import lammps
 from streamml.errors import LammpsError
+from streamml.vocabulary import jobresult
 
 
 @pytest.fixture(scope="module")
@@ -226,5 +227,5 @@ def test_lammps_echo_of_input_text_never_reaches_the_public_message(
     ],
 )  # fmt: skip
 def test_public_error_cuts_each_echo_form(line: str, public: str) -> None:
-    assert lammps.public_error(line) == public
-    assert "s3cret" not in lammps.scrub(f"NonZeroExitCode 1: {line}\nLast command: s3cret")
+    assert jobresult.public_error(line) == public
+    assert "s3cret" not in jobresult.scrub(f"NonZeroExitCode 1: {line}\nLast command: s3cret")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients.schedulers import JobRequest, JobState
-from streamml.clients.schedulers.kubernetes import CANCELLED_ANNOTATION, job_manifest, job_status
-from streamml.clients.schedulers.slurm_cli import (
+from streamml.sweep.schedulers import JobRequest, JobState
+from streamml.sweep.schedulers.kubernetes import CANCELLED_ANNOTATION, job_manifest, job_status
+from streamml.sweep.schedulers.slurm_cli import (
     batch_script,
     map_state,
     time_limit_minutes,
 )
-from streamml.clients.schedulers.slurm_rest import _exit_code, _expand
+from streamml.sweep.schedulers.slurm_rest import _exit_code, _expand
 from streamml.testbed import hpc
 
 

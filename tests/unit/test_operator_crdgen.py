@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamml.operator import crdgen
+from streamml.vocabulary import crdgen
 from streamml.vocabulary.streammodel import STREAMMODEL
 
 ROOT = Path(__file__).parents[2]

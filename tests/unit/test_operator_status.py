@@ -10,25 +10,37 @@ import pytest
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
 from streamml.operator import status as st
-from streamml.operator.apply import KubeError, _error
+from streamml.operator.kube import KubeError, _error
 from streamml.operator.settings import OperatorSettings
+from streamml.vocabulary.conditions import (
+    Condition,
+    ConditionStatus,
+    Observation,
+    merge_conditions,
+)
+from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.modelspec import ModelSpec
+from streamml.vocabulary.streammodel import BestModel, StreamModelStatus
 
 
-def obs(kind: str, status: str, reason: str = "R") -> st.Observation:
-    return st.Observation(kind, status, reason, "m")
+def obs(kind: str, status: ConditionStatus, reason: str = "R") -> Observation:
+    return Observation(kind, status, reason, "m")
+
+
+def merge(
+    previous: list[Condition] | None, observed: list[Observation], **kw: Any
+) -> list[Condition]:
+    return merge_conditions(previous or [], observed, order=st.CONDITION_ORDER, **kw)
 
 
 def test_transition_time_changes_only_on_transitions() -> None:
-    first = st.merge_conditions(None, [obs("Available", "False")], generation=1, timestamp="T1")
-    assert first[0]["lastTransitionTime"] == "T1"
-    same = st.merge_conditions(
-        first, [obs("Available", "False", "Other")], generation=2, timestamp="T2"
-    )
-    assert same[0]["lastTransitionTime"] == "T1"
-    assert same[0]["reason"] == "Other" and same[0]["observedGeneration"] == 2
-    flipped = st.merge_conditions(same, [obs("Available", "True")], generation=2, timestamp="T3")
-    assert flipped[0]["lastTransitionTime"] == "T3"
+    first = merge(None, [obs("Available", "False")], generation=1, timestamp="T1")
+    assert first[0].last_transition_time == "T1"
+    same = merge(first, [obs("Available", "False", "Other")], generation=2, timestamp="T2")
+    assert same[0].last_transition_time == "T1"
+    assert same[0].reason == "Other" and same[0].observed_generation == 2
+    flipped = merge(same, [obs("Available", "True")], generation=2, timestamp="T3")
+    assert flipped[0].last_transition_time == "T3"
 
 
 def test_ready_aggregates_and_orders() -> None:
@@ -37,9 +49,34 @@ def test_ready_aggregates_and_orders() -> None:
     assert (ready.status, ready.reason) == ("False", "Starting")
     assert st.aggregate_ready([obs("Available", "True")]).status == "True"
     assert st.aggregate_ready([obs("Available", "Unknown")]).status == "False"
-    merged = st.merge_conditions(None, [*parts, ready], generation=None, timestamp="T")
-    assert [c["type"] for c in merged] == ["Ready", "Available", "ModelsReady"]
-    assert "observedGeneration" not in merged[0]
+    merged = merge(None, [*parts, ready], generation=None, timestamp="T")
+    assert [c.type for c in merged] == ["Ready", "Available", "ModelsReady"]
+    assert "observedGeneration" not in dump_conditions(merged)[0]
+
+
+def test_the_status_is_written_as_its_model() -> None:
+    """Top-level unset fields are null (they clear the old value); nested ones are absent."""
+    specs = [_model("a")]
+    section = st.models_section(specs, [st.ModelPoll("a", True, 3, {"RMSE": 1.0})], {"a": "h"})
+    status = StreamModelStatus(
+        observed_generation=2,
+        conditions=merge(None, [obs("Ready", "True")], generation=None, timestamp="T"),
+        models=section.models,
+        models_ready=section.models_ready,
+        samples_learned=section.samples_learned,
+        best=section.best,
+    )
+    doc = st.status_document(status)
+    assert doc["url"] is None and doc["observedGeneration"] == 2
+    assert doc["conditions"] == [
+        {"type": "Ready", "status": "True", "reason": "R", "message": "m",
+         "lastTransitionTime": "T"}
+    ]  # fmt: skip
+    assert doc["models"] == [
+        {"name": "a", "ready": True, "samples": 3, "metrics": {"RMSE": 1.0}, "specHash": "h"}
+    ]
+    assert doc["best"] == {"model": "a", "metric": "RMSE", "value": 1.0}
+    assert StreamModelStatus.model_validate(doc) == status
 
 
 def test_status_patch_writes_only_changes() -> None:
@@ -65,12 +102,12 @@ def test_models_section_best_and_bounds() -> None:
         st.ModelPoll("gone", True, 99, {"RMSE": 0.0}),  # not declared any more
     ]
     section = st.models_section(specs, polls)
-    assert section["best"] == {"model": "b", "metric": "RMSE", "value": 1.5}
-    assert section["modelsReady"] == "4/4"
-    assert section["samplesLearned"] == 25
-    assert [m["name"] for m in section["models"]] == ["a", "b", "c", "k"]
-    assert st.models_section(specs, [])["modelsReady"] == "0/4"
-    assert st.models_section(specs, [])["best"] is None
+    assert section.best == BestModel(model="b", metric="RMSE", value=1.5)
+    assert section.models_ready == "4/4"
+    assert section.samples_learned == 25
+    assert [m.name for m in section.models] == ["a", "b", "c", "k"]
+    assert st.models_section(specs, []).models_ready == "0/4"
+    assert st.models_section(specs, []).best is None
 
 
 def test_metric_cleaning_is_bounded_and_finite() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streamml.clients import sampling
-from streamml.clients.sampling import as_vars, fingerprint, plan, sample, space_size
 from streamml.errors import SpecError
+from streamml.sweep import sampling
+from streamml.sweep.sampling import as_vars, fingerprint, plan, sample, space_size
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, Parameter
 
 METHODS = ["random", "grid", "latinHypercube"]

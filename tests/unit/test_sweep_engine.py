@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.sampling import plan
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
-from streamml.clients.sweep import FileStore, SweepEngine
 from streamml.errors import SchedulerError, SpecError
+from streamml.sweep import jobs
+from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.sampling import plan
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.vocabulary import conditions
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus
 
 
@@ -226,7 +227,7 @@ async def test_too_many_failures_fail_the_sweep_and_cancel(tmp_path: Path) -> No
     status = engine.status
     assert status.phase == "Failed"
     assert status.failed == 2
-    ready = jobs.condition(status, "Ready")
+    ready = conditions.find(status.conditions, "Ready")
     assert ready is not None and ready.reason == "TooManyFailures"
     assert "ERROR: bad input" in ready.message
     assert all(r.state not in ("Pending", "Running", "Submitting") for r in status.trials)
@@ -360,7 +361,7 @@ async def test_a_spec_handed_over_every_tick_is_planned_once(
 ) -> None:
     """The operator passes the spec on every tick; planning a 10,000-trial space each time
     would keep it busy. Only an edit of the space plans again (and is refused)."""
-    from streamml.clients import sweep as sweep_module
+    from streamml.sweep import engine as sweep_module
 
     engine = _engine(tmp_path, _spec(), FakeScheduler(tmp_path), FileStore(tmp_path / "s.json"))
     await engine.tick()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients import sweep_inputs as inputs
-from streamml.clients.schedulers.base import JobRequest
-from streamml.clients.schedulers.kubernetes import input_config_map, input_files, job_manifest
 from streamml.errors import SpecError
+from streamml.sweep import snapshot as inputs
+from streamml.sweep.schedulers.base import JobRequest
+from streamml.sweep.schedulers.kubernetes import input_config_map, input_files, job_manifest
 
 
 def configmap_volume(root: Path, files: dict[str, bytes]) -> Path:

@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from streamml.clients import lammps
-from streamml.clients import sweep_runtime as rt
-from streamml.clients.sweep_inputs import Roots
 from streamml.errors import SpecError
-from streamml.operator import crdgen
-from streamml.operator.sweep_driver import validate
+from streamml.sweep import wiring as rt
+from streamml.sweep.access import ServerAccess
+from streamml.sweep.schedulers.options import KubernetesOptions, LocalOptions, SlurmRestOptions
+from streamml.sweep.snapshot import Roots
+from streamml.sweep.spec import validate
+from streamml.vocabulary import crdgen
+from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, Target
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "lammpssweep.yaml"
@@ -68,8 +72,8 @@ def test_crd_is_structural_with_the_printer_columns() -> None:
 
 
 def test_sample_is_valid() -> None:
-    from streamml.clients.sampling import plan
-    from streamml.clients.sweep_command import load_sweep_file
+    from streamml.sweep.sampling import plan
+    from streamml.sweep.spec import load_sweep_file
 
     name, spec = load_sweep_file(SAMPLE)
     assert name == "lj-size"
@@ -130,30 +134,35 @@ def _spec(**over: Any) -> LammpsSweepSpec:
     return LammpsSweepSpec.model_validate(doc)
 
 
-def test_scheduler_settings(tmp_path: Path) -> None:
-    assert rt.scheduler_settings(_spec(), tmp_path) == {
-        "root": str(tmp_path / "jobs"),
-        "maxParallel": 3,
-    }
+def test_scheduler_options(tmp_path: Path) -> None:
+    assert rt.scheduler_options(_spec(), tmp_path) == LocalOptions(
+        root=str(tmp_path / "jobs"), max_parallel=3
+    )
     rest = _spec(scheduler={"type": "slurm-rest", "restUrl": "http://127.0.0.1:1"})
     with pytest.raises(SpecError) as info:
-        rt.scheduler_settings(rest, tmp_path)
+        rt.scheduler_options(rest, tmp_path)
     assert info.value.field == "scheduler.jwtSecretRef"
-    settings = rt.scheduler_settings(rest, tmp_path, slurm_token="jwt")
-    assert settings["token"] == "jwt" and settings["url"] == "http://127.0.0.1:1"
+    options = rt.scheduler_options(rest, tmp_path, slurm_token="jwt")
+    assert isinstance(options, SlurmRestOptions)
+    assert options.token == "jwt" and options.url == "http://127.0.0.1:1"
     k8s = _spec(scheduler={"type": "kubernetes", "image": "img"})
-    assert rt.scheduler_settings(k8s, tmp_path, namespace="ns") == {
-        "namespace": "ns",
-        "image": "img",
-    }
+    assert rt.scheduler_options(k8s, tmp_path, namespace="ns") == KubernetesOptions(
+        namespace="ns", image="img"
+    )
+    # a token file that cannot be read names the spec's field
+    unreadable = _spec(scheduler={"type": "slurm-rest", "restUrl": "http://127.0.0.1:1",
+                                  "tokenFile": str(tmp_path / "none")})  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        rt.build_scheduler(rt.scheduler_options(unreadable, tmp_path))
+    assert info.value.field == "scheduler.tokenFile"
 
 
 def test_credentials_are_private_files(tmp_path: Path) -> None:
-    env = rt.credential_env(tmp_path, rt.ServerAccess("http://x", "alice", "s3cret"))
+    env = rt.credential_env(tmp_path, ServerAccess("http://x", "alice", "s3cret"))
     token = Path(env["STREAMML_TOKEN_FILE"])
     assert token.read_text() == "s3cret" and token.stat().st_mode & 0o777 == 0o600
     assert "s3cret" not in str(env)
-    assert rt.credential_env(tmp_path / "none", rt.ServerAccess("http://x")) == {}
+    assert rt.credential_env(tmp_path / "none", ServerAccess("http://x")) == {}
 
 
 def test_absolute_command_paths_are_accepted() -> None:
@@ -166,7 +175,7 @@ def test_absolute_command_paths_are_accepted() -> None:
 
 
 def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     roots = inputs.Roots(allowed=(tmp_path,), base=tmp_path)
     prepared = inputs.prepare(_spec(lammps={"input": "units lj\n"}).lammps, tmp_path, roots)
@@ -194,7 +203,7 @@ def test_inline_input_and_missing_input_file(tmp_path: Path) -> None:
 
 def test_input_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
     """A path outside every root, or a link leading out, is refused naming the field."""
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     root, outside = tmp_path / "root", tmp_path / "secrets"
     (root / "inputs").mkdir(parents=True)
@@ -237,7 +246,7 @@ def test_input_paths_are_confined_to_the_roots(tmp_path: Path) -> None:
 
 
 def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamml.clients import sweep_inputs as inputs
+    from streamml.sweep import snapshot as inputs
 
     (tmp_path / "big").mkdir()
     for i in range(4):
@@ -250,12 +259,12 @@ def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) -> None:
-    from streamml.clients import sweep_jobs as jobs
-    from streamml.clients.schedulers.local import LocalScheduler
-    from streamml.clients.sweep import FileStore
+    from streamml.sweep import jobs
+    from streamml.sweep.engine import FileStore
+    from streamml.sweep.schedulers.local import LocalScheduler
 
     spec = _spec(scheduler={"type": "kubernetes", "image": "img"})
-    access = rt.ServerAccess("http://sm.ns.svc", "u", "tok")
+    access = ServerAccess("http://sm.ns.svc", "u", "tok")
     engine = rt.build_engine(
         "k", spec, FileStore(tmp_path / "s.json"), access=access, workdir=tmp_path,
         identity="uid", scheduler=LocalScheduler(tmp_path / "unused"),
@@ -268,7 +277,7 @@ def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) 
     assert "--spool-dir" not in args and "--log-file" not in args and job.workdir is None
     assert job.env["STREAMML_TOKEN"] == "tok"
     doc = '{"target": 1.5, "delivered": true}'
-    assert jobs.read_result(engine.ctx, job.name, doc) == {"target": 1.5, "delivered": True}
+    assert jobs.read_result(engine.ctx, job.name, doc) == JobResult(target=1.5, delivered=True)
     assert jobs.read_result(engine.ctx, job.name, None) is None
     # an input travels with the Job (its backend makes it a ConfigMap): the command names the
     # script, the Pod's STREAMML_INPUT_DIR says where the files are
@@ -326,3 +335,21 @@ def test_hostile_categorical_values_are_rejected() -> None:
                 "trials": 1,
             }
         )
+
+
+def test_a_sweep_file_and_a_custom_resource_name_a_bad_field_alike(tmp_path: Path) -> None:
+    """Both drivers report ``spec.parameters[0].min`` (the CLI used to say ``parameters.0.min``:
+    two formatters had diverged; the Kubernetes form is the one a status and kubectl use)."""
+    from streamml.sweep.spec import load_sweep_file
+
+    doc = yaml.safe_load(SAMPLE.read_text())
+    doc["spec"]["parameters"][0]["min"] = "many"
+    with pytest.raises(SpecError) as cr:
+        validate(doc["spec"])
+    file = tmp_path / "bad.yaml"
+    file.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as cli:
+        load_sweep_file(file)
+    assert cr.value.field == cli.value.field == "parameters[0].min"
+    assert str(cli.value) == f"{file}: {cr.value}"
+    assert str(cr.value).startswith("spec.parameters[0].min: ")

@@ -131,7 +131,7 @@ def test_scores_match_hand_computed_values() -> None:
     assert math.isnan(ev.scores([2.0, 2.0], [1.0, 3.0]).r2)  # no variance: undefined, not 1
 
 
-def _synthetic(seed: int = 0, noise: float = 0.1) -> list[ev.TrialRecord]:
+def _synthetic(seed: int = 0, noise: float = 0.1) -> list[ev.FinishedTrial]:
     rng = random.Random(seed)
     trials = []
     for i in range(40):
@@ -141,7 +141,7 @@ def _synthetic(seed: int = 0, noise: float = 0.1) -> list[ev.TrialRecord]:
         split = ev.TRAIN if i < 30 else ev.TEST
         predictions = {"good": 0.02 + 30e-6 * atoms, "raw": 0.01 * (nx + ny + nz)}
         trials.append(
-            ev.TrialRecord(
+            ev.FinishedTrial(
                 f"t{i}", split, {"nx": nx, "ny": ny, "nz": nz}, runtime, predictions=predictions
             )
         )
@@ -233,9 +233,9 @@ def test_prediction_and_runtime_figures_plot_every_held_out_run() -> None:
 
 def test_heatmap_grid_averages_runtime_per_cell() -> None:
     trials = [
-        ev.TrialRecord("a", ev.TRAIN, {"nx": 0, "ny": 0}, 1.0),
-        ev.TrialRecord("b", ev.TRAIN, {"nx": 0, "ny": 0}, 3.0),
-        ev.TrialRecord("c", ev.TRAIN, {"nx": 6, "ny": 6}, 5.0),
+        ev.FinishedTrial("a", ev.TRAIN, {"nx": 0, "ny": 0}, 1.0),
+        ev.FinishedTrial("b", ev.TRAIN, {"nx": 0, "ny": 0}, 3.0),
+        ev.FinishedTrial("c", ev.TRAIN, {"nx": 6, "ny": 6}, 5.0),
     ]
     x_edges, y_edges, grid = plot.heatmap_grid(trials, "nx", "ny", bins=2)
     assert x_edges == [0, 3, 6] and y_edges == [0, 3, 6]

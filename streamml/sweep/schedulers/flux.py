@@ -23,9 +23,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
-from streamml.clients.schedulers.slurm_cli import check_job
 from streamml.errors import SchedulerError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.sweep.schedulers.slurm_cli import check_job
 
 REASON_EXIT = "NonZeroExitCode"
 REASON_TIMEOUT = "TIMEOUT"

@@ -26,13 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from streamml.clients import sweep_images as images
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.lammps import scrub
-from streamml.clients.sampling import Point, as_vars, fingerprint, plan
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.errors import SchedulerError, SpecError, StreamMLError
 from streamml.files import write_atomic
+from streamml.sweep import images, jobs
+from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.vocabulary.conditions import now, set_condition
+from streamml.vocabulary.jobresult import scrub
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
     CurvePoint,
@@ -137,7 +137,7 @@ class SweepEngine:
             self.status = stored or LammpsSweepStatus()
             self.status.phase = "Pending"
             self.status.plan_fingerprint = fp
-            self.status.start_time = self.status.start_time or jobs.now()
+            self.status.start_time = self.status.start_time or now()
         else:
             self.status = stored
             if stored.plan_fingerprint != fp:
@@ -170,8 +170,8 @@ class SweepEngine:
             return False
         before = self.status.model_dump_json()
         self.status.phase = "Running"
-        jobs.set_condition(self.status, "Suspended", False, "Running")
-        jobs.set_condition(self.status, "Ready", True, "Running", "runs in flight")
+        set_condition(self.status.conditions, "Suspended", False, "Running")
+        set_condition(self.status.conditions, "Ready", True, "Running", "runs in flight")
         learned = await self._collect()
         if self._failed():  # too many failures
             await self.cancel_all("the sweep failed")
@@ -232,7 +232,9 @@ class SweepEngine:
                 self.status.attempts[str(record.id)] = record.attempt
         await self.cancel_all("suspended")
         self.status.phase = "Suspended"
-        jobs.set_condition(self.status, "Suspended", True, "Suspended", "spec.suspend is true")
+        set_condition(
+            self.status.conditions, "Suspended", True, "Suspended", "spec.suspend is true"
+        )
         self._recount()
         await self.store.save(self.status)
 
@@ -259,31 +261,26 @@ class SweepEngine:
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         images.record(self.status, record, result)
-        target = jobs.finite(result.get("target")) if result else None
+        target = result.target if result else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
-            delivered = bool(result.get("delivered"))
+            delivered = result.delivered
             record.state = "Succeeded" if delivered else "Spooled"
             self.status.succeeded += delivered
             record.target = target
-            record.reason = None if delivered else f"server unreachable: {result.get('error')}"
+            record.reason = None if delivered else f"server unreachable: {result.error}"
             if record.role == "test":
-                predictions = {
-                    str(m): y
-                    for m, v in (result.get("predictions") or {}).items()
-                    if (y := jobs.finite(v)) is not None
-                }
                 self.status.test_results = [
                     r for r in self.status.test_results if r.id != record.id
                 ] + [
                     HeldOutResult(
                         id=record.id,
                         target=target,
-                        predictions=predictions,
+                        predictions=result.finite_predictions(),
                         image_digest=record.image_digest,
                     )
                 ]
-            return record.role == "train" and bool(result.get("delivered"))
-        reason = (result or {}).get("error") or status.reason or f"job {status.state.value}"
+            return record.role == "train" and delivered
+        reason = (result.error if result else None) or status.reason or f"job {status.state.value}"
         if status.state == JobState.SUCCEEDED:
             reason = "the job succeeded but left no readable result"
         record.state = "Lost" if status.state == JobState.UNKNOWN else "Failed"
@@ -295,11 +292,11 @@ class SweepEngine:
         fatal = images.fatal_code(result)
         if fatal is not None:  # no runtime / no image / no SIF: every retry would fail alike
             self.status.phase = "Failed"
-            jobs.set_condition(self.status, "Ready", False, fatal, record.reason)
+            set_condition(self.status.conditions, "Ready", False, fatal, record.reason)
         elif self.status.failed > self.spec.max_failures:
             self.status.phase = "Failed"
-            jobs.set_condition(
-                self.status,
+            set_condition(
+                self.status.conditions,
                 "Ready",
                 False,
                 "TooManyFailures",
@@ -324,7 +321,7 @@ class SweepEngine:
         learned = False
         for record in waiting:
             result = jobs.read_result(self.ctx, record.job_name, None)
-            if result and result.get("delivered"):
+            if result and result.delivered:
                 learned |= self._finish_trial(record, JobStatus(JobState.SUCCEEDED, output=None))
         return learned
 
@@ -422,12 +419,12 @@ class SweepEngine:
         busy = any(r.state in OPEN for r in self.status.trials)
         if self.status.next_trial >= self.total and not self.status.retry_queue and not busy:
             self.status.phase = "Succeeded"
-            jobs.set_condition(self.status, "Ready", True, "Succeeded", "every run finished")
+            set_condition(self.status.conditions, "Ready", True, "Succeeded", "every run finished")
             self._complete()
 
     def _complete(self) -> None:
-        self.status.completion_time = self.status.completion_time or jobs.now()
-        jobs.set_condition(self.status, "Complete", True, self.status.phase)
+        self.status.completion_time = self.status.completion_time or now()
+        set_condition(self.status.conditions, "Complete", True, self.status.phase)
 
     def _recount(self) -> None:
         s = self.status

@@ -9,11 +9,12 @@ evaluation is also given per image, so drift detection can decide what the model
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.container import FATAL_CODES
+from streamml.sweep import jobs
+from streamml.sweep.container import FATAL_CODES
+from streamml.vocabulary.conditions import set_condition
+from streamml.vocabulary.jobresult import JobResult
 from streamml.vocabulary.lammpssweep import (
     HeldOutResult,
     ImageEvaluation,
@@ -25,10 +26,10 @@ from streamml.vocabulary.lammpssweep import (
 MAX_DIGESTS = 16
 
 
-def record(status: LammpsSweepStatus, trial: TrialRecord, result: Mapping[str, Any] | None) -> None:
+def record(status: LammpsSweepStatus, trial: TrialRecord, result: JobResult | None) -> None:
     """Note the trial's image digest; set ``ImageChanged`` when it differs from the last one."""
-    digest = (result or {}).get("image_digest")
-    if not isinstance(digest, str) or not digest:
+    digest = result.image_digest if result else None
+    if not digest:
         return
     trial.image_digest = digest
     seen = status.image_digests
@@ -40,10 +41,12 @@ def record(status: LammpsSweepStatus, trial: TrialRecord, result: Mapping[str, A
     seen.append(digest)
     del seen[:-MAX_DIGESTS]
     if previous is None:
-        jobs.set_condition(status, "ImageChanged", False, "OneImage", f"trials run in {digest}")
+        set_condition(
+            status.conditions, "ImageChanged", False, "OneImage", f"trials run in {digest}"
+        )
         return
-    jobs.set_condition(
-        status,
+    set_condition(
+        status.conditions,
         "ImageChanged",
         True,
         "ImageChanged",
@@ -55,10 +58,10 @@ def current(status: LammpsSweepStatus) -> str | None:
     return status.image_digests[-1] if status.image_digests else None
 
 
-def fatal_code(result: Mapping[str, Any] | None) -> str | None:
+def fatal_code(result: JobResult | None) -> str | None:
     """The trial failed in a way every other trial will too (no runtime, no/corrupt image)."""
-    code = (result or {}).get("reason")
-    return code if isinstance(code, str) and code in FATAL_CODES else None
+    code = result.reason if result else None
+    return code if code in FATAL_CODES else None
 
 
 def evaluate_by_image(results: Sequence[HeldOutResult]) -> list[ImageEvaluation]:

@@ -178,7 +178,11 @@ def openapi_schema(model: type[Any]) -> dict[str, Any]:
 
 
 def crd(info: ResourceInfo) -> dict[str, Any]:
-    """The CustomResourceDefinition manifest of one resource."""
+    """The CustomResourceDefinition manifest of one resource.
+
+    One manifest as one literal (longer than ~60 lines on purpose: the CRD reads as the YAML
+    it becomes).
+    """
     spec_schema = openapi_schema(info.spec_model)
     if info.cel_rules:
         spec_schema.setdefault("x-kubernetes-validations", []).extend(

@@ -29,9 +29,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.errors import NotFoundError, SchedulerError
 from streamml.files import write_atomic
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
 # "$@" is the job's command; the exit code is written through a temp file so a poller never
 # reads half a number. `timeout` enforces the time limit (exit 124 = TimeLimit).

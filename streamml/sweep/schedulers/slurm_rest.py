@@ -2,7 +2,7 @@
 
 Authentication is the pair of headers ``X-SLURM-USER-NAME`` / ``X-SLURM-USER-TOKEN``; the token
 comes from the sweep's settings (a Kubernetes Secret in the operator). Submit posts the same batch
-script as the CLI backend (:func:`~streamml.clients.schedulers.slurm_cli.batch_script`); in this
+script as the CLI backend (:func:`~streamml.sweep.schedulers.slurm_cli.batch_script`); in this
 API version ``environment`` is required, so the job's environment goes there as well.
 slurmrestd answers 500 for an unknown job id and for a bad token, so those are told apart by the
 error text it returns.
@@ -16,15 +16,15 @@ from typing import Any
 
 import aiohttp
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
-from streamml.clients.schedulers.slurm_cli import (
+from streamml.errors import AuthError, SchedulerError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.sweep.schedulers.slurm_cli import (
     batch_script,
     check_job,
     last_output_line,
     map_state,
     time_limit_minutes,
 )
-from streamml.errors import AuthError, SchedulerError
 
 API = "v0.0.38"
 

@@ -16,8 +16,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.errors import SchedulerError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
 #: Slurm job states -> our vocabulary (COMPLETING: the batch step is done, the epilog is not)
 STATES: dict[str, JobState] = {

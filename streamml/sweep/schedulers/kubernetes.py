@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.errors import SchedulerError
+from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
 CANCELLED_ANNOTATION = "streamml.io/cancelled"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "streamml"}
@@ -73,6 +73,9 @@ def job_manifest(
     With ``input_items`` the Pod mounts the ConfigMap named like the Job (the trial's input
     snapshot) at :data:`INPUT_MOUNT` and runs in an empty writable :data:`WORK_MOUNT`;
     ``run-lammps`` copies the one into the other (``STREAMML_INPUT_DIR``).
+
+    One manifest as one literal (a pure builder; longer than ~60 lines on purpose: split, the
+    Job would no longer read as the YAML it becomes).
     """
     container: dict[str, Any] = {
         "name": "trial",

@@ -1,32 +1,30 @@
 """Pure builders of the sweep engine: job names and requests, result reading, scores, curves.
 
-Nothing here talks to a scheduler or a server; the engine (:mod:`streamml.clients.sweep`) calls
+Nothing here talks to a scheduler or a server; the engine (:mod:`streamml.sweep.engine`) calls
 these and does the I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from streamml.clients.sampling import Point, as_vars
-from streamml.clients.schedulers.base import JobRequest
 from streamml.pycommand import streamml_command
+from streamml.sweep.sampling import Point, as_vars
+from streamml.sweep.schedulers.base import JobRequest
+from streamml.vocabulary import jobresult
+from streamml.vocabulary.jobresult import JobResult, finite
 from streamml.vocabulary.lammpssweep import (
     MAX_CURVE_POINTS,
-    Condition,
     CurvePoint,
     Evaluation,
     HeldOutResult,
     LammpsSweepSpec,
-    LammpsSweepStatus,
 )
 
 #: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
@@ -59,10 +57,6 @@ class JobContext:
     remote: bool = False
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def job_name(sweep: str, trial: int, attempt: int) -> str:
     """A DNS-label-safe name, unique per (sweep, trial, attempt): the restart lookup key."""
     base = re.sub(r"[^a-z0-9-]", "-", sweep.lower()).strip("-") or "sweep"
@@ -90,7 +84,11 @@ def build_job(
     test: bool,
     sweep: str,
 ) -> JobRequest:
-    """The scheduler request of one attempt of one trial (``streamml run-lammps ...``)."""
+    """The scheduler request of one attempt of one trial (``streamml run-lammps ...``).
+
+    One command line, built top to bottom in the order run-lammps reads it (longer than ~60
+    lines on purpose: split, the order of its options would be scattered).
+    """
     name = job_name(sweep, trial, attempt)
     out = trial_dir(ctx, name)
     result = TERMINATION_LOG if ctx.remote else str(out / RESULT_FILE)
@@ -158,7 +156,7 @@ def container_args(spec: LammpsSweepSpec) -> list[str]:
     return args
 
 
-def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any] | None:
+def read_result(ctx: JobContext, name: str, output: str | None) -> JobResult | None:
     """The job's result document: transported by the scheduler, else the file it wrote."""
     text = output
     if not text and not ctx.remote:
@@ -166,19 +164,7 @@ def read_result(ctx: JobContext, name: str, output: str | None) -> dict[str, Any
             text = (trial_dir(ctx, name) / RESULT_FILE).read_text()
         except OSError:
             return None
-    if not text:
-        return None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return jobresult.read(text)
 
 
 def evaluate(results: Sequence[HeldOutResult]) -> list[Evaluation]:
@@ -219,31 +205,3 @@ def add_point(points: list[CurvePoint], point: CurvePoint) -> None:
     if len(points) > MAX_CURVE_POINTS:
         kept = [*points[:-1:2], points[-1]]
         points[:] = kept
-
-
-def set_condition(
-    status: LammpsSweepStatus, type_: str, value: bool, reason: str, message: str = ""
-) -> None:
-    """Set a condition; its transition time changes only when its status does."""
-    text: Literal["True", "False"] = "True" if value else "False"
-    for cond in status.conditions:
-        if cond.type == type_:
-            if cond.status != text:
-                cond.last_transition_time = now()
-            cond.status = text
-            cond.reason = reason
-            cond.message = message[:1000]
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=text,
-            reason=reason,
-            message=message[:1000],
-            last_transition_time=now(),
-        )
-    )
-
-
-def condition(status: LammpsSweepStatus, type_: str) -> Condition | None:
-    return next((c for c in status.conditions if c.type == type_), None)

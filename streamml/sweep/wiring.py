@@ -8,66 +8,64 @@ source for the learning curve and the re-delivery of spooled results.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from streamml.clients import sweep_inputs as inputs
-from streamml.clients import sweep_jobs as jobs
-from streamml.clients.schedulers.base import Scheduler
-from streamml.clients.sweep import MetricsSource, Redeliver, StateStore, SweepEngine
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
+from streamml.sweep import jobs, schedulers
+from streamml.sweep import snapshot as inputs
+from streamml.sweep.access import ServerAccess
+from streamml.sweep.engine import MetricsSource, Redeliver, StateStore, SweepEngine
+from streamml.sweep.schedulers import Scheduler, SchedulerOptions
+from streamml.sweep.schedulers.options import (
+    FluxOptions,
+    KubernetesOptions,
+    LocalOptions,
+    SlurmCliOptions,
+    SlurmRestOptions,
+)
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 #: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
 KUBERNETES_INPUT_BYTES = 700_000
 
 
-@dataclass(frozen=True)
-class ServerAccess:
-    url: str
-    username: str | None = None
-    token: str | None = None
-
-
-def scheduler_settings(
+def scheduler_options(
     spec: LammpsSweepSpec,
     workdir: Path,
     *,
     namespace: str | None = None,
     slurm_token: str | None = None,
-) -> dict[str, Any]:
-    """The typed ``spec.scheduler`` as the settings mapping of ``make_scheduler``."""
+) -> SchedulerOptions:
+    """The typed ``spec.scheduler`` as the options its backend is built from."""
     s = spec.scheduler
     if s.type == "local":
-        return {"root": str(workdir / "jobs"), "maxParallel": s.max_local_jobs or spec.parallelism}
+        root = str(workdir / "jobs")
+        return LocalOptions(root=root, max_parallel=s.max_local_jobs or spec.parallelism)
     if s.type == "slurm":
-        return {"partition": s.partition} if s.partition else {}
+        return SlurmCliOptions(partition=s.partition)
     if s.type == "slurm-rest":
-        settings: dict[str, Any] = {"url": s.rest_url, "user": s.rest_user or "root"}
-        if s.partition:
-            settings["partition"] = s.partition
-        if slurm_token:
-            settings["token"] = slurm_token
-        elif s.token_file:
-            settings["tokenFile"] = s.token_file
-        else:
+        if not slurm_token and not s.token_file:
             raise SpecError(
                 "slurm-rest needs a JWT: scheduler.jwtSecretRef (operator) or scheduler.tokenFile",
                 field="scheduler.jwtSecretRef",
             )
-        return settings
+        return SlurmRestOptions(
+            url=s.rest_url or "",  # the spec requires restUrl for slurm-rest
+            user=s.rest_user or "root",
+            partition=s.partition,
+            token=slurm_token or None,
+            token_file=None if slurm_token else s.token_file,
+        )
     if s.type == "flux":
-        return {"uri": s.flux_uri} if s.flux_uri else {}
-    return {"namespace": namespace or "default", "image": s.image}
+        return FluxOptions(uri=s.flux_uri)
+    return KubernetesOptions(namespace=namespace or "default", image=s.image)
 
 
-def build_scheduler(spec: LammpsSweepSpec, settings: dict[str, Any]) -> Scheduler:
-    from streamml.clients.schedulers import make_scheduler
-
+def build_scheduler(options: SchedulerOptions) -> Scheduler:
+    """The backend; a SpecError names the spec's field (``scheduler.tokenFile``)."""
     try:
-        return make_scheduler(spec.scheduler.type, settings)
+        return schedulers.build_scheduler(options)
     except SpecError as exc:
         raise SpecError(str(exc), field=f"scheduler.{exc.field or 'type'}") from exc
 
