@@ -279,7 +279,7 @@ async def _unpickle(request: web.Request, flavor: str) -> Any:
 
 async def get_model_json(request: web.Request) -> web.Response:
     try:
-        state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+        state = request.app[SERVICE].registry.get(checked_name(request.match_info["name"]))
     except ModelQuarantinedError as exc:
         quarantine = exc.quarantine
         data = {"message": str(exc), "model": quarantine.name, "status": "quarantined"}
@@ -301,7 +301,7 @@ def _pickled(model: Any, heavy: bool) -> bytes:
 
 async def download_model(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    state = service.require(checked_name(request.match_info["name"]))
+    state = service.registry.get(checked_name(request.match_info["name"]))
     body = await service.workers.call(
         state.name, not state.heavy, _pickled, state.model, state.heavy
     )
@@ -440,9 +440,9 @@ async def label(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     name = await model_from_query(request)
-    return reply(request.app[SERVICE].require(name).metric_values())
+    return reply(request.app[SERVICE].registry.get(name).metric_values())
 
 
 async def stats(request: web.Request) -> web.Response:
     name = await model_from_query(request)
-    return reply(request.app[SERVICE].require(name).stats())
+    return reply(request.app[SERVICE].registry.get(name).stats())

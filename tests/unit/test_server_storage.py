@@ -78,3 +78,33 @@ async def test_recovery_from_snapshot_plus_log(tmp_path: Path) -> None:
     # sequence numbers continue after the highest one stored (2 creates, 100 learns, 1 batch)
     assert restarted.storage.seq == 103
     await restarted.storage.close()
+
+
+async def test_identifier_window_after_a_restart_is_the_live_one(tmp_path: Path) -> None:
+    """The window of remembered identifiers is applied as each identifier is learned, live and
+    on replay alike. (It was trimmed after each single learn live but only once after the whole
+    replay, so an identifier re-learned after it had left the window came back out of order: a
+    restart forgot it and remembered an older one instead.)"""
+
+    def windowed(data_dir: Path) -> ModelService:
+        service = make_service(data_dir)
+        service.registry.idempotency_window = 2
+        return service
+
+    service = windowed(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=False)
+    for i, identifier in enumerate(["a", "b", "c", "a"]):  # "a" left the window, so learned again
+        result = await service.learn(*sample(i), model="lin", identifier=identifier)
+        assert result["lin"]["learned"], identifier
+    live = list(service.registry.models["lin"].seen)
+    assert live == ["c", "a"]
+    await service.storage.close()
+
+    restarted = windowed(tmp_path)
+    await restarted.storage.open()
+    await restarted.load()
+    assert list(restarted.registry.models["lin"].seen) == live
+    again = await restarted.learn(*sample(9), model="lin", identifier="a")
+    assert again["lin"]["duplicate"]
+    await restarted.storage.close()
