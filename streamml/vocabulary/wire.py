@@ -321,12 +321,13 @@ class FieldError(ValueError):
         self.field = field
 
 
-def _name(field: str, value: Any, served: Container[str]) -> None:
+def _name(field: str, value: Any, served: Container[str]) -> str:
     """A :data:`ModelName`; a name the server serves passed this check when it was created."""
     if type(value) is str and value in served:
-        return
+        return value
     if type(value) is not str or len(value) > 63 or _NAME.fullmatch(value) is None:
         raise FieldError(field, f"{field}: must be a model name (a DNS label)")
+    return value
 
 
 def _names(value: Any) -> None:
@@ -336,11 +337,11 @@ def _names(value: Any) -> None:
         _name("models", name, ())
 
 
-def _features(value: Any) -> None:
+def _features(value: Any) -> dict[str, Any]:
     if type(value) is not dict:
         raise FieldError("features", "features: an object of feature values is required")
     try:
-        check_features(value)
+        return check_features(value)
     except ValueError as exc:
         raise FieldError("features", str(exc)) from None
 
@@ -377,8 +378,7 @@ def fast_learn(data: Any, served: Container[str] = ()) -> LearnValues:
         _name("model", model, served)
     if models is not None:
         _names(models)
-    features = get("features")
-    _features(features)
+    features = _features(get("features"))
     ground_truth, prediction, identifier = get("ground_truth"), get("prediction"), get("identifier")
     if ground_truth is not None:
         _target("ground_truth", ground_truth)
@@ -393,10 +393,8 @@ def fast_learn(data: Any, served: Container[str] = ()) -> LearnValues:
 def fast_predict(data: Any, served: Container[str] = ()) -> PredictValues:
     """:class:`PredictRequest`, checked by hand (``served``: names known to be valid)."""
     get = _object(data).get
-    model = get("model")
-    _name("model", model, served)
-    features = get("features")
-    _features(features)
+    model = _name("model", get("model"), served)
+    features = _features(get("features"))
     identifier = get("identifier")
     if identifier is not None:
         _identifier(identifier)
@@ -407,8 +405,7 @@ def fast_predict(data: Any, served: Container[str] = ()) -> PredictValues:
 def fast_sample(item: Any) -> SampleValues:
     """One :class:`LearnSample`, checked by hand."""
     get = _object(item).get
-    features = get("features")
-    _features(features)
+    features = _features(get("features"))
     ground_truth, identifier = get("ground_truth"), get("identifier")
     if ground_truth is not None:
         _target("ground_truth", ground_truth)
