@@ -1,4 +1,5 @@
-"""Request and response bodies of the model server's HTTP API, shared by the server and clients.
+"""Request bodies of the model server's HTTP API, and the fast hand-checked paths that mirror
+them (the replies are in ``replies.py``); shared by the server, its OpenAPI document and clients.
 
 The riverapi-compatible endpoints keep the old server's shapes (``{"model", "features",
 "ground_truth"}`` and so on); the extensions (fan-out, idempotent identifiers, batches,
@@ -110,37 +111,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ErrorReply(BaseModel):
-    """Every error: 4xx for the caller's mistakes, 5xx only for the server's own failures."""
-
-    message: str
-
-
-class ServiceInfo(BaseModel):
-    id: str
-    status: str
-    name: str
-    description: str
-    documentationUrl: str
-    storage: str
-    river_version: str
-    version: str
-
-
-class TokenReply(BaseModel):
-    token: str
-    expires_in: int
-    issued_at: str
-
-
-class CreatedReply(BaseModel):
-    name: str
-
-
-class ModelsReply(BaseModel):
-    models: list[str]
-
-
 class DeclarativeModelRequest(_Request):
     """Body of ``POST /api/model/<flavor>/<name>/`` with ``Content-Type: application/json``."""
 
@@ -157,17 +127,6 @@ class LearnRequest(_Request):
     ground_truth: Target | None = None
     prediction: Target | None = None
     identifier: Identifier | None = None
-
-
-class LearnResult(BaseModel):
-    learned: bool
-    duplicate: bool
-    error: str | None = None
-
-
-class LearnReply(BaseModel):
-    model: str | None = None
-    results: dict[str, LearnResult]
 
 
 class LearnSample(_Request):
@@ -197,26 +156,10 @@ class BatchLearnEnvelope(_Request):
     )
 
 
-class BatchLearnResult(BaseModel):
-    learned: int
-    duplicates: int
-    rejected: list[dict[str, Any]] | None = None
-
-
-class BatchLearnReply(BaseModel):
-    results: dict[str, BatchLearnResult]
-
-
 class PredictRequest(_Request):
     model: ModelName
     features: Features
     identifier: Identifier | None = None
-
-
-class PredictReply(BaseModel):
-    model: str
-    prediction: Any
-    identifier: str
 
 
 class PredictSample(_Request):
@@ -227,16 +170,6 @@ class PredictSample(_Request):
 class BatchPredictRequest(_Request):
     model: ModelName
     samples: list[PredictSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
-
-
-class BatchPrediction(BaseModel):
-    prediction: Any
-    identifier: str
-
-
-class BatchPredictReply(BaseModel):
-    model: str
-    predictions: list[BatchPrediction]
 
 
 class LabelRequest(_Request):
@@ -251,41 +184,6 @@ class ModelQuery(_Request):
     """The JSON body riverapi sends on ``GET /api/metrics/`` and ``GET /api/stats/``."""
 
     model: ModelName
-
-
-class CallStats(BaseModel):
-    n_calls: int
-    mean_duration: int
-    mean_duration_human: str
-    ewm_duration: int
-    ewm_duration_human: str
-
-
-class StatsReply(BaseModel):
-    predict: CallStats
-    learn: CallStats
-
-
-class DeletedReply(BaseModel):
-    deleted: str
-
-
-class QuarantineReply(BaseModel):
-    """A stored model that could not be loaded (held out of serving until it is deleted)."""
-
-    kind: str = Field(description="snapshot | log | no-snapshot | no-definition")
-    reason: str = Field(description="the file, the row and what is wrong")
-    log_rows: int = Field(description="learn-log rows of the model held back")
-
-
-class HealthReply(BaseModel):
-    status: str = Field(description='"ok" (healthz), "ready" or "degraded" (readyz)')
-    quarantined: dict[str, QuarantineReply] | None = Field(
-        None, description="readyz when degraded: the quarantined models"
-    )
-    findings: list[str] | None = Field(
-        None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
-    )
 
 
 # -- the fast hand-checked paths ------------------------------------------------------------------
