@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
+import pytest
 from river import linear_model, preprocessing
 
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.registry import Registry
+from streamml.modelserver.registry import ModelQuarantinedError, Registry
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.storage import Storage
 
@@ -108,3 +110,22 @@ async def test_identifier_window_after_a_restart_is_the_live_one(tmp_path: Path)
     again = await restarted.learn(*sample(9), model="lin", identifier="a")
     assert again["lin"]["duplicate"]
     await restarted.storage.close()
+
+
+async def test_a_model_damaged_on_disk_when_it_returns_to_it_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    """After a failed commit a model returns to what the data dir holds; when that turns out
+    damaged it is quarantined, as start-up would (it was dropped: neither served nor named)."""
+    service = make_service(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=False)
+    await service.learn(*sample(1), model="lin", identifier="a")
+    with sqlite3.connect(service.storage.path, timeout=10) as damage:
+        damage.execute("UPDATE snapshots SET blob = ? WHERE name = 'lin'", (b"Z\x00\x00\x00\x00P",))
+    service.restore_durable({"lin"})
+    assert "lin" not in service.registry.models
+    assert service.registry.quarantined["lin"].kind == "snapshot"
+    with pytest.raises(ModelQuarantinedError):
+        service.registry.get("lin")
+    await service.storage.close()
