@@ -91,7 +91,7 @@ async def submit_to_learned(
         samples: list[float] = []
         loops: list[float] = []
         for i in range(repeats):
-            before = (await client.stats("linear"))["learn"]["n_calls"]
+            before = (await client.stats("linear")).learn.n_calls
             name = f"learn-{scheduler.name}-{i}"
             result = workdir / f"{name}.json"
             command = [*streamml_command(), "run-lammps", "--server",
@@ -100,7 +100,7 @@ async def submit_to_learned(
             env = {"STREAMML_USERNAME": server.user, "STREAMML_TOKEN": server.token}
             start = time.perf_counter()
             await scheduler.submit(JobRequest(name=name, command=command, env=env, workdir=workdir))
-            while (await client.stats("linear"))["learn"]["n_calls"] == before:
+            while (await client.stats("linear")).learn.n_calls == before:
                 if time.perf_counter() - start > 300:
                     raise RuntimeError(f"{name} never learned; see {workdir}")
                 await asyncio.sleep(POLL_S)

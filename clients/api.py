@@ -3,8 +3,12 @@
 Used by the job-side program, the sweep engine, the operator and ``streamml watch``::
 
     async with ModelServerClient("http://127.0.0.1:8080", username="u", token="t") as client:
-        await client.learn({"nx": 8, "ny": 8, "nz": 8}, 0.42, identifier="sweep-t0007")
-        print(await client.metrics("linear"))
+        reply = await client.learn({"nx": 8, "ny": 8, "nz": 8}, 0.42, identifier="sweep-t0007")
+        print(reply.results["linear"].learned, await client.metrics("linear"))
+
+Every method returns the reply models the server documents (``streamml/vocabulary/replies.py``,
+the same models its OpenAPI document is made of); a reply that does not fit its model is a
+:class:`DeliveryError`, as an unreachable server is.
 
 Authentication follows riverapi's handshake: a request without credentials gets 401, the client
 exchanges ``username:token`` (HTTP Basic) at ``/api/auth/token/`` for a bearer token, and retries.
@@ -18,9 +22,10 @@ import asyncio
 import base64
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from streamml.errors import (
     AuthError,
@@ -31,8 +36,22 @@ from streamml.errors import (
     StreamMLError,
 )
 from streamml.vocabulary.modelspec import ModelSpec
+from streamml.vocabulary.replies import (
+    BatchLearnReply,
+    BatchPrediction,
+    BatchPredictReply,
+    CreatedReply,
+    DeletedReply,
+    LabelReply,
+    LearnReply,
+    MetricsReply,
+    ModelsReply,
+    PredictReply,
+    StatsReply,
+)
 
 Features = Mapping[str, float | int | str | bool]
+Reply = TypeVar("Reply", bound=BaseModel)
 
 
 class ModelServerClient:
@@ -81,14 +100,13 @@ class ModelServerClient:
     # -- the API -------------------------------------------------------------------------
 
     async def models(self) -> list[str]:
-        reply = await self._request("GET", "/api/models/")
-        return [str(name) for name in reply.get("models", [])]
+        return (await self._call(ModelsReply, "GET", "/api/models/")).models
 
     async def create_model(self, spec: ModelSpec) -> str:
         """Create a declarative model; :class:`ConflictError` when the name is taken."""
         body = {"pipeline": [step.to_data() for step in spec.pipeline]}
-        reply = await self._request("POST", f"/api/model/{spec.flavor}/{spec.name}/", json=body)
-        return str(reply.get("name", spec.name))
+        path = f"/api/model/{spec.flavor}/{spec.name}/"
+        return (await self._call(CreatedReply, "POST", path, json=body)).name
 
     async def ensure_model(self, spec: ModelSpec) -> bool:
         """Create the model unless one of that name exists; True when it was created."""
@@ -99,7 +117,7 @@ class ModelServerClient:
         return True
 
     async def delete_model(self, name: str) -> None:
-        await self._request("DELETE", "/api/model/", data={"model": name})
+        await self._call(DeletedReply, "DELETE", "/api/model/", data={"model": name})
 
     async def learn(
         self,
@@ -109,7 +127,7 @@ class ModelServerClient:
         model: str | None = None,
         models: Sequence[str] | None = None,
         identifier: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> LearnReply:
         """Learn one sample on one model, a subset, or (neither given) every model."""
         body: dict[str, Any] = {"features": dict(features), "ground_truth": ground_truth}
         if model is not None:
@@ -118,7 +136,7 @@ class ModelServerClient:
             body["models"] = list(models)
         if identifier is not None:
             body["identifier"] = identifier
-        return await self._request("POST", "/api/learn/", json=body)
+        return await self._call(LearnReply, "POST", "/api/learn/", json=body)
 
     async def learn_batch(
         self,
@@ -127,7 +145,7 @@ class ModelServerClient:
         model: str | None = None,
         models: Sequence[str] | None = None,
         update_metrics: bool = True,
-    ) -> dict[str, Any]:
+    ) -> BatchLearnReply:
         """Learn many samples (``{"features", "ground_truth", "identifier"?}``) in one request;
         ``update_metrics=False`` learns without progressive validation (a backfill)."""
         body: dict[str, Any] = {"samples": [dict(s) for s in samples]}
@@ -137,39 +155,39 @@ class ModelServerClient:
             body["model"] = model
         if models is not None:
             body["models"] = list(models)
-        return await self._request("POST", "/api/learn/batch/", json=body)
+        return await self._call(BatchLearnReply, "POST", "/api/learn/batch/", json=body)
 
     async def predict(
         self, features: Features, *, model: str, identifier: str | None = None
-    ) -> dict[str, Any]:
+    ) -> PredictReply:
         body: dict[str, Any] = {"model": model, "features": dict(features)}
         if identifier is not None:
             body["identifier"] = identifier
-        return await self._request("POST", "/api/predict/", json=body)
+        return await self._call(PredictReply, "POST", "/api/predict/", json=body)
 
     async def predict_batch(
         self, samples: Sequence[Mapping[str, Any]], *, model: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[BatchPrediction]:
         body = {"model": model, "samples": [dict(s) for s in samples]}
-        reply = await self._request("POST", "/api/predict/batch/", json=body)
-        return list(reply.get("predictions", []))
+        reply = await self._call(BatchPredictReply, "POST", "/api/predict/batch/", json=body)
+        return reply.predictions
 
-    async def label(self, *, model: str, identifier: str, label: float | int | str | bool) -> None:
+    async def label(
+        self, *, model: str, identifier: str, label: float | int | str | bool
+    ) -> LabelReply:
         body = {"model": model, "identifier": identifier, "label": label}
-        await self._request("POST", "/api/label/", json=body)
+        return await self._call(LabelReply, "POST", "/api/label/", json=body)
 
     async def metrics(self, model: str) -> dict[str, float]:
-        reply = await self._request("GET", "/api/metrics/", params={"model": model})
-        return {
-            str(k): float(v)
-            for k, v in reply.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        """The metrics that are defined so far (a metric still undefined is left out)."""
+        reply = await self._call(MetricsReply, "GET", "/api/metrics/", params={"model": model})
+        return {name: value for name, value in reply.root.items() if value is not None}
 
-    async def stats(self, model: str) -> dict[str, Any]:
-        return await self._request("GET", "/api/stats/", params={"model": model})
+    async def stats(self, model: str) -> StatsReply:
+        return await self._call(StatsReply, "GET", "/api/stats/", params={"model": model})
 
     async def model_json(self, model: str) -> dict[str, Any]:
+        """The parameters of each pipeline step (free-form: river's own parameters)."""
         return await self._request("GET", f"/api/model/{model}/")
 
     async def ready(self) -> bool:
@@ -181,6 +199,28 @@ class ModelServerClient:
             return False
 
     # -- plumbing ------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        reply: type[Reply],
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """A request whose reply is one of the documented reply models."""
+        payload = await self._request(method, path, json=json, data=data, params=params)
+        try:
+            return reply.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            raise DeliveryError(
+                f"{method} {path}: the reply is not a {reply.__name__} ({problems})"
+            ) from None
 
     async def _request(
         self,

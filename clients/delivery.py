@@ -29,6 +29,7 @@ from streamml.clients.api import ModelServerClient
 from streamml.errors import DeliveryError, StreamMLError
 from streamml.files import write_atomic
 from streamml.vocabulary import jobresult
+from streamml.vocabulary.replies import LearnReply
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Request:
 class Outcome:
     delivered: bool
     spooled: Path | None = None
-    reply: dict[str, Any] = field(default_factory=dict)
+    reply: LearnReply | None = None
     predictions: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     #: the server was unreachable or failing (worth retrying later), not refusing the request
@@ -132,7 +133,7 @@ async def send(request: Request, credentials: Credentials, *, timeout_s: float =
         predictions: dict[str, Any] = {}
         for model in models:
             answer = await client.predict(request.features, model=model, identifier=request.trial)
-            predictions[model] = answer.get("prediction")
+            predictions[model] = answer.prediction
         return Outcome(delivered=True, predictions=predictions)
 
 

@@ -175,7 +175,7 @@ async def poll_once(client: ModelServerClient) -> list[dict[str, Any]]:
             continue
         try:
             metrics = await client.metrics(model)
-            stats = await client.stats(model)
+            stats = (await client.stats(model)).model_dump()
             parameters = await client.model_json(model)
         except NotFoundError:
             log.info("model %s disappeared while being read", model)

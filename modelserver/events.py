@@ -1,4 +1,5 @@
-"""Server-sent event fan-out with per-client buffers bounded in frames and in bytes.
+"""Server-sent event fan-out with per-client buffers bounded in frames and in bytes, and what
+the model service publishes on it (learns, labels, predictions, metrics).
 
 Publishing never waits. A client's buffer holds at most ``queue_size`` frames and
 ``client_bytes`` bytes; all buffers together at most ``total_bytes`` (so at most
@@ -17,11 +18,14 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streamml.errors import CapacityError
+
+if TYPE_CHECKING:
+    from streamml.modelserver.learning import LearnRecord, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +188,43 @@ def jsonable(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+# -- what the model service publishes --------------------------------------------------------
+
+
+def publish_learns(
+    hub: EventHub, state: ModelState, records: list[LearnRecord], event: str
+) -> None:
+    """Applied learns (``event``: learn or label) on ``events``, then the model's metrics."""
+    if hub.has_subscribers("events"):
+        hub.publish_many(
+            "events",
+            (
+                {
+                    "model": state.name,
+                    "features": record.features,
+                    "prediction": None if record.prediction is None else record.prediction.value,
+                    "ground_truth": record.ground_truth,
+                }
+                for record in records
+            ),
+            event=event,
+        )
+    if hub.has_subscribers("metrics"):
+        hub.publish("metrics", {"model": state.name, **state.metric_values()})
+
+
+def publish_predictions(
+    hub: EventHub, model: str, predictions: Iterable[tuple[dict[str, Any], Any]]
+) -> None:
+    """Predictions made, as (features, value), on ``events``."""
+    if hub.has_subscribers("events"):
+        hub.publish_many(
+            "events",
+            (
+                {"model": model, "features": features, "prediction": value}
+                for features, value in predictions
+            ),
+            event="predict",
+        )

@@ -1,12 +1,18 @@
-"""The learning core: named river models, progressive validation, stats, idempotency, pending
-predictions. It knows nothing of HTTP or storage; the views call it and persist what it returns.
+"""The learning core: one named river model with its metrics, stats and the identifiers it has
+learned (:class:`ModelState`), and the record of each applied learn (:class:`LearnRecord`). It
+knows nothing of HTTP, storage or threads: the registry joins learns to waiting predictions and
+the model service orders, logs and commits what it returns.
 
-Progressive validation (river's ``progressive_val_score`` on a live stream): for each sample the
-model first predicts, then learns, then the metrics are updated with (truth, earlier prediction).
-Learning before the metric update means a sample the model rejects leaves metrics untouched.
-Every applied learn returns a :class:`LearnRecord`; replaying the records on a snapshot
-reproduces model, metrics, stats and identifiers exactly (the prediction and the duration are in
-the record, so replay does not depend on timing).
+Progressive validation (river's ``progressive_val_score`` on a live stream) has one body,
+:meth:`ModelState.validate`, which single learns, batches, labels and replays all go through:
+the model first predicts, then learns, then the metrics are updated with (truth, earlier
+prediction). Learning before the metric update means a sample the model rejects leaves metrics
+untouched. Idempotency lives here too: a learn under an identifier already learned is a
+duplicate, and the window of remembered identifiers is applied as each one is learned, live and
+on replay alike. Every applied learn returns a :class:`LearnRecord` (a batch: its encoded
+form); replaying the records on a snapshot reproduces model, metrics, stats and identifiers
+exactly (the prediction and the duration are in the record, so replay does not depend on
+timing).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ river_metrics: Any = _river_metrics
 
 #: weight of the newest call in the exponentially weighted mean duration
 EWM_ALPHA = 0.1
+CLASSIFIERS = ("binary", "multiclass")
 
 
 class SampleError(SpecError):
@@ -219,10 +226,15 @@ class ModelState:
     known_features: set[str] = field(default_factory=set)
     #: expensive per sample (trees, ensembles, neighbours, kernels): never on the event loop
     heavy: bool = True
+    #: each metric's bound update and whether it takes the label (else the probabilities);
+    #: made on first use (the metrics of a state never change)
+    _scorers: list[tuple[Any, bool]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def classifier(self) -> bool:
-        return self.flavor in ("binary", "multiclass")
+        return self.flavor in CLASSIFIERS
 
     @property
     def supervised(self) -> bool:
@@ -253,16 +265,17 @@ class ModelState:
                 f"model {self.name!r} accepts at most {self.max_features} features per sample "
                 "(its pipeline's cost within the server's limits)"
             )
+        flavor = self.flavor
         try:
-            if self.classifier:
+            if flavor == "regression":  # the common case first (every regressor has one)
+                value = self.model.predict_one(features)
+                return Prediction(value if type(value) is float else plain_number(value))
+            if flavor in CLASSIFIERS:
                 proba = self.model.predict_proba_one(features)
                 label = max(proba, key=proba.__getitem__) if proba else None
                 return Prediction(label, dict(proba))
             if hasattr(self.model, "predict_one"):
-                value = self.model.predict_one(features)
-                if type(value) is not float and self.flavor == "regression":
-                    value = plain_number(value)
-                return Prediction(value)
+                return Prediction(self.model.predict_one(features))
             return Prediction(None)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
@@ -274,6 +287,12 @@ class ModelState:
         return prediction
 
     def check_target(self, ground_truth: Any) -> Any:
+        if (
+            type(ground_truth) is float
+            and self.flavor == "regression"
+            and math.isfinite(ground_truth)
+        ):
+            return ground_truth  # the common case
         if self.flavor == "cluster":
             return None  # clusterers learn from features alone; a target is ignored
         if ground_truth is None:
@@ -284,6 +303,48 @@ class ModelState:
             return _check_number(ground_truth)
         return ground_truth
 
+    def scored_with(self, prediction: Prediction | None, *, supplied: bool) -> Prediction | None:
+        """The prediction a learn is scored with: the client's (``supplied``) or the model's own
+        from an earlier predict. Only the client's can be the client's mistake; the model's
+        own, when it is no finite number (a model driven to NaN), is simply not scored."""
+        if prediction is None or self.flavor != "regression":
+            return prediction
+        value = finite_number(prediction.value)
+        if value is None and supplied:
+            raise SampleError("prediction must be a finite number for a regression model")
+        return Prediction(value)
+
+    def validate(
+        self, features: dict[str, Any], y: Any, prediction: Prediction | None, *, predict: bool
+    ) -> Prediction | None:
+        """Progressive validation of one checked sample, the one body every learn goes through
+        (single, batch, label, replay): predict first (unless ``prediction`` is given, or not
+        ``predict``), learn, then score the prediction against ``y``. A sample the model cannot
+        use raises :class:`SampleError` before anything changed: learning comes before the
+        metric update, so a rejected sample leaves the metrics as they were. Returns the
+        prediction it was scored with."""
+        # the common case inline: no bound, or every name already known
+        new = (
+            None
+            if self.max_features is None or features.keys() <= self.known_features
+            else self.new_features(features)
+        )
+        if prediction is None and predict:
+            prediction = self.predict(features)
+        learn_one = self.model.learn_one  # a model without one is a bug, not the sample's fault
+        try:
+            if y is None:
+                learn_one(features)
+            else:
+                learn_one(features, y)
+        except Exception as exc:  # whatever river raises on this input, it is about the input
+            raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
+        if new:
+            self.known_features |= new
+        if prediction is not None:
+            self._update_metrics(y, prediction)
+        return prediction
+
     def learn(
         self,
         features: dict[str, Any],
@@ -292,37 +353,21 @@ class ModelState:
         prediction: Prediction | None = None,
         *,
         supplied: bool = True,
+        window: int | None = None,
     ) -> LearnRecord | None:
-        """Progressive validation of one sample; None when ``identifier`` was already learned.
-
-        ``prediction`` is the client's (``supplied``) or the model's own from an earlier predict;
-        only the client's can be the client's mistake. The model's own, when it is no finite
-        number (a model driven to NaN), is simply not scored."""
+        """One sample (:meth:`validate`); None when ``identifier`` was already learned.
+        ``prediction``: see :meth:`scored_with`; ``window``: how many identifiers the model
+        remembers (None: all)."""
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
-        new = self.new_features(features)
-        if prediction is not None and self.flavor == "regression":
-            value = finite_number(prediction.value)
-            if value is None and supplied:
-                raise SampleError("prediction must be a finite number for a regression model")
-            prediction = Prediction(value)
+        prediction = self.scored_with(prediction, supplied=supplied)
         start = time.perf_counter_ns()
-        if prediction is None and y is not None and self.metrics:
-            prediction = self.predict(features)
-        try:
-            if y is None:
-                self.model.learn_one(features)
-            else:
-                self.model.learn_one(features, y)
-        except Exception as exc:  # whatever river raises on this input, it is about the input
-            raise SampleError(f"model {self.name!r} cannot learn this sample: {exc}") from exc
-        if new:
-            self.known_features |= new
-        if prediction is not None:
-            self._update_metrics(y, prediction)
+        prediction = self.validate(
+            features, y, prediction, predict=y is not None and bool(self.metrics)
+        )
         record = LearnRecord(features, y, prediction, time.perf_counter_ns() - start, identifier)
-        self._account(record)
+        self._account(record, window)
         return record
 
     def learn_many(
@@ -332,11 +377,12 @@ class ModelState:
         *,
         update_metrics: bool = True,
         taken: Taken | None = None,
+        window: int | None = None,
     ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
-        """The batch fast path of :meth:`learn`: same semantics, encoded records out, no
-        per-sample objects; a sample the model rejects is skipped and reported, not fatal.
-        Without ``update_metrics`` the samples are learned only (no prediction, no metric
-        update; a waiting prediction is dropped), and logged so that a replay does the same.
+        """Many samples, each as :meth:`learn` does it, encoded records out; a sample the model
+        rejects is skipped and reported, not fatal. Without ``update_metrics`` the samples are
+        learned only (no prediction, no metric update; a waiting prediction is dropped), and
+        logged so that a replay does the same.
 
         A waiting prediction is taken only for a sample that is then learned (a rejected
         sample leaves it for the corrected retry); the ones taken are noted in ``taken``.
@@ -346,94 +392,34 @@ class ModelState:
         encoded: list[list[Any]] = []
         rejected: list[tuple[int, str]] = []
         duplicates = 0
-        seen = self.seen
-        learn_one = self.model.learn_one
-        with_metrics = bool(self.metrics) and update_metrics
-        cap, known = self.max_features, self.known_features
+        seen, name = self.seen, self.name
+        check_target, validate, remember = self.check_target, self.validate, self._remember
+        predict = bool(self.metrics) and update_metrics
         start = time.perf_counter_ns()
-        if self.flavor == "regression":
-            # the common case, inlined: numbers in, numbers out
-            predict_one = self.model.predict_one
-            updates = [metric.update for metric in self.metrics]
-            for index, (features, y, identifier) in enumerate(samples):
-                if identifier is not None and identifier in seen:
-                    duplicates += 1
-                    continue
-                if (type(y) is not float and type(y) is not int) or not math.isfinite(y):
-                    rejected.append((index, "ground_truth must be a finite number"))
-                    continue
-                waiting = None if identifier is None else pending.take(self.name, identifier)
-                try:
-                    # the common case inline: every name already known (or no bound)
-                    new = (
-                        None
-                        if cap is None or features.keys() <= known
-                        else self.new_features(features)
-                    )
+        for index, (features, ground_truth, identifier) in enumerate(samples):
+            if identifier is not None and identifier in seen:
+                duplicates += 1
+                continue
+            waiting = None
+            try:
+                y = check_target(ground_truth)
+                prediction = None
+                if identifier is not None:
+                    waiting = pending.take(name, identifier)
                     if waiting is not None and update_metrics:
-                        value = finite_number(waiting.prediction.value)
-                    else:
-                        value = predict_one(features) if with_metrics else None
-                        if type(value) is not float and value is not None:
-                            value = plain_number(value)
-                    learn_one(features, y)
-                except Exception as exc:  # whatever river raises, it is about this sample
-                    if waiting is not None:
-                        pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
-                    reason = str(exc) if isinstance(exc, SampleError) else None
-                    rejected.append((index, reason or f"model {self.name!r} cannot use it: {exc}"))
-                    continue
-                if new:
-                    self.known_features |= new
-                if waiting is not None and taken is not None:
-                    taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
-                if value is not None:
-                    for update in updates:
-                        try:  # noqa: SIM105 - contextlib.suppress costs more per sample
-                            update(y, value)
-                        except (ArithmeticError, TypeError, ValueError):
-                            pass  # as in _update_metrics: that metric skips this sample
-                encoded.append([features, y, value, 0, identifier])
-                if identifier is not None:
-                    seen[identifier] = None
-        else:
-            for index, (features, ground_truth, identifier) in enumerate(samples):
-                if identifier is not None and identifier in seen:
-                    duplicates += 1
-                    continue
-                waiting = None
-                try:
-                    y = self.check_target(ground_truth)
-                    prediction = None
-                    if identifier is not None:
-                        waiting = pending.take(self.name, identifier)
-                        if waiting is not None and update_metrics:
-                            prediction = waiting.prediction
-                    new = self.new_features(features)
-                    if prediction is None and y is not None and with_metrics:
-                        prediction = self.predict(features)
-                    try:
-                        if y is None:
-                            learn_one(features)
-                        else:
-                            learn_one(features, y)
-                    except Exception as exc:  # whatever river raises, it is about this sample
-                        raise SampleError(f"model {self.name!r} cannot use it: {exc}") from exc
-                except SampleError as exc:
-                    if waiting is not None:
-                        pending.restore(self.name, identifier, waiting)  # type: ignore[arg-type]
-                    rejected.append((index, str(exc)))
-                    continue
-                if new:
-                    self.known_features |= new
-                if waiting is not None and taken is not None:
-                    taken.append((self.name, identifier, waiting))  # type: ignore[arg-type]
-                if prediction is not None:
-                    self._update_metrics(y, prediction)
-                pred = None if prediction is None else prediction.encode()
-                encoded.append([features, y, pred, 0, identifier])
-                if identifier is not None:
-                    seen[identifier] = None
+                        prediction = self.scored_with(waiting.prediction, supplied=False)
+                prediction = validate(features, y, prediction, predict=predict and y is not None)
+            except SampleError as exc:
+                if waiting is not None:
+                    pending.restore(name, identifier, waiting)  # type: ignore[arg-type]
+                rejected.append((index, str(exc)))
+                continue
+            if waiting is not None and taken is not None:
+                taken.append((name, identifier, waiting))  # type: ignore[arg-type]
+            pred = None if prediction is None else prediction.encode()
+            encoded.append([features, y, pred, 0, identifier])
+            if identifier is not None:
+                remember(identifier, window)
         if encoded:
             # one clock reading per batch; each sample is charged the batch's mean duration
             each = (time.perf_counter_ns() - start) // len(encoded)
@@ -443,48 +429,53 @@ class ModelState:
             self.dirty += len(encoded)
         return encoded, duplicates, rejected
 
-    def replay(self, record: LearnRecord) -> None:
-        """Re-apply a logged learn on top of a snapshot (after a restart). It succeeded live, so
-        an exception here means a damaged record: start-up quarantines the model (recovery)."""
-        if record.ground_truth is None:
-            self.model.learn_one(record.features)
-        else:
-            self.model.learn_one(record.features, record.ground_truth)
-        if self.max_features is not None:
-            self.known_features.update(record.features)
-        if record.prediction is not None:
-            self._update_metrics(record.ground_truth, record.prediction)
-        self._account(record)
+    def replay(self, record: LearnRecord, window: int | None = None) -> None:
+        """Re-apply a logged learn on top of a snapshot (after a restart), with the prediction
+        it was scored with live. It succeeded live, so an exception here means a damaged
+        record: start-up quarantines the model (recovery)."""
+        self.validate(record.features, record.ground_truth, record.prediction, predict=False)
+        self._account(record, window)
 
-    def _account(self, record: LearnRecord) -> None:
+    def _account(self, record: LearnRecord, window: int | None) -> None:
         self.learn_stats.record(record.duration_ns)
         self.dirty += 1
         if record.identifier is not None:
-            self.seen[record.identifier] = None
+            self._remember(record.identifier, window)
+
+    def _remember(self, identifier: str, window: int | None) -> None:
+        """The one place an identifier enters the idempotency window (live and on replay, so
+        both forget the same ones in the same order)."""
+        seen = self.seen
+        seen[identifier] = None
+        if window is not None and len(seen) > window:
+            self.forget_old_identifiers(window)
 
     def forget_old_identifiers(self, window: int) -> None:
+        """Keep the newest ``window`` identifiers (also after a restart with a smaller one)."""
         while len(self.seen) > window:
             self.seen.popitem(last=False)
 
     def _update_metrics(self, y: Any, prediction: Prediction) -> None:
         # `is None`, not falsiness: a prediction of exactly 0.0 is a prediction (old-server bug).
-        if prediction.value is None and prediction.proba is None:
+        value, proba = prediction.value, prediction.proba
+        if value is None and proba is None:
             return
-        for metric in self.metrics:
-            if not self.classifier or metric.requires_labels:
-                argument = prediction.value
-            else:
-                argument = prediction.proba or None
+        scorers = self._scorers
+        if scorers is None:
+            scorers = self._scorers = [
+                (metric.update, not self.classifier or metric.requires_labels)
+                for metric in self.metrics
+            ]
+        for update, with_label in scorers:
+            argument = value if with_label else proba or None
             if argument is None:
                 continue
             try:
-                metric.update(y, argument)
+                update(y, argument)
             except (ArithmeticError, TypeError, ValueError):
                 # A finite but huge value overflows Python's float power (RMSE's square); that
                 # metric skips the sample. Deterministic, so a replay skips it the same way.
-                log.debug(
-                    "metric %s skipped a sample of model %s", type(metric).__name__, self.name
-                )
+                log.debug("a metric skipped a sample of model %s", self.name)
 
     def metric_values(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}

@@ -1,4 +1,6 @@
-"""The OpenAPI 3.1 document of the whole HTTP API, generated from the shared wire schemas."""
+"""The OpenAPI 3.1 document of the whole HTTP API, generated from the shared schemas: the
+requests of ``vocabulary/wire.py`` and the replies of ``vocabulary/replies.py`` (which the
+client returns too)."""
 
 from __future__ import annotations
 
@@ -10,28 +12,30 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from streamml import __version__
-from streamml.vocabulary import wire
+from streamml.vocabulary import replies, wire
 
 _SCHEMAS: list[type[BaseModel]] = [
-    wire.ErrorReply,
-    wire.ServiceInfo,
-    wire.TokenReply,
-    wire.CreatedReply,
-    wire.ModelsReply,
+    replies.ErrorReply,
+    replies.ServiceInfo,
+    replies.TokenReply,
+    replies.CreatedReply,
+    replies.ModelsReply,
     wire.DeclarativeModelRequest,
     wire.LearnRequest,
-    wire.LearnReply,
+    replies.LearnReply,
     wire.BatchLearnRequest,
-    wire.BatchLearnReply,
+    replies.BatchLearnReply,
     wire.PredictRequest,
-    wire.PredictReply,
+    replies.PredictReply,
     wire.BatchPredictRequest,
-    wire.BatchPredictReply,
+    replies.BatchPredictReply,
     wire.LabelRequest,
+    replies.LabelReply,
     wire.ModelQuery,
-    wire.StatsReply,
-    wire.DeletedReply,
-    wire.HealthReply,
+    replies.MetricsReply,
+    replies.StatsReply,
+    replies.DeletedReply,
+    replies.HealthReply,
 ]
 
 NAME_PARAM = {
@@ -181,10 +185,12 @@ def _learning_ops() -> dict[str, Any]:
             )
         },
         "/api/label/": {
-            "post": _op("label an earlier prediction", None, WRITE, body="LabelRequest")
+            "post": _op("label an earlier prediction", "LabelReply", WRITE, body="LabelRequest")
         },
         "/api/metrics/": {
-            "get": _op("progressive-validation metrics", None, READ_BODY, params=[MODEL_QUERY])
+            "get": _op(
+                "progressive-validation metrics", "MetricsReply", READ_BODY, params=[MODEL_QUERY]
+            )
         },
         "/api/stats/": {
             "get": _op(

@@ -76,13 +76,27 @@ async def recover(registry: Registry, storage: Storage) -> LoadReport:
         report.findings.append(f"{storage.wal.path}: {storage.wal.problem}")
     stored = await storage.load_stored()
     for model in stored.models:
-        state = await _load_one(storage, model, report)
-        if isinstance(state, Quarantine):
-            _quarantine(registry, report, state)
+        if model.snapshot is None or model.snapshot_seq is None:
+            rows = len(await storage.log_after(model.name, -1))
+            _quarantine(registry, report, _no_snapshot(storage.path, model.name, rows))
             continue
-        state.forget_old_identifiers(registry.idempotency_window)
+        rows_after = await storage.log_after(model.name, model.snapshot_seq)
+        loaded = restored(storage.path, model, rows_after, registry.idempotency_window)
+        if isinstance(loaded, Quarantine):
+            _quarantine(registry, report, loaded)
+            continue
+        state, learns = loaded
         registry.models[state.name] = state
         report.models += 1
+        report.replayed_rows += len(rows_after)
+        report.replayed_learns += learns
+        log.info(
+            "loaded model %s (%s, %d samples, %d replayed from the log)",
+            state.name,
+            model.flavor,
+            state.learn_stats.n_calls,
+            learns,
+        )
     for orphan in stored.orphans:
         _quarantine(registry, report, _orphan(storage, orphan))
     line = "start-up: %s"
@@ -93,20 +107,22 @@ async def recover(registry: Registry, storage: Storage) -> LoadReport:
     return report
 
 
-async def _load_one(
-    storage: Storage, model: StoredModel, report: LoadReport
-) -> ModelState | Quarantine:
-    name, where = model.name, storage.path
-    if model.snapshot is None or model.snapshot_seq is None:
-        rows = len(await storage.log_after(name, -1))
-        reason = f"{where}: model {name!r} has no row in table snapshots (its state is missing)"
-        return Quarantine(name, "no-snapshot", reason, rows)
-    rows_after = await storage.log_after(name, model.snapshot_seq)
+def restored(
+    where: Path, model: StoredModel, rows_after: list[tuple[int, bytes]], window: int
+) -> tuple[ModelState, int] | Quarantine:
+    """A model as its data dir holds it: its snapshot, then its learn-log rows after it (with
+    the number of learns replayed), or the :class:`Quarantine` saying what is damaged. The one
+    way back from disk: start-up, and a model returning to its durable state after a failed
+    commit (``ModelService.restore_durable``)."""
+    name = model.name
+    if model.snapshot is None:
+        return _no_snapshot(where, name, len(rows_after))
     try:
         state = load_snapshot(name, model.flavor, model.snapshot)
     except SnapshotError as exc:
         reason = f"{where}: the snapshot of model {name!r} (seq {model.snapshot_seq}) is bad: {exc}"
         return Quarantine(name, "snapshot", reason, len(rows_after))
+    state.forget_old_identifiers(window)  # the window may be smaller than when it was written
     learns = 0
     for seq, body in rows_after:
         try:
@@ -116,7 +132,7 @@ async def _load_one(
             return Quarantine(name, "log", reason, len(rows_after))
         try:
             for record in records:
-                state.replay(record)
+                state.replay(record, window)
         except Exception as exc:  # it was learned live: a failing replay means damaged data
             reason = (
                 f"{where}: learn-log row seq {seq} of model {name!r} cannot be replayed "
@@ -124,16 +140,12 @@ async def _load_one(
             )
             return Quarantine(name, "log", reason, len(rows_after))
         learns += len(records)
-    report.replayed_rows += len(rows_after)
-    report.replayed_learns += learns
-    log.info(
-        "loaded model %s (%s, %d samples, %d replayed from the log)",
-        name,
-        model.flavor,
-        state.learn_stats.n_calls,
-        learns,
-    )
-    return state
+    return state, learns
+
+
+def _no_snapshot(where: Path, name: str, rows: int) -> Quarantine:
+    reason = f"{where}: model {name!r} has no row in table snapshots (its state is missing)"
+    return Quarantine(name, "no-snapshot", reason, rows)
 
 
 async def check(data_dir: Path) -> LoadReport:

@@ -146,70 +146,60 @@ class Registry:
         prediction: Any = None,
         taken: Taken | None = None,
     ) -> LearnRecord | None:
-        """One learn; joins an earlier prediction made under the same identifier, if any.
+        """One learn, here; joins an earlier prediction made under the same identifier, if any.
         The sample is checked before that prediction is taken, and a refused learn puts it
         back: the corrected retry still finds it. What was taken is noted in ``taken``."""
-        join = self.join(state, ground_truth, identifier, prediction)
-        return self.applied(state, features, ground_truth, identifier, join, taken)
+        join = self.join(state, features, ground_truth, identifier, prediction)
+        return self.applied(state, join, taken)
 
     def join(
-        self, state: ModelState, ground_truth: Any, identifier: str | None, prediction: Any
+        self,
+        state: ModelState,
+        features: dict[str, Any],
+        ground_truth: Any,
+        identifier: str | None,
+        prediction: Any,
     ) -> Join:
-        """On the loop: the prediction a learn is scored with (the caller's, else the one
-        waiting for it, taken now), after checking the target."""
+        """On the loop: the learn with the prediction it is scored with (the caller's, else the
+        one waiting for it, taken now), after checking the target."""
         supplied = None if prediction is None else Prediction(prediction)
         waiting = None
         if identifier is not None and identifier not in state.seen:
             state.check_target(ground_truth)
             waiting = self.pending.take(state.name, identifier)
         if supplied is None and waiting is not None:
-            return Join(waiting.prediction, waiting, own=True)
-        return Join(supplied, waiting, own=False)
+            return Join(features, ground_truth, identifier, waiting.prediction, waiting, own=True)
+        return Join(features, ground_truth, identifier, supplied, waiting, own=False)
 
-    def apply(
-        self,
-        state: ModelState,
-        features: dict[str, Any],
-        ground_truth: Any,
-        identifier: str | None,
-        join: Join,
-    ) -> LearnRecord | None:
+    def apply(self, state: ModelState, join: Join) -> LearnRecord | None:
         """The model's part of a learn (it may run on the model's thread)."""
-        record = state.learn(
-            features, ground_truth, identifier, join.prediction, supplied=not join.own
+        return state.learn(
+            join.features,
+            join.ground_truth,
+            join.identifier,
+            join.prediction,
+            supplied=not join.own,
+            window=self.idempotency_window,
         )
-        if record is not None and record.identifier is not None:
-            state.forget_old_identifiers(self.idempotency_window)
-        return record
 
-    def settle(
-        self, state: ModelState, identifier: str | None, join: Join, taken: Taken | None, ok: bool
-    ) -> None:
-        """On the loop, after :meth:`apply`: a refused learn puts its waiting prediction back,
-        a learned one notes it in ``taken`` (put back if the write fails)."""
-        if join.waiting is None or identifier is None:
+    def settle(self, state: ModelState, join: Join, taken: Taken | None, ok: bool) -> None:
+        """On the loop, after :meth:`apply`: a refused (or failed) learn puts its waiting
+        prediction back, a learned one notes it in ``taken`` (put back if the write fails)."""
+        if join.waiting is None or join.identifier is None:
             return
         if not ok:
-            self.pending.restore(state.name, identifier, join.waiting)
+            self.pending.restore(state.name, join.identifier, join.waiting)
         elif taken is not None:
-            taken.append((state.name, identifier, join.waiting))
+            taken.append((state.name, join.identifier, join.waiting))
 
-    def applied(
-        self,
-        state: ModelState,
-        features: dict[str, Any],
-        ground_truth: Any,
-        identifier: str | None,
-        join: Join,
-        taken: Taken | None,
-    ) -> LearnRecord | None:
+    def applied(self, state: ModelState, join: Join, taken: Taken | None) -> LearnRecord | None:
         """:meth:`apply` then :meth:`settle`, here (inline)."""
         try:
-            record = self.apply(state, features, ground_truth, identifier, join)
-        except SpecError:
-            self.settle(state, identifier, join, taken, ok=False)
+            record = self.apply(state, join)
+        except BaseException:
+            self.settle(state, join, taken, ok=False)
             raise
-        self.settle(state, identifier, join, taken, ok=True)
+        self.settle(state, join, taken, ok=True)
         return record
 
     def label(
@@ -218,13 +208,11 @@ class Registry:
         """The late ground truth of an earlier prediction: learn it with that prediction.
         A label the model refuses leaves the prediction waiting for the corrected retry."""
         join = self.take_label(state, identifier, label)
-        if join is None:
-            return None
-        assert join.waiting is not None
-        return self.applied(state, join.waiting.features, label, identifier, join, taken)
+        return None if join is None else self.applied(state, join, taken)
 
     def take_label(self, state: ModelState, identifier: str, label: Any) -> Join | None:
-        """The prediction a label is for, taken (None: already learned); NotFoundError if none."""
+        """The learn a label makes, with the prediction it is for, taken (None: already
+        learned); NotFoundError if there is none."""
         if identifier in state.seen:
             return None
         state.check_target(label)
@@ -234,14 +222,17 @@ class Registry:
                 f"no pending prediction {identifier!r} for model {state.name!r} "
                 "(unknown, already labelled, or expired)"
             )
-        return Join(pending.prediction, pending, own=True)
+        return Join(pending.features, label, identifier, pending.prediction, pending, own=True)
 
 
 @dataclass(slots=True)
 class Join:
-    """What a learn is scored with, and the waiting prediction it took (to put back if the
-    learn is refused or its write fails)."""
+    """One learn as the registry hands it to a model: the sample, what it is scored with, and
+    the waiting prediction it took (to put back if the learn is refused or its write fails)."""
 
+    features: dict[str, Any]
+    ground_truth: Any
+    identifier: str | None
     prediction: Prediction | None
     waiting: PendingPrediction | None
     #: the prediction is the model's own (made earlier), not the client's

@@ -1,4 +1,5 @@
-"""The snapshot blob: this server's own pickle of a model's state, with a checksum.
+"""Snapshots: the blob (this server's own pickle of a model's state, with a checksum), and
+when each model is snapshotted (:class:`SnapshotSchedule`).
 
 Format: ``b"Z" + crc32 (4 bytes, big-endian) + inner``, where ``inner`` is ``b"P" + pickle`` or
 ``b"D" + dill`` (dill only for objects plain pickle cannot handle). The checksum turns bytes
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import time
 import zlib
 from typing import Any
 
@@ -21,8 +23,14 @@ import dill
 
 from streamml.errors import StreamMLError
 from streamml.modelserver.learning import ModelState
+from streamml.modelserver.registry import Registry
+from streamml.modelserver.storage import Storage
+from streamml.modelserver.workers import ModelWorkers
 
 log = logging.getLogger(__name__)
+
+#: an interval snapshot waits at least this many times as long as the model's last one took
+SNAPSHOT_SHARE = 10
 
 
 class SnapshotError(StreamMLError):
@@ -88,3 +96,68 @@ def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
     except Exception as exc:  # whatever unpickling a damaged or foreign blob raises
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
         raise SnapshotError(f"it cannot be unpickled ({detail})") from None
+
+
+class SnapshotSchedule:
+    """When each model is snapshotted (and its learn log truncated by the storage): after
+    ``every`` learns, or ``interval`` seconds after its last snapshot once it changed, and at
+    shutdown. A model whose snapshot is slow is snapshotted on time less often (at most
+    1/:data:`SNAPSHOT_SHARE` of its thread's time), still after every ``every`` learns."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        workers: ModelWorkers,
+        storage: Storage,
+        *,
+        every: int,
+        interval: float,
+    ) -> None:
+        self.registry = registry
+        self.workers = workers
+        self.storage = storage
+        self.every = every
+        self.interval = interval
+        self._last = time.monotonic()
+        #: per model: when its last snapshot ended and how long it took
+        self._costs: dict[str, tuple[float, float]] = {}
+
+    async def snapshot_dirty(self, *, force: bool = False) -> int:
+        """Queue snapshots of models changed enough (or long enough ago); returns how many.
+
+        A model that is cheap and idle is pickled right here; any other on its own thread,
+        after the work queued for it (the event loop goes on meanwhile). The model's write lock
+        is held from before the blob until it is submitted: every write in the blob is queued
+        before it (its sequence number is <= the snapshot's) and every later one after it, so a
+        snapshot never holds a sample whose log commit failed (that failure fails it too).
+        """
+        now = time.monotonic()
+        interval_due = now - self._last >= self.interval
+        if interval_due or force:
+            self._last = now
+        count = 0
+        for name in list(self.registry.models):
+            state = self.registry.models.get(name)
+            if state is None:
+                continue
+            last, took = self._costs.get(name, (0.0, 0.0))
+            timely = interval_due and now - last >= SNAPSHOT_SHARE * took
+            if not (state.dirty and (force or timely or state.dirty >= self.every)):
+                continue
+            if await self._snapshot(name):
+                count += 1
+        return count
+
+    async def _snapshot(self, name: str) -> bool:
+        async with self.workers.locked([name]):
+            state = self.registry.models.get(name)  # a restore may have replaced it meanwhile
+            if state is None or not state.dirty:
+                return False
+            started = time.monotonic()
+            blob = await self.workers.call(name, not state.heavy, snapshot_blob, state)
+            if self.registry.models.get(name) is not state:
+                return False  # deleted or restored meanwhile
+            state.dirty = 0
+            self.storage.submit([("snapshot", name, self.storage.seq, blob)], wait=False)
+        self._costs[name] = (time.monotonic(), time.monotonic() - started)
+        return True

@@ -31,12 +31,13 @@ from streamml.vocabulary.wire import (
     BatchLearnEnvelope,
     BatchPredictRequest,
     DeclarativeModelRequest,
+    FieldError,
     LabelRequest,
     LearnRequest,
     ModelQuery,
     PredictRequest,
-    check_features,
-    check_target,
+    fast_learn,
+    fast_predict,
     learn_samples,
 )
 
@@ -77,53 +78,6 @@ async def json_body(request: web.Request) -> tuple[bytes, Any]:
         return body, orjson.loads(body)
     except orjson.JSONDecodeError:
         return body, None
-
-
-# The single learn/predict hot paths check the common, valid request by hand (pydantic was ~9%
-# of a request). They only ever ACCEPT: anything they are not sure of goes to the pydantic model,
-# which accepts it or raises exactly the error it always did. A model name is accepted only if it
-# is a served model (every served name passed the name check when it was created).
-_LEARN_KEYS = frozenset(LearnRequest.model_fields)
-_PREDICT_KEYS = frozenset(PredictRequest.model_fields)
-
-
-def _plain_sample(data: dict[str, Any], models: dict[str, Any]) -> bool:
-    model = data.get("model")
-    if model is not None and (type(model) is not str or model not in models):
-        return False
-    features = data.get("features")
-    if type(features) is not dict:
-        return False
-    identifier = data.get("identifier")
-    if identifier is not None and (type(identifier) is not str or not 1 <= len(identifier) <= 200):
-        return False
-    try:
-        check_features(features)
-    except ValueError:
-        return False
-    return True
-
-
-def _plain_target(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        check_target(value)
-    except ValueError:
-        return False
-    return True
-
-
-def fast_learn(data: Any, models: dict[str, Any]) -> bool:
-    """True for a valid learn without ``models`` (else pydantic decides)."""
-    return (
-        type(data) is dict
-        and data.keys() <= _LEARN_KEYS
-        and data.get("models") is None
-        and _plain_sample(data, models)
-        and _plain_target(data.get("ground_truth"))
-        and _plain_target(data.get("prediction"))
-    )
 
 
 def checked_name(name: str, what: str = "model name") -> str:
@@ -279,7 +233,7 @@ async def _unpickle(request: web.Request, flavor: str) -> Any:
 
 async def get_model_json(request: web.Request) -> web.Response:
     try:
-        state = request.app[SERVICE].require(checked_name(request.match_info["name"]))
+        state = request.app[SERVICE].registry.get(checked_name(request.match_info["name"]))
     except ModelQuarantinedError as exc:
         quarantine = exc.quarantine
         data = {"message": str(exc), "model": quarantine.name, "status": "quarantined"}
@@ -301,7 +255,7 @@ def _pickled(model: Any, heavy: bool) -> bytes:
 
 async def download_model(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    state = service.require(checked_name(request.match_info["name"]))
+    state = service.registry.get(checked_name(request.match_info["name"]))
     body = await service.workers.call(
         state.name, not state.heavy, _pickled, state.model, state.heavy
     )
@@ -341,16 +295,11 @@ async def list_models(request: web.Request) -> web.Response:
 async def learn(request: web.Request) -> web.Response:
     raw, data = await json_body(request)
     service = request.app[SERVICE]
-    if fast_learn(data, service.registry.models):
-        get = data.get
-        model, models = get("model"), None
-        features, truth, prediction, identifier = (
-            data["features"],
-            get("ground_truth"),
-            get("prediction"),
-            get("identifier"),
+    try:  # the hot path, checked by hand; a refusal gets pydantic's reply (the same verdict)
+        model, models, features, truth, prediction, identifier = fast_learn(
+            data, service.registry.models
         )
-    else:
+    except FieldError:
         body = LearnRequest.model_validate_json(raw)
         model, models, features = body.model, body.models, body.features
         truth, prediction, identifier = body.ground_truth, body.prediction, body.identifier
@@ -370,7 +319,7 @@ async def learn(request: web.Request) -> web.Response:
 
 async def learn_batch(request: web.Request) -> web.Response:
     # The hot path for bulk learning: orjson + a pydantic envelope + hand-checked samples
-    # (the rules of wire.LearnSample), instead of one pydantic model per sample.
+    # (wire.fast_sample, the verdicts of wire.LearnSample), not one pydantic model per sample.
     plain = request.headers.get("Content-Type") == "application/json"
     if not plain and request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(
@@ -399,14 +348,9 @@ async def learn_batch(request: web.Request) -> web.Response:
 async def predict(request: web.Request) -> web.Response:
     raw, data = await json_body(request)
     service = request.app[SERVICE]
-    if (
-        type(data) is dict
-        and data.keys() <= _PREDICT_KEYS
-        and data.get("model") is not None
-        and _plain_sample(data, service.registry.models)
-    ):
-        model, features, given = data["model"], data["features"], data.get("identifier")
-    else:
+    try:  # the hot path, checked by hand; a refusal gets pydantic's reply (the same verdict)
+        model, features, given = fast_predict(data, service.registry.models)
+    except FieldError:
         body = PredictRequest.model_validate_json(raw)
         model, features, given = body.model, body.features, body.identifier
     state = service.registry.models.get(model)
@@ -440,9 +384,9 @@ async def label(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     name = await model_from_query(request)
-    return reply(request.app[SERVICE].require(name).metric_values())
+    return reply(request.app[SERVICE].registry.get(name).metric_values())
 
 
 async def stats(request: web.Request) -> web.Response:
     name = await model_from_query(request)
-    return reply(request.app[SERVICE].require(name).stats())
+    return reply(request.app[SERVICE].registry.get(name).stats())

@@ -363,7 +363,7 @@ async def sync_models(
 
 async def _poll(client: Any, name: str) -> st.ModelPoll:
     metrics, stats = await asyncio.gather(client.metrics(name), client.stats(name))
-    return st.ModelPoll(name, True, st.samples_from_stats(stats), st.clean_metrics(metrics))
+    return st.ModelPoll(name, True, stats.learn.n_calls, st.clean_metrics(metrics))
 
 
 async def observe(

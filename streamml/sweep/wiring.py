@@ -102,9 +102,7 @@ def metrics_source(access: ServerAccess) -> MetricsSource:
             for model in models or await client.models():
                 values = await client.metrics(model)
                 stats = await client.stats(model)
-                learn = stats.get("learn") if isinstance(stats, dict) else None
-                samples = learn.get("n_calls") if isinstance(learn, dict) else None
-                out[model] = (int(samples) if isinstance(samples, int) else -1, values)
+                out[model] = (stats.learn.n_calls, values)
         return out
 
     return fetch

@@ -1,4 +1,5 @@
-"""Request and response bodies of the model server's HTTP API, shared by the server and clients.
+"""Request bodies of the model server's HTTP API, and the fast hand-checked paths that mirror
+them (the replies are in ``replies.py``); shared by the server, its OpenAPI document and clients.
 
 The riverapi-compatible endpoints keep the old server's shapes (``{"model", "features",
 "ground_truth"}`` and so on); the extensions (fan-out, idempotent identifiers, batches,
@@ -8,6 +9,8 @@ Every request model forbids unknown fields: a typo is a 400 naming the field, no
 
 from __future__ import annotations
 
+import re
+from collections.abc import Container
 from math import isfinite
 from typing import Annotated, Any
 
@@ -108,37 +111,6 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ErrorReply(BaseModel):
-    """Every error: 4xx for the caller's mistakes, 5xx only for the server's own failures."""
-
-    message: str
-
-
-class ServiceInfo(BaseModel):
-    id: str
-    status: str
-    name: str
-    description: str
-    documentationUrl: str
-    storage: str
-    river_version: str
-    version: str
-
-
-class TokenReply(BaseModel):
-    token: str
-    expires_in: int
-    issued_at: str
-
-
-class CreatedReply(BaseModel):
-    name: str
-
-
-class ModelsReply(BaseModel):
-    models: list[str]
-
-
 class DeclarativeModelRequest(_Request):
     """Body of ``POST /api/model/<flavor>/<name>/`` with ``Content-Type: application/json``."""
 
@@ -155,17 +127,6 @@ class LearnRequest(_Request):
     ground_truth: Target | None = None
     prediction: Target | None = None
     identifier: Identifier | None = None
-
-
-class LearnResult(BaseModel):
-    learned: bool
-    duplicate: bool
-    error: str | None = None
-
-
-class LearnReply(BaseModel):
-    model: str | None = None
-    results: dict[str, LearnResult]
 
 
 class LearnSample(_Request):
@@ -195,60 +156,10 @@ class BatchLearnEnvelope(_Request):
     )
 
 
-_SAMPLE_KEYS = frozenset(LearnSample.model_fields)
-
-
-def learn_samples(raw: list[Any]) -> list[tuple[dict[str, Any], Any, str | None]]:
-    """Validate batch samples by hand (the batch hot path); ValueError names the sample."""
-    samples: list[tuple[dict[str, Any], Any, str | None]] = []
-    append = samples.append
-    for index, item in enumerate(raw):
-        try:
-            if type(item) is not dict:
-                raise ValueError("must be an object with 'features'")
-            if not item.keys() <= _SAMPLE_KEYS:
-                raise ValueError(f"unknown field(s) {sorted(item.keys() - _SAMPLE_KEYS)}")
-            features = item.get("features")
-            if type(features) is not dict:
-                raise ValueError("features: an object of feature values is required")
-            check_features(features)
-            ground_truth = item.get("ground_truth")
-            if ground_truth is not None:
-                try:
-                    check_target(ground_truth)
-                except ValueError as exc:
-                    raise ValueError(f"ground_truth: {exc}") from None
-            identifier = item.get("identifier")
-            if identifier is not None and (
-                type(identifier) is not str or not 1 <= len(identifier) <= 200
-            ):
-                raise ValueError("identifier: must be a string of 1 to 200 characters")
-        except ValueError as exc:
-            raise ValueError(f"samples[{index}]: {exc}") from None
-        append((features, ground_truth, identifier))
-    return samples
-
-
-class BatchLearnResult(BaseModel):
-    learned: int
-    duplicates: int
-    rejected: list[dict[str, Any]] | None = None
-
-
-class BatchLearnReply(BaseModel):
-    results: dict[str, BatchLearnResult]
-
-
 class PredictRequest(_Request):
     model: ModelName
     features: Features
     identifier: Identifier | None = None
-
-
-class PredictReply(BaseModel):
-    model: str
-    prediction: Any
-    identifier: str
 
 
 class PredictSample(_Request):
@@ -259,16 +170,6 @@ class PredictSample(_Request):
 class BatchPredictRequest(_Request):
     model: ModelName
     samples: list[PredictSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
-
-
-class BatchPrediction(BaseModel):
-    prediction: Any
-    identifier: str
-
-
-class BatchPredictReply(BaseModel):
-    model: str
-    predictions: list[BatchPrediction]
 
 
 class LabelRequest(_Request):
@@ -285,36 +186,140 @@ class ModelQuery(_Request):
     model: ModelName
 
 
-class CallStats(BaseModel):
-    n_calls: int
-    mean_duration: int
-    mean_duration_human: str
-    ewm_duration: int
-    ewm_duration_human: str
+# -- the fast hand-checked paths ------------------------------------------------------------------
+#
+# The learn and predict hot paths check their bodies by hand: pydantic was ~9% of a request, and
+# one pydantic model per sample ~10x the cost of a batch's checks. Each function below mirrors one
+# schema above, field by field and in the schema's order (unknown fields last, as pydantic reports
+# them), and gives the same verdict: it accepts what the schema accepts (with the same values) and
+# refuses what it refuses, naming the same field (``loc[0]`` of pydantic's first error).
+# tests/unit/test_wire_fast_paths.py feeds both the same corpus and requires just that. The single
+# learn and predict fall back to the schema on a refusal, so their error replies are pydantic's;
+# a batch reports the fast path's own message, naming ``samples[i]`` and the field.
+
+_NAME = re.compile(MODEL_NAME_PATTERN)
+_LEARN_KEYS = frozenset(LearnRequest.model_fields)
+_PREDICT_KEYS = frozenset(PredictRequest.model_fields)
+_SAMPLE_KEYS = frozenset(LearnSample.model_fields)
+
+#: what :func:`fast_learn` returns: model, models, features, ground_truth, prediction, identifier
+LearnValues = tuple[str | None, list[str] | None, dict[str, Any], Any, Any, str | None]
+#: what :func:`fast_predict` returns: model, features, identifier
+PredictValues = tuple[str, dict[str, Any], str | None]
+#: what :func:`learn_samples` returns per sample: features, ground_truth, identifier
+SampleValues = tuple[dict[str, Any], Any, str | None]
 
 
-class StatsReply(BaseModel):
-    predict: CallStats
-    learn: CallStats
+class FieldError(ValueError):
+    """A body a fast path refuses; ``field`` is the top-level field at fault ("" for the body
+    itself), as pydantic's ``loc[0]`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
-class DeletedReply(BaseModel):
-    deleted: str
+def _name(field: str, value: Any, served: Container[str]) -> str:
+    """A :data:`ModelName`; a name the server serves passed this check when it was created."""
+    if type(value) is str and value in served:
+        return value
+    if type(value) is not str or len(value) > 63 or _NAME.fullmatch(value) is None:
+        raise FieldError(field, f"{field}: must be a model name (a DNS label)")
+    return value
 
 
-class QuarantineReply(BaseModel):
-    """A stored model that could not be loaded (held out of serving until it is deleted)."""
+def _names(value: Any) -> None:
+    if type(value) is not list or len(value) > 1_000:
+        raise FieldError("models", "models: must be a list of at most 1000 model names")
+    for name in value:
+        _name("models", name, ())
 
-    kind: str = Field(description="snapshot | log | no-snapshot | no-definition")
-    reason: str = Field(description="the file, the row and what is wrong")
-    log_rows: int = Field(description="learn-log rows of the model held back")
+
+def _features(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise FieldError("features", "features: an object of feature values is required")
+    try:
+        return check_features(value)
+    except ValueError as exc:
+        raise FieldError("features", str(exc)) from None
 
 
-class HealthReply(BaseModel):
-    status: str = Field(description='"ok" (healthz), "ready" or "degraded" (readyz)')
-    quarantined: dict[str, QuarantineReply] | None = Field(
-        None, description="readyz when degraded: the quarantined models"
-    )
-    findings: list[str] | None = Field(
-        None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
-    )
+def _target(field: str, value: Any) -> None:
+    try:
+        check_target(value)
+    except ValueError as exc:
+        raise FieldError(field, f"{field}: {exc}") from None
+
+
+def _identifier(value: Any) -> None:
+    if type(value) is not str or not 1 <= len(value) <= 200:
+        raise FieldError("identifier", "identifier: must be a string of 1 to 200 characters")
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if type(data) is not dict:
+        raise FieldError("", "must be an object with 'features'")
+    return data
+
+
+def _no_unknown(data: dict[str, Any], keys: frozenset[str]) -> None:
+    if not data.keys() <= keys:
+        unknown = [key for key in data if key not in keys]
+        raise FieldError(unknown[0], f"unknown field(s) {sorted(unknown)}")
+
+
+def fast_learn(data: Any, served: Container[str] = ()) -> LearnValues:
+    """:class:`LearnRequest`, checked by hand (``served``: names known to be valid)."""
+    get = _object(data).get
+    model, models = get("model"), get("models")
+    if model is not None:
+        _name("model", model, served)
+    if models is not None:
+        _names(models)
+    features = _features(get("features"))
+    ground_truth, prediction, identifier = get("ground_truth"), get("prediction"), get("identifier")
+    if ground_truth is not None:
+        _target("ground_truth", ground_truth)
+    if prediction is not None:
+        _target("prediction", prediction)
+    if identifier is not None:
+        _identifier(identifier)
+    _no_unknown(data, _LEARN_KEYS)
+    return model, models, features, ground_truth, prediction, identifier
+
+
+def fast_predict(data: Any, served: Container[str] = ()) -> PredictValues:
+    """:class:`PredictRequest`, checked by hand (``served``: names known to be valid)."""
+    get = _object(data).get
+    model = _name("model", get("model"), served)
+    features = _features(get("features"))
+    identifier = get("identifier")
+    if identifier is not None:
+        _identifier(identifier)
+    _no_unknown(data, _PREDICT_KEYS)
+    return model, features, identifier
+
+
+def fast_sample(item: Any) -> SampleValues:
+    """One :class:`LearnSample`, checked by hand."""
+    get = _object(item).get
+    features = _features(get("features"))
+    ground_truth, identifier = get("ground_truth"), get("identifier")
+    if ground_truth is not None:
+        _target("ground_truth", ground_truth)
+    if identifier is not None:
+        _identifier(identifier)
+    _no_unknown(item, _SAMPLE_KEYS)
+    return features, ground_truth, identifier
+
+
+def learn_samples(raw: list[Any]) -> list[SampleValues]:
+    """The samples of a batch (:func:`fast_sample` each); ValueError naming ``samples[i]``."""
+    samples: list[SampleValues] = []
+    append = samples.append
+    for index, item in enumerate(raw):
+        try:
+            append(fast_sample(item))
+        except FieldError as exc:
+            raise ValueError(f"samples[{index}]: {exc}") from None
+    return samples

@@ -72,7 +72,7 @@ async def case_lammps_trial_learns(
 ) -> None:
     async with ModelServerClient(server.url, username=server.username, token=server.token) as c:
         await c.ensure_model(ModelSpec.model_validate(LINEAR))
-        before = (await c.stats("linear"))["learn"]["n_calls"]
+        before = (await c.stats("linear")).learn.n_calls
         name = unique("t")
         job_id = await scheduler.submit(
             run_lammps_job(name, server, workdir, "nx=4", "ny=4", "nz=4", "steps=20")
@@ -82,7 +82,7 @@ async def case_lammps_trial_learns(
         assert status.exit_code == 0
         document = json.loads((workdir / f"{name}.json").read_text())
         assert document["delivered"] is True and document["metrics"]["atoms"] == 256
-        assert (await c.stats("linear"))["learn"]["n_calls"] == before + 1
+        assert (await c.stats("linear")).learn.n_calls == before + 1
         assert await scheduler.lookup(name) == job_id
 
 

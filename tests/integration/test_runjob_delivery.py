@@ -148,7 +148,7 @@ async def test_server_down_spools_then_redelivers_exactly_once(
         assert await learn_calls(again, "linear") == learned
         async with ModelServerClient(again.url, username=again.username, token=again.token) as c:
             reply = await c.learn({"nx": 4}, 1.0, model="linear", identifier="sw-t2")
-        assert reply["results"]["linear"]["duplicate"] is True
+        assert reply.results["linear"].duplicate is True
 
 
 async def test_lammps_failure_exits_nonzero_with_error_line(

@@ -200,7 +200,7 @@ async def test_trial_through_a_job(
         assert status.output is not None
         document = json.loads(status.output)
         assert document["delivered"] is True and document["metrics"]["atoms"] == 256
-        assert (await c.stats("linear"))["learn"]["n_calls"] == 1
+        assert (await c.stats("linear")).learn.n_calls == 1
 
     bad = await scheduler.submit(trial("sw-t0002", server, "nx=3.3", "ny=4", "nz=4", "steps=50"))
     pod = await asyncio.to_thread(start_pod, control_plane, k8s_namespace, bad)
@@ -286,7 +286,7 @@ async def test_trial_with_input_files_through_a_job(
         assert status.state is JobState.SUCCEEDED and status.output is not None
         document = json.loads(status.output)
         assert document["delivered"] is True and document["metrics"]["atoms"] == 64
-        assert (await c.stats("linear"))["learn"]["n_calls"] == 1
+        assert (await c.stats("linear")).learn.n_calls == 1
 
 
 async def test_the_operators_role_may_carry_a_trials_inputs(

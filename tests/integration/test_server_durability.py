@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import requests
 
+from streamml.vocabulary.replies import BatchLearnResult
 from tests.fixtures.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -215,14 +216,14 @@ async def test_the_python_client_batches_with_and_without_scoring(
         model_server.url, username=model_server.username, token=model_server.token
     ) as client:
         scored = await client.learn_batch([sample(i) for i in range(10)], model="lin")
-        assert scored["results"]["lin"] == {"learned": 10, "duplicates": 0}
+        assert scored.results["lin"] == BatchLearnResult(learned=10, duplicates=0)
         metrics = await client.metrics("lin")
         assert metrics["MAE"] is not None
         backfill = [sample(i) for i in range(10, 60)]
         quiet = await client.learn_batch(backfill, model="lin", update_metrics=False)
-        assert quiet["results"]["lin"] == {"learned": 50, "duplicates": 0}
+        assert quiet.results["lin"] == BatchLearnResult(learned=50, duplicates=0)
         assert await client.metrics("lin") == metrics
-        assert (await client.stats("lin"))["learn"]["n_calls"] == 60
+        assert (await client.stats("lin")).learn.n_calls == 60
 
 
 def test_idempotent_identifier_and_label_flow(model_server: ServerProcess) -> None:

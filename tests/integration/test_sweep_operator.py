@@ -162,7 +162,7 @@ def server_learns(op: Operator, model: str) -> int:
         async with ModelServerClient(
             address, username=data["username"], token=data["token"]
         ) as client:
-            return int((await client.stats(model))["learn"]["n_calls"])
+            return (await client.stats(model)).learn.n_calls
 
     return asyncio.run(stats())
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
+import pytest
 from river import linear_model, preprocessing
 
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.registry import Registry
+from streamml.modelserver.registry import ModelQuarantinedError, Registry
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.storage import Storage
 
@@ -78,3 +80,52 @@ async def test_recovery_from_snapshot_plus_log(tmp_path: Path) -> None:
     # sequence numbers continue after the highest one stored (2 creates, 100 learns, 1 batch)
     assert restarted.storage.seq == 103
     await restarted.storage.close()
+
+
+async def test_identifier_window_after_a_restart_is_the_live_one(tmp_path: Path) -> None:
+    """The window of remembered identifiers is applied as each identifier is learned, live and
+    on replay alike. (It was trimmed after each single learn live but only once after the whole
+    replay, so an identifier re-learned after it had left the window came back out of order: a
+    restart forgot it and remembered an older one instead.)"""
+
+    def windowed(data_dir: Path) -> ModelService:
+        service = make_service(data_dir)
+        service.registry.idempotency_window = 2
+        return service
+
+    service = windowed(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=False)
+    for i, identifier in enumerate(["a", "b", "c", "a"]):  # "a" left the window, so learned again
+        result = await service.learn(*sample(i), model="lin", identifier=identifier)
+        assert result["lin"]["learned"], identifier
+    live = list(service.registry.models["lin"].seen)
+    assert live == ["c", "a"]
+    await service.storage.close()
+
+    restarted = windowed(tmp_path)
+    await restarted.storage.open()
+    await restarted.load()
+    assert list(restarted.registry.models["lin"].seen) == live
+    again = await restarted.learn(*sample(9), model="lin", identifier="a")
+    assert again["lin"]["duplicate"]
+    await restarted.storage.close()
+
+
+async def test_a_model_damaged_on_disk_when_it_returns_to_it_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    """After a failed commit a model returns to what the data dir holds; when that turns out
+    damaged it is quarantined, as start-up would (it was dropped: neither served nor named)."""
+    service = make_service(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=False)
+    await service.learn(*sample(1), model="lin", identifier="a")
+    with sqlite3.connect(service.storage.path, timeout=10) as damage:
+        damage.execute("UPDATE snapshots SET blob = ? WHERE name = 'lin'", (b"Z\x00\x00\x00\x00P",))
+    service.restore_durable({"lin"})
+    assert "lin" not in service.registry.models
+    assert service.registry.quarantined["lin"].kind == "snapshot"
+    with pytest.raises(ModelQuarantinedError):
+        service.registry.get("lin")
+    await service.storage.close()

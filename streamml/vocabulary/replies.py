@@ -1,0 +1,136 @@
+"""Reply bodies of the model server's HTTP API: what the server documents (its OpenAPI document,
+``modelserver/openapi.py``) and what the client returns (``clients/api.py``), from one set of
+models.
+
+A reply model ignores fields it does not know (pydantic's default), so a newer server may add
+fields without breaking an older client; the request models (``wire.py``) forbid them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, RootModel
+
+
+class ErrorReply(BaseModel):
+    """Every error: 4xx for the caller's mistakes, 5xx only for the server's own failures."""
+
+    message: str
+
+
+class ServiceInfo(BaseModel):
+    id: str
+    status: str
+    name: str
+    description: str
+    documentationUrl: str
+    storage: str
+    river_version: str
+    version: str
+
+
+class TokenReply(BaseModel):
+    token: str
+    expires_in: int
+    issued_at: str
+
+
+class CreatedReply(BaseModel):
+    name: str
+
+
+class ModelsReply(BaseModel):
+    models: list[str]
+
+
+class LearnResult(BaseModel):
+    learned: bool
+    duplicate: bool
+    error: str | None = None
+
+
+class LearnReply(BaseModel):
+    model: str | None = None
+    results: dict[str, LearnResult]
+
+
+class RejectedSample(BaseModel):
+    """A well-formed sample of a batch that a model could not use (the others were learned)."""
+
+    index: int
+    message: str
+
+
+class BatchLearnResult(BaseModel):
+    learned: int
+    duplicates: int
+    rejected: list[RejectedSample] | None = Field(
+        None, description="the first 100 samples the model refused (absent when none)"
+    )
+
+
+class BatchLearnReply(BaseModel):
+    results: dict[str, BatchLearnResult]
+
+
+class PredictReply(BaseModel):
+    model: str
+    prediction: Any
+    identifier: str
+
+
+class BatchPrediction(BaseModel):
+    prediction: Any
+    identifier: str
+
+
+class BatchPredictReply(BaseModel):
+    model: str
+    predictions: list[BatchPrediction]
+
+
+class LabelReply(BaseModel):
+    model: str
+    identifier: str
+    learned: bool
+    duplicate: bool
+
+
+class MetricsReply(RootModel[dict[str, float | None]]):
+    """The progressive-validation metrics by name (null while a metric is undefined)."""
+
+
+class CallStats(BaseModel):
+    n_calls: int
+    mean_duration: int
+    mean_duration_human: str
+    ewm_duration: int
+    ewm_duration_human: str
+
+
+class StatsReply(BaseModel):
+    predict: CallStats
+    learn: CallStats
+
+
+class DeletedReply(BaseModel):
+    deleted: str
+
+
+class QuarantineReply(BaseModel):
+    """A stored model that could not be loaded (held out of serving until it is deleted)."""
+
+    kind: str = Field(description="snapshot | log | no-snapshot | no-definition")
+    reason: str = Field(description="the file, the row and what is wrong")
+    log_rows: int = Field(description="learn-log rows of the model held back")
+
+
+class HealthReply(BaseModel):
+    status: str = Field(description='"ok" (healthz), "ready" or "degraded" (readyz)')
+    quarantined: dict[str, QuarantineReply] | None = Field(
+        None, description="readyz when degraded: the quarantined models"
+    )
+    findings: list[str] | None = Field(
+        None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
+    )
