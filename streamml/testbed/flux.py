@@ -245,8 +245,13 @@ def _state(flux: Path, uri: str) -> str | None:
     return words[words.index("run")] if "run" in words else (words[1] if len(words) > 1 else None)
 
 
-def stop(state_dir: Path, *, timeout_s: float = 30.0) -> bool:
-    """Shut the instance in ``state_dir`` down; True if one was running."""
+def stop(state_dir: Path, *, timeout_s: float = 180.0) -> bool:
+    """Shut the instance in ``state_dir`` down; True if one was running.
+
+    ``flux shutdown`` cancels the running jobs and checkpoints the statedir: ~20-30 s on a loaded
+    2-core machine, so the wait is long. Only past it is the broker killed (by PID), and a killed
+    broker leaves its jobs' processes running, outside any instance.
+    """
     state_dir = state_dir.absolute()
     try:
         instance = FluxInstance.load(state_dir)

@@ -8,6 +8,7 @@ are retried within ``maxFailures``. A sweep whose trials come due while Flux is 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
 from tests.integration.operator_support import install_crds
+from tests.integration.test_sweep_cli import clean_env
 from tests.integration.test_sweep_flux import flux_jobs
 from tests.integration.test_sweep_operator import STREAMMODEL, Operator, gated_input, sweep
 from tests.integration.test_sweep_operator_flux import learns_now
@@ -60,6 +62,13 @@ def operator(
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def eventlog(instance: flux.FluxInstance, job_id: str) -> str:
+    return subprocess.run(
+        [str(instance.flux), "job", "eventlog", job_id], capture_output=True, text=True,
+        check=True, timeout=120, env={**clean_env(), **instance.env()},
+    ).stdout  # fmt: skip
+
+
 def test_flux_restarted_mid_sweep_submits_nothing_twice_and_forgets_nothing(
     operator: Operator, own_flux: Path, flux_install: flux.FluxInstall
 ) -> None:
@@ -82,6 +91,7 @@ def test_flux_restarted_mid_sweep_submits_nothing_twice_and_forgets_nothing(
 
     op.wait_for("two Flux jobs in flight", in_flight)
     in_flight_names = {t["jobName"] for t in op.status("rs")["trials"]}
+    in_flight_ids = {t["jobId"] for t in op.status("rs")["trials"]}
     assert flux.stop(own_flux)  # `flux shutdown`: Flux cancels the jobs still running
 
     # a sweep whose trials come due while Flux is down: they wait, no failure is counted
@@ -110,6 +120,8 @@ def test_flux_restarted_mid_sweep_submits_nothing_twice_and_forgets_nothing(
     failed = [t for t in rs["trials"] if t["state"] == "Failed"]
     assert in_flight_names <= {t["jobName"] for t in failed}, rs["trials"]
     assert all(t["reason"] for t in failed), failed
+    for job_id in in_flight_ids:  # Flux's own record of why: its shutdown cancelled them
+        assert 'exception type="cancel"' in eventlog(instance, job_id)
     assert rs["succeeded"] == 5 and rs["failed"] == len(failed) >= 2
     assert rs["submitted"] == len(rs["trials"]) == 5 + len(failed)
     # one Flux job per trial attempt: nothing submitted twice, nothing forgotten
