@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,8 +107,11 @@ def test_the_reaxff_sample_runs_through_the_operator_on_flux(
     assert "inputFile" not in sweep["spec"]["lammps"]
     model = {**STREAMMODEL, "metadata": {"name": MODEL}}
     assert op.apply(model).returncode == 0, op.logs()
-    for doc in (configmap, sweep):
-        assert op.apply(doc).returncode == 0, op.logs()
+    for doc in (configmap, sweep):  # as JSON: PyYAML writes the parameter `y` bare, a YAML 1.1 bool
+        done = op.cp.kubectl(
+            "apply", "-n", op.namespace, "-f", "-", input=json.dumps(doc), check=False
+        )
+        assert done.returncode == 0, done.stderr
 
     op.wait_for("the sweep to finish", lambda: op.status(name).get("phase") in ("Succeeded",
                 "Failed"), timeout=1500)  # fmt: skip
