@@ -12,6 +12,7 @@
     ├── AuthError                 missing or wrong credentials; forbidden action
     ├── DeliveryError             a result could not be delivered to the model server (yet)
     ├── SchedulerError            a scheduler backend refused or failed an operation
+    │   └── SchedulerUnavailable  it could not be reached (down, restarting): try again later
     ├── LammpsError               LAMMPS failed or its log cannot be parsed
     └── InfrastructureError       a local service (control plane, Slurm) failed to build or start
 
@@ -64,6 +65,11 @@ class DeliveryError(StreamMLError):
 
 class SchedulerError(StreamMLError):
     """A scheduler backend refused or failed an operation."""
+
+
+class SchedulerUnavailable(SchedulerError):
+    """The scheduler could not be reached (down, restarting, no answer): nothing is known to have
+    been done; the caller tries again later (a submit: look the job up by its name first)."""
 
 
 class LammpsError(StreamMLError):

@@ -10,7 +10,10 @@ Restart safety rests on one ordering: a trial's record (state ``Submitting``, it
 job name) is SAVED before the job is submitted, and the job id is saved right after. A restarted
 engine that finds a ``Submitting`` record without an id asks the scheduler for the name
 (:meth:`Scheduler.lookup`): found, it adopts the job; not found, it submits under that name
-now. A trial is therefore never submitted twice and never forgotten.
+now. A trial is therefore never submitted twice and never forgotten. A submit that finds the
+scheduler unreachable (:class:`SchedulerUnavailable`: a Flux instance restarting) leaves the
+record ``Submitting`` without an id, and every tick resolves such records the same way once the
+scheduler answers again: no failure is counted for an outage.
 
 The plan (the sampled points) is not stored: it is recomputed from the spec (seeded), and a
 fingerprint in status detects a spec whose space was edited after the sweep started.
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from streamml.errors import SchedulerError, SpecError, StreamMLError
+from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError, StreamMLError
 from streamml.files import write_atomic
 from streamml.sweep import images, jobs
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
@@ -147,7 +150,16 @@ class SweepEngine:
                     field="parameters",
                 )
         self._loaded = True
-        await self._resolve_unknown_submissions()
+        await self._resolve_when_reachable()
+
+    async def _resolve_when_reachable(self) -> bool:
+        """Resolve ``Submitting`` records left by an outage; False while the scheduler is down."""
+        try:
+            await self._resolve_unknown_submissions()
+        except SchedulerUnavailable as exc:
+            log.info("sweep %s: scheduler unreachable: %s", self.name, exc)
+            return False
+        return True
 
     async def run(self, stop: asyncio.Event | None = None, interval: float = 1.0) -> None:
         """Tick until finished or ``stop`` is set."""
@@ -172,12 +184,14 @@ class SweepEngine:
         self.status.phase = "Running"
         set_condition(self.status.conditions, "Suspended", False, "Running")
         set_condition(self.status.conditions, "Ready", True, "Running", "runs in flight")
+        reachable = await self._resolve_when_reachable()
         learned = await self._collect()
         if self._failed():  # too many failures
             await self.cancel_all("the sweep failed")
         else:
             learned |= await self._deliver_spooled()
-            await self._submit_more()
+            if reachable:
+                await self._submit_more()
         self._recount()
         if learned:
             await self._update_curve()
@@ -217,7 +231,7 @@ class SweepEngine:
                 if job_id is not None:
                     log.info("sweep %s: adopted job %s (%s)", self.name, record.job_name, job_id)
                     record.job_id = job_id
-                    record.state = "Pending"
+                    record.state, record.reason = "Pending", None
                     self.status.submitted += 1
                     await self.store.save(self.status)
                 else:  # the crash came before the submit: submit it now, under the same name
@@ -380,11 +394,15 @@ class SweepEngine:
             if request.workdir is not None:  # shared filesystem: the job writes its result here
                 request.workdir.mkdir(parents=True, exist_ok=True)
             record.job_id = await self.scheduler.submit(request)
+        except SchedulerUnavailable as exc:  # not a failure: looked up and submitted next tick
+            record.reason = scrub(f"waiting for the scheduler: {exc}")[:500]
+            await self.store.save(self.status)
+            return
         except (SchedulerError, OSError) as exc:
             self._finish_trial(record, JobStatus(JobState.FAILED, reason=f"submit: {exc}"))
             await self.store.save(self.status)
             return
-        record.state = "Pending"
+        record.state, record.reason = "Pending", None
         self.status.submitted += 1
         await self.store.save(self.status)  # the id, right after the submit
 

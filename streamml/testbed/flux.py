@@ -10,7 +10,11 @@
 The broker runs ``flux start -Srundir=R -Sstatedir=S`` with an initial program that only waits,
 so the instance lives until it is stopped; with its statedir, job history and output survive a
 restart (``start`` on the same state dir). ``size`` > 1 starts that many brokers on this host
-(``--test-size``), so multi-node shapes (``-N2``) can be exercised.
+(``--test-size``), so multi-node shapes (``-N2``) can be exercised. ``fake_cores`` gives each of
+them that many cores whatever the host has (a resource config: ``[[resource.config]] hosts =
+"node[0-5]" cores = "0-7"``, ``noverify``, brokers named by ``--test-hosts``), so the prototype's
+``flux run -N6 --ntasks 48`` shape fits on a 2-core machine (the ranks share its real cores;
+Flux's cpu-affinity then warns and stays off).
 """
 
 from __future__ import annotations
@@ -146,8 +150,12 @@ def start(
     install: FluxInstall | None = None,
     timeout_s: float = 60.0,
     detached: bool = True,
+    fake_cores: int | None = None,
 ) -> FluxInstance:
-    """Start a broker (or ``size`` brokers) in ``state_dir`` and wait until it runs jobs."""
+    """Start a broker (or ``size`` brokers) in ``state_dir`` and wait until it runs jobs.
+
+    ``fake_cores``: every broker ("node") gets that many cores, whatever the host has.
+    """
     state_dir = state_dir.absolute()
     try:
         running = FluxInstance.load(state_dir)
@@ -163,9 +171,11 @@ def start(
     ready = state_dir / "ready"
     ready.unlink(missing_ok=True)
     argv = [str(install.flux), "start", f"-Sstatedir={statedir}"]
-    if size > 1:
+    if size > 1 or fake_cores:
         argv += [f"--test-size={size}", f"--test-rundir={rundir}"]
         uri = f"local://{rundir}/0/local"
+        if fake_cores:
+            argv += _fake_resources(state_dir / "conf", size, fake_cores)
     else:
         argv += [f"-Srundir={rundir}"]
         uri = f"local://{rundir}/local-0"
@@ -179,6 +189,18 @@ def start(
     instance = FluxInstance(state_dir, install.flux, install.prefix, uri, size, daemon)
     write_atomic(state_dir / "flux.json", json.dumps(instance.to_data(), indent=1) + "\n")
     return instance
+
+
+def _fake_resources(conf: Path, size: int, cores: int) -> list[str]:
+    """``flux start`` options for ``size`` nodes of ``cores`` cores each (not probed: noverify)."""
+    if not 1 <= size <= 1024 or not 1 <= cores <= 1024:
+        raise InfrastructureError(f"a fake resource set of {size} x {cores} cores is out of range")
+    hosts = f"node[0-{size - 1}]" if size > 1 else "node0"
+    conf.mkdir(parents=True, exist_ok=True)
+    toml = "[resource]\nnoverify = true\n\n[[resource.config]]\n"
+    toml += f'hosts = "{hosts}"\ncores = "0-{cores - 1}"\n'
+    write_atomic(conf / "resource.toml", toml)
+    return [f"--test-hosts={hosts}", f"--config-path={conf}"]
 
 
 def _clean_env() -> dict[str, str]:
@@ -223,8 +245,13 @@ def _state(flux: Path, uri: str) -> str | None:
     return words[words.index("run")] if "run" in words else (words[1] if len(words) > 1 else None)
 
 
-def stop(state_dir: Path, *, timeout_s: float = 30.0) -> bool:
-    """Shut the instance in ``state_dir`` down; True if one was running."""
+def stop(state_dir: Path, *, timeout_s: float = 180.0) -> bool:
+    """Shut the instance in ``state_dir`` down; True if one was running.
+
+    ``flux shutdown`` cancels the running jobs and checkpoints the statedir: ~20-30 s on a loaded
+    2-core machine, so the wait is long. Only past it is the broker killed (by PID), and a killed
+    broker leaves its jobs' processes running, outside any instance.
+    """
     state_dir = state_dir.absolute()
     try:
         instance = FluxInstance.load(state_dir)

@@ -112,6 +112,36 @@ async def test_sweep_in_the_container_on_slurm(
     check_in_image(state, lammps_sif, 2)
 
 
+@pytest.mark.slurm
+async def test_sweep_in_the_container_on_slurm_rest(
+    model_server: ServerProcess,
+    slurm_cluster: SlurmFixture,
+    lammps_sif: Path,
+    tmp_path: Path,
+    lammps_bin: str,
+) -> None:
+    """Through real slurmrestd: a REST job gets only the environment the request carries."""
+    await create_models(model_server)
+    token_file = tmp_path / "slurm.jwt"
+    token_file.write_text(slurm_cluster.token)
+    token_file.chmod(0o600)
+    scheduler = {"type": "slurm-rest", "restUrl": slurm_cluster.rest_url, "restUser": "root",
+                 "tokenFile": str(token_file), "partition": slurm_cluster.partition}  # fmt: skip
+    doc = sweep_doc(
+        trials=2, testTrials=1, scheduler=scheduler,
+        lammps={"vars": {"steps": "20"}, "container": {"image": str(lammps_sif)}},
+    )  # fmt: skip
+    done, state = run_sweep(tmp_path, doc, model_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_in_image(state, lammps_sif, 3)
+    assert all(t["jobId"].isdigit() for t in state["trials"])  # Slurm's ids, from slurmrestd
+    (per_image,) = state["evaluationByImage"]
+    assert per_image["imageDigest"] == sha256(lammps_sif)
+    for model in ("linear", "mean"):
+        assert await learn_calls(model_server, model) == 2
+    assert slurm_cluster.token not in json.dumps(state)
+
+
 def broken_image_sweep(
     tmp_path: Path, server: ServerProcess, image: Path, env: dict[str, str] | None = None,
     runtime: str = "apptainer",

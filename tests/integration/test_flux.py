@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamml.errors import SchedulerError, SpecError
+from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError
 from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler
 from streamml.sweep.schedulers.flux import (
     REASON_TIMEOUT,
@@ -87,6 +87,11 @@ async def test_instance_restart_keeps_history(
         assert not instance.broker.alive()
         with pytest.raises(SchedulerError):  # an instance that is down: poll later, lose nothing
             await sched.poll([done_id, running_id])
+        # a submit or lookup that cannot reach Flux says so (the engine waits, counts no failure)
+        with pytest.raises(SchedulerUnavailable):
+            await sched.submit(JobRequest(name="while-down", command=["true"]))
+        with pytest.raises(SchedulerUnavailable):
+            await sched.lookup("while-down")
         instance = flux.start(state, install=flux_install, detached=False)
         sched = FluxScheduler(uri=instance.uri, flux=str(instance.flux))
         after = await sched.poll([done_id, running_id])

@@ -23,7 +23,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamml.errors import SchedulerError
+from streamml.errors import SchedulerError, SchedulerUnavailable
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.sweep.schedulers.slurm_cli import check_job
 
@@ -36,6 +36,8 @@ REASONS = (REASON_EXIT, REASON_TIMEOUT, REASON_UNSATISFIABLE, REASON_EXCEPTION, 
 
 #: a job id as we print them (FLUX_F58_FORCE_ASCII: "f" + base58) or decimal
 _ID = re.compile(r"^(f[1-9A-HJ-NP-Za-km-z]{1,16}|[0-9]{1,20})$")
+#: what the CLI says when the instance cannot be reached (down, restarting, no socket)
+_UNREACHABLE = re.compile(r"Unable to connect to Flux|flux_open|Connection refused", re.I)
 _PENDING = {"NEW", "DEPEND", "PRIORITY", "SCHED"}
 _RUNNING = {"RUN", "CLEANUP"}
 
@@ -166,7 +168,10 @@ class FluxScheduler:
         except TimeoutError as exc:
             proc.kill()
             await proc.wait()
-            raise SchedulerError(f"{shlex.join(args[:2])} did not answer in {timeout_s} s") from exc
+            # no answer: the instance may or may not have acted (a submit: look it up by name)
+            raise SchedulerUnavailable(
+                f"{shlex.join(args[:2])} did not answer in {timeout_s} s"
+            ) from exc
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def submit(self, job: JobRequest) -> str:
@@ -176,6 +181,8 @@ class FluxScheduler:
         env = {**self.env, **job.env, "STREAMML_FLUX": self.flux}
         code, out, err = await self._run(*submit_argv(self.flux, job), env=env)
         job_id = out.strip().splitlines()[-1].strip() if out.strip() else ""
+        if code != 0 and _UNREACHABLE.search(err):
+            raise SchedulerUnavailable(f"Flux at {self.uri} is unreachable: {err.strip()[:300]}")
         if code != 0 or not _ID.match(job_id):
             raise SchedulerError(f"flux refused job {job.name!r}: {(err or out).strip()[:500]}")
         return job_id
@@ -229,7 +236,8 @@ class FluxScheduler:
             self.flux, "jobs", "-a", "-n", f"--name={name}", "-o", "{id.f58}"
         )
         if code != 0:
-            raise SchedulerError(f"flux jobs failed: {err.strip()[:300]}")
+            kind = SchedulerUnavailable if _UNREACHABLE.search(err) else SchedulerError
+            raise kind(f"flux jobs failed: {err.strip()[:300]}")
         ids = [line.strip() for line in out.splitlines() if line.strip()]
         return ids[0] if ids else None  # newest first; ASCII f58, as submit printed it
 
