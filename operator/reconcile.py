@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 
 from streamml.errors import AuthError, ConflictError, DeliveryError, SpecError, StreamMLError
-from streamml.operator import builders
+from streamml.operator import builders, retention
 from streamml.operator import status as st
 from streamml.operator.apply import Kube, KubeError, decode_secret
 from streamml.operator.builders import Owner
@@ -180,17 +180,21 @@ async def apply_objects(
     StreamModel (just created) owns nothing yet, which saves the reads that look for leftovers.
     """
     kube = context.kube
+    claim = builders.pvc(owner, spec)
+    if claim is not None and spec.server.storage.reclaim_policy == "Retain":
+        # before the Deployment: its pod must never mount a claim it may not adopt
+        await retention.ensure_retained_claim(kube, owner, claim)
+        claim = None
     deployment, _, _, ingress = await asyncio.gather(
         kube.apply(builders.deployment(owner, spec, context.image(spec))),
         kube.apply(builders.service(owner, spec)),
-        _apply_claim(kube, owner, spec, fresh),
+        _apply_claim(kube, owner, claim, fresh),
         _apply_ingress(kube, owner, spec, fresh),
     )
     return deployment, ingress
 
 
-async def _apply_claim(kube: Kube, owner: Owner, spec: StreamModelSpec, fresh: bool) -> None:
-    claim = builders.pvc(owner, spec)
+async def _apply_claim(kube: Kube, owner: Owner, claim: dict[str, Any] | None, fresh: bool) -> None:
     if claim is None:
         return
     if fresh:
