@@ -164,7 +164,13 @@ async def ensure_credentials(
                 raise
     data = decode_secret(found)
     token = data.get("token") or ""
-    if data.get("username") != spec.server.auth.username or not token:
+    # A Secret left by a deleted StreamModel of the same name (not yet garbage-collected) is
+    # taken over with its token: the collector would delete it under the new one otherwise.
+    if (
+        data.get("username") != spec.server.auth.username
+        or not token
+        or not _owned_by(found, owner)
+    ):
         token = token or builders.new_token()  # keep a token that exists: clients hold it
         await kube.apply(builders.secret(owner, spec, token))
     return spec.server.auth.username, token

@@ -150,3 +150,54 @@ def test_claim_not_adopted_from_a_foreign_or_live_holder(
     # nothing was written: the claim is as it was, and no pod template mounts it
     assert claim(cp, ns)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]  # type: ignore[index]
     assert get_json(cp, "deployment", NAME, "-n", ns) is None
+
+
+def test_local_runtime_keeps_retained_data_for_the_next_streammodel(
+    crds: ControlPlane, k8s_namespace: str, tmp_path: Path
+) -> None:
+    """In the local runtime the data dir plays the claim: Retain keeps it, and the models."""
+    import asyncio
+    import base64
+
+    from streamml.clients.api import ModelServerClient
+
+    cp, ns = crds, k8s_namespace
+    state = tmp_path / "state"
+    mean = {"class": "dummy.StatisticRegressor", "params": {"statistic": {"class": "stats.Mean"}}}
+    spec = {"models": [{"name": "mean", "pipeline": [mean]}],
+            "server": {"storage": {"reclaimPolicy": "Retain"}}}  # fmt: skip
+    doc = {"apiVersion": "streamml.io/v1alpha1", "kind": "StreamModel",
+           "metadata": {"name": "kept"}, "spec": spec}  # fmt: skip
+
+    def ready() -> dict[str, Any] | None:
+        obj = sm(cp, ns, "kept")
+        cond = condition(obj, "Ready")
+        return obj if cond and cond["status"] == "True" else None
+
+    with OperatorProcess(
+        cp.kubeconfig, tmp_path, "--namespace", ns, "--local-runtime", "--state-dir", str(state)
+    ):
+        apply(cp, ns, doc)
+        status = wait_for(ready, "Ready", timeout=150)["status"]
+        secret = get_json(cp, "secret", status["authSecretName"], "-n", ns)
+        user, token = (base64.b64decode(secret["data"][k]).decode() for k in ("username", "token"))
+
+        async def learn() -> None:
+            async with ModelServerClient(status["address"], username=user, token=token) as c:
+                for i in range(7):
+                    await c.learn({"nx": 4 + i}, 10.0 + i, identifier=f"run-{i}")
+
+        asyncio.run(learn())
+        wait_for(lambda: (o := sm(cp, ns, "kept")) and o["status"].get("samplesLearned") == 7,
+                 "samples in status")  # fmt: skip
+        cp.kubectl("delete", "streammodel", "kept", "-n", ns, "--timeout=60s")
+        wait_for(lambda: sm(cp, ns, "kept") is None, "deleted")
+        assert (state / ns / "kept").is_dir()  # the data stays
+
+        apply(cp, ns, doc)  # the next StreamModel of that name serves the same models
+        wait_for(ready, "Ready again", timeout=150)
+        obj = wait_for(
+            lambda: (o := sm(cp, ns, "kept")) and o["status"].get("samplesLearned") == 7 and o,
+            "the retained samples in the new status",
+        )
+        assert obj["status"]["models"][0]["samples"] == 7
