@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import ConflictError
+from streamml.errors import ConfigurationError, ConflictError
 from streamml.operator.apply import Kube, KubeError
 from streamml.operator.settings import LeaderElectionSettings, OperatorSettings
 
@@ -162,10 +162,22 @@ class LeaderElector:
         self.holder = self.identity
         return True
 
+    async def _attempt(self) -> bool:
+        try:
+            return await self.try_acquire_or_renew()
+        except KubeError as exc:
+            if exc.status in (401, 403):
+                raise ConfigurationError(
+                    f"the operator may not use Lease {self.namespace}/{self.name} ({exc.detail}): "
+                    "grant get/create/update on leases there (config/rbac/leader_election.yaml)"
+                ) from None
+            logger.warning("Lease %s/%s: %s; retrying", self.namespace, self.name, exc)
+            return False
+
     async def acquire(self) -> None:
         """Wait until this process holds the Lease."""
         announced: str | None = None
-        while not await self.try_acquire_or_renew():
+        while not await self._attempt():
             if self.holder != announced:
                 announced = self.holder
                 logger.info(
