@@ -114,6 +114,9 @@ def _snapshot_database(data_dir: Path, into: Path) -> tuple[list[str], int]:
     if not source.is_file():
         raise ArchiveError(f"{source} does not exist: {data_dir} is not a server's data dir")
     datadir.check_database_file(source)
+    wal = datadir.inspect_wal(source, keep_copy=False)
+    if wal is not None and wal.problem is not None:  # the backup would drop it in silence
+        raise ArchiveError(f"{wal.path}: {wal.problem} (see streamml serve --check)")
     scratch = into / "source"
     scratch.mkdir()
     for suffix in ("", "-wal"):
