@@ -1,7 +1,8 @@
 """Pure manifest builders: a validated StreamModel spec in, Kubernetes object dicts out.
 
 Nothing here talks to the API server; :mod:`streamml.operator.reconcile` sends what these return.
-Every object carries the owner reference (garbage collection on delete) and the same labels.
+Every object carries the owner reference (garbage collection on delete) and the same labels;
+a claim with ``reclaimPolicy: Retain`` is the exception (:mod:`streamml.operator.retention`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from streamml.operator import retention
 from streamml.vocabulary.streammodel import STREAMMODEL, StreamModelSpec
 
 MANAGER = "streamml-operator"
@@ -106,7 +108,9 @@ def pvc(owner: Owner, spec: StreamModelSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(owner, pvc_name(owner)),
+        "metadata": retention.claim_metadata(
+            _metadata(owner, pvc_name(owner)), owner, storage.reclaim_policy
+        ),
         "spec": body,
     }
 
@@ -114,7 +118,10 @@ def pvc(owner: Owner, spec: StreamModelSpec) -> dict[str, Any] | None:
 def config_hash(owner: Owner, spec: StreamModelSpec, image: str) -> str:
     """Changes exactly when the pod template must roll (models are updated through the API)."""
     material = {
-        "server": spec.server.model_dump(mode="json", by_alias=True),
+        # the reclaim policy changes the claim, never the pod
+        "server": spec.server.model_dump(
+            mode="json", by_alias=True, exclude={"storage": {"reclaim_policy"}}
+        ),
         "image": image,
         "secret": auth_secret_name(owner, spec),
     }

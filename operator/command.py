@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,15 @@ def run(args: argparse.Namespace) -> int:
         settings = OperatorSettings(**overrides)
     except ValueError as exc:
         raise ConfigurationError(f"invalid operator settings: {exc}") from exc
+    elector = None
+    if settings.leader_election.enabled:
+        from streamml.operator import leadership
+
+        elector = leadership.LeaderElector.from_settings(settings)
+        leadership.wait_for_leadership(elector, settings.liveness)
     registry, _ = build(settings)
+    if elector is not None:
+        leadership.register(registry, elector)
     logger.info(
         "operator: %s, %s, status every %.1fs, contacting servers: %s",
         "local runtime" if settings.local_runtime else "in-cluster servers",
@@ -93,13 +102,17 @@ def run(args: argparse.Namespace) -> int:
         settings.status_poll_interval,
         settings.reach_servers,
     )
-    kopf.run(
-        registry=registry,
-        settings=kopf_settings(settings),
-        standalone=True,
-        clusterwide=settings.clusterwide,
-        namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness,
-        memo=kopf.Memo(),
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            settings=kopf_settings(settings),
+            standalone=True,  # one active operator: the Lease, not kopf's peering
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness,
+            memo=kopf.Memo(),
+        )
+    finally:
+        if elector is not None:
+            asyncio.run(elector.release())
     return 0

@@ -24,6 +24,8 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Service"): ("/api/v1", "services"),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("streamml.io/v1alpha1", "StreamModel"): ("/apis/streamml.io/v1alpha1", "streammodels"),
+    ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
 }
 
 
@@ -137,6 +139,18 @@ class Kube:
         except KubeError as exc:
             if exc.status == 409:
                 raise ConflictError(f"{manifest['kind']} {meta['name']} already exists") from exc
+            raise
+
+    async def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Update (PUT) at the manifest's ``resourceVersion``: :class:`ConflictError` when the
+        object changed meanwhile (optimistic concurrency, e.g. a Lease)."""
+        meta = manifest["metadata"]
+        path = _path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        try:
+            return await self._call("PUT", path, body=manifest)
+        except KubeError as exc:
+            if exc.status == 409:
+                raise ConflictError(f"{manifest['kind']} {meta['name']} changed meanwhile") from exc
             raise
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:

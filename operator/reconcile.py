@@ -17,7 +17,7 @@ from typing import Any
 import pydantic
 
 from streamml.errors import AuthError, ConflictError, DeliveryError, SpecError, StreamMLError
-from streamml.operator import builders
+from streamml.operator import builders, retention
 from streamml.operator import status as st
 from streamml.operator.builders import Owner
 from streamml.operator.kube import Kube, KubeError, decode_secret
@@ -167,7 +167,13 @@ async def ensure_credentials(
                 raise
     data = decode_secret(found)
     token = data.get("token") or ""
-    if data.get("username") != spec.server.auth.username or not token:
+    # A Secret left by a deleted StreamModel of the same name (not yet garbage-collected) is
+    # taken over with its token: the collector would delete it under the new one otherwise.
+    if (
+        data.get("username") != spec.server.auth.username
+        or not token
+        or not _owned_by(found, owner)
+    ):
         token = token or builders.new_token()  # keep a token that exists: clients hold it
         await kube.apply(builders.secret(owner, spec, token))
     return spec.server.auth.username, token
@@ -183,17 +189,21 @@ async def apply_objects(
     StreamModel (just created) owns nothing yet, which saves the reads that look for leftovers.
     """
     kube = context.kube
+    claim = builders.pvc(owner, spec)
+    if claim is not None and spec.server.storage.reclaim_policy == "Retain":
+        # before the Deployment: its pod must never mount a claim it may not adopt
+        await retention.ensure_retained_claim(kube, owner, claim)
+        claim = None
     deployment, _, _, ingress = await asyncio.gather(
         kube.apply(builders.deployment(owner, spec, context.image(spec))),
         kube.apply(builders.service(owner, spec)),
-        _apply_claim(kube, owner, spec, fresh),
+        _apply_claim(kube, owner, claim, fresh),
         _apply_ingress(kube, owner, spec, fresh),
     )
     return deployment, ingress
 
 
-async def _apply_claim(kube: Kube, owner: Owner, spec: StreamModelSpec, fresh: bool) -> None:
-    claim = builders.pvc(owner, spec)
+async def _apply_claim(kube: Kube, owner: Owner, claim: dict[str, Any] | None, fresh: bool) -> None:
     if claim is None:
         return
     if fresh:

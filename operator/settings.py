@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE
@@ -48,6 +48,39 @@ class SweepSettings(BaseModel):
     )
 
 
+class LeaderElectionSettings(BaseModel):
+    """Exactly one active operator per scope: a ``coordination.k8s.io`` Lease (env
+    ``STREAMML_LEADER_ELECTION__<FIELD>``). A second operator waits (live, doing nothing) until
+    the holder releases the Lease on exit or stops renewing it for ``lease_duration`` seconds."""
+
+    enabled: bool = Field(default=True, description="hold a Lease before handling anything")
+    namespace: str | None = Field(
+        default=None,
+        description=(
+            "the Lease's namespace; default: the pod's own (POD_NAMESPACE), else the first "
+            "watched namespace, else streamml-system (default if that does not exist)"
+        ),
+    )
+    name: str | None = Field(
+        default=None,
+        description="the Lease's name; default streamml-operator (+ a digest of the namespaces)",
+    )
+    identity: str | None = Field(default=None, description="holder identity (default host:pid)")
+    lease_duration: float = Field(
+        default=15.0, ge=1, le=600, description="seconds without renewal before others take over"
+    )
+    renew_deadline: float = Field(
+        default=10.0, gt=0, le=600, description="the holder exits when it cannot renew this long"
+    )
+    retry_period: float = Field(default=2.0, gt=0, le=60, description="seconds between tries")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElectionSettings:
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("needs retry_period < renew_deadline < lease_duration")
+        return self
+
+
 class OperatorSettings(BaseSettings):
     """Everything ``streamml operator`` can be told; CLI flags override the environment."""
 
@@ -87,6 +120,9 @@ class OperatorSettings(BaseSettings):
         default=None, description="kopf liveness endpoint, e.g. http://127.0.0.1:8081/healthz"
     )
     sweeps: SweepSettings = Field(default_factory=SweepSettings, description="LammpsSweep")
+    leader_election: LeaderElectionSettings = Field(
+        default_factory=LeaderElectionSettings, description="one active operator at a time"
+    )
     api_timeout: float = Field(default=10.0, gt=0, description="seconds per HTTP call to servers")
     server_start_timeout: float = Field(
         default=60.0, gt=0, description="local runtime: seconds a new server may take to be ready"

@@ -13,9 +13,11 @@ import kopf
 
 from streamml.errors import SpecError
 from streamml.operator import reconcile as rc
+from streamml.operator import retention
 from streamml.operator.builders import Owner
 from streamml.operator.kube import KubeError
 from streamml.operator.reconcile import ObjectState, OperatorContext
+from streamml.operator.retention import ClaimRefused
 from streamml.operator.status import status_document, status_patch
 from streamml.vocabulary.streammodel import STREAMMODEL
 
@@ -53,11 +55,11 @@ def _refused(
     body: kopf.Body,
     state: ObjectState,
     context: OperatorContext,
-    error: KubeError,
+    error: KubeError | ClaimRefused,
 ) -> kopf.TemporaryError:
     """The API server refused an owned object (quota, admission, RBAC, no free Service IP):
     Ready=False with its message, an Event, and a retry after a growing delay."""
-    reason = rc.refusal_reason(error)
+    reason = error.reason if isinstance(error, ClaimRefused) else rc.refusal_reason(error)
     delay = rc.retry_delay(context.settings, state.refusals)
     state.refusals += 1
     _write(patch, body, rc.invalid_status(body, error, reason))
@@ -101,6 +103,8 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
                 emit("Warning", "InvalidSpec", str(exc))
                 raise kopf.PermanentError(str(exc)) from exc
             except KubeError as exc:
+                raise _refused(patch, body, state, context, exc) from exc
+            except ClaimRefused as exc:  # a retained claim it may not adopt (nothing written)
                 raise _refused(patch, body, state, context, exc) from exc
             state.refusals = 0
             runtime = context.runtime
@@ -168,7 +172,10 @@ def register(registry: kopf.OperatorRegistry, context: OperatorContext) -> None:
     if runtime is not None:
 
         async def stop_server(body: kopf.Body, **_: Any) -> None:
-            await runtime.stop(str(body.meta.namespace), str(body.meta.name), remove_data=True)
+            retained = retention.data_retained(body.spec)  # the next one of that name adopts it
+            await runtime.stop(
+                str(body.meta.namespace), str(body.meta.name), remove_data=not retained
+            )
 
         kopf.on.delete(*_RESOURCE, registry=registry, id="stop-server")(stop_server)
 

@@ -21,6 +21,7 @@ from streamml.errors import StreamMLError
 #: subcommand name -> (module path, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("streamml.modelserver.command", "run the river model server"),
+    "archive": ("streamml.modelserver.archive_command", "export/import a server's data dir"),
     "operator": ("streamml.operator.command", "run the Kubernetes operator (kopf)"),
     "crds": ("streamml.vocabulary.crdgen", "generate the CRD manifests from the schemas"),
     "cluster": ("streamml.testbed.cluster_command", "local kube-apiserver + etcd: up|down|env"),

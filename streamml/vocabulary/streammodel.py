@@ -81,6 +81,14 @@ class StorageSpec(_Wire):
     )
     size: str = Field(default="1Gi", pattern=QUANTITY_PATTERN, max_length=20)
     storage_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    reclaim_policy: Literal["Delete", "Retain"] = Field(
+        default="Delete",
+        description=(
+            "what deleting the StreamModel does to its PersistentVolumeClaim: Delete (owned, "
+            "garbage-collected with the models) or Retain (not owned: kept, and adopted by the "
+            "next StreamModel of the same name in the namespace)"
+        ),
+    )
 
 
 class Auth(_Wire):
@@ -187,7 +195,13 @@ class StreamModelStatus(_Wire):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     url: str | None = Field(default=None, description="external URL (ingress)")
-    address: str | None = Field(default=None, description="base URL the jobs use")
+    address: str | None = Field(
+        default=None,
+        description=(
+            "the base URL jobs post to, with or without an Ingress: the in-cluster Service "
+            "http://NAME.NAMESPACE.svc:PORT (a local server's loopback URL in the local runtime)"
+        ),
+    )
     auth_secret_name: str | None = None
     replicas: int | None = None
     ready_replicas: int | None = None

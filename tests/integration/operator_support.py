@@ -90,6 +90,10 @@ class OperatorProcess:
             "KUBECONFIG": str(kubeconfig),
             "STREAMML_STATUS_POLL_INTERVAL": "1",
             "STREAMML_CONTACT_SERVERS": "false",
+            # a killed operator's successor waits out the Lease: keep that short in tests
+            "STREAMML_LEADER_ELECTION__LEASE_DURATION": "5",
+            "STREAMML_LEADER_ELECTION__RENEW_DEADLINE": "4",
+            "STREAMML_LEADER_ELECTION__RETRY_PERIOD": "0.5",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

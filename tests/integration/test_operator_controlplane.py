@@ -391,8 +391,14 @@ def test_operator_works_with_least_privilege_rbac(
                     "name": role["metadata"]["name"]},
         "subjects": [{"kind": "ServiceAccount", "name": "streamml-operator", "namespace": ns}],
     }  # fmt: skip
-    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                     "items": [role, binding]}))  # fmt: skip
+    lease_rbac = list(yaml.safe_load_all((ROOT / "config" / "rbac" / "leader_election.yaml")
+                                         .read_text()))  # fmt: skip
+    for doc in lease_rbac:  # the Lease lives in the (only) watched namespace
+        doc["metadata"]["namespace"] = ns
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = ns
+    listing = {"apiVersion": "v1", "kind": "List", "items": [role, binding, *lease_rbac]}
+    cp.kubectl("apply", "-f", "-", input=json.dumps(listing))
     try:
         kubeconfig = cp.service_account_kubeconfig(ns, "streamml-operator")
         # the restricted identity really is restricted

@@ -26,6 +26,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "streamml"}
 #: where a trial's input snapshot is mounted (read-only) and where the trial runs (writable)
 INPUT_MOUNT = "/streamml/input"
 WORK_MOUNT = "/streamml/work"
+#: the trial runs as this non-root user (the model server's uid)
+JOB_UID = 10001
 
 
 def input_files(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -95,6 +97,13 @@ def job_manifest(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
+        # non-root whatever the image says (the Usernetes / "restricted" pod security profile)
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": JOB_UID,
+            "runAsGroup": JOB_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
     }
     if input_items is not None:
