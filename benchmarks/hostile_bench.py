@@ -33,8 +33,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _codeversion import checkout, describe
-from _loadgen import free_port, http_json
+from _loadgen import http_json
 from _ourserver import OurServer
+
+from streamml.procs import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hostile.json"
 PROBE_INTERVAL = 0.05

@@ -25,9 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _codeversion import checkout, describe
-from _loadgen import free_port
 from _ourserver import OurServer
 from server_bench import HEY_MEASURES, MODEL, Target, loadavg, measure
+
+from streamml.procs import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server_pair.json"
 TARGET = 0.95

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 
 logger = logging.getLogger(__name__)
@@ -190,14 +191,14 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
 
 
 def _run(argv: list[str], say: Progress, what: str) -> str:
-    proc = subprocess.run(
+    proc = procs.run(
         argv, cwd=GO_MODULE_DIR, env=_go_env(), capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise InfrastructureError(
             f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
         )
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def _build(binaries: Binaries, say: Progress) -> None:
@@ -244,9 +245,7 @@ def _compile(argv: list[str], total: int, started: float, say: Progress) -> None
     # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
     # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
     # linker (which prints nothing) runs, so a CI log never looks hung.
-    proc = subprocess.Popen(
-        argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = procs.popen(argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr
     assert stderr is not None
     compiled: list[str] = []

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.pycommand import python_module
 from streamml.testbed.k8sbuild import Progress, _locked, cache_root
@@ -114,10 +115,8 @@ def _install(env: ReaxffLammps, reqs: list[str], say: Progress) -> None:
 
 
 def _run(argv: list[str]) -> str:
-    done = subprocess.run(
-        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    )
+    done = procs.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise InfrastructureError(f"{' '.join(argv)[:200]} failed ({done.returncode}):\n{tail}")
-    return done.stdout
+    return str(done.stdout)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.testbed.k8sbuild import Progress, _locked, cache_root
 
@@ -181,7 +182,7 @@ def _run(
     log = cwd / f".step-{os.getpid()}.log"
     say(f"  {' '.join(argv)[:120]}")
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = procs.popen(
             list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
         while True:
