@@ -7,13 +7,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from streamml import procs
 from streamml.errors import InfrastructureError
-from streamml.pycommand import streamml_command
+from streamml.pycommand import python_code, streamml_command
 from streamml.testbed import hpc
 from tests.fixtures.hpc import SlurmFixture
 
@@ -94,3 +96,28 @@ def test_private_state_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InfrastructureError, match="not searchable by other users"):
         hpc.start(tmp_path / "slurm")
     assert not (tmp_path / "slurm" / "cluster.json").exists()
+
+
+def test_daemons_die_with_the_process_that_started_them(state_dir: Path) -> None:
+    """A test run killed outright (SIGKILL: no teardown runs) leaves no Slurm daemon behind:
+    ``hpc.start`` gives them die-with-parent unless ``detached`` (``streamml hpc up``)."""
+    code = (
+        "import json, sys, time; from pathlib import Path; from streamml.testbed import hpc\n"
+        "cluster = hpc.start(Path(sys.argv[1]), rest=False)\n"
+        "print(json.dumps(cluster.pids), flush=True); time.sleep(300)\n"
+    )
+    parent = procs.popen(python_code(code, str(state_dir)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids: dict[str, int] = json.loads(parent.stdout.readline())
+        assert set(pids) == {"munged", "slurmctld", "slurmd"}
+        started = {name: procs.read_proc(pid) for name, pid in pids.items()}
+        ticks = {name: info.start_ticks for name, info in started.items() if info is not None}
+        assert len(ticks) == 3 and all(procs.running(pids[n], t) for n, t in ticks.items())
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(procs.running(pids[n], t) for n, t in ticks.items()):
+        time.sleep(0.1)
+    assert [n for n, t in ticks.items() if procs.running(pids[n], t)] == []
