@@ -14,7 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streamml.errors import ConfigurationError, SpecError
+from streamml.errors import ConfigurationError, SpecError, spec_error
+from streamml.files import read_secret
 
 MAX_FILE_BYTES = 1_000_000
 EXIT_FAILED = 1
@@ -71,9 +72,7 @@ def load_sweep_file(path: Path) -> tuple[str, Any]:
     try:
         spec = LammpsSweepSpec.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise SpecError(f"{path}: spec.{where}: {first['msg']}", field=where) from exc
+        raise spec_error(exc, prefix=str(path)) from exc
     from streamml.clients.sampling import plan
 
     try:
@@ -111,10 +110,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--server (or STREAMML_SERVER) is required")
     token = args.token or env.token
     if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(f"--token-file: {exc.strerror}") from exc
+        token = read_secret(args.token_file, "--token-file")
     if args.interval <= 0:
         raise ConfigurationError("--interval must be positive")
     access = rt.ServerAccess(server.rstrip("/"), args.username or env.username, token)

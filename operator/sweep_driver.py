@@ -27,7 +27,7 @@ from streamml.clients import sweep_inputs as inputs
 from streamml.clients import sweep_jobs as jobs
 from streamml.clients import sweep_runtime as rt
 from streamml.clients.sweep import SweepEngine
-from streamml.errors import SpecError, StreamMLError
+from streamml.errors import SpecError, StreamMLError, spec_error
 from streamml.operator.apply import Kube, KubeError, decode_secret
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
@@ -135,11 +135,7 @@ def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
     try:
         return LammpsSweepSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(
-            "."
-        )
-        raise SpecError(f"spec.{where or '(root)'}: {first['msg']}", field=where) from exc
+        raise spec_error(exc) from exc
 
 
 async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> Target:

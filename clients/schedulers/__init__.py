@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from streamml.clients.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
-from streamml.errors import SpecError, UnknownComponentError
+from streamml.errors import ConfigurationError, SpecError, UnknownComponentError
+from streamml.files import read_secret
 
 KINDS: tuple[str, ...] = ("local", "slurm", "slurm-cli", "slurm-rest", "flux", "kubernetes")
 
@@ -90,11 +91,9 @@ def make_scheduler(kind: str, settings: Mapping[str, Any] | None = None) -> Sche
         token_file = _str(settings, "tokenFile")
         if token is None and token_file is not None:
             try:
-                token = Path(token_file).read_text().strip()
-            except OSError as exc:
-                raise SpecError(
-                    f"cannot read tokenFile: {exc.strerror}", field="tokenFile"
-                ) from exc
+                token = read_secret(Path(token_file), "tokenFile")
+            except ConfigurationError as exc:
+                raise SpecError(str(exc), field="tokenFile") from None
         if not token:
             raise SpecError("the slurm-rest scheduler needs 'token' or 'tokenFile'", field="token")
         return SlurmRestScheduler(
