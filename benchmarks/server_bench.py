@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import learn_calls, run_hey, storage_commits
 from _oldserver import OldServer, ensure_venv, tail
 from _ourserver import EchoServer, OurServer
-from _report import SECTION, render, section_text, summarise, update_section
+from _report import SECTION, render, section_text, summarise, update_section, write_result
 
 from streamml import procs
 from streamml.procs import free_port
@@ -450,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets_met,
         "measured": measured,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     if args.markdown is not None:
         update_section(args.markdown, section_text(result))
         print(f"updated the section {SECTION!r} of {args.markdown}")

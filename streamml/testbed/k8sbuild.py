@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +76,7 @@ class Binaries:
 
     def complete(self) -> bool:
         """All binaries are there, built by the current recipe (go.mod, packages, flags)."""
-        try:
-            info = json.loads((self.bin_dir.parent / "build-info.json").read_text())
-        except (OSError, ValueError):
-            return False
+        info = read_build_info(self.bin_dir.parent)
         return info.get("recipe") == recipe(self.version) and all(
             os.access(self.path(name), os.X_OK) for name in PACKAGES
         )
@@ -122,6 +119,24 @@ def recipe(version: str) -> str:
     ):
         digest.update(part)
     return digest.hexdigest()[:16]
+
+
+BUILD_INFO = "build-info.json"
+
+
+def read_build_info(prefix: Path) -> dict[str, object]:
+    """What made the cached build in ``prefix``; {} when there is none (written last: a prefix
+    without it is half-made)."""
+    try:
+        data = json.loads((prefix / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_build_info(prefix: Path, info: Mapping[str, object]) -> None:
+    """Mark the build in ``prefix`` complete (the last step of every build)."""
+    (prefix / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def cache_root() -> Path:
@@ -228,7 +243,7 @@ def _build(binaries: Binaries, say: Progress) -> None:
         "build_seconds": round(elapsed, 1),
         "recipe": recipe(binaries.version),
     }
-    (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_build_info(tmp, info)
     if version_dir.exists():
         # Replacing a stale build: move it aside first so the window without binaries is one
         # rename long (running daemons keep their unlinked executables).
