@@ -159,22 +159,10 @@ def start(
     ``detached`` (``streamml hpc up``): then they outlive it, in a session of their own.
     """
     check_installed()
-    if (state_dir / "cluster.json").exists():
-        raise InfrastructureError(f"{state_dir} already holds a cluster: stop it first")
-    # munge and the REST user must traverse the state dir, so it is world-searchable
-    for sub in ("", "ctld", "slurmd", "log", "run", "munge"):
-        (state_dir / sub).mkdir(parents=True, exist_ok=True)
-        (state_dir / sub).chmod(0o755)
-    for parent in state_dir.resolve().parents:
-        if parent.stat().st_mode & 0o001 == 0:
-            raise InfrastructureError(
-                f"{parent} is not searchable by other users; munged and slurmrestd could not "
-                "reach the state dir (use a dir under /tmp, e.g. tempfile.mkdtemp)"
-            )
+    _prepare_state_dir(state_dir)
     ensure_pmix_link()
     if rest:
         ensure_rest_user()
-    cpus, memory = node_resources()
     node = socket.gethostname().split(".")[0]
     cluster = SlurmCluster(
         state_dir=state_dir,
@@ -187,6 +175,35 @@ def start(
         rest_port=free_port() if rest else None,
         detached=detached,
     )
+    _write_conf(cluster)
+    try:
+        _start_daemons(cluster, rest, timeout_s)
+    except BaseException:
+        stop(state_dir)
+        raise
+    log.info("Slurm cluster %s up in %s", cluster.cluster, state_dir)
+    return cluster
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
+    if (state_dir / "cluster.json").exists():
+        raise InfrastructureError(f"{state_dir} already holds a cluster: stop it first")
+    # munge and the REST user must traverse the state dir, so it is world-searchable
+    for sub in ("", "ctld", "slurmd", "log", "run", "munge"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+        (state_dir / sub).chmod(0o755)
+    for parent in state_dir.resolve().parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            raise InfrastructureError(
+                f"{parent} is not searchable by other users; munged and slurmrestd could not "
+                "reach the state dir (use a dir under /tmp, e.g. tempfile.mkdtemp)"
+            )
+
+
+def _write_conf(cluster: SlurmCluster) -> None:
+    """slurm.conf and the JWT key, for this cluster's node, ports and state dir."""
+    state_dir, node = cluster.state_dir, cluster.node
+    cpus, memory = node_resources()
     munge_dir = state_dir / "munge"
     jwt_key = state_dir / "jwt.key"
     jwt_key.write_bytes(secrets.token_bytes(32))
@@ -207,44 +224,30 @@ def start(
         )
     )
     cluster.conf.chmod(0o644)
-    try:
-        _start_munge(cluster, munge_dir)
-        _write_state(cluster)
-        env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
-        conf = str(cluster.conf)
-        cluster.pids["slurmctld"] = _spawn(
-            cluster, "slurmctld", ["slurmctld", "-D", "-f", conf], env
-        )
-        _write_state(cluster)
-        cluster.pids["slurmd"] = _spawn(
-            cluster, "slurmd", ["slurmd", "-D", "-f", conf, "-N", node], env
-        )
-        _write_state(cluster)
-        _wait_idle(cluster, timeout_s)
-        if rest:
-            cluster.pids["slurmrestd"] = _spawn(
-                cluster,
-                "slurmrestd",
-                [
-                    "slurmrestd",
-                    "-f",
-                    conf,
-                    "-s",
-                    f"openapi/{REST_API}",
-                    "-a",
-                    "rest_auth/jwt",
-                    f"127.0.0.1:{cluster.rest_port}",
-                ],
-                {**env, "SLURM_JWT": "daemon"},
-                user=REST_USER,
-            )
-            _write_state(cluster)
-            _wait_port(cluster.rest_port or 0, timeout_s, cluster, "slurmrestd")
-    except BaseException:
-        stop(state_dir)
-        raise
-    log.info("Slurm cluster %s up in %s", cluster.cluster, state_dir)
-    return cluster
+
+
+def _start_daemons(cluster: SlurmCluster, rest: bool, timeout_s: float) -> None:
+    """munged, slurmctld, slurmd (and slurmrestd), each recorded in the state as it starts."""
+    _start_munge(cluster, cluster.state_dir / "munge")
+    _write_state(cluster)
+    env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
+    conf = str(cluster.conf)
+    cluster.pids["slurmctld"] = _spawn(cluster, "slurmctld", ["slurmctld", "-D", "-f", conf], env)
+    _write_state(cluster)
+    cluster.pids["slurmd"] = _spawn(
+        cluster, "slurmd", ["slurmd", "-D", "-f", conf, "-N", cluster.node], env
+    )
+    _write_state(cluster)
+    _wait_idle(cluster, timeout_s)
+    if not rest:
+        return
+    argv = ["slurmrestd", "-f", conf, "-s", f"openapi/{REST_API}", "-a", "rest_auth/jwt",
+            f"127.0.0.1:{cluster.rest_port}"]  # fmt: skip
+    cluster.pids["slurmrestd"] = _spawn(
+        cluster, "slurmrestd", argv, {**env, "SLURM_JWT": "daemon"}, user=REST_USER
+    )
+    _write_state(cluster)
+    _wait_port(cluster.rest_port or 0, timeout_s, cluster, "slurmrestd")
 
 
 def _write_state(cluster: SlurmCluster) -> None:

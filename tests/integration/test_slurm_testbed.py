@@ -66,8 +66,8 @@ def test_cli_up_env_down_beside_another_cluster(
     pids = dict(mine["pids"])
     down = streamml("hpc", "down", "--state-dir", str(state_dir))
     assert down.returncode == 0 and "slurmctld" in down.stdout
-    assert not any(hpc._alive(pid) for pid in pids.values())
-    assert all(hpc._alive(pid) for pid in other.pids.values())  # the other cluster is untouched
+    assert not any(procs.running(pid) for pid in pids.values())
+    assert all(procs.running(pid) for pid in other.pids.values())  # the other cluster is untouched
     gone = streamml("hpc", "env", "--state-dir", str(state_dir))
     assert gone.returncode == 2 and "no Slurm cluster state" in gone.stderr
 
