@@ -10,10 +10,11 @@ not). The same virtualenv runs both versions, so only the code differs.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+
+from streamml import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPED = ("operator", "modelserver", "clients")
@@ -28,7 +29,7 @@ def checkout(ref: str, into: Path | None = None) -> Path:
     src.mkdir(parents=True)
     archive = base / "code.tar"
     with archive.open("wb") as out:
-        subprocess.run(["git", "archive", ref], cwd=ROOT, stdout=out, check=True)
+        procs.run(["git", "archive", ref], cwd=ROOT, stdout=out, check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(src, filter="data")
     archive.unlink()
@@ -42,7 +43,7 @@ def checkout(ref: str, into: Path | None = None) -> Path:
 
 
 def describe(ref: str) -> str:
-    done = subprocess.run(
+    done = procs.run(
         ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
     )
     return done.stdout.strip()

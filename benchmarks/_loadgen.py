@@ -13,8 +13,6 @@ import json
 import re
 import resource
 import shutil
-import socket
-import subprocess
 import tempfile
 import urllib.error
 import urllib.parse
@@ -22,6 +20,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from streamml import procs
 
 
 @dataclass(frozen=True)
@@ -102,19 +102,12 @@ def run_hey(
     cmd.append(url)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+        done = procs.run(cmd, capture_output=True, text=True, check=True, timeout=600)
     finally:
         body_path.unlink(missing_ok=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     return replace(parse_hey(done.stdout, requests, concurrency), hey_cpu_s=round(cpu, 3))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_json(

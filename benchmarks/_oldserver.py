@@ -22,8 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _proc import stop_process, url_answers, wait_ready
+from _proc import url_answers, wait_ready
 
+from streamml import procs
 from streamml.pycommand import python_module
 
 OLD_SERVER_REQUIREMENTS = (
@@ -71,10 +72,10 @@ def _ensure_venv_locked(venv: Path, log: Path | None) -> Path:
     out = log.open("ab") if log else subprocess.DEVNULL
     try:
         if not python.exists():
-            subprocess.run(python_module("venv", str(venv)), check=True)
+            procs.run(python_module("venv", str(venv)), check=True)
         pip = pip_install_command(python)
-        subprocess.run([*pip, "--no-deps", OLD_SERVER_PACKAGE], check=True, stdout=out, stderr=out)
-        subprocess.run([*pip, *OLD_SERVER_REQUIREMENTS], check=True, stdout=out, stderr=out)
+        procs.run([*pip, "--no-deps", OLD_SERVER_PACKAGE], check=True, stdout=out, stderr=out)
+        procs.run([*pip, *OLD_SERVER_REQUIREMENTS], check=True, stdout=out, stderr=out)
     finally:
         if log and not isinstance(out, int):
             out.close()
@@ -191,7 +192,7 @@ class OldServer:
     def start(self, timeout: float = 90.0) -> None:
         write_project(self.root, self.port)
         with self.log_path.open("ab") as log:
-            subprocess.run(
+            procs.run(
                 python_module("django", "migrate", "--noinput", python=str(self.python)),
                 cwd=self.root,
                 env=self._env(),
@@ -201,7 +202,7 @@ class OldServer:
             )
         gunicorn = self.python.parent / "gunicorn"
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = procs.popen(
             [
                 str(gunicorn),
                 "--workers=1",
@@ -220,7 +221,7 @@ class OldServer:
         wait_ready(self.process, url_answers(f"{self.url}/api/"), timeout, what)
 
     def stop(self) -> None:
-        stop_process(self.process)
+        procs.stop_process(self.process)
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _loadgen import fetch_jwt, http_json
-from _proc import stop_process, url_answers, wait_ready
+from _proc import url_answers, wait_ready
+
+from streamml import procs
 
 #: The benchmark model, declared as data (the same pipeline the old server gets as a pickle).
 PIPELINE = [
@@ -76,7 +78,7 @@ class OurServer:
             *self.extra_args,
         ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        self.process = procs.popen(cmd, stdout=log, stderr=log, env=env)
         log.close()
         what = f"streamml serve (log {self.log_path})"
         wait_ready(self.process, url_answers(f"{self.url}/readyz"), timeout, what)
@@ -96,7 +98,7 @@ class OurServer:
             raise RuntimeError(f"declarative create of {name}: {status} {reply!r}")
 
     def stop(self, grace: float = 30.0) -> None:
-        stop_process(self.process, grace=grace)  # SIGTERM flushes and snapshots first
+        procs.stop_process(self.process, grace=grace)  # SIGTERM flushes and snapshots first
 
 
 @dataclass
@@ -112,7 +114,7 @@ class EchoServer:
 
     def start(self, timeout: float = 60.0) -> None:
         script = Path(__file__).resolve().parent / "_echo_server.py"
-        self.process = subprocess.Popen(
+        self.process = procs.popen(
             [sys.executable, str(script), str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -125,4 +127,4 @@ class EchoServer:
         wait_ready(self.process, answers, timeout, "the echo server")
 
     def stop(self) -> None:
-        stop_process(self.process)
+        procs.stop_process(self.process)

@@ -1,4 +1,4 @@
-"""Start-up and shut-down of the processes a benchmark runs (each one it started, by PID)."""
+"""Readiness of the processes a benchmark runs (started and stopped with :mod:`streamml.procs`)."""
 
 from __future__ import annotations
 
@@ -34,15 +34,3 @@ def wait_ready(
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} not ready after {timeout}s")
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is fine."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)

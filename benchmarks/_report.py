@@ -8,9 +8,18 @@ throughput ratios also show their lowest and highest round.
 
 from __future__ import annotations
 
+import json
 import statistics
 import textwrap
+from pathlib import Path
 from typing import Any
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's JSON result (``benchmarks/results/...``) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def labels(concurrency: int, requests: int) -> list[tuple[str, str]]:

@@ -19,12 +19,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from streamml import procs
 from streamml.clients.lammps import default_input, lammps_env
 from streamml.testbed import apptainer, flux
 from streamml.testbed.vendorbuild import Build
@@ -35,7 +35,7 @@ SIZE = ["-var", "nx", "4", "-var", "ny", "4", "-var", "nz", "4", "-var", "steps"
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, capture_output=True)
+    procs.run(argv, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
 
 

@@ -33,8 +33,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _codeversion import checkout, describe
-from _loadgen import free_port, http_json
+from _loadgen import http_json
 from _ourserver import OurServer
+from _report import write_result
+
+from streamml.procs import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hostile.json"
 PROBE_INTERVAL = 0.05
@@ -340,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_under_1s": all(r.get("max_ms", 0) < 1000 for r in rows if r["side"] == "after"),
         },
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from streamml import procs
 from streamml.sweep import snapshot as sweep_inputs
 from streamml.sweep.sampling import plan
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
@@ -46,7 +46,7 @@ def spec(param: dict[str, Any], trials: int, method: str = "random") -> LammpsSw
 
 
 def old_sampling() -> ModuleType:
-    source = subprocess.run(
+    source = procs.run(
         ["git", "show", f"{OLD}:clients/sampling.py"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip

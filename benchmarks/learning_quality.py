@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 
+from streamml import procs
 from streamml.clients.api import ModelServerClient
 from streamml.clients.evaluation import evaluate, format_evaluation, trials_from_sweep_status
+from streamml.procs import free_port
 from streamml.pycommand import streamml_command
-from streamml.testbed.procs import free_port
 from streamml.vocabulary.modelspec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     (work / "token").write_text(token)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
+    server = procs.popen(
         [
             *streamml_command("serve", "--port", str(port)),
             *("--data-dir", str(work / "data"), "--auth-user", "bench"),
@@ -85,7 +86,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _wait_ready(url, server)
         asyncio.run(_create_models(url, "bench", token, specs))
         started = time.monotonic()
-        subprocess.run(
+        procs.run(
             [
                 *(
                     *streamml_command(),

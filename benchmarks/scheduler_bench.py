@@ -30,6 +30,7 @@ from typing import Any
 from _ourserver import PIPELINE, OurServer
 
 from streamml.clients.api import ModelServerClient
+from streamml.procs import free_port
 from streamml.pycommand import streamml_command
 from streamml.sweep.schedulers import JobRequest, Scheduler, make_scheduler
 from streamml.testbed import flux, hpc
@@ -126,7 +127,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     t = time.perf_counter()
     instance = flux.start(root / "flux", install=install, detached=False)
     flux_started_s = time.perf_counter() - t
-    server = OurServer(root / "server", port=hpc.free_port())
+    server = OurServer(root / "server", port=free_port())
     try:
         server.start()
         async with ModelServerClient(server.url, username=server.user, token=server.token) as c:

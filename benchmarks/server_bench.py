@@ -37,10 +37,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _loadgen import free_port, learn_calls, run_hey, storage_commits
+from _loadgen import learn_calls, run_hey, storage_commits
 from _oldserver import OldServer, ensure_venv, tail
 from _ourserver import EchoServer, OurServer
-from _report import SECTION, render, section_text, summarise, update_section
+from _report import SECTION, render, section_text, summarise, update_section, write_result
+
+from streamml import procs
+from streamml.procs import free_port
 
 MODEL = "bench"
 RESULTS = Path(__file__).resolve().parent / "results" / "server.json"
@@ -163,22 +166,20 @@ def versions() -> dict[str, Any]:
     from _oldserver import OLD_SERVER_PACKAGE, OLD_SERVER_REQUIREMENTS
 
     ours = {name: version(name) for name in ("river", "aiohttp", "orjson", "riverapi", "dill")}
-    import subprocess
 
     query = ["dpkg-query", "-W", "-f=${Version}", "hey"]
-    done = subprocess.run(query, capture_output=True, text=True, check=False)
+    done = procs.run(query, capture_output=True, text=True, check=False)
     hey = done.stdout.strip() or "unknown"
     return {"ours": ours, "old": [OLD_SERVER_PACKAGE, *OLD_SERVER_REQUIREMENTS], "hey": hey}
 
 
 def git_state() -> dict[str, Any]:
     """Which server code was measured: HEAD, and whether the server's files differ from it."""
-    import subprocess
 
     root = Path(__file__).resolve().parents[1]
 
     def git(*cmd: str) -> str:
-        done = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=False)
+        done = procs.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=False)
         return done.stdout.strip()
 
     changed = git("status", "--porcelain", "--", "modelserver", "streamml")
@@ -449,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets_met,
         "measured": measured,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     if args.markdown is not None:
         update_section(args.markdown, section_text(result))
         print(f"updated the section {SECTION!r} of {args.markdown}")

@@ -21,9 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _codeversion import checkout, describe
-from _loadgen import free_port, run_hey
+from _loadgen import run_hey
 from _ourserver import OurServer
 from server_bench import MODEL, make_samples
+
+from streamml.procs import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server_cpu_pair.json"
 

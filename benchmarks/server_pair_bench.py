@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
 import sys
@@ -25,9 +24,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _codeversion import checkout, describe
-from _loadgen import free_port
 from _ourserver import OurServer
+from _report import write_result
 from server_bench import HEY_MEASURES, MODEL, Target, loadavg, measure
+
+from streamml.procs import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "server_pair.json"
 TARGET = 0.95
@@ -121,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_at_least": {"target": TARGET, "met": all(r["met"] for r in rows)},
         "measured": measured,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

@@ -10,7 +10,7 @@
 7. stops everything it started, unless ``--keep-running`` (then ``streamml demo --stop`` does).
 
 Ctrl-C at any point runs the same cleanup: every process the demo ever saw below itself is
-stopped by PID (see :mod:`streamml.clients.proctree`), nothing is left running.
+stopped by PID (see :mod:`streamml.procs`), nothing is left running.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the demo runs: control plane, operator (local runtime), watch; and how it all stops.
 
 Every process started here is a descendant of the demo, sampled by a
-:class:`~streamml.clients.proctree.ProcessTracker` while it runs, so :meth:`Stack.close` stops the
+:class:`~streamml.procs.ProcessTracker` while it runs, so :meth:`Stack.close` stops the
 operator gracefully (it stops its model servers), then whatever is left (LAMMPS jobs run in their
 own sessions by design), then the control plane. With ``keep_running`` the control plane and
 the operator are started detached and recorded in ``demo-state.json`` for ``demo --stop``.
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamml.clients.proctree import ProcessTracker
 from streamml.errors import InfrastructureError
+from streamml.procs import ProcessTracker
 from streamml.pycommand import streamml_command
 
 Say = Callable[[str], None]
@@ -101,7 +101,7 @@ class Stack:
         self.say("CRDs installed: " + ", ".join(i.crd_name for i in infos))
 
     def _start_operator(self) -> None:
-        from streamml.testbed import procs
+        from streamml import procs
 
         argv = streamml_command(
             "operator",
@@ -192,7 +192,7 @@ class Stack:
             signal.signal(signal.SIGINT, previous)
 
     def _stop_everything(self) -> None:
-        from streamml.testbed import procs
+        from streamml import procs
 
         self.tracker.sample()
         if self.operator is not None:
@@ -220,7 +220,7 @@ class Stack:
 
 def stop_kept(state_path: Path, say: Say) -> int:
     """Stop what ``demo --keep-running`` left: the operator (by PID and start time), the cluster."""
-    from streamml.testbed import procs
+    from streamml import procs
     from streamml.testbed.controlplane import STATE_FILE as CP_STATE
     from streamml.testbed.controlplane import ControlPlane
 

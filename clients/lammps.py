@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import LammpsError
 from streamml.vocabulary.jobresult import public_error
 from streamml.vocabulary.lammpssweep import Target
@@ -242,7 +243,7 @@ def run_lammps(
 ) -> LammpsRun:
     """Run LAMMPS, keep its output (also in ``log_file``), parse it; LammpsError on failure."""
     try:
-        proc = subprocess.run(
+        proc = procs.run(
             list(command),
             cwd=cwd,
             env=lammps_env(),

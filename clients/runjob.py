@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError, LammpsError
-from streamml.files import write_atomic
+from streamml.files import read_secret, write_atomic
 from streamml.vocabulary.jobresult import JobResult
 
 if TYPE_CHECKING:
@@ -65,21 +65,13 @@ class RunJobSettings(BaseSettings):
     lmp: str = "lmp"
 
     def credentials_pair(self) -> tuple[str | None, str | None]:
-        username = self.username or _read_secret(self.username_file)
-        token = self.token or _read_secret(self.token_file)
+        username = self.username or _read_file(self.username_file)
+        token = self.token or _read_file(self.token_file)
         return username, token
 
 
-def _read_secret(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        value = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read credentials file {path}: {exc.strerror}") from exc
-    if not value:  # sending no credentials would only earn a 401 from the server
-        raise ConfigurationError(f"credentials file {path} is empty")
-    return value
+def _read_file(path: Path | None) -> str | None:
+    return None if path is None else read_secret(path, "credentials file")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

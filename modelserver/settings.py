@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamml.errors import ConfigurationError
+from streamml.files import read_secret
 from streamml.modelserver.auth import MIN_SECRET_CHARS, Authenticator, data_dir_secret
 from streamml.modelserver.capacity import Budget, memory_given
 from streamml.vocabulary.modelcost import CostLimits
@@ -101,7 +102,7 @@ class ServerSettings(BaseSettings):
             return None
         token = self.auth_token.get_secret_value() if self.auth_token else None
         if self.auth_token_file is not None:
-            token = _read_secret(self.auth_token_file, "--auth-token-file")
+            token = read_secret(self.auth_token_file, "--auth-token-file")
         if not self.auth_user or not token:
             raise ConfigurationError(
                 "no credentials: give --auth-user and --auth-token (or --auth-token-file), "
@@ -148,7 +149,7 @@ class ServerSettings(BaseSettings):
             if value is None:
                 continue
             if isinstance(value, Path):
-                text = _read_secret(value, option)
+                text = read_secret(value, option)
             else:
                 text = value.get_secret_value()
             if len(text) < MIN_SECRET_CHARS:
@@ -167,13 +168,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name could resolve to anything
-
-
-def _read_secret(path: Path, option: str) -> str:
-    try:
-        value = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigurationError(f"{option}: cannot read {path}: {exc.strerror}") from exc
-    if not value:
-        raise ConfigurationError(f"{option}: {path} is empty")
-    return value

@@ -16,31 +16,16 @@ import hashlib
 import logging
 import shutil
 import signal
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamml.files import write_atomic
-from streamml.procs import child_environment, die_with_parent
+from streamml.procs import child_environment, free_port, start_async
 from streamml.pycommand import streamml_command
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` when it can be bound on 127.0.0.1, else any free port."""
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # as the server binds (aiohttp): a dead server's TIME_WAIT must not move the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise OSError("no free port on 127.0.0.1")
 
 
 def _remembered_port(directory: Path) -> int | None:
@@ -132,14 +117,13 @@ class LocalRuntime:
         ]
         log = (server.directory / "server.log").open("ab")
         try:
-            return await asyncio.create_subprocess_exec(
-                *args,
+            # dies with us: an operator killed with SIGKILL leaves no server holding ports and data
+            return await start_async(
+                args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 env=child_environment(),
-                # an operator killed with SIGKILL must not leave servers holding ports and data
-                preexec_fn=die_with_parent(),
             )
         finally:
             log.close()

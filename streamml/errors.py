@@ -22,6 +22,11 @@ a CLI error line), never a traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the hierarchy itself needs nothing; only the formatter reads pydantic's errors
+    from pydantic import ValidationError
+
 
 class StreamMLError(Exception):
     """Root of every error raised on purpose by lammps-stream-ml."""
@@ -88,3 +93,17 @@ class LammpsError(StreamMLError):
 
 class InfrastructureError(StreamMLError):
     """A local service (control plane, Slurm) could not be built or started."""
+
+
+def spec_error(exc: ValidationError, *, prefix: str = "") -> SpecError:
+    """A spec's first validation error as one line naming the field the way the CRD does.
+
+    ``spec.parameters[0].min: <pydantic's message>`` (list items in brackets, ``spec.(root)``
+    for the spec as a whole), after ``prefix`` (e.g. the sweep file's path); ``field`` is the
+    path below ``spec`` (``parameters[0].min``; None for the whole spec).
+    """
+    first = exc.errors(include_url=False)[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+    where = where.lstrip(".")
+    message = f"spec.{where or '(root)'}: {first['msg']}"
+    return SpecError(f"{prefix}: {message}" if prefix else message, field=where or None)

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from streamml.errors import ConfigurationError
+
 
 @contextlib.contextmanager
 def replacing(path: Path, *, private: bool = False) -> Iterator[IO[str]]:
@@ -42,3 +44,21 @@ def write_atomic(path: Path, text: str, *, private: bool = False) -> Path:
     with replacing(path, private=private) as handle:
         handle.write(text)
     return path
+
+
+def read_secret(path: Path, what: str) -> str:
+    """A credential kept in a file (a token, a JWT, a signing secret): its text, stripped.
+
+    The one reader of secret files. :class:`~streamml.errors.ConfigurationError` naming ``what``
+    (the option or field that named the file) when the file cannot be read or holds nothing: an
+    empty credential would only earn a 401 later. The message never contains the file's content.
+    """
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{what}: {path} is not UTF-8 text") from None
+    if not value:
+        raise ConfigurationError(f"{what}: {path} is empty")
+    return value

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamml.errors import ConfigurationError
+from streamml.files import read_secret
 
 EXIT_FAILED = 1
 
@@ -72,10 +73,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigurationError("--server (or STREAMML_SERVER) is required")
     token = args.token or env.token
     if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(f"--token-file: {exc.strerror}") from exc
+        token = read_secret(args.token_file, "--token-file")
     if args.interval <= 0:
         raise ConfigurationError("--interval must be positive")
     access = ServerAccess(server.rstrip("/"), args.username or env.username, token)

@@ -14,16 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from streamml.errors import ConfigurationError, SpecError
+from streamml.errors import ConfigurationError, SpecError, spec_error
 from streamml.sweep.sampling import plan
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 MAX_FILE_BYTES = 1_000_000
-
-
-def field_path(loc: tuple[int | str, ...]) -> str:
-    """``("parameters", 0, "min")`` -> ``parameters[0].min``."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
@@ -31,9 +26,7 @@ def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
     try:
         return LammpsSweepSpec.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = field_path(tuple(first["loc"]))
-        raise SpecError(f"spec.{where or '(root)'}: {first['msg']}", field=where) from exc
+        raise spec_error(exc) from exc
 
 
 def load_sweep_file(path: Path) -> tuple[str, LammpsSweepSpec]:

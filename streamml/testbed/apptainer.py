@@ -18,11 +18,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.testbed.k8sbuild import Progress, _locked, cache_root
 from streamml.testbed.vendorbuild import (
@@ -142,7 +142,7 @@ def _build_sif(apptainer: Path, sif: Path, say: Progress) -> None:
 
 def _check(argv: list[str], what: str) -> None:
     env = {**os.environ, **DROP_CAPS}
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    proc = procs.run(argv, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
         raise InfrastructureError(f"{what} failed ({proc.returncode}):\n{tail}")

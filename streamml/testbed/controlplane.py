@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
+from streamml import procs
 from streamml.errors import InfrastructureError
-from streamml.testbed import k8sflags, kubeconfig, pki, procs
+from streamml.testbed import k8sflags, kubeconfig, pki
 from streamml.testbed.k8sbuild import Binaries, ensure_binaries
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         """Run the project's kubectl against this cluster (admin unless ``kubeconfig`` is given)."""
         argv = [str(self.binaries.kubectl), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(
+        result = procs.run(
             argv,
             input=input,
             capture_output=True,

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.files import write_atomic
-from streamml.testbed import procs
 from streamml.testbed.k8sbuild import Progress
 from streamml.testbed.vendorbuild import (
     Build,
@@ -234,9 +234,7 @@ def _state(flux: Path, uri: str) -> str | None:
     """The instance's state from ``flux uptime`` (``run`` when it accepts jobs)."""
     env = {**_clean_env(), "FLUX_URI": uri}
     try:
-        out = subprocess.run(
-            [str(flux), "uptime"], env=env, capture_output=True, text=True, timeout=10
-        )
+        out = procs.run([str(flux), "uptime"], env=env, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -262,7 +260,7 @@ def stop(state_dir: Path, *, timeout_s: float = 180.0) -> bool:
         return False
     env = {**_clean_env(), "FLUX_URI": instance.uri}
     with contextlib.suppress(subprocess.TimeoutExpired):
-        subprocess.run(
+        procs.run(
             [str(instance.flux), "shutdown", "--quiet"],
             env=env,
             capture_output=True,

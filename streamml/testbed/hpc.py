@@ -31,8 +31,10 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.files import write_atomic
+from streamml.procs import free_port
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class SlurmCluster:
     slurmd_port: int
     rest_port: int | None
     pids: dict[str, int] = field(default_factory=dict)
+    detached: bool = False  # the daemons outlive the process that started them
 
     @property
     def rest_url(self) -> str | None:
@@ -87,7 +90,7 @@ class SlurmCluster:
 
 
 def mint_token(conf: Path, *, user: str = "root", lifespan_s: int = 3600) -> str:
-    proc = subprocess.run(
+    proc = procs.run(
         ["scontrol", "token", f"username={user}", f"lifespan={lifespan_s}"],
         env={**os.environ, "SLURM_CONF": str(conf)},
         capture_output=True,
@@ -97,13 +100,7 @@ def mint_token(conf: Path, *, user: str = "root", lifespan_s: int = 3600) -> str
     out = proc.stdout.strip()
     if proc.returncode != 0 or not out.startswith("SLURM_JWT="):
         raise InfrastructureError(f"scontrol token failed: {(proc.stderr or out).strip()}")
-    return out.removeprefix("SLURM_JWT=")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return str(out).removeprefix("SLURM_JWT=")
 
 
 def check_installed() -> None:
@@ -116,7 +113,7 @@ def check_installed() -> None:
 
 def node_resources() -> tuple[int, int]:
     """(CPUs, RealMemory in MB at 90 %) as ``slurmd -C`` reports this machine."""
-    proc = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=False)
+    proc = procs.run(["slurmd", "-C"], capture_output=True, text=True, check=False)
     fields = dict(
         item.split("=", 1) for item in proc.stdout.split() if "=" in item and item[0].isupper()
     )
@@ -130,7 +127,7 @@ def ensure_rest_user() -> None:
     try:
         pwd.getpwnam(REST_USER)
     except KeyError:
-        subprocess.run(
+        procs.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", REST_USER],
             check=True,
             capture_output=True,
@@ -153,9 +150,42 @@ def render_conf(**values: object) -> str:
     return string.Template(template).substitute({k: str(v) for k, v in values.items()})
 
 
-def start(state_dir: Path, *, rest: bool = True, timeout_s: float = 30.0) -> SlurmCluster:
-    """Start munged, slurmctld, slurmd (and slurmrestd) for a fresh cluster in ``state_dir``."""
+def start(
+    state_dir: Path, *, rest: bool = True, timeout_s: float = 30.0, detached: bool = False
+) -> SlurmCluster:
+    """Start munged, slurmctld, slurmd (and slurmrestd) for a fresh cluster in ``state_dir``.
+
+    The daemons die with the caller (a test run killed outright leaves none behind) unless
+    ``detached`` (``streamml hpc up``): then they outlive it, in a session of their own.
+    """
     check_installed()
+    _prepare_state_dir(state_dir)
+    ensure_pmix_link()
+    if rest:
+        ensure_rest_user()
+    node = socket.gethostname().split(".")[0]
+    cluster = SlurmCluster(
+        state_dir=state_dir,
+        conf=state_dir / "slurm.conf",
+        cluster=f"sml{secrets.token_hex(3)}",
+        node=node,
+        partition=PARTITION,
+        ctld_port=free_port(),
+        slurmd_port=free_port(),
+        rest_port=free_port() if rest else None,
+        detached=detached,
+    )
+    _write_conf(cluster)
+    try:
+        _start_daemons(cluster, rest, timeout_s)
+    except BaseException:
+        stop(state_dir)
+        raise
+    log.info("Slurm cluster %s up in %s", cluster.cluster, state_dir)
+    return cluster
+
+
+def _prepare_state_dir(state_dir: Path) -> None:
     if (state_dir / "cluster.json").exists():
         raise InfrastructureError(f"{state_dir} already holds a cluster: stop it first")
     # munge and the REST user must traverse the state dir, so it is world-searchable
@@ -168,21 +198,12 @@ def start(state_dir: Path, *, rest: bool = True, timeout_s: float = 30.0) -> Slu
                 f"{parent} is not searchable by other users; munged and slurmrestd could not "
                 "reach the state dir (use a dir under /tmp, e.g. tempfile.mkdtemp)"
             )
-    ensure_pmix_link()
-    if rest:
-        ensure_rest_user()
+
+
+def _write_conf(cluster: SlurmCluster) -> None:
+    """slurm.conf and the JWT key, for this cluster's node, ports and state dir."""
+    state_dir, node = cluster.state_dir, cluster.node
     cpus, memory = node_resources()
-    node = socket.gethostname().split(".")[0]
-    cluster = SlurmCluster(
-        state_dir=state_dir,
-        conf=state_dir / "slurm.conf",
-        cluster=f"sml{secrets.token_hex(3)}",
-        node=node,
-        partition=PARTITION,
-        ctld_port=free_port(),
-        slurmd_port=free_port(),
-        rest_port=free_port() if rest else None,
-    )
     munge_dir = state_dir / "munge"
     jwt_key = state_dir / "jwt.key"
     jwt_key.write_bytes(secrets.token_bytes(32))
@@ -203,44 +224,30 @@ def start(state_dir: Path, *, rest: bool = True, timeout_s: float = 30.0) -> Slu
         )
     )
     cluster.conf.chmod(0o644)
-    try:
-        _start_munge(cluster, munge_dir)
-        _write_state(cluster)
-        env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
-        conf = str(cluster.conf)
-        cluster.pids["slurmctld"] = _spawn(
-            cluster, "slurmctld", ["slurmctld", "-D", "-f", conf], env
-        )
-        _write_state(cluster)
-        cluster.pids["slurmd"] = _spawn(
-            cluster, "slurmd", ["slurmd", "-D", "-f", conf, "-N", node], env
-        )
-        _write_state(cluster)
-        _wait_idle(cluster, timeout_s)
-        if rest:
-            cluster.pids["slurmrestd"] = _spawn(
-                cluster,
-                "slurmrestd",
-                [
-                    "slurmrestd",
-                    "-f",
-                    conf,
-                    "-s",
-                    f"openapi/{REST_API}",
-                    "-a",
-                    "rest_auth/jwt",
-                    f"127.0.0.1:{cluster.rest_port}",
-                ],
-                {**env, "SLURM_JWT": "daemon"},
-                user=REST_USER,
-            )
-            _write_state(cluster)
-            _wait_port(cluster.rest_port or 0, timeout_s, cluster, "slurmrestd")
-    except BaseException:
-        stop(state_dir)
-        raise
-    log.info("Slurm cluster %s up in %s", cluster.cluster, state_dir)
-    return cluster
+
+
+def _start_daemons(cluster: SlurmCluster, rest: bool, timeout_s: float) -> None:
+    """munged, slurmctld, slurmd (and slurmrestd), each recorded in the state as it starts."""
+    _start_munge(cluster, cluster.state_dir / "munge")
+    _write_state(cluster)
+    env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
+    conf = str(cluster.conf)
+    cluster.pids["slurmctld"] = _spawn(cluster, "slurmctld", ["slurmctld", "-D", "-f", conf], env)
+    _write_state(cluster)
+    cluster.pids["slurmd"] = _spawn(
+        cluster, "slurmd", ["slurmd", "-D", "-f", conf, "-N", cluster.node], env
+    )
+    _write_state(cluster)
+    _wait_idle(cluster, timeout_s)
+    if not rest:
+        return
+    argv = ["slurmrestd", "-f", conf, "-s", f"openapi/{REST_API}", "-a", "rest_auth/jwt",
+            f"127.0.0.1:{cluster.rest_port}"]  # fmt: skip
+    cluster.pids["slurmrestd"] = _spawn(
+        cluster, "slurmrestd", argv, {**env, "SLURM_JWT": "daemon"}, user=REST_USER
+    )
+    _write_state(cluster)
+    _wait_port(cluster.rest_port or 0, timeout_s, cluster, "slurmrestd")
 
 
 def _write_state(cluster: SlurmCluster) -> None:
@@ -286,25 +293,22 @@ def _spawn(
     *,
     user: str | None = None,
 ) -> int:
-    log_path = cluster.state_dir / "log" / f"{name}.out"
     # drop root's groups too: slurmrestd refuses to run with the root group
     ids = pwd.getpwnam(user) if user is not None else None
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives `streamml hpc up`; not hit by the shell's ^C
-            user=ids.pw_uid if ids else None,
-            group=ids.pw_gid if ids else None,
-            extra_groups=[] if ids else None,
-            cwd=cluster.state_dir,
-        )
-    (cluster.state_dir / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
-    _CHILDREN[proc.pid] = proc
-    return proc.pid
+    daemon, proc = procs.spawn(
+        name,
+        command,
+        cluster.state_dir / "log" / f"{name}.out",
+        detached=cluster.detached,
+        env=env,
+        user=ids.pw_uid if ids else None,
+        group=ids.pw_gid if ids else None,
+        extra_groups=[] if ids else None,
+        cwd=cluster.state_dir,
+    )
+    (cluster.state_dir / "run" / f"{name}.pid").write_text(f"{daemon.pid}\n")
+    _CHILDREN[daemon.pid] = proc
+    return daemon.pid
 
 
 #: daemons started by this process, reaped on stop (otherwise they linger as zombies)
@@ -313,7 +317,7 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 def _check_alive(cluster: SlurmCluster, name: str) -> None:
     pid = cluster.pids.get(name)
-    if pid is None or not _alive(pid):
+    if pid is None or not procs.running(pid):
         tail = _tail(cluster.state_dir / "log" / f"{name}.out")
         raise InfrastructureError(f"{name} exited during start-up: {tail}")
 
@@ -325,7 +329,7 @@ def _wait_idle(cluster: SlurmCluster, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         _check_alive(cluster, "slurmctld")
         _check_alive(cluster, "slurmd")
-        proc = subprocess.run(
+        proc = procs.run(
             ["sinfo", "-h", "-N", "-o", "%T"], env=env, capture_output=True, text=True, check=False
         )
         state = proc.stdout.strip() or proc.stderr.strip()
@@ -359,7 +363,7 @@ def stop(state_dir: Path, *, timeout_s: float = 15.0) -> list[str]:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             continue
-        if _alive(pid) and _owned(pid, state_dir):
+        if procs.running(pid) and _owned(pid, state_dir):
             os.kill(pid, signal.SIGTERM)
             if not _wait_gone(pid, timeout_s):
                 log.warning("%s (pid %d) ignored SIGTERM; killing it", name, pid)
@@ -378,7 +382,7 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
         if child is not None and child.poll() is not None:
             del _CHILDREN[pid]
             return True
-        if not _alive(pid):
+        if not procs.running(pid):
             return True
         time.sleep(0.05)
     return False
@@ -391,15 +395,6 @@ def _owned(pid: int, state_dir: Path) -> bool:
     except OSError:
         return False
     return str(state_dir) in cmdline
-
-
-def _alive(pid: int) -> bool:
-    """Exists and is not a zombie (PID 1 reaps late on this machine kind)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0
     if args.action == "up":
-        cluster = hpc.start(state_dir, rest=not args.no_rest)
+        cluster = hpc.start(state_dir, rest=not args.no_rest, detached=True)
     else:
         cluster = hpc.SlurmCluster.load(state_dir)
     env = dict(cluster.env())

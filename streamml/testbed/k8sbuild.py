@@ -23,11 +23,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 
 logger = logging.getLogger(__name__)
@@ -75,10 +76,7 @@ class Binaries:
 
     def complete(self) -> bool:
         """All binaries are there, built by the current recipe (go.mod, packages, flags)."""
-        try:
-            info = json.loads((self.bin_dir.parent / "build-info.json").read_text())
-        except (OSError, ValueError):
-            return False
+        info = read_build_info(self.bin_dir.parent)
         return info.get("recipe") == recipe(self.version) and all(
             os.access(self.path(name), os.X_OK) for name in PACKAGES
         )
@@ -121,6 +119,24 @@ def recipe(version: str) -> str:
     ):
         digest.update(part)
     return digest.hexdigest()[:16]
+
+
+BUILD_INFO = "build-info.json"
+
+
+def read_build_info(prefix: Path) -> dict[str, object]:
+    """What made the cached build in ``prefix``; {} when there is none (written last: a prefix
+    without it is half-made)."""
+    try:
+        data = json.loads((prefix / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_build_info(prefix: Path, info: Mapping[str, object]) -> None:
+    """Mark the build in ``prefix`` complete (the last step of every build)."""
+    (prefix / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def cache_root() -> Path:
@@ -190,14 +206,14 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
 
 
 def _run(argv: list[str], say: Progress, what: str) -> str:
-    proc = subprocess.run(
+    proc = procs.run(
         argv, cwd=GO_MODULE_DIR, env=_go_env(), capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise InfrastructureError(
             f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
         )
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def _build(binaries: Binaries, say: Progress) -> None:
@@ -227,7 +243,7 @@ def _build(binaries: Binaries, say: Progress) -> None:
         "build_seconds": round(elapsed, 1),
         "recipe": recipe(binaries.version),
     }
-    (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_build_info(tmp, info)
     if version_dir.exists():
         # Replacing a stale build: move it aside first so the window without binaries is one
         # rename long (running daemons keep their unlinked executables).
@@ -244,9 +260,7 @@ def _compile(argv: list[str], total: int, started: float, say: Progress) -> None
     # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
     # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
     # linker (which prints nothing) runs, so a CI log never looks hung.
-    proc = subprocess.Popen(
-        argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = procs.popen(argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr
     assert stderr is not None
     compiled: list[str] = []

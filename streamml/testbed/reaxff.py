@@ -23,9 +23,16 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
 from streamml.pycommand import python_module
-from streamml.testbed.k8sbuild import Progress, _locked, cache_root
+from streamml.testbed.k8sbuild import (
+    Progress,
+    _locked,
+    cache_root,
+    read_build_info,
+    write_build_info,
+)
 from streamml.testbed.vendorbuild import PROJECT_ROOT, _du
 
 logger = logging.getLogger(__name__)
@@ -47,11 +54,7 @@ class ReaxffLammps:
         return self.prefix / "bin" / "lmp"
 
     def info(self) -> dict[str, object]:
-        try:
-            data = json.loads((self.prefix / "build-info.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_build_info(self.prefix)
 
     def complete(self) -> bool:
         return bool(self.info()) and self.lmp.exists()
@@ -109,15 +112,13 @@ def _install(env: ReaxffLammps, reqs: list[str], say: Progress) -> None:
         "installed_bytes": _du(env.prefix),
         "lmp": str(env.lmp),
     }
-    (env.prefix / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_build_info(env.prefix, info)
     say(f"installed LAMMPS with {REQUIRED_PACKAGE} in {elapsed:.0f} s")
 
 
 def _run(argv: list[str]) -> str:
-    done = subprocess.run(
-        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    )
+    done = procs.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise InfrastructureError(f"{' '.join(argv)[:200]} failed ({done.returncode}):\n{tail}")
-    return done.stdout
+    return str(done.stdout)

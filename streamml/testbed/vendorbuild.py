@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -27,8 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import InfrastructureError
-from streamml.testbed.k8sbuild import Progress, _locked, cache_root
+from streamml.testbed.k8sbuild import (
+    Progress,
+    _locked,
+    cache_root,
+    read_build_info,
+    write_build_info,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +90,7 @@ class Build:
         return self.prefix / "bin"
 
     def info(self) -> dict[str, object]:
-        try:
-            data = json.loads((self.prefix / "build-info.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_build_info(self.prefix)
 
 
 def find_archive(recipe: Recipe) -> Path:
@@ -161,7 +163,7 @@ def _build(recipe: Recipe, archive: Path, build: Build, say: Progress) -> None:
         "build_tree_bytes": tree_bytes,
         "installed_bytes": _du(build.prefix),
     }
-    (build.prefix / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_build_info(build.prefix, info)
     say(f"built {recipe.tool} in {elapsed:.0f} s")
 
 
@@ -181,7 +183,7 @@ def _run(
     log = cwd / f".step-{os.getpid()}.log"
     say(f"  {' '.join(argv)[:120]}")
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = procs.popen(
             list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
         )
         while True:

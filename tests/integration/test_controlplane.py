@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamml import procs
 from streamml.pycommand import streamml_command
-from streamml.testbed import procs
 from streamml.testbed.controlplane import ControlPlane, KubectlError
 from streamml.testbed.k8sbuild import kubernetes_version
 
@@ -264,8 +264,7 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _gone(pid: int) -> bool:
-    stat = procs.proc_stat(pid)
-    return stat is None or stat[0] == "Z"
+    return not procs.running(pid)
 
 
 def test_cluster_cli_up_env_status_down(control_plane: ControlPlane, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from streamml.clients.evaluation import evaluate, trials_from_sweep_status
-from streamml.clients.proctree import ProcessTracker
+from streamml.procs import ProcessTracker
 from streamml.pycommand import streamml_command
 from streamml.testbed.k8sbuild import ensure_binaries
 

@@ -221,12 +221,13 @@ async def test_credentials_from_files(server: ServerProcess, tmp_path: Path) -> 
     files["STREAMML_TOKEN_FILE"] = str(tmp_path / "missing")
     proc = run_lammps(server.url, "sw-nofile", *SMALL, username=None, token=None,
                       extra_env=files)  # fmt: skip
-    assert proc.returncode == 2 and "cannot read credentials file" in proc.stderr
+    assert proc.returncode == 2 and "credentials file: cannot read" in proc.stderr
     (tmp_path / "empty").write_text("\n")
     files["STREAMML_TOKEN_FILE"] = str(tmp_path / "empty")
     proc = run_lammps(server.url, "sw-empty", *SMALL, username=None, token=None,
                       extra_env=files)  # fmt: skip
-    assert proc.returncode == 2 and f"credentials file {tmp_path / 'empty'} is empty" in proc.stderr
+    empty = f"credentials file: {tmp_path / 'empty'} is empty"
+    assert proc.returncode == 2 and empty in proc.stderr
     assert await learn_calls(server, "linear") == 1  # neither failed job sent anything
 
 

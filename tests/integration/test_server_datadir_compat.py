@@ -1,9 +1,14 @@
 """A data dir written by an earlier release still opens: every model, every learn, and it learns on.
 
-``tests/fixtures/datadir-1065fd7/`` was written by the model server of commit 1065fd7 (see
-``tests/fixtures/make_datadir.py``): nine models of four flavors, six restored from snapshots and
-three from a snapshot plus 30 learn-log records each (the server was killed with SIGKILL).
-``expected.json`` is what that server answered before it was killed.
+Both were written by ``tests/fixtures/make_datadir.py``; ``expected.json`` is what that server
+answered before it stopped:
+
+- ``tests/fixtures/datadir-1065fd7/``, by the model server of commit 1065fd7: nine models of four
+  flavors, six restored from snapshots and three from a snapshot plus 30 learn-log records each
+  (the server was killed with SIGKILL); the database file only.
+- ``tests/fixtures/datadir-0d095a3/``, by the server of commit 0d095a3 (``main`` when issue 14
+  was worked), stopped cleanly (SIGTERM: final snapshots, an empty learn log): ten models of all
+  five flavors, and the whole data dir as it was left (its signing secret, its lock file).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from tests.fixtures.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "datadir-1065fd7"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RELEASES = ("1065fd7", "0d095a3")
 
 
 def call(server: ServerProcess, method: str, path: str, body: Any = None) -> Any:
@@ -39,11 +45,22 @@ def unordered(model_json: dict[str, Any]) -> dict[str, Any]:
     return {**model_json, "Select": {"_POSITIONAL_ARGS": sorted(select)}}
 
 
-def test_a_data_dir_of_release_1065fd7_opens_with_every_model_and_learns(tmp_path: Path) -> None:
-    expected = json.loads((FIXTURE / "expected.json").read_text())
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_data_dir_of_an_earlier_release_opens_with_every_model_and_learns(
+    tmp_path: Path, release: str
+) -> None:
+    fixture = FIXTURES / f"datadir-{release}"
+    expected = json.loads((fixture / "expected.json").read_text())
+    assert expected["commit"] == release
     data = tmp_path / "data"
-    data.mkdir()
-    shutil.copyfile(FIXTURE / "streamml.sqlite3", data / "streamml.sqlite3")
+    data.mkdir(mode=0o700)
+    for kept in sorted(fixture.iterdir()):
+        if kept.name != "expected.json":
+            shutil.copyfile(kept, data / kept.name)
+    secret = data / "jwt-secret"
+    kept_secret = secret.read_bytes() if secret.exists() else None
+    if kept_secret is not None:
+        secret.chmod(0o600)  # git keeps no file modes but the executable bit
     with running_server(data, token="fixture") as server:
         served = call(server, "GET", "/api/models/")["models"]
         assert sorted(served) == sorted(expected["models"])
@@ -55,6 +72,8 @@ def test_a_data_dir_of_release_1065fd7_opens_with_every_model_and_learns(tmp_pat
             ), name
             model_json = call(server, "GET", f"/api/model/{name}/")
             assert unordered(model_json) == unordered(want["model_json"]), name
+            if "probe" not in want:
+                continue  # a custom model need not predict
             probe = {"model": name, "features": expected["probe"]}
             prediction = call(server, "POST", "/api/predict/", probe)["prediction"]
             if isinstance(want["probe"], float):
@@ -70,6 +89,8 @@ def test_a_data_dir_of_release_1065fd7_opens_with_every_model_and_learns(tmp_pat
             truth = {"linear": 0.5, "logistic": True, "kmeans": None}[name]
             body = {"model": name, "features": {"nx": 3, "ny": 4, "nz": 5}, "ground_truth": truth}
             call(server, "POST", "/api/learn/", body)
+    if kept_secret is not None:  # the kept signing secret was used, not replaced
+        assert secret.read_bytes() == kept_secret
     with running_server(data, token="fixture") as server:
         for name in ("linear", "logistic", "kmeans"):
             stats = call(server, "GET", f"/api/stats/?model={name}")

@@ -69,7 +69,7 @@ async def test_bad_token_and_bad_partition(slurm_cluster: SlurmFixture, tmp_path
 
 
 async def test_unreachable_server(tmp_path: Path) -> None:
-    from streamml.testbed.hpc import free_port
+    from streamml.procs import free_port
 
     gone = SlurmRestScheduler(f"http://127.0.0.1:{free_port()}", user="root", token="t")
     try:

@@ -7,13 +7,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from streamml import procs
 from streamml.errors import InfrastructureError
-from streamml.pycommand import streamml_command
+from streamml.pycommand import python_code, streamml_command
 from streamml.testbed import hpc
 from tests.fixtures.hpc import SlurmFixture
 
@@ -64,8 +66,8 @@ def test_cli_up_env_down_beside_another_cluster(
     pids = dict(mine["pids"])
     down = streamml("hpc", "down", "--state-dir", str(state_dir))
     assert down.returncode == 0 and "slurmctld" in down.stdout
-    assert not any(hpc._alive(pid) for pid in pids.values())
-    assert all(hpc._alive(pid) for pid in other.pids.values())  # the other cluster is untouched
+    assert not any(procs.running(pid) for pid in pids.values())
+    assert all(procs.running(pid) for pid in other.pids.values())  # the other cluster is untouched
     gone = streamml("hpc", "env", "--state-dir", str(state_dir))
     assert gone.returncode == 2 and "no Slurm cluster state" in gone.stderr
 
@@ -94,3 +96,28 @@ def test_private_state_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InfrastructureError, match="not searchable by other users"):
         hpc.start(tmp_path / "slurm")
     assert not (tmp_path / "slurm" / "cluster.json").exists()
+
+
+def test_daemons_die_with_the_process_that_started_them(state_dir: Path) -> None:
+    """A test run killed outright (SIGKILL: no teardown runs) leaves no Slurm daemon behind:
+    ``hpc.start`` gives them die-with-parent unless ``detached`` (``streamml hpc up``)."""
+    code = (
+        "import json, sys, time; from pathlib import Path; from streamml.testbed import hpc\n"
+        "cluster = hpc.start(Path(sys.argv[1]), rest=False)\n"
+        "print(json.dumps(cluster.pids), flush=True); time.sleep(300)\n"
+    )
+    parent = procs.popen(python_code(code, str(state_dir)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids: dict[str, int] = json.loads(parent.stdout.readline())
+        assert set(pids) == {"munged", "slurmctld", "slurmd"}
+        started = {name: procs.read_proc(pid) for name, pid in pids.items()}
+        ticks = {name: info.start_ticks for name, info in started.items() if info is not None}
+        assert len(ticks) == 3 and all(procs.running(pids[n], t) for n, t in ticks.items())
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(procs.running(pids[n], t) for n, t in ticks.items()):
+        time.sleep(0.1)
+    assert [n for n, t in ticks.items() if procs.running(pids[n], t)] == []

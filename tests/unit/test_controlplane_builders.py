@@ -15,8 +15,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from streamml import procs
 from streamml.errors import InfrastructureError
-from streamml.testbed import k8sbuild, k8sflags, kubeconfig, pki, procs
+from streamml.testbed import k8sbuild, k8sflags, kubeconfig, pki
 
 
 def test_client_cert_carries_user_and_groups_and_is_signed_by_the_ca() -> None:
@@ -140,10 +141,10 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
             popen.wait()
 
 
-def test_proc_stat_of_a_missing_pid_is_none() -> None:
+def test_read_proc_of_a_missing_pid_is_none() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    assert procs.proc_stat(proc.pid) is None
+    assert procs.read_proc(proc.pid) is None
 
 
 def test_daemons_listen_on_loopback_only_with_rbac_and_no_anonymous_access() -> None:
@@ -168,7 +169,7 @@ def test_daemons_listen_on_loopback_only_with_rbac_and_no_anonymous_access() -> 
 def test_test_daemons_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     # A parent killed outright (SIGKILL: no cleanup runs) must not leave its daemon behind.
     code = (
-        "import sys, time; from pathlib import Path; from streamml.testbed import procs\n"
+        "import sys, time; from pathlib import Path; from streamml import procs\n"
         "d, _ = procs.spawn('sleeper', ['sleep', '120'], Path(sys.argv[1]), detached=False)\n"
         "print(d.pid, d.start_ticks, flush=True); time.sleep(120)\n"
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamml.clients import demo, proctree
+from streamml import procs
+from streamml.clients import demo
 from streamml.clients import demo_manifests as samples
 from streamml.clients.evaluation import Ceiling, HeldOutReport, Scores
 from streamml.errors import ConfigurationError, SpecError
@@ -157,7 +158,7 @@ def test_tracker_finds_and_stops_grandchildren_in_their_own_session() -> None:
     )
     child = subprocess.Popen([sys.executable, "-P", "-c", script])
     # rooted at the child: never near this test process' other children (session fixtures)
-    tracker = proctree.ProcessTracker(child.pid)
+    tracker = procs.ProcessTracker(child.pid)
     deadline = time.monotonic() + 30
     while not tracker.alive() and time.monotonic() < deadline:
         tracker.sample()

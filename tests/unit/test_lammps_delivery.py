@@ -10,7 +10,7 @@ import pytest
 from streamml.clients import delivery
 from streamml.clients.runjob import as_feature, parse_vars
 from streamml.errors import ConfigurationError, DeliveryError
-from streamml.testbed.hpc import free_port
+from streamml.procs import free_port
 
 
 def test_retry_schedule_is_exponential_and_capped() -> None:

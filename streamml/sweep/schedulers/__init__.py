@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from streamml.errors import SpecError, UnknownComponentError
+from streamml.errors import ConfigurationError, SpecError, UnknownComponentError
+from streamml.files import read_secret
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.sweep.schedulers.options import (
     FluxOptions,
@@ -155,9 +156,9 @@ def _slurm_token(options: SlurmRestOptions) -> str:
     token = options.token
     if token is None and options.token_file is not None:
         try:
-            token = Path(options.token_file).read_text().strip()
-        except OSError as exc:
-            raise SpecError(f"cannot read tokenFile: {exc.strerror}", field="tokenFile") from exc
+            token = read_secret(Path(options.token_file), "tokenFile")
+        except ConfigurationError as exc:
+            raise SpecError(str(exc), field="tokenFile") from None
     if not token:
         raise SpecError("the slurm-rest scheduler needs 'token' or 'tokenFile'", field="token")
     return token

@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from streamml import procs
 from streamml.errors import SchedulerError, SchedulerUnavailable
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.sweep.schedulers.slurm_cli import check_job
@@ -154,8 +155,8 @@ class FluxScheduler:
         self, *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60.0
     ) -> tuple[int, str, str]:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
+            proc = await procs.start_async(
+                args,
                 env=dict(env or self.env),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import NotFoundError, SchedulerError
 from streamml.files import write_atomic
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
@@ -158,14 +159,14 @@ class LocalScheduler:
         env = {**os.environ, **spec["env"]}
         env.setdefault("STREAMML_JOB_DIR", str(jobdir))
         (jobdir / "started").touch()
-        child = subprocess.Popen(
+        child = procs.popen(
             ["/bin/sh", "-c", _WRAPPER, "streamml-job", str(jobdir.resolve()), *command],
             cwd=spec.get("workdir") or jobdir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            detached=True,  # a restarted operator finds its jobs still running
         )
         self._children[jobdir.name] = child
         # also written by the wrapper; writing it here closes the window before the shell runs

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from streamml import procs
 from streamml.errors import SchedulerError
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
@@ -111,8 +112,8 @@ class SlurmCliScheduler:
         self, *command: str, stdin: str | None = None, cwd: Path | None = None
     ) -> tuple[int, str, str]:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *command,
+            proc = await procs.start_async(
+                command,
                 env=self.env,
                 cwd=cwd,
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
