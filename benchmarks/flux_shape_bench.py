@@ -29,7 +29,7 @@ from typing import Any
 from _ourserver import PIPELINE, OurServer
 from scheduler_bench import percentile
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.sweep.jobs import JobContext, build_job
 from streamml.sweep.sampling import plan
 from streamml.sweep.schedulers import make_scheduler

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from streamml import procs
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.clients.evaluation import evaluate, format_evaluation, trials_from_sweep_status
 from streamml.procs import free_port
 from streamml.pycommand import streamml_command

@@ -29,7 +29,7 @@ from typing import Any
 
 from _ourserver import PIPELINE, OurServer
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.procs import free_port
 from streamml.pycommand import streamml_command
 from streamml.sweep.schedulers import JobRequest, Scheduler, make_scheduler

@@ -35,7 +35,7 @@ from streamml.files import read_secret, write_atomic
 from streamml.vocabulary.jobresult import JobResult
 
 if TYPE_CHECKING:
-    from streamml.clients.delivery import Outcome, Retry
+    from streamml.client.delivery import Outcome, Retry
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def as_feature(value: str) -> int | float | str:
 
 
 def _retry(args: argparse.Namespace) -> Retry:
-    from streamml.clients.delivery import Retry
+    from streamml.client.delivery import Retry
 
     if args.retries < 1 or args.backoff < 0:
         raise ConfigurationError("--retries must be >= 1 and --backoff >= 0")
@@ -178,7 +178,8 @@ def _retry(args: argparse.Namespace) -> Retry:
 def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     """One trial: check the options, prepare, run LAMMPS, deliver, write the result (longer
     than ~60 lines: one straight sequence whose steps are calls; the order is the contract)."""
-    from streamml.clients import delivery, lammps
+    from streamml.client import delivery
+    from streamml.clients import lammps
 
     server = args.server or settings.server
     trial = args.trial_id or settings.trial_id
@@ -363,7 +364,7 @@ def _write_result(path: Path | None, document: JobResult) -> None:
 
 
 def _redeliver(args: argparse.Namespace, settings: RunJobSettings) -> int:
-    from streamml.clients import delivery
+    from streamml.client import delivery
 
     spool_dir: Path = args.deliver_spool
     if not spool_dir.is_dir():

@@ -36,7 +36,7 @@ from streamml.sweep import access
 from streamml.sweep.access import ServerAccess
 
 if TYPE_CHECKING:
-    from streamml.clients.api import ModelServerClient
+    from streamml.client.api import ModelServerClient
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ async def watch(
     Returns ``(snapshots recorded, polls that reached the server)``. With ``final_poll``, setting
     ``stop`` records one last snapshot before returning.
     """
-    from streamml.clients.api import ModelServerClient
+    from streamml.client.api import ModelServerClient
 
     recorder = Recorder(out)
     deadline = None if duration is None else time.monotonic() + duration

@@ -324,7 +324,7 @@ async def sync_models(
     emit: Emit,
 ) -> tuple[Observation, list[st.ModelPoll], dict[str, str]]:
     """Create/replace/remove the declared models on the server and poll their metrics."""
-    from streamml.clients.api import ModelServerClient
+    from streamml.client.api import ModelServerClient
 
     username, token = credentials
     hashes = {str(m.get("name")): m.get("specHash") for m in previous}
@@ -397,7 +397,7 @@ async def observe(
         address = server.address if server is not None else None
         ready = False
         if server is not None and server.running:
-            from streamml.clients.api import ModelServerClient
+            from streamml.client.api import ModelServerClient
 
             async with ModelServerClient(server.address, timeout=2.0) as probe:
                 ready = await probe.ready()

@@ -93,7 +93,7 @@ def metrics_source(access: ServerAccess) -> MetricsSource:
     """Per model: (samples learned, metrics) from the server, for the learning curve."""
 
     async def fetch(models: Sequence[str] | None) -> dict[str, tuple[int, dict[str, float]]]:
-        from streamml.clients.api import ModelServerClient
+        from streamml.client.api import ModelServerClient
 
         out: dict[str, tuple[int, dict[str, float]]] = {}
         async with ModelServerClient(
@@ -112,7 +112,7 @@ def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     """Re-send what jobs spooled while the server was unreachable."""
 
     async def redeliver() -> None:
-        from streamml.clients import delivery
+        from streamml.client import delivery
 
         spool = workdir / "spool"
         if not spool.is_dir():

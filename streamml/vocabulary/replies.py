@@ -1,6 +1,6 @@
 """Reply bodies of the model server's HTTP API: what the server documents (its OpenAPI document,
-``modelserver/openapi.py``) and what the client returns (``clients/api.py``), from one set of
-models.
+``modelserver/openapi.py``) and what the client returns (``streamml/client/api.py``), from one
+set of models.
 
 A reply model ignores fields it does not know (pydantic's default), so a newer server may add
 fields without breaking an older client; the request models (``wire.py``) forbid them.

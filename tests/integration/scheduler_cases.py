@@ -12,7 +12,7 @@ import json
 import uuid
 from pathlib import Path
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.pycommand import streamml_command
 from streamml.sweep.schedulers import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.modelspec import ModelSpec

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.testbed.controlplane import ControlPlane
 from tests.integration.operator_support import (
     OperatorProcess,

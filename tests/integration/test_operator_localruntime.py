@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.errors import AuthError
 from streamml.operator import reconcile as rc
 from streamml.operator.kube import Kube

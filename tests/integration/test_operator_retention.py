@@ -159,7 +159,7 @@ def test_local_runtime_keeps_retained_data_for_the_next_streammodel(
     import asyncio
     import base64
 
-    from streamml.clients.api import ModelServerClient
+    from streamml.client.api import ModelServerClient
 
     cp, ns = crds, k8s_namespace
     state = tmp_path / "state"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
 from tests.integration.operator_support import install_crds

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.pycommand import streamml_command
 from tests.fixtures.server import (
     ServerProcess,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.errors import SchedulerError
 from streamml.pycommand import streamml_command
 from streamml.sweep.schedulers import JobRequest, JobState, make_scheduler

@@ -209,7 +209,7 @@ def test_backfill_learns_without_touching_metrics_and_replays_after_kill_9(
 async def test_the_python_client_batches_with_and_without_scoring(
     model_server: ServerProcess,
 ) -> None:
-    from streamml.clients.api import ModelServerClient
+    from streamml.client.api import ModelServerClient
 
     create(model_server, "lin")
     async with ModelServerClient(

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from streamml.client.api import ModelServerClient
 from streamml.clients import lammps
-from streamml.clients.api import ModelServerClient
 from streamml.sweep.schedulers.base import JobState
 from streamml.sweep.schedulers.local import LocalScheduler
 from streamml.testbed.controlplane import ControlPlane

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from streamml.client.api import ModelServerClient
 from streamml.clients import plot, watch
-from streamml.clients.api import ModelServerClient
 from streamml.pycommand import streamml_command
 from streamml.sweep.access import ServerAccess
 from streamml.vocabulary.modelspec import ModelSpec

@@ -6,11 +6,9 @@ name); the vocabulary imports nothing of the project's other packages; the
 operator and the model server never import each other; the sweep engine (``streamml.sweep``)
 imports neither the operator nor ``clients/``; the operator imports nothing from ``clients/``.
 
-One documented exception (:data:`SHARED_CLIENT`): the model server's HTTP client and its
-delivery (retry, spool, re-delivery) are still in ``clients/`` (``clients/api.py`` is being
-reworked for typed replies), and both the operator and the engine talk to the server through
-them. They are the only ``clients/`` modules either may import; moving them below ``clients/``
-removes the exception.
+The model server's HTTP client and its delivery (retry, spool, re-delivery) are in their own
+room below everyone who talks to a server (``streamml.client``): it imports only the core and
+the vocabulary, and the operator, the engine and ``clients/`` import it.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ FOLDERS = {
     "modelserver": "streamml.modelserver",
     "clients": "streamml.clients",
 }
-SHARED_CLIENT = ("streamml.clients.api", "streamml.clients.delivery")
 
 
 @dataclass(frozen=True)
@@ -46,15 +43,19 @@ class Rule:
     excluded: tuple[str, ...] = ()
 
 
-UPPER = ("streamml.operator", "streamml.modelserver", "streamml.clients", "streamml.sweep")
+UPPER = (
+    "streamml.operator",
+    "streamml.modelserver",
+    "streamml.clients",
+    "streamml.sweep",
+    "streamml.client",
+)
 
 RULES = {
     "core-no-upper-rooms": Rule(
         "streamml", forbidden=UPPER, excluded=(*UPPER, "streamml.cli", "streamml.vocabulary")
     ),
-    "operator-no-clients": Rule(
-        "streamml.operator", forbidden=("streamml.clients",), exceptions=SHARED_CLIENT
-    ),
+    "operator-no-clients": Rule("streamml.operator", forbidden=("streamml.clients",)),
     "operator-no-modelserver": Rule("streamml.operator", forbidden=("streamml.modelserver",)),
     "modelserver-no-operator": Rule("streamml.modelserver", forbidden=("streamml.operator",)),
     "vocabulary-only-itself": Rule(
@@ -63,7 +64,15 @@ RULES = {
     "sweep-no-clients-no-operator": Rule(
         "streamml.sweep",
         forbidden=("streamml.clients", "streamml.operator", "streamml.modelserver"),
-        exceptions=SHARED_CLIENT,
+    ),
+    "client-only-core-and-vocabulary": Rule(
+        "streamml.client",
+        forbidden=(
+            "streamml.clients",
+            "streamml.operator",
+            "streamml.modelserver",
+            "streamml.sweep",
+        ),
     ),
 }
 
@@ -159,11 +168,11 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
             "operator/__init__.py": "",
             "operator/a.py": "from streamml.clients import sweep as engine\n",
             "operator/b.py": "def f():\n    import streamml.clients.watch\n",
-            "operator/c.py": "from streamml.clients.api import ModelServerClient\n",
+            "operator/c.py": "from streamml.client.api import ModelServerClient\n",
             "clients/__init__.py": "",
             "clients/sweep.py": "",
             "clients/watch.py": "",
-            "clients/api.py": "",
+            "streamml/client/api.py": "",
             "streamml/vocabulary/__init__.py": "",
             "streamml/vocabulary/x.py": "from ..errors import E\nfrom . import y\n",
             "streamml/vocabulary/y.py": "from streamml.operator import crdgen\n",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamml.clients import delivery
+from streamml.client import delivery
 from streamml.clients.runjob import as_feature, parse_vars
 from streamml.errors import ConfigurationError, DeliveryError
 from streamml.procs import free_port

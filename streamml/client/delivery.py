@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from streamml.clients.api import ModelServerClient
+from streamml.client.api import ModelServerClient
 from streamml.errors import DeliveryError, StreamMLError
 from streamml.files import write_atomic
 from streamml.vocabulary import jobresult
