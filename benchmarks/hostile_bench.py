@@ -64,7 +64,9 @@ def _samples(n: int, width: int, seed: int = 1) -> list[dict[str, Any]]:
 
 
 def cases(scale: int) -> list[Case]:
-    """The worst legal requests, at the cost model's default limits; ``scale`` divides sizes."""
+    """The worst legal requests, at the cost model's default limits; ``scale`` divides sizes.
+
+    Longer than ~60 lines: a data table (one ``Case`` literal per row), not logic."""
     wide = {f"f{i}": float(i % 7) for i in range(1000)}
     ten = {f"f{i}": float(i) for i in range(10)}
     return [
@@ -211,6 +213,8 @@ def peak_rss(pid: int) -> int | None:
 def run_case(
     case: Case, side: str, code: Path, work: Path, window: float, n: int
 ) -> dict[str, Any]:
+    """One case on one side: start the server, load it, probe it, stop it (a little over ~60
+    lines: one measurement sequence whose order is the protocol)."""
     server = OurServer(
         work / f"{side}-{case.name}",
         free_port(),

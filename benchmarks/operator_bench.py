@@ -128,6 +128,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    """Options, then the run (longer than ~60 lines: mostly argparse declarations and one
+    straight measurement sequence)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--singles", type=int, default=40)

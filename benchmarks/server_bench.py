@@ -214,6 +214,8 @@ class Target:
 def measure(
     args: argparse.Namespace, targets: dict[str, Target], echo: EchoServer | None
 ) -> dict[str, Any]:
+    """Every figure for every target, interleaved (longer than ~60 lines: one measurement
+    sequence; its order is the benchmark's protocol and the JSON's layout)."""
     x, y = make_samples(1)[0]
     bodies: dict[bool, dict[str, Any]] = {
         True: {"model": MODEL, "features": x, "ground_truth": y},
@@ -352,6 +354,8 @@ def rerender(path: Path, markdown: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Options, servers up, measure, report (longer than ~60 lines: mostly argparse
+    declarations and the start/stop of the servers it compares)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="hey -n for the clients")
     parser.add_argument("--concurrency", type=int, default=16, help="hey -c")
