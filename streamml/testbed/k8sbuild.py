@@ -189,9 +189,9 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
     return binaries
 
 
-def _run(argv: list[str], say: Progress, what: str) -> str:
+def _run(argv: list[str], say: Progress, what: str, cwd: Path = GO_MODULE_DIR) -> str:
     proc = subprocess.run(
-        argv, cwd=GO_MODULE_DIR, env=_go_env(), capture_output=True, text=True, check=False
+        argv, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise InfrastructureError(
@@ -240,12 +240,14 @@ def _build(binaries: Binaries, say: Progress) -> None:
     say(f"built {', '.join(PACKAGES)} in {elapsed:.0f} s")
 
 
-def _compile(argv: list[str], total: int, started: float, say: Progress) -> None:
+def _compile(
+    argv: list[str], total: int, started: float, say: Progress, cwd: Path = GO_MODULE_DIR
+) -> None:
     # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
     # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
     # linker (which prints nothing) runs, so a CI log never looks hung.
     proc = subprocess.Popen(
-        argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True
+        argv, cwd=cwd, env=_go_env(), stderr=subprocess.PIPE, text=True
     )
     stderr = proc.stderr
     assert stderr is not None
