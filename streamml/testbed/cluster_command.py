@@ -13,7 +13,6 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from streamml.errors import InfrastructureError
@@ -180,5 +179,7 @@ def _print_node_env(cluster: ControlPlane) -> None:
     from streamml.testbed.nodehost import NETNS
 
     print(f"export STREAMML_INGRESS_URL={shlex.quote(cluster.ingress_url)}")
-    print(f"# kubectl and the ingress URL go through 127.0.0.1 relays into network namespace {NETNS};")
+    print(
+        f"# kubectl and the ingress URL go through 127.0.0.1 relays into network namespace {NETNS};"
+    )
     print(f"# or run a client inside it: nsenter --net=/run/netns/{NETNS} -- COMMAND")

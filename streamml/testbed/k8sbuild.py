@@ -190,9 +190,7 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
 
 
 def _run(argv: list[str], say: Progress, what: str, cwd: Path = GO_MODULE_DIR) -> str:
-    proc = subprocess.run(
-        argv, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(argv, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise InfrastructureError(
             f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
@@ -246,9 +244,7 @@ def _compile(
     # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
     # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
     # linker (which prints nothing) runs, so a CI log never looks hung.
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=_go_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(argv, cwd=cwd, env=_go_env(), stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr
     assert stderr is not None
     compiled: list[str] = []

@@ -10,6 +10,7 @@ directory and the PV (reclaim policy Delete). Runs as a daemon of the node, in i
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -23,57 +24,72 @@ from streamml.testbed.nodeflags import PROVISIONER, STORAGE_CLASS
 
 logger = logging.getLogger("streamml.localpv")
 POLL_S = 1.0
+ANNOTATION = "pv.kubernetes.io/provisioned-by"
 
 
-def volume_for(claim: Any, root: Path) -> client.V1PersistentVolume:
-    """The PV that satisfies ``claim`` (a V1PersistentVolumeClaim), backed by a directory."""
-    ns, name = claim.metadata.namespace, claim.metadata.name
-    pv_name = f"pvc-{claim.metadata.uid}"
-    request = (claim.spec.resources.requests or {}).get("storage", "1Gi")
-    return client.V1PersistentVolume(
-        metadata=client.V1ObjectMeta(
-            name=pv_name, annotations={"pv.kubernetes.io/provisioned-by": PROVISIONER}
-        ),
-        spec=client.V1PersistentVolumeSpec(
-            capacity={"storage": request},
-            access_modes=claim.spec.access_modes or ["ReadWriteOnce"],
-            persistent_volume_reclaim_policy="Delete",
-            storage_class_name=STORAGE_CLASS,
-            volume_mode=claim.spec.volume_mode or "Filesystem",
-            host_path=client.V1HostPathVolumeSource(path=str(root / pv_name), type="Directory"),
-            claim_ref=client.V1ObjectReference(
-                kind="PersistentVolumeClaim", namespace=ns, name=name, uid=claim.metadata.uid
-            ),
-        ),
-    )
+def volume_for(claim: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The PV (a manifest) that satisfies ``claim``, backed by a directory under ``root``."""
+    meta, spec = claim["metadata"], claim["spec"]
+    name = f"pvc-{meta['uid']}"
+    request = spec.get("resources", {}).get("requests", {}).get("storage", "1Gi")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "annotations": {ANNOTATION: PROVISIONER}},
+        "spec": {
+            "capacity": {"storage": request},
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": STORAGE_CLASS,
+            "volumeMode": spec.get("volumeMode") or "Filesystem",
+            "hostPath": {"path": str(root / name), "type": "Directory"},
+            "claimRef": {
+                "kind": "PersistentVolumeClaim",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+        },
+    }
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(response.data)["items"]
+    return items
 
 
 def sync_once(api: client.CoreV1Api, root: Path) -> None:
-    volumes = {pv.metadata.name: pv for pv in api.list_persistent_volume().items}
-    for claim in api.list_persistent_volume_claim_for_all_namespaces().items:
-        if claim.spec.storage_class_name != STORAGE_CLASS or claim.spec.volume_name:
+    volumes = {
+        pv["metadata"]["name"]: pv
+        for pv in _items(api.list_persistent_volume(_preload_content=False))
+    }
+    claims = _items(api.list_persistent_volume_claim_for_all_namespaces(_preload_content=False))
+    for claim in claims:
+        spec, phase = claim["spec"], claim.get("status", {}).get("phase")
+        if spec.get("storageClassName") != STORAGE_CLASS or spec.get("volumeName"):
             continue
         pv = volume_for(claim, root)
-        if pv.metadata.name in volumes or claim.status.phase != "Pending":
+        if pv["metadata"]["name"] in volumes or phase != "Pending":
             continue
-        directory = Path(pv.spec.host_path.path)
+        directory = Path(pv["spec"]["hostPath"]["path"])
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o777)  # pods run as any user (the model server is non-root)
-        api.create_persistent_volume(pv)
-        logger.info("provisioned %s for %s/%s", pv.metadata.name, claim.metadata.namespace, claim.metadata.name)
-    for pv in volumes.values():
-        ours = (pv.metadata.annotations or {}).get("pv.kubernetes.io/provisioned-by") == PROVISIONER
-        if ours and pv.status.phase == "Released":
-            shutil.rmtree(root / pv.metadata.name, ignore_errors=True)
-            api.delete_persistent_volume(pv.metadata.name)
-            logger.info("deleted %s", pv.metadata.name)
+        api.create_persistent_volume(pv)  # type: ignore[arg-type]  # the client takes manifests
+        meta = claim["metadata"]
+        logger.info("provisioned %s for %s/%s", directory.name, meta["namespace"], meta["name"])
+    for name, pv in volumes.items():
+        ours = pv["metadata"].get("annotations", {}).get(ANNOTATION) == PROVISIONER
+        if ours and pv.get("status", {}).get("phase") == "Released":
+            shutil.rmtree(root / name, ignore_errors=True)
+            api.delete_persistent_volume(name)
+            logger.info("deleted %s", name)
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     kubeconfig, root = argv[0], Path(argv[1])
     root.mkdir(parents=True, exist_ok=True)
-    api = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+    api = client.CoreV1Api(config.new_client_from_config(kubeconfig))  # type: ignore[no-untyped-call]
     while True:
         try:
             sync_once(api, root)

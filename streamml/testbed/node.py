@@ -68,7 +68,9 @@ class NodeCluster(ControlPlane):
     # -- build --------------------------------------------------------------------------------
 
     def _ensure_node_binaries(self) -> None:
-        found: list[GoTarget] = [ensure(t) for t in (node_target(), coredns_target(), traefik_target())]
+        found: list[GoTarget] = [
+            ensure(t) for t in (node_target(), coredns_target(), traefik_target())
+        ]
         for target in found:
             for name in target.packages:
                 self._node_bins[name] = target.path(name)
@@ -95,7 +97,10 @@ class NodeCluster(ControlPlane):
             self._start_apiserver_in_netns(timeout)
             self._write_kubeconfigs()
             self._start_controller_manager(timeout)
-            self._spawn("kube-scheduler", nodeflags.scheduler_argv(self._node_bins["kube-scheduler"], self._kc("scheduler")))
+            self._spawn(
+                "kube-scheduler",
+                nodeflags.scheduler_argv(self._node_bins["kube-scheduler"], self._kc("scheduler")),
+            )
             self.kubectl("apply", "-f", str(MANIFESTS))
             self._start_containerd(images, timeout)
             self._start_kubelet(timeout)
@@ -104,7 +109,9 @@ class NodeCluster(ControlPlane):
         except BaseException:
             self.stop()
             raise
-        logger.info("node %s ready; API %s, ingress %s", nodeflags.NODE_NAME, self.server, self.ingress_url)
+        logger.info(
+            "node %s ready; API %s, ingress %s", nodeflags.NODE_NAME, self.server, self.ingress_url
+        )
         return self
 
     def stop(self) -> None:
@@ -165,7 +172,10 @@ class NodeCluster(ControlPlane):
         serving = pki.serving_cert(ca, ips=("127.0.0.1", nodeflags.NODE_IP, _first_service_ip()))
         files["apiserver.crt"], files["apiserver.key"] = serving.cert, serving.key
         kubelet_serving = pki.serving_cert(ca, ips=(nodeflags.NODE_IP,))
-        files["kubelet-serving.crt"], files["kubelet-serving.key"] = kubelet_serving.cert, kubelet_serving.key
+        files["kubelet-serving.crt"], files["kubelet-serving.key"] = (
+            kubelet_serving.cert,
+            kubelet_serving.key,
+        )
         for stem, (user, groups) in IDENTITIES.items():
             pair = pki.client_cert(ca, user, groups)
             files[f"{stem}.crt"], files[f"{stem}.key"] = pair.cert, pair.key
@@ -212,7 +222,9 @@ class NodeCluster(ControlPlane):
             inside, outside = relay_argvs(relay_dir / f"{name}.sock", target, port)
             self._spawn(f"relay-{name}-inside", inside)
             daemon, popen = procs.spawn(
-                f"relay-{name}-host", outside, self.workdir / "logs" / f"relay-{name}-host.log",
+                f"relay-{name}-host",
+                outside,
+                self.workdir / "logs" / f"relay-{name}-host.log",
                 detached=self.detached,
             )
             self.daemons.append(daemon)
@@ -259,11 +271,15 @@ class NodeCluster(ControlPlane):
         base = self.node_dir / "containerd"
         cni_conf = self.node_dir / "cni" / "net.d"
         cni_conf.mkdir(parents=True, exist_ok=True)
-        (cni_conf / "10-streamml.conflist").write_text(nodeflags.cni_conflist(self.node_dir / "cni" / "ipam"))
+        (cni_conf / "10-streamml.conflist").write_text(
+            nodeflags.cni_conflist(self.node_dir / "cni" / "ipam")
+        )
         config = base / "config.toml"
         base.mkdir(parents=True, exist_ok=True)
         config.write_text(
-            nodeflags.containerd_config(base / "root", base / "state", self.containerd_socket, cni_conf)
+            nodeflags.containerd_config(
+                base / "root", base / "state", self.containerd_socket, cni_conf
+            )
         )
         daemon = self._spawn("containerd", ["containerd", f"--config={config}"])
         self._wait(daemon, lambda: self.ctr("version", check=False).returncode == 0, timeout)
@@ -281,9 +297,15 @@ class NodeCluster(ControlPlane):
         resolv = self.node_dir / "resolv.conf"
         resolv.write_text(f"nameserver {nodeflags.NODE_IP}\n")
         config = self.node_dir / "kubelet.yaml"
-        config.write_text(nodeflags.kubelet_config(self.pki_dir, resolv, self.node_dir / "pod-logs"))
+        config.write_text(
+            nodeflags.kubelet_config(self.pki_dir, resolv, self.node_dir / "pod-logs")
+        )
         argv = nodeflags.kubelet_argv(
-            self._node_bins["kubelet"], config, self._kc("kubelet"), self.node_dir / "kubelet", self.containerd_socket
+            self._node_bins["kubelet"],
+            config,
+            self._kc("kubelet"),
+            self.node_dir / "kubelet",
+            self.containerd_socket,
         )
         daemon = self._spawn("kubelet", argv)
         self._spawn("kube-proxy", self._kube_proxy_argv())
@@ -296,8 +318,12 @@ class NodeCluster(ControlPlane):
 
     def node_ready(self) -> bool:
         out = self.kubectl(
-            "get", "node", nodeflags.NODE_NAME, "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False,
+            "get",
+            "node",
+            nodeflags.NODE_NAME,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
         )
         return out.returncode == 0 and out.stdout.strip() == "True"
 
@@ -333,15 +359,8 @@ def _first_service_ip() -> str:
 
 
 def _netns_http_ok(url: str) -> bool:
-    """GET ``url`` from inside the node's namespace (its own 127.0.0.1), with Python."""
-    code = (
-        "import sys,urllib.request\n"
-        "try:\n sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)\n"
-        "except Exception:\n sys.exit(1)\n"
-    )
-    from streamml.pycommand import python_code
-
-    argv = [*nodehost.nsenter(), *python_code(code, url)]
+    """GET ``url`` from inside the node's namespace (its own 127.0.0.1 or the node address)."""
+    argv = [*nodehost.nsenter(), "curl", "-sf", "-o", "/dev/null", "--max-time", "2", url]
     return subprocess.run(argv, capture_output=True, check=False, timeout=30).returncode == 0
 
 

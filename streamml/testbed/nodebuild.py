@@ -110,7 +110,10 @@ def node_target() -> GoTarget:
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
         },
         ldflags=k8sbuild.ldflags(version),
-        key_parts=((GO_MODULE_DIR / "node.mod").read_bytes(), (GO_MODULE_DIR / "node.sum").read_bytes()),
+        key_parts=(
+            (GO_MODULE_DIR / "node.mod").read_bytes(),
+            (GO_MODULE_DIR / "node.sum").read_bytes(),
+        ),
         module_dir=_in_place(GO_MODULE_DIR),
         modfile="node.mod",
     )
@@ -172,7 +175,9 @@ def _build(target: GoTarget, say: Progress) -> None:
         cwd = target.module_dir(tmp, say)
         mod = [f"-modfile={target.modfile}"] if target.modfile else []
         packages = list(target.packages.values())
-        total = len(k8sbuild._run([go, "list", *mod, "-deps", *packages], say, "go list", cwd).split())
+        total = len(
+            k8sbuild._run([go, "list", *mod, "-deps", *packages], say, "go list", cwd).split()
+        )
         say(f"  compiling {total} packages into {target.bin_dir}")
         outputs = [(name, pkg) for name, pkg in target.packages.items()]
         for name, package in outputs:

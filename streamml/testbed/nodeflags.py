@@ -46,7 +46,6 @@ def apiserver_node_flags(pki_dir: Path, etcd_url: str) -> list[str]:
         f"--kubelet-certificate-authority={p / 'ca.crt'}",
         # else exec/logs look the node up by host name through DNS, which does not know it
         "--kubelet-preferred-address-types=InternalIP",
-        "--allow-privileged=true",
     ]
 
 
@@ -167,7 +166,11 @@ def kubelet_config(pki_dir: Path, resolv_conf: Path, pod_logs: Path) -> str:
         "readOnlyPort": 0,
         "serializeImagePulls": False,
         "imageGCHighThresholdPercent": 100,
-        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "evictionHard": {
+            "memory.available": "1Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+        },
         "evictionPressureTransitionPeriod": "10s",
         "makeIPTablesUtilChains": True,
         "protectKernelDefaults": False,
@@ -176,7 +179,9 @@ def kubelet_config(pki_dir: Path, resolv_conf: Path, pod_logs: Path) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def kubelet_argv(binary: Path, config: Path, kubeconfig: Path, root_dir: Path, socket: Path) -> list[str]:
+def kubelet_argv(
+    binary: Path, config: Path, kubeconfig: Path, root_dir: Path, socket: Path
+) -> list[str]:
     return [
         str(binary),
         f"--config={config}",

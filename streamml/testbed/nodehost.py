@@ -102,9 +102,7 @@ def restore_netns_dir(before: dict[str, bool]) -> None:
 
 
 def read_sysctls(names: tuple[str, ...] = KUBELET_SYSCTLS) -> dict[str, str]:
-    return {
-        n: Path("/proc/sys", *n.split(".")).read_text().strip() for n in names
-    }
+    return {n: Path("/proc/sys", *n.split(".")).read_text().strip() for n in names}
 
 
 def restore_sysctls(values: dict[str, str]) -> None:

@@ -104,6 +104,8 @@ def docker_archive(binaries: dict[str, bytes]) -> bytes:
         raw = json.dumps(config, sort_keys=True).encode()
         name = f"{hashlib.sha256(raw).hexdigest()}.json"
         files[name] = raw
-        manifest.append({"Config": name, "RepoTags": [image.tag], "Layers": [f"{layer_id}/layer.tar"]})
+        manifest.append(
+            {"Config": name, "RepoTags": [image.tag], "Layers": [f"{layer_id}/layer.tar"]}
+        )
     files["manifest.json"] = json.dumps(manifest).encode()
     return _tar(files, mode=0o644)

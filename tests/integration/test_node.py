@@ -106,7 +106,15 @@ def test_cluster_dns_answers_only_for_the_cluster(
     _web(node_cluster, node_namespace)
     client = _pods(node_cluster, node_namespace)[0]
     out = node_cluster.kubectl(
-        "exec", "-n", node_namespace, client, "--", "/tinyhttp", "get", "example.com", "80",
+        "exec",
+        "-n",
+        node_namespace,
+        client,
+        "--",
+        "/tinyhttp",
+        "get",
+        "example.com",
+        "80",
         check=False,
     )
     assert out.returncode != 0
@@ -167,10 +175,16 @@ def test_a_pvc_of_the_default_class_binds_and_is_released(
     }
     _apply(node_cluster, node_namespace, claim)
     node_cluster.kubectl(
-        "wait", "pvc/data", "-n", node_namespace, "--for=jsonpath={.status.phase}=Bound",
+        "wait",
+        "pvc/data",
+        "-n",
+        node_namespace,
+        "--for=jsonpath={.status.phase}=Bound",
         "--timeout=60s",
     )
-    pvc = json.loads(node_cluster.kubectl("get", "pvc/data", "-n", node_namespace, "-o", "json").stdout)
+    pvc = json.loads(
+        node_cluster.kubectl("get", "pvc/data", "-n", node_namespace, "-o", "json").stdout
+    )
     assert pvc["spec"]["storageClassName"] == STORAGE_CLASS
     volume = pvc["spec"]["volumeName"]
     directory = node_cluster.node_dir / "volumes" / volume

@@ -22,8 +22,13 @@ def test_stop_restores_the_host() -> None:
     try:
         node.start()
         node.kubectl(
-            "run", "probe", f"--image={TINYHTTP_IMAGE}", "--image-pull-policy=Never",
-            "--", "serve", "8080",
+            "run",
+            "probe",
+            f"--image={TINYHTTP_IMAGE}",
+            "--image-pull-policy=Never",
+            "--",
+            "serve",
+            "8080",
         )
         node.kubectl("wait", "pod/probe", "--for=condition=Ready", "--timeout=120s")
         during = nodehost.snapshot()

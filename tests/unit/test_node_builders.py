@@ -81,7 +81,9 @@ def test_cluster_dns_serves_the_cluster_zones_and_forwards_nothing(tmp_path: Pat
 
 
 def test_containerd_uses_the_local_pause_image_and_this_vms_workarounds(tmp_path: Path) -> None:
-    toml = nodeflags.containerd_config(tmp_path / "r", tmp_path / "s", tmp_path / "c.sock", tmp_path)
+    toml = nodeflags.containerd_config(
+        tmp_path / "r", tmp_path / "s", tmp_path / "c.sock", tmp_path
+    )
     assert f'sandbox_image = "{nodeimages.PAUSE_IMAGE}"' in toml
     for setting in (
         "restrict_oom_score_adj = true",
