@@ -208,8 +208,13 @@ def kube_proxy_config(kubeconfig: Path) -> str:
         "clusterCIDR": POD_CIDR,
         "nodePortAddresses": [f"{NODE_IP}/32"],
         "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
-        # 0: leave the (host-wide) conntrack sysctls alone
-        "conntrack": {"maxPerCore": 0, "min": 0},
+        # 0: leave the conntrack sysctls (some host-wide) alone
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -220,7 +225,7 @@ def corefile(kubeconfig: Path, context: str) -> str:
     return f"""{zones} {{
     bind {NODE_IP}
     errors
-    health 127.0.0.1:8080
+    health 127.0.0.1:8180
     ready 127.0.0.1:8181
     kubernetes {zones} {{
         kubeconfig {kubeconfig} {context}

@@ -35,6 +35,16 @@ GLOBAL_PATHS = (
     "/run/containerd/s",
     "/run/containerd",
 )
+#: host settings a node could plausibly touch: the teardown test checks all are as before
+WATCHED_SYSCTLS = (
+    *KUBELET_SYSCTLS,
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.route_localnet",
+    "net.bridge.bridge-nf-call-iptables",
+)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAME = "kubepods"
 
@@ -102,7 +112,9 @@ def restore_netns_dir(before: dict[str, bool]) -> None:
 
 
 def read_sysctls(names: tuple[str, ...] = KUBELET_SYSCTLS) -> dict[str, str]:
-    return {n: Path("/proc/sys", *n.split(".")).read_text().strip() for n in names}
+    """Current values of ``names`` (those this kernel has)."""
+    paths = {n: Path("/proc/sys", *n.split(".")) for n in names}
+    return {n: p.read_text().strip() for n, p in paths.items() if p.exists()}
 
 
 def restore_sysctls(values: dict[str, str]) -> None:
@@ -186,7 +198,8 @@ def snapshot() -> HostSnapshot:
         _unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
     )
     netns = frozenset(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else frozenset()
-    return HostSnapshot(read_sysctls(), mounts, netns, _iptables(), tuple(cgroups_present()))
+    sysctls = read_sysctls(WATCHED_SYSCTLS)
+    return HostSnapshot(sysctls, mounts, netns, _iptables(), tuple(cgroups_present()))
 
 
 def _iptables() -> str:
