@@ -104,7 +104,7 @@ class NodeCluster(ControlPlane):
             self.kubectl("apply", "-f", str(MANIFESTS))
             self._start_containerd(images, timeout)
             self._start_kubelet(timeout)
-            self._start_addons()
+            self._start_addons(timeout)
             self._save_state()
         except BaseException:
             self.stop()
@@ -168,24 +168,21 @@ class NodeCluster(ControlPlane):
     def _write_pki(self) -> None:
         super()._write_pki()
         ca = self._ca()
-        files: dict[str, bytes] = {}
-        serving = pki.serving_cert(ca, ips=("127.0.0.1", nodeflags.NODE_IP, _first_service_ip()))
-        files["apiserver.crt"], files["apiserver.key"] = serving.cert, serving.key
-        kubelet_serving = pki.serving_cert(ca, ips=(nodeflags.NODE_IP,))
-        files["kubelet-serving.crt"], files["kubelet-serving.key"] = (
-            kubelet_serving.cert,
-            kubelet_serving.key,
-        )
+        # the API server is reached at the relay (127.0.0.1), the node address and, from pods,
+        # the `kubernetes` Service's cluster IP; kubelet's serving certificate is signed by the
+        # same CA, so the API server verifies it (--kubelet-certificate-authority)
+        names = ("127.0.0.1", nodeflags.NODE_IP, _first_service_ip())
+        pairs = {
+            "apiserver": pki.serving_cert(ca, ips=names),
+            "kubelet-serving": pki.serving_cert(ca, ips=(nodeflags.NODE_IP,)),
+        }
         for stem, (user, groups) in IDENTITIES.items():
-            pair = pki.client_cert(ca, user, groups)
-            files[f"{stem}.crt"], files[f"{stem}.key"] = pair.cert, pair.key
-        for name, data in files.items():
-            path = self.pki_dir / name
-            path.write_bytes(data)
-            path.chmod(0o600)
-        # kubelet's own serving certificate (signed by the cluster CA: the API server verifies it)
-        (self.pki_dir / "kubelet.crt").write_bytes(kubelet_serving.cert)
-        (self.pki_dir / "kubelet.key").write_bytes(kubelet_serving.key)
+            pairs[stem] = pki.client_cert(ca, user, groups)
+        for stem, pair in pairs.items():
+            for suffix, data in ((".crt", pair.cert), (".key", pair.key)):
+                path = self.pki_dir / f"{stem}{suffix}"
+                path.write_bytes(data)
+                path.chmod(0o600)
 
     def _kc(self, stem: str) -> Path:
         return self.workdir / "kubeconfigs" / f"{stem}.yaml"
@@ -240,7 +237,8 @@ class NodeCluster(ControlPlane):
             self.binaries.etcd, data, nodeflags.ETCD_CLIENT_PORT, nodeflags.ETCD_PEER_PORT
         )
         daemon = self._spawn("etcd", argv)
-        self._wait(daemon, lambda: _in_netns_ok("etcd", daemon), timeout)
+        health = f"http://127.0.0.1:{nodeflags.ETCD_CLIENT_PORT}/health"  # the namespace's loopback
+        self._wait(daemon, lambda: _netns_http_ok(health), timeout)
         return f"http://127.0.0.1:{nodeflags.ETCD_CLIENT_PORT}"
 
     def _start_apiserver_in_netns(self, timeout: float) -> None:
@@ -327,7 +325,7 @@ class NodeCluster(ControlPlane):
         )
         return out.returncode == 0 and out.stdout.strip() == "True"
 
-    def _start_addons(self) -> None:
+    def _start_addons(self, timeout: float) -> None:
         corefile = self.node_dir / "Corefile"
         user = IDENTITIES["coredns"][0]
         corefile.write_text(nodeflags.corefile(self._kc("coredns"), user))
@@ -338,10 +336,12 @@ class NodeCluster(ControlPlane):
             "streamml.testbed.localpv", str(self._kc("provisioner")), str(self.node_dir / "volumes")
         )
         self._spawn("local-provisioner", argv)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while not self._addons_ready():
             if time.monotonic() > deadline:
-                raise InfrastructureError("cluster DNS or ingress controller not ready after 60 s")
+                raise InfrastructureError(
+                    f"cluster DNS or ingress controller not ready after {timeout:.0f} s"
+                )
             time.sleep(0.5)
 
     def _addons_ready(self) -> bool:
@@ -362,7 +362,3 @@ def _netns_http_ok(url: str) -> bool:
     """GET ``url`` from inside the node's namespace (its own 127.0.0.1 or the node address)."""
     argv = [*nodehost.nsenter(), "curl", "-sf", "-o", "/dev/null", "--max-time", "2", url]
     return subprocess.run(argv, capture_output=True, check=False, timeout=30).returncode == 0
-
-
-def _in_netns_ok(_name: str, daemon: procs.Daemon) -> bool:
-    return _netns_http_ok(f"http://127.0.0.1:{nodeflags.ETCD_CLIENT_PORT}/health")

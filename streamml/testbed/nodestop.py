@@ -81,6 +81,8 @@ def _kill_shims(socket: Path) -> None:
 
 def _restore_host(node: NodeCluster) -> None:
     before = node.host_before
+    if not before:
+        return  # this object never created the namespace (it may belong to another node)
     try:
         nodehost.unmount_all(node.node_dir)
         nodehost.remove_cgroups(list(before.get("cgroups", [])))
