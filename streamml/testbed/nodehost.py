@@ -46,6 +46,8 @@ WATCHED_SYSCTLS = (
     "net.bridge.bridge-nf-call-iptables",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: where the node's mounts can appear outside its own directory
+MOUNT_SCOPE = (str(NETNS_DIR), *GLOBAL_PATHS, "/var/log/pods")
 CGROUP_NAME = "kubepods"
 
 
@@ -193,9 +195,15 @@ class HostSnapshot:
     cgroups: tuple[str, ...]
 
 
-def snapshot() -> HostSnapshot:
+def snapshot(scope: tuple[str, ...] = ()) -> HostSnapshot:
+    """The host now; ``scope`` limits the mounts compared to those at or under these paths
+    (other users of a shared machine mount things of their own meanwhile)."""
+    prefixes = tuple(str(Path(p)) for p in scope)
     mounts = frozenset(
-        _unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        point
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if (point := _unescape(line.split()[4]))
+        and (not prefixes or any(point == p or point.startswith(p + "/") for p in prefixes))
     )
     netns = frozenset(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else frozenset()
     sysctls = read_sysctls(WATCHED_SYSCTLS)

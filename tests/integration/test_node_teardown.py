@@ -17,8 +17,9 @@ from streamml.testbed.nodeimages import TINYHTTP_IMAGE
 
 @pytest.mark.usefixtures("node_host")
 def test_stop_restores_the_host() -> None:
-    before = nodehost.snapshot()
     node = NodeCluster()
+    scope = (str(node.workdir), *nodehost.MOUNT_SCOPE)
+    before = nodehost.snapshot(scope)
     try:
         node.start()
         node.kubectl(
@@ -31,12 +32,12 @@ def test_stop_restores_the_host() -> None:
             "8080",
         )
         node.kubectl("wait", "pod/probe", "--for=condition=Ready", "--timeout=120s")
-        during = nodehost.snapshot()
+        during = nodehost.snapshot(scope)
         assert nodehost.NETNS in during.netns
         assert during.mounts - before.mounts  # kubelet and containerd did mount things
     finally:
         node.stop()
-    after = nodehost.snapshot()
+    after = nodehost.snapshot(scope)
     assert after.sysctls == before.sysctls
     assert after.mounts == before.mounts
     assert after.netns == before.netns
