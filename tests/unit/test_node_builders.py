@@ -175,3 +175,24 @@ def test_created_paths_are_removed_only_if_they_were_not_there(tmp_path: Path) -
 def test_nsenter_enters_only_the_network_namespace() -> None:
     argv = nodehost.nsenter()
     assert argv == ["nsenter", f"--net=/run/netns/{nodehost.NETNS}", "--"]
+
+
+def test_local_volume_is_prebound_to_its_claim_under_the_volume_root(tmp_path: Path) -> None:
+    from streamml.testbed import localpv
+
+    claim = {
+        "metadata": {"name": "data", "namespace": "ns", "uid": "u-1"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
+    }
+    pv = localpv.volume_for(claim, tmp_path)
+    assert pv["metadata"]["name"] == "pvc-u-1"
+    assert pv["spec"]["claimRef"] == {
+        "kind": "PersistentVolumeClaim",
+        "namespace": "ns",
+        "name": "data",
+        "uid": "u-1",
+    }
+    assert pv["spec"]["hostPath"]["path"] == str(tmp_path / "pvc-u-1")
+    assert pv["spec"]["capacity"] == {"storage": "2Gi"}
+    assert pv["spec"]["storageClassName"] == nodeflags.STORAGE_CLASS
+    assert pv["metadata"]["annotations"][localpv.ANNOTATION] == nodeflags.PROVISIONER
