@@ -179,11 +179,10 @@ def _build(target: GoTarget, say: Progress) -> None:
             k8sbuild._run([go, "list", *mod, "-deps", *packages], say, "go list", cwd).split()
         )
         say(f"  compiling {total} packages into {target.bin_dir}")
-        outputs = [(name, pkg) for name, pkg in target.packages.items()]
-        for name, package in outputs:
-            argv = [go, "build", "-v", "-trimpath", *mod, f"-ldflags={target.ldflags}"]
-            argv += ["-o", str(tmp / "bin" / name), package]
-            k8sbuild._compile(argv, total, started, say, cwd)
+        # one invocation: the output names are the packages' last path elements (the keys)
+        argv = [go, "build", "-v", "-trimpath", *mod, f"-ldflags={target.ldflags}"]
+        argv += ["-o", f"{tmp / 'bin'}/", *packages]
+        k8sbuild._compile(argv, total, started, say, cwd)
         shutil.rmtree(tmp / "traefik-src", ignore_errors=True)
         sizes = {name: (tmp / "bin" / name).stat().st_size for name in target.packages}
     except BaseException:

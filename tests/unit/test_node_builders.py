@@ -196,3 +196,12 @@ def test_local_volume_is_prebound_to_its_claim_under_the_volume_root(tmp_path: P
     assert pv["spec"]["capacity"] == {"storage": "2Gi"}
     assert pv["spec"]["storageClassName"] == nodeflags.STORAGE_CLASS
     assert pv["metadata"]["annotations"][localpv.ANNOTATION] == nodeflags.PROVISIONER
+
+
+def test_each_binary_is_named_after_its_package() -> None:
+    # `go build -o DIR/ PKG...` names each binary after the package's last path element (the
+    # module's for "."): the cache's completeness check looks for exactly those names.
+    for target in nodebuild.targets():
+        for name, package in target.packages.items():
+            last = package.rstrip("/").rsplit("/", 1)[-1]
+            assert name == (last if last != "." else target.name), package
