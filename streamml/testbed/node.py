@@ -51,8 +51,12 @@ MANIFESTS = Path(__file__).resolve().parent / "nodeimage" / "cluster.yaml"
 class NodeCluster(ControlPlane):
     """The control plane and a real node in their own network namespace."""
 
-    def __init__(self, workdir: Path | None = None, *, detached: bool = False) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, detached: bool = False, with_ingress: bool = True
+    ) -> None:
         super().__init__(workdir, with_controller_manager=True, detached=detached)
+        #: run Traefik (False: a node without an ingress controller, e.g. before Traefik is built)
+        self.with_ingress = with_ingress
         self.ingress_url = ""
         self.host_before: dict[str, Any] = {}
         self._node_bins: dict[str, Path] = {}
@@ -68,9 +72,10 @@ class NodeCluster(ControlPlane):
     # -- build --------------------------------------------------------------------------------
 
     def _ensure_node_binaries(self) -> None:
-        found: list[GoTarget] = [
-            ensure(t) for t in (node_target(), coredns_target(), traefik_target())
-        ]
+        wanted = [node_target(), coredns_target()]
+        if self.with_ingress:
+            wanted.append(traefik_target())
+        found: list[GoTarget] = [ensure(t) for t in wanted]
         for target in found:
             for name in target.packages:
                 self._node_bins[name] = target.path(name)
@@ -132,6 +137,7 @@ class NodeCluster(ControlPlane):
             "ingress_url": self.ingress_url,
             "kubeconfig": str(self.kubeconfig),
             "with_controller_manager": True,
+            "with_ingress": self.with_ingress,
             "host_before": self.host_before,
             "daemons": [d.to_json() for d in self.daemons],
         }
@@ -140,7 +146,7 @@ class NodeCluster(ControlPlane):
     @classmethod
     def attach(cls, workdir: Path) -> NodeCluster:
         state = json.loads((Path(workdir) / STATE_FILE).read_text())
-        node = cls(Path(workdir), detached=True)
+        node = cls(Path(workdir), detached=True, with_ingress=bool(state.get("with_ingress", True)))
         from streamml.testbed.k8sbuild import Binaries
 
         node._binaries = Binaries(str(state["version"]), Path(state["bin_dir"]))
@@ -330,8 +336,9 @@ class NodeCluster(ControlPlane):
         user = IDENTITIES["coredns"][0]
         corefile.write_text(nodeflags.corefile(self._kc("coredns"), user))
         self._spawn("coredns", [str(self._node_bins["coredns"]), "-conf", str(corefile)])
-        env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(self._kc("traefik"))}
-        self._spawn("traefik", nodeflags.traefik_argv(self._node_bins["traefik"]), env=env)
+        if self.with_ingress:
+            env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(self._kc("traefik"))}
+            self._spawn("traefik", nodeflags.traefik_argv(self._node_bins["traefik"]), env=env)
         argv = python_module(
             "streamml.testbed.localpv", str(self._kc("provisioner")), str(self.node_dir / "volumes")
         )
@@ -348,7 +355,9 @@ class NodeCluster(ControlPlane):
         for daemon in self.daemons:
             if not daemon.alive():
                 raise InfrastructureError(f"{daemon.name} exited:\n{daemon.log_tail()}")
-        checks = ("http://127.0.0.1:8181/ready", "http://127.0.0.1:9000/ping")
+        checks = ["http://127.0.0.1:8181/ready"]
+        if self.with_ingress:
+            checks.append("http://127.0.0.1:9000/ping")
         return all(_netns_http_ok(url) for url in checks)
 
 

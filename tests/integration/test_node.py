@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 import yaml
 
 from streamml.testbed.node import NodeCluster
@@ -124,6 +125,8 @@ def test_cluster_dns_answers_only_for_the_cluster(
 def test_ingress_routes_to_the_service_from_the_host_relay(
     node_cluster: NodeCluster, node_namespace: str
 ) -> None:
+    if not node_cluster.with_ingress:
+        pytest.skip("Traefik not built: streamml cluster build --node")
     _web(node_cluster, node_namespace)
     path = f"/{node_namespace}"
     ingress = {

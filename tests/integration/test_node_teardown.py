@@ -8,16 +8,13 @@ iptables, kubelet's cgroups.
 
 from __future__ import annotations
 
-import pytest
-
 from streamml.testbed import nodehost
 from streamml.testbed.node import NodeCluster
 from streamml.testbed.nodeimages import TINYHTTP_IMAGE
 
 
-@pytest.mark.usefixtures("node_host")
-def test_stop_restores_the_host() -> None:
-    node = NodeCluster()
+def test_stop_restores_the_host(node_host: bool) -> None:
+    node = NodeCluster(with_ingress=node_host)
     scope = (str(node.workdir), *nodehost.MOUNT_SCOPE)
     before = nodehost.snapshot(scope)
     try:
