@@ -52,9 +52,17 @@ class NodeCluster(ControlPlane):
     """The control plane and a real node in their own network namespace."""
 
     def __init__(
-        self, workdir: Path | None = None, *, detached: bool = False, with_ingress: bool = True
+        self,
+        workdir: Path | None = None,
+        *,
+        detached: bool = False,
+        with_ingress: bool = True,
+        with_kubelet: bool = True,
     ) -> None:
         super().__init__(workdir, with_controller_manager=True, detached=detached)
+        #: run kubelet, kube-proxy and kube-scheduler (False: the control plane, containerd and
+        #: the add-ons in the namespace, no pod ever runs; for tests before the node is built)
+        self.with_kubelet = with_kubelet
         #: run Traefik (False: a node without an ingress controller, e.g. before Traefik is built)
         self.with_ingress = with_ingress
         self.ingress_url = ""
@@ -72,7 +80,7 @@ class NodeCluster(ControlPlane):
     # -- build --------------------------------------------------------------------------------
 
     def _ensure_node_binaries(self) -> None:
-        wanted = [node_target(), coredns_target()]
+        wanted = [node_target(), coredns_target()] if self.with_kubelet else [coredns_target()]
         if self.with_ingress:
             wanted.append(traefik_target())
         found: list[GoTarget] = [ensure(t) for t in wanted]
@@ -102,13 +110,15 @@ class NodeCluster(ControlPlane):
             self._start_apiserver_in_netns(timeout)
             self._write_kubeconfigs()
             self._start_controller_manager(timeout)
-            self._spawn(
-                "kube-scheduler",
-                nodeflags.scheduler_argv(self._node_bins["kube-scheduler"], self._kc("scheduler")),
-            )
+            if self.with_kubelet:
+                scheduler = self._node_bins["kube-scheduler"]
+                self._spawn(
+                    "kube-scheduler", nodeflags.scheduler_argv(scheduler, self._kc("scheduler"))
+                )
             self.kubectl("apply", "-f", str(MANIFESTS))
             self._start_containerd(images, timeout)
-            self._start_kubelet(timeout)
+            if self.with_kubelet:
+                self._start_kubelet(timeout)
             self._start_addons(timeout)
             self._save_state()
         except BaseException:
@@ -138,6 +148,7 @@ class NodeCluster(ControlPlane):
             "kubeconfig": str(self.kubeconfig),
             "with_controller_manager": True,
             "with_ingress": self.with_ingress,
+            "with_kubelet": self.with_kubelet,
             "host_before": self.host_before,
             "daemons": [d.to_json() for d in self.daemons],
         }
@@ -146,7 +157,12 @@ class NodeCluster(ControlPlane):
     @classmethod
     def attach(cls, workdir: Path) -> NodeCluster:
         state = json.loads((Path(workdir) / STATE_FILE).read_text())
-        node = cls(Path(workdir), detached=True, with_ingress=bool(state.get("with_ingress", True)))
+        node = cls(
+            Path(workdir),
+            detached=True,
+            with_ingress=bool(state.get("with_ingress", True)),
+            with_kubelet=bool(state.get("with_kubelet", True)),
+        )
         from streamml.testbed.k8sbuild import Binaries
 
         node._binaries = Binaries(str(state["version"]), Path(state["bin_dir"]))

@@ -94,3 +94,4 @@ def _restore_host(node: NodeCluster) -> None:
         nodehost.delete_netns()
         nodehost.restore_netns_dir(dict(before.get("netns_dir", {})))
         nodehost.restore_sysctls(dict(before.get("sysctls", {})))
+        node.host_before = {}  # done: a second stop must not touch a namespace made since
