@@ -112,7 +112,7 @@ def main() -> None:
     load = Path("/proc/loadavg").read_text().split()[:3]
     result: dict[str, Any] = {"loadavg_before": load, "builds": builds()}
     started = time.monotonic()
-    with NodeCluster() as node:
+    with NodeCluster(with_ingress=nodebuild.traefik_target().complete()) as node:
         result["bring_up_s"] = round(time.monotonic() - started, 1)
         first, scaled = [], []
         for _ in range(args.repeats):
