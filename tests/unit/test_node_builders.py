@@ -44,7 +44,13 @@ def test_every_daemon_listens_on_loopback_or_the_node_address(tmp_path: Path) ->
         assert _inside_only(proxy[key]), key
     assert proxy["nodePortAddresses"] == [f"{nodeflags.NODE_IP}/32"]
     assert proxy["iptables"]["localhostNodePorts"] is False
-    assert proxy["conntrack"] == {"maxPerCore": 0, "min": 0}  # no host-wide conntrack sysctls
+    # 0 everywhere: kube-proxy leaves the conntrack sysctls (some host-wide) as they are
+    assert proxy["conntrack"] == {
+        "maxPerCore": 0,
+        "min": 0,
+        "tcpEstablishedTimeout": "0s",
+        "tcpCloseWaitTimeout": "0s",
+    }
 
 
 def test_a_real_node_gets_node_authorization_and_a_verified_kubelet(tmp_path: Path) -> None:
