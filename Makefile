@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench crds
+.PHONY: demo test test-node lint bench crds
 
 demo:   ## install what is needed, then run the demo end to end
 	bash scripts/bootstrap.sh
@@ -6,6 +6,9 @@ demo:   ## install what is needed, then run the demo end to end
 
 test:   ## install what is needed, then lint, type-check and run every test
 	bash scripts/test.sh $(ARGS)
+
+test-node:  ## build a real node (kubelet, CoreDNS, Traefik; root) and run its tests (marker `node`)
+	bash scripts/test-node.sh $(ARGS)
 
 bench:  ## run every benchmark (each prints a table and writes benchmarks/results/*.json)
 	.venv/bin/python benchmarks/server_bench.py --rounds 5

@@ -19,6 +19,9 @@ APT_PACKAGES=(
   libseccomp-dev libtalloc-dev libattr1-dev libprotobuf-c-dev libsubid-dev fakeroot cryptsetup
   squashfs-tools squashfuse fuse2fs libfuse3-dev fuse3 uidmap zlib1g-dev liblzo2-dev liblzma-dev
   libzstd-dev mmdebstrap
+  # a real node (`streamml cluster up --node`, streamml/testbed/node.py): container runtime, CNI,
+  # kube-proxy's conntrack, the 127.0.0.1 relay into the node's network namespace, static pause
+  containerd runc containernetworking-plugins conntrack socat iptables iproute2 util-linux gcc
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

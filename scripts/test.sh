@@ -14,4 +14,10 @@ echo ">> control-plane binaries (built once, then cached)"
 echo ">> flux-core, Apptainer and the LAMMPS image (built once from ../shared/vendor, then cached)"
 .venv/bin/streamml hpc build --flux --apptainer
 echo ">> pytest"
+if [ "$#" -eq 0 ]; then
+    # The real node's tests (marker `node`, issue 9) are not in the default run yet: their
+    # builds (kubelet, CoreDNS, Traefik) do not fit a cold CI's budget today. `make test-node`
+    # builds the node and runs them.
+    exec .venv/bin/python -P -m pytest -m "not node"
+fi
 exec .venv/bin/python -P -m pytest "$@"

@@ -4,6 +4,7 @@
 - ``tests.fixtures.controlplane``: a real kube-apiserver + etcd (+ controller-manager).
 - ``tests.fixtures.hpc``: real munge + Slurm daemons (+ slurmrestd) and the ``lmp`` binary.
 - ``tests.fixtures.flux``: a real Flux instance, Apptainer and a LAMMPS SIF (built once, cached).
+- ``tests.fixtures.node``: a real node (kubelet, containerd, DNS, ingress) in its own netns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ pytest_plugins = [
         "tests.fixtures.controlplane",
         "tests.fixtures.hpc",
         "tests.fixtures.flux",
+        "tests.fixtures.node",
     )
     if importlib.util.find_spec(name) is not None
 ]

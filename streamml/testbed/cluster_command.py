@@ -13,8 +13,12 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamml.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from streamml.testbed.controlplane import ControlPlane
 
 
 def _default_state_dir() -> Path:
@@ -27,6 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build (or find cached) kube-apiserver, etcd, kubectl")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument(
+        "--node",
+        action="store_true",
+        help="also kubelet, kube-proxy, kube-scheduler, CoreDNS, Traefik and the pause image",
+    )
     for name, help_text in (
         ("up", "start the control plane in the background"),
         ("down", "stop it and delete its state"),
@@ -47,6 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 help="API server and etcd only (no garbage collection, no ReplicaSets)",
             )
             sp.add_argument("--timeout", type=float, default=180.0, help="start-up timeout (s)")
+            sp.add_argument(
+                "--node",
+                action="store_true",
+                help="a real node too (kubelet, containerd, DNS, ingress) in its own network "
+                "namespace; needs root (docs/node.md)",
+            )
 
 
 def _say(line: str) -> None:
@@ -54,17 +69,25 @@ def _say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamml.testbed.controlplane import STATE_FILE, ControlPlane
+    from streamml.testbed.controlplane import ControlPlane
     from streamml.testbed.k8sbuild import ensure_binaries
 
     if args.action == "build":
         binaries = ensure_binaries(_say, force=args.force)
         print(binaries.bin_dir)
+        if args.node:
+            from streamml.testbed import nodebuild, nodeimages
+
+            for target in nodebuild.ensure_all(_say, force=args.force):
+                print(target.bin_dir)
+            print(nodeimages.ensure_images())
         return 0
     state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
     if state_dir.exists() and not state_dir.is_dir():
         raise InfrastructureError(f"--state-dir {state_dir} is not a directory")
-    existing = ControlPlane.attach(state_dir) if (state_dir / STATE_FILE).exists() else None
+    existing = _attach(state_dir)
+    if args.action == "up" and args.node:
+        return _node_up(existing, state_dir, args.timeout)
 
     if args.action == "up":
         if existing is not None and existing.running():
@@ -104,9 +127,59 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"export KUBECONFIG={shlex.quote(str(existing.kubeconfig))}")
         print(f'export PATH={shlex.quote(str(existing.binaries.bin_dir))}:"$PATH"')
+        _print_node_env(existing)
         return 0
     # status
     print(f"server {existing.server}")
     for daemon in existing.daemons:
         print(f"{daemon.name} pid {daemon.pid} {'running' if daemon.alive() else 'STOPPED'}")
     return 0 if existing.running() else 1
+
+
+def _attach(state_dir: Path) -> ControlPlane | None:
+    import json
+
+    from streamml.testbed.controlplane import STATE_FILE, ControlPlane
+
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        is_node = bool(json.loads(path.read_text()).get("node"))
+    except (OSError, ValueError) as exc:
+        raise InfrastructureError(f"unreadable control-plane state {path}: {exc}") from exc
+    if is_node:
+        from streamml.testbed.node import NodeCluster
+
+        return NodeCluster.attach(state_dir)
+    return ControlPlane.attach(state_dir)
+
+
+def _node_up(existing: ControlPlane | None, state_dir: Path, timeout: float) -> int:
+    from streamml.testbed.node import NodeCluster
+
+    if existing is not None and existing.running() and isinstance(existing, NodeCluster):
+        _say(f"node already up: API {existing.server}, ingress {existing.ingress_url}")
+        return 0
+    if existing is not None:
+        _say(f"clearing a stale cluster in {state_dir}")
+        existing.stop()
+    node = NodeCluster(state_dir, detached=True)
+    node.start(timeout=max(timeout, 300.0))
+    _say(f"node up: API {node.server} (relay), ingress {node.ingress_url}; state in {state_dir}")
+    _say(f'use it with: eval "$(streamml cluster env --state-dir {shlex.quote(str(state_dir))})"')
+    return 0
+
+
+def _print_node_env(cluster: ControlPlane) -> None:
+    from streamml.testbed.node import NodeCluster
+
+    if not isinstance(cluster, NodeCluster):
+        return
+    from streamml.testbed.nodehost import NETNS
+
+    print(f"export STREAMML_INGRESS_URL={shlex.quote(cluster.ingress_url)}")
+    print(
+        f"# kubectl and the ingress URL go through 127.0.0.1 relays into network namespace {NETNS};"
+    )
+    print(f"# or run a client inside it: nsenter --net=/run/netns/{NETNS} -- COMMAND")

@@ -205,10 +205,8 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
     return binaries
 
 
-def _run(argv: list[str], say: Progress, what: str) -> str:
-    proc = procs.run(
-        argv, cwd=GO_MODULE_DIR, env=_go_env(), capture_output=True, text=True, check=False
-    )
+def _run(argv: list[str], say: Progress, what: str, cwd: Path = GO_MODULE_DIR) -> str:
+    proc = procs.run(argv, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise InfrastructureError(
             f"{what} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
@@ -256,11 +254,13 @@ def _build(binaries: Binaries, say: Progress) -> None:
     say(f"built {', '.join(PACKAGES)} in {elapsed:.0f} s")
 
 
-def _compile(argv: list[str], total: int, started: float, say: Progress) -> None:
+def _compile(
+    argv: list[str], total: int, started: float, say: Progress, cwd: Path = GO_MODULE_DIR
+) -> None:
     # `go build -v` names each package as it is compiled (cached ones are skipped). A reader
     # thread counts them; this thread prints a line every PROGRESS_INTERVAL_S, also while the
     # linker (which prints nothing) runs, so a CI log never looks hung.
-    proc = procs.popen(argv, cwd=GO_MODULE_DIR, env=_go_env(), stderr=subprocess.PIPE, text=True)
+    proc = procs.popen(argv, cwd=cwd, env=_go_env(), stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr
     assert stderr is not None
     compiled: list[str] = []
