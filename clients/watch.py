@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import csv
 import json
@@ -282,8 +281,11 @@ def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -
         decoded: dict[str, str] | None = None
         if where.secret_name:
             secret = client.CoreV1Api(api).read_namespaced_secret(where.secret_name, namespace)
-            data: dict[str, Any] = secret.data or {}
-            decoded = {k: v for k in ("username", "token") if (v := _b64(data.get(k))) is not None}
+            raw: dict[str, Any] = secret.data or {}
+            wanted: dict[str, Any] = {k: raw[k] for k in ("username", "token") if k in raw}
+            decoded = access.decode_secret(
+                wanted, f"the StreamModel's auth Secret {where.secret_name!r}"
+            )
     except ApiException as exc:
         if exc.status == 404:
             what = f"StreamModel {namespace}/{name} (or its Secret)"
@@ -292,15 +294,6 @@ def target_from_streammodel(name: str, namespace: str, kubeconfig: str | None) -
     finally:
         api.close()
     return access.with_credentials(where, decoded)
-
-
-def _b64(value: object) -> str | None:
-    if not isinstance(value, str | bytes):
-        return None
-    try:
-        return base64.b64decode(value, validate=True).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"the StreamModel's auth Secret is malformed: {exc}") from exc
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -8,12 +8,12 @@ changes nothing (not even ``resourceVersion``).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 from typing import Any
 
 from streamml.errors import ConflictError, SpecError, StreamMLError
+from streamml.sweep import access
 
 FIELD_MANAGER = "streamml-operator"
 
@@ -179,11 +179,7 @@ def _error(status: int, raw: bytes) -> StreamMLError:
 
 
 def decode_secret(secret: dict[str, Any]) -> dict[str, str]:
-    """The Secret's data, base64-decoded (undecodable values are skipped)."""
-    out: dict[str, str] = {}
-    for key, value in (secret.get("data") or {}).items():
-        try:
-            out[key] = base64.b64decode(value).decode()
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return out
+    """The Secret's data, base64-decoded; :class:`~streamml.sweep.access.SecretMalformed`
+    naming the key when a value does not decode."""
+    name = (secret.get("metadata") or {}).get("name", "?")
+    return access.decode_secret(secret.get("data"), f"Secret {name!r}")

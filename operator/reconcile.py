@@ -23,6 +23,7 @@ from streamml.operator.builders import Owner
 from streamml.operator.kube import Kube, KubeError, decode_secret
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
+from streamml.sweep import access
 from streamml.vocabulary.conditions import Observation, merge_conditions
 from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.conditions import parse as parse_conditions
@@ -68,6 +69,15 @@ class CredentialsError(StreamMLError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def _decoded(secret: dict[str, Any]) -> dict[str, str]:
+    """The auth Secret's data; a value that does not decode is ``AuthSecretInvalid`` (never
+    skipped: a generated Secret would be replaced, a user's would lose its token silently)."""
+    try:
+        return decode_secret(secret)
+    except access.SecretMalformed as exc:
+        raise CredentialsError("AuthSecretInvalid", str(exc)) from exc
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -149,7 +159,7 @@ async def ensure_credentials(
             raise CredentialsError(
                 "AuthSecretMissing", f"spec.server.auth.secretName: Secret {name!r} does not exist"
             )
-        data = decode_secret(found)
+        data = _decoded(found)
         if not data.get("username") or not data.get("token"):
             raise CredentialsError(
                 "AuthSecretInvalid",
@@ -165,7 +175,7 @@ async def ensure_credentials(
             found = await kube.get("v1", "Secret", owner.namespace, name)
             if found is None:
                 raise
-    data = decode_secret(found)
+    data = _decoded(found)
     token = data.get("token") or ""
     # A Secret left by a deleted StreamModel of the same name (not yet garbage-collected) is
     # taken over with its token: the collector would delete it under the new one otherwise.

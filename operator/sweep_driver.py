@@ -144,6 +144,8 @@ async def resolve_target(kube: SweepKube, namespace: str, ref: str) -> ServerLoo
         return ServerLookup(access.with_credentials(where, data), "Ready", "")
     except access.ServerUnavailable as exc:
         return ServerLookup(None, exc.reason, str(exc))
+    except access.SecretMalformed as exc:
+        return ServerLookup(None, "CredentialsMalformed", str(exc))
 
 
 async def scheduler_for(
@@ -155,7 +157,12 @@ async def scheduler_for(
     token = None
     ref = spec.scheduler.jwt_secret_ref
     if spec.scheduler.type == "slurm-rest" and ref is not None:
-        data = await kube.secret_data(namespace, ref.name)
+        try:
+            data = await kube.secret_data(namespace, ref.name)
+        except access.SecretMalformed as exc:
+            raise SpecError(
+                f"scheduler.jwtSecretRef: {exc}", field="scheduler.jwtSecretRef"
+            ) from exc
         if data is None or not data.get(ref.key):
             raise SpecError(
                 f"scheduler.jwtSecretRef: Secret {ref.name!r} has no key {ref.key!r}",

@@ -11,13 +11,14 @@ aggregate ``Ready``, which also waits for an ingress controller a cluster may no
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from streamml.errors import StreamMLError
+from streamml.errors import ConfigurationError, StreamMLError
 from streamml.vocabulary.streammodel import StreamModelStatus
 
 #: the conditions a sweep waits for
@@ -39,6 +40,27 @@ class Located:
 
     address: str
     secret_name: str | None
+
+
+class SecretMalformed(ConfigurationError):
+    """A Secret's value is not base64-encoded UTF-8 text (the message names the key, never the
+    value)."""
+
+
+def decode_secret(data: Mapping[str, Any] | None, what: str) -> dict[str, str]:
+    """Every value of a Secret's ``data``, base64-decoded: the one decoder for the operator and
+    ``watch``. A value that does not decode is an error naming ``what`` and its key, never
+    skipped: a skipped token would run jobs without credentials (401s later) or let a generated
+    Secret be replaced."""
+    out: dict[str, str] = {}
+    for key, value in (data or {}).items():
+        try:
+            if not isinstance(value, str | bytes):
+                raise ValueError("not a string")
+            out[str(key)] = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise SecretMalformed(f"{what}: key {key!r} is not base64-encoded UTF-8 text") from None
+    return out
 
 
 class ServerUnavailable(StreamMLError):
