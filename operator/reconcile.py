@@ -24,7 +24,11 @@ from streamml.operator.builders import Owner
 from streamml.operator.localruntime import LocalRuntime, ServerProcess
 from streamml.operator.settings import OperatorSettings
 from streamml.vocabulary.modelspec import ModelSpec
-from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE, StreamModelSpec
+from streamml.vocabulary.streammodel import (
+    DEFAULT_SERVER_IMAGE,
+    LEGACY_DEFAULT_SERVER_IMAGE,
+    StreamModelSpec,
+)
 
 #: emit(type "Normal"|"Warning", reason, message): posts a Kubernetes Event on the StreamModel
 Emit = Callable[[str, str, str], None]
@@ -39,7 +43,7 @@ class OperatorContext:
     runtime: LocalRuntime | None = None
 
     def image(self, spec: StreamModelSpec) -> str:
-        if spec.server.image == DEFAULT_SERVER_IMAGE:
+        if spec.server.image in (DEFAULT_SERVER_IMAGE, LEGACY_DEFAULT_SERVER_IMAGE):
             return self.settings.server_image
         return spec.server.image
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("streamml.operator.command", "run the Kubernetes operator (kopf)"),
     "crds": ("streamml.operator.crdgen", "generate the CRD manifests from the schemas"),
     "cluster": ("streamml.testbed.cluster_command", "local kube-apiserver + etcd: up|down|env"),
+    "images": ("streamml.testbed.images_command", "build the images locally, load into containerd"),
     "hpc": ("streamml.testbed.hpc_command", "local Slurm (munge, slurmctld, slurmd, slurmrestd)"),
     "run-lammps": ("streamml.clients.runjob", "run LAMMPS and send its result to the server"),
     "sweep": ("streamml.clients.sweep_command", "run a LammpsSweep file without Kubernetes"),
