@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench crds
+.PHONY: demo test lint bench crds images
 
 demo:   ## install what is needed, then run the demo end to end
 	bash scripts/bootstrap.sh
@@ -20,3 +20,7 @@ lint:
 crds:   ## regenerate crds/, config/crd/ and docs/crd-reference.md from the pydantic schemas
 	.venv/bin/streamml crds --out crds --out config/crd
 	.venv/bin/python -P -m streamml.docgen
+
+images: ## build the server, operator and job images from the Dockerfiles (buildah; cached tars)
+	bash scripts/bootstrap.sh
+	.venv/bin/streamml images build

@@ -19,6 +19,9 @@ APT_PACKAGES=(
   libseccomp-dev libtalloc-dev libattr1-dev libprotobuf-c-dev libsubid-dev fakeroot cryptsetup
   squashfs-tools squashfuse fuse2fs libfuse3-dev fuse3 uidmap zlib1g-dev liblzo2-dev liblzma-dev
   libzstd-dev mmdebstrap
+  # the server/operator/job images from the Dockerfiles (streamml/testbed/imagebuild.py), run with
+  # runc and loaded into a containerd of the tests' own (tests/integration/test_images.py)
+  buildah containerd runc
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

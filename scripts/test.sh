@@ -13,5 +13,7 @@ echo ">> control-plane binaries (built once, then cached)"
 .venv/bin/streamml cluster build
 echo ">> flux-core, Apptainer and the LAMMPS image (built once from ../shared/vendor, then cached)"
 .venv/bin/streamml hpc build --flux --apptainer
+echo ">> the server, operator and job images (buildah, from the Dockerfiles; cached per content)"
+.venv/bin/streamml images build
 echo ">> pytest"
 exec .venv/bin/python -P -m pytest "$@"

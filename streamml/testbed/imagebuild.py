@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -61,6 +62,15 @@ class BuiltImage(BaseModel):
     image_id: str
     build_seconds: float
     bytes: int
+
+    @property
+    def qualified(self) -> str:
+        """The full name (in buildah storage, the tar and containerd): ``docker.io/<ref>``."""
+        return qualified(self.ref)
+
+
+def qualified(ref: str) -> str:
+    return f"docker.io/{ref}"
 
 
 def image_ref(name: str) -> str:
@@ -187,7 +197,7 @@ def ensure_base(say: Progress) -> str:
         if shutil.which("mmdebstrap") is None:
             raise InfrastructureError("mmdebstrap is not installed (scripts/bootstrap.sh)")
         say(f"making the base image from Debian packages: mmdebstrap {BASE_SUITE}")
-        tmp = tar.with_name(f"{tar.name}.tmp-{os.getpid()}")
+        tmp = tar.with_name(f"{tar.stem}.tmp-{os.getpid()}.tar")  # mmdebstrap: by its suffix
         _run(["mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
               BASE_SUITE, str(tmp)], "mmdebstrap")  # fmt: skip
         tmp.replace(tar)
@@ -227,7 +237,7 @@ def _pip_config_cert() -> str:
 def _build(name: str, say: Progress) -> BuiltImage:
     started = time.monotonic()
     ensure_base(say)
-    key, ref = image_key(name), image_ref(name)
+    key, ref = image_key(name), qualified(image_ref(name))  # not buildah's localhost/NAME
     tar = images_dir() / f"{name}-{key}.tar"
     say(f"building {ref} from {dockerfile(name).name} (buildah bud --isolation chroot)")
     with tempfile.TemporaryDirectory(prefix="imagebuild-", dir=images_dir()) as work:
@@ -238,14 +248,23 @@ def _build(name: str, say: Progress) -> BuiltImage:
         _run(buildah("push", ref, f"docker-archive:{tmp}:{ref}"), "buildah push")
         tmp.replace(tar)
     _run(buildah("rmi", "--prune"), "buildah rmi --prune", check=False)  # the build stages
-    inspect = buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", ref)
-    image_id = _run(inspect, "buildah inspect").stdout
-    image = BuiltImage(name=name, ref=ref, tar=tar, key=key, image_id=image_id.strip(),
+    image_id = archive_image_id(tar)
+    image = BuiltImage(name=name, ref=image_ref(name), tar=tar, key=key, image_id=image_id,
                        build_seconds=round(time.monotonic() - started, 1),
                        bytes=tar.stat().st_size)  # fmt: skip
     tar.with_suffix(".json").write_text(image.model_dump_json(indent=2) + "\n")
     say(f"built {ref} in {image.build_seconds:.0f} s: {tar} ({image.bytes / 2**20:.0f} MiB)")
     return image
+
+
+def archive_image_id(tar: Path) -> str:
+    """The image ID (digest of its config) of a docker-archive, from its ``manifest.json``."""
+    with tarfile.open(tar) as archive:
+        member = archive.extractfile("manifest.json")
+        if member is None:
+            raise InfrastructureError(f"{tar}: no manifest.json")
+        (manifest,) = json.loads(member.read())
+    return "sha256:" + str(manifest["Config"]).removesuffix(".json")
 
 
 def load_images(images: Iterable[BuiltImage], address: Path, namespace: str = "k8s.io") -> None:

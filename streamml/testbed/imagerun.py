@@ -2,9 +2,9 @@
 
 ::
 
-    bundle = unpack(image.tar, work / "bundle")          # rootfs + the image's config
-    spec = bundle.spec(["--help"], read_only=True)       # user, env, cwd, entrypoint from the image
-    proc = bundle.popen(spec, runc_root)                 # `runc run` in the foreground
+    with mounted(image, work / "bundle") as bundle:      # the image's rootfs + config (buildah)
+        spec = bundle.spec(["--help"], read_only=True)   # user, env, cwd, entrypoint from the image
+        proc = bundle.popen(spec, runc_root, "an-id")    # `runc run` in the foreground
 
 The spec is ``runc spec``'s default (new pid, mount, ipc and uts namespaces; ``RLIMIT_NOFILE``
 lowered to 1024 and no other rlimit, which is what runs on a VM without CAP_SYS_RESOURCE) with
@@ -18,32 +18,30 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamml.errors import InfrastructureError
-
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
+from streamml.testbed.imagebuild import BuiltImage, buildah
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """An unpacked image: ``rootfs/`` and the image config (``config.json`` is written per run)."""
+    """An image's root file system and config; ``path/config.json`` is written per run."""
 
     path: Path
+    rootfs: Path
     config: dict[str, Any]
-
-    @property
-    def rootfs(self) -> Path:
-        return self.path / "rootfs"
+    image_id: str
 
     def spec(
         self,
         args: list[str] | None = None,
         *,
+        entrypoint: list[str] | None = None,
         read_only: bool = False,
         binds: dict[str, Path] | None = None,
         tmpfs: tuple[str, ...] = (),
@@ -55,7 +53,8 @@ class Bundle:
         container paths that get a fresh tmpfs (as a pod's emptyDir on /tmp).
         """
         image = self.config.get("config") or {}
-        entry, cmd = image.get("Entrypoint") or [], image.get("Cmd") or []
+        entry = (image.get("Entrypoint") or []) if entrypoint is None else entrypoint
+        cmd = image.get("Cmd") or []
         proc = subprocess.run(
             ["runc", "spec", "--bundle", str(self.path)], capture_output=True, text=True
         )
@@ -98,49 +97,28 @@ class Bundle:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def unpack(archive: Path, dest: Path) -> Bundle:
-    """Apply the layers of a docker-archive (``docker save`` format) to ``dest/rootfs``.
+@contextmanager
+def mounted(image: BuiltImage, work: Path) -> Iterator[Bundle]:
+    """The built image's file system (a buildah working container, mounted) as a bundle.
 
-    GNU tar extracts each layer (owners and modes as stored); the layer's whiteouts
-    (``.wh.NAME``, ``.wh..wh..opq``) first remove what lower layers put there.
+    It is the image of ``image.tar`` (same image ID), from the project's buildah storage;
+    the container and its mount are removed on exit.
     """
-    for tool in ("runc", "tar"):
-        if shutil.which(tool) is None:
-            raise InfrastructureError(f"{tool} is not installed")
-    rootfs, layers = dest / "rootfs", dest / "layers"
-    rootfs.mkdir(parents=True)
-    layers.mkdir()
-    _tar(["-xf", str(archive), "-C", str(layers)])
-    manifest = json.loads((layers / "manifest.json").read_text())[0]
-    config = json.loads((layers / manifest["Config"]).read_text())
-    for layer in manifest["Layers"]:
-        with tarfile.open(layers / layer) as tar:  # headers only: data is skipped by seeking
-            whiteouts = [Path(m.name) for m in tar if Path(m.name).name.startswith(WHITEOUT)]
-        for path in whiteouts:
-            _whiteout(rootfs, path)
-        _tar(["-xpf", str(layers / layer), "--numeric-owner", "--exclude", f"{WHITEOUT}*",
-              "-C", str(rootfs)])  # fmt: skip
-    shutil.rmtree(layers)
-    return Bundle(dest, config)
+    if shutil.which("runc") is None:
+        raise InfrastructureError("runc is not installed (apt runc)")
+    inspected = json.loads(_buildah("inspect", "--type", "image", image.qualified))
+    container = _buildah("from", "--pull-never", image.qualified).strip()
+    try:
+        rootfs = Path(_buildah("mount", container).strip())
+        work.mkdir(parents=True, exist_ok=True)
+        yield Bundle(work, rootfs, inspected["OCIv1"], "sha256:" + inspected["FromImageID"])
+    finally:
+        _buildah("umount", container)
+        _buildah("rm", container)
 
 
-def _tar(args: list[str]) -> None:
-    proc = subprocess.run(["tar", *args], capture_output=True, text=True, check=False)
+def _buildah(*args: str) -> str:
+    proc = subprocess.run(buildah(*args), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise InfrastructureError(f"tar {' '.join(args)} failed: {proc.stderr.strip()[-1000:]}")
-
-
-def _whiteout(rootfs: Path, path: Path) -> None:
-    target = rootfs / path
-    if path.name == OPAQUE:
-        for child in target.parent.iterdir() if target.parent.is_dir() else ():
-            _remove(child)
-    else:
-        _remove(target.with_name(path.name[len(WHITEOUT) :]))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+        raise InfrastructureError(f"buildah {args[0]} failed: {proc.stderr.strip()[-1000:]}")
+    return proc.stdout
