@@ -38,6 +38,10 @@ def images() -> dict[str, BuiltImage]:
     return ensure_images(IMAGE_NAMES)
 
 
+def _image(name: str) -> BuiltImage:
+    return ensure_images([name])[name]  # cached: built by `make images` / scripts/test.sh
+
+
 def _run(bundle: Bundle, spec: dict[str, object], tmp_path: Path) -> str:
     proc = bundle.popen(
         spec, tmp_path / "runc", f"t-{uuid.uuid4().hex[:10]}",
@@ -61,12 +65,11 @@ def test_each_tar_is_the_image_that_is_run(images: dict[str, BuiltImage], tmp_pa
             assert bundle.image_id == image.image_id
 
 
-def test_the_server_image_serves_read_only_and_stops_on_sigterm(
-    images: dict[str, BuiltImage], tmp_path: Path
-) -> None:
+def test_the_server_image_serves_read_only_and_stops_on_sigterm(tmp_path: Path) -> None:
+    image = _image("server")
     owner = Owner(name="m", namespace="ns", uid="u-1")
     spec = StreamModelSpec.model_validate({"models": []})
-    deployment = builders.deployment(owner, spec, images["server"].ref)
+    deployment = builders.deployment(owner, spec, image.ref)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     port = free_port()
@@ -82,7 +85,7 @@ def test_the_server_image_serves_read_only_and_stops_on_sigterm(
     token = binds[builders.AUTH_DIR] / "token"
     token.write_text("t" * 40)
     os.chown(token, builders.SERVER_UID, builders.SERVER_UID)
-    with mounted(images["server"], tmp_path / "bundle") as bundle:
+    with mounted(image, tmp_path / "bundle") as bundle:
         assert bundle.config["config"]["User"].split(":")[0] == str(builders.SERVER_UID)
         run_spec = bundle.spec(args, entrypoint=container["command"], read_only=True, binds=binds)
         log = (tmp_path / "server.log").open("wb")
@@ -111,22 +114,18 @@ def _wait_healthz(port: int, proc: subprocess.Popen[bytes]) -> object:
     raise AssertionError("no /healthz answer")
 
 
-def test_the_job_image_runs_lmp_and_the_job_client(
-    images: dict[str, BuiltImage], tmp_path: Path
-) -> None:
-    with mounted(images["lammps"], tmp_path / "bundle") as bundle:
+def test_the_job_image_runs_lmp_and_the_job_client(tmp_path: Path) -> None:
+    with mounted(_image("lammps"), tmp_path / "bundle") as bundle:
         lmp = _run(bundle, bundle.spec(["-h"], entrypoint=["lmp"], read_only=True), tmp_path)
         client = _run(bundle, bundle.spec(["run-lammps", "--help"], read_only=True), tmp_path)
     assert "Large-scale Atomic/Molecular Massively Parallel Simulator" in lmp
     assert "--trial-id" in client and "--server" in client
 
 
-def test_the_operator_image_imports_kopf_and_prints_its_help(
-    images: dict[str, BuiltImage], tmp_path: Path
-) -> None:
+def test_the_operator_image_imports_kopf_and_prints_its_help(tmp_path: Path) -> None:
     code = ["import kopf, streamml.operator.handlers; print('kopf', kopf.__version__)"]
     python = ["/opt/venv/bin/python", "-P", "-c"]
-    with mounted(images["operator"], tmp_path / "bundle") as bundle:
+    with mounted(_image("operator"), tmp_path / "bundle") as bundle:
         imported = _run(bundle, bundle.spec(code, entrypoint=python, read_only=True), tmp_path)
         helped = _run(bundle, bundle.spec(["operator", "--help"], read_only=True), tmp_path)
     assert imported.startswith("kopf ")
