@@ -116,18 +116,24 @@ def _wait_healthz(port: int, proc: subprocess.Popen[bytes]) -> object:
 
 def test_the_job_image_runs_lmp_and_the_job_client(tmp_path: Path) -> None:
     with mounted(_image("lammps"), tmp_path / "bundle") as bundle:
-        lmp = _run(bundle, bundle.spec(["-h"], entrypoint=["lmp"], read_only=True), tmp_path)
-        client = _run(bundle, bundle.spec(["run-lammps", "--help"], read_only=True), tmp_path)
+        specs = [
+            bundle.spec(["-h"], entrypoint=["lmp"], read_only=True),
+            bundle.spec(["run-lammps", "--help"], read_only=True),
+        ]
+        lmp, client = (_run(bundle, spec, tmp_path) for spec in specs)
     assert "Large-scale Atomic/Molecular Massively Parallel Simulator" in lmp
     assert "--trial-id" in client and "--server" in client
 
 
 def test_the_operator_image_imports_kopf_and_prints_its_help(tmp_path: Path) -> None:
-    code = ["import kopf, streamml.operator.handlers; print('kopf', kopf.__version__)"]
+    code = ["import kopf, streamml.operator.streammodel_handlers; print('kopf', kopf.__version__)"]
     python = ["/opt/venv/bin/python", "-P", "-c"]
     with mounted(_image("operator"), tmp_path / "bundle") as bundle:
-        imported = _run(bundle, bundle.spec(code, entrypoint=python, read_only=True), tmp_path)
-        helped = _run(bundle, bundle.spec(["operator", "--help"], read_only=True), tmp_path)
+        specs = [  # each written before any runs (runc spec refuses an existing config.json)
+            bundle.spec(code, entrypoint=python, read_only=True),
+            bundle.spec(["operator", "--help"], read_only=True),
+        ]
+        imported, helped = (_run(bundle, spec, tmp_path) for spec in specs)
     assert imported.startswith("kopf ")
     assert "--liveness" in helped
 
