@@ -116,9 +116,9 @@ def _wait_healthz(port: int, proc: subprocess.Popen[bytes]) -> object:
 
 def test_the_job_image_runs_lmp_and_the_job_client(tmp_path: Path) -> None:
     with mounted(_image("lammps"), tmp_path / "bundle") as bundle:
-        specs = [
-            bundle.spec(["-h"], entrypoint=["lmp"], read_only=True),
-            bundle.spec(["run-lammps", "--help"], read_only=True),
+        specs = [  # Open MPI (lmp) needs a writable /tmp: a tmpfs, as a pod's emptyDir
+            bundle.spec(["-h"], entrypoint=["lmp"], read_only=True, tmpfs=("/tmp",)),
+            bundle.spec(["run-lammps", "--help"], read_only=True, tmpfs=("/tmp",)),
         ]
         lmp, client = (_run(bundle, spec, tmp_path) for spec in specs)
     assert "Large-scale Atomic/Molecular Massively Parallel Simulator" in lmp
