@@ -28,7 +28,12 @@ from streamml.vocabulary.conditions import Observation, merge_conditions
 from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.conditions import parse as parse_conditions
 from streamml.vocabulary.modelspec import ModelSpec
-from streamml.vocabulary.streammodel import DEFAULT_SERVER_IMAGE, StreamModelSpec, StreamModelStatus
+from streamml.vocabulary.streammodel import (
+    DEFAULT_SERVER_IMAGE,
+    LEGACY_DEFAULT_SERVER_IMAGE,
+    StreamModelSpec,
+    StreamModelStatus,
+)
 
 #: emit(type "Normal"|"Warning", reason, message): posts a Kubernetes Event on the StreamModel
 Emit = Callable[[str, str, str], None]
@@ -43,7 +48,7 @@ class OperatorContext:
     runtime: LocalRuntime | None = None
 
     def image(self, spec: StreamModelSpec) -> str:
-        if spec.server.image == DEFAULT_SERVER_IMAGE:
+        if spec.server.image in (DEFAULT_SERVER_IMAGE, LEGACY_DEFAULT_SERVER_IMAGE):
             return self.settings.server_image
         return spec.server.image
 

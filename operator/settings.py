@@ -100,7 +100,11 @@ class OperatorSettings(BaseSettings):
     )
     server_image: str = Field(
         default=DEFAULT_SERVER_IMAGE,
-        description="image used when a StreamModel keeps the schema's default image",
+        description=(
+            "server image for StreamModels that keep the schema's default image "
+            "(lammps-stream-ml/server:VERSION, the tag of Dockerfile.server and "
+            "`streamml images build`): point it at your registry's copy"
+        ),
     )
     server_command: list[str] = Field(
         default_factory=list,

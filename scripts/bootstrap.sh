@@ -21,7 +21,8 @@ APT_PACKAGES=(
   libzstd-dev mmdebstrap
   # a real node (`streamml cluster up --node`, streamml/testbed/node.py): container runtime, CNI,
   # kube-proxy's conntrack, the 127.0.0.1 relay into the node's network namespace, static pause
-  containerd runc containernetworking-plugins conntrack socat iptables iproute2 util-linux gcc
+  containerd runc containernetworking-plugins conntrack socat iptables iproute2 util-linux gcc buildah
+  # (containerd and runc also serve the images: streamml/testbed/imagebuild.py, test_images.py)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

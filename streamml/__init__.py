@@ -11,4 +11,6 @@ Subpackages (mapped from the repository's top-level folders in ``pyproject.toml`
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from streamml.vocabulary import RELEASE as __version__
+
+__all__ = ["__version__"]

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("streamml.operator.command", "run the Kubernetes operator (kopf)"),
     "crds": ("streamml.vocabulary.crdgen", "generate the CRD manifests from the schemas"),
     "cluster": ("streamml.testbed.cluster_command", "local kube-apiserver + etcd: up|down|env"),
+    "images": ("streamml.testbed.images_command", "build the images locally, load into containerd"),
     "hpc": ("streamml.testbed.hpc_command", "local Slurm (munge, slurmctld, slurmd, slurmrestd)"),
     "run-lammps": ("streamml.clients.runjob", "run LAMMPS and send its result to the server"),
     "sweep": ("streamml.sweep.command", "run a LammpsSweep file without Kubernetes"),

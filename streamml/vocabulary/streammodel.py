@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from streamml.vocabulary import RELEASE
 from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.modelspec import ModelSpec
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
@@ -35,7 +36,10 @@ MAX_MODELS = 32
 #: The server keeps its models in one process (learning is sequential and exact); a second
 #: replica would learn a different half of the stream. Scale is therefore 0 (paused) or 1.
 MAX_REPLICAS = 1
-DEFAULT_SERVER_IMAGE = "ghcr.io/streamml/lammps-stream-ml-server:0.1.0"
+#: the image `streamml images build` (or `docker build -f Dockerfile.server .`) tags locally
+DEFAULT_SERVER_IMAGE = f"lammps-stream-ml/server:{RELEASE}"
+#: the default until 0.1.0: a registry path that never existed; treated as "the default"
+LEGACY_DEFAULT_SERVER_IMAGE = "ghcr.io/streamml/lammps-stream-ml-server:0.1.0"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=20)]
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
