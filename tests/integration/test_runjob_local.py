@@ -93,7 +93,7 @@ def test_factory_rejects_unknown_kinds_and_bad_settings(tmp_path: Path) -> None:
         make_scheduler("slurm-rest", {"token": "x"})
     with pytest.raises(SpecError, match="'token' or 'tokenFile'"):
         make_scheduler("slurm-rest", {"url": "http://127.0.0.1:1"})
-    with pytest.raises(SpecError, match="cannot read tokenFile"):
+    with pytest.raises(SpecError, match="tokenFile: cannot read"):
         make_scheduler("slurm-rest", {"url": "http://127.0.0.1:1", "tokenFile": "/nonexistent"})
     with pytest.raises(SpecError, match="'env' must map strings"):
         make_scheduler("slurm", {"env": {"A": 1}})
