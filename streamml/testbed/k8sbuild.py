@@ -205,6 +205,19 @@ def ensure_binaries(progress: Progress | None = None, *, force: bool = False) ->
     return binaries
 
 
+def install_dir(tmp: Path, root: Path) -> None:
+    """Put a finished build at ``root``. A stale build there is moved aside first, so the
+    window without binaries is one rename long (running daemons keep their unlinked
+    executables)."""
+    if root.exists():
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        root.rename(old)
+        tmp.rename(root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(root)
+
+
 def _run(argv: list[str], say: Progress, what: str, cwd: Path = GO_MODULE_DIR) -> str:
     proc = procs.run(argv, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -242,15 +255,7 @@ def _build(binaries: Binaries, say: Progress) -> None:
         "recipe": recipe(binaries.version),
     }
     write_build_info(tmp, info)
-    if version_dir.exists():
-        # Replacing a stale build: move it aside first so the window without binaries is one
-        # rename long (running daemons keep their unlinked executables).
-        old = version_dir.with_name(f"{version_dir.name}.old-{os.getpid()}")
-        version_dir.rename(old)
-        tmp.rename(version_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(version_dir)
+    install_dir(tmp, version_dir)
     say(f"built {', '.join(PACKAGES)} in {elapsed:.0f} s")
 
 

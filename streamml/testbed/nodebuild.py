@@ -198,13 +198,7 @@ def _build(target: GoTarget, say: Progress) -> None:
         "recipe": target.recipe(),
     }
     (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
-    if root.exists():
-        old = root.with_name(f"{root.name}.old-{os.getpid()}")
-        root.rename(old)
-        tmp.rename(root)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(root)
+    k8sbuild.install_dir(tmp, root)
     say(f"built {', '.join(target.packages)} in {elapsed:.0f} s")
     if not all(os.access(target.path(n), os.X_OK) for n in target.packages):
         raise InfrastructureError(f"go build of {target.name} produced no binaries")

@@ -188,3 +188,20 @@ def test_test_daemons_die_with_the_process_that_started_them(tmp_path: Path) -> 
     while daemon.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not daemon.alive()
+
+
+def test_install_dir_puts_a_build_in_place_and_replaces_a_stale_one(tmp_path: Path) -> None:
+    from streamml.testbed.k8sbuild import install_dir
+
+    root = tmp_path / "k8s-1.0"
+    first = tmp_path / "k8s-1.0.tmp-1"
+    first.mkdir()
+    (first / "bin").write_text("first")
+    install_dir(first, root)
+    assert (root / "bin").read_text() == "first" and not first.exists()
+    second = tmp_path / "k8s-1.0.tmp-2"
+    second.mkdir()
+    (second / "bin").write_text("second")
+    install_dir(second, root)
+    assert (root / "bin").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s-1.0"]  # the stale one is gone
