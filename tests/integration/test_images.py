@@ -25,9 +25,9 @@ import pytest
 
 from streamml.operator import builders
 from streamml.operator.builders import Owner
+from streamml.procs import free_port
 from streamml.testbed.imagebuild import IMAGE_NAMES, BuiltImage, ensure_images, load_images
 from streamml.testbed.imagerun import Bundle, mounted
-from streamml.testbed.procs import free_port
 from streamml.vocabulary.streammodel import StreamModelSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
