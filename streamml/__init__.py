@@ -5,8 +5,14 @@ Subpackages (mapped from the repository's top-level folders in ``pyproject.toml`
 - ``streamml.vocabulary``: the shared schemas (model specs, custom resources, wire format).
 - ``streamml.modelserver``: the aiohttp + river model server (``streamml serve``).
 - ``streamml.operator``: the kopf operator (``streamml operator``).
-- ``streamml.clients``: job-side and user-side tools (run-lammps, sweep, watch, plot).
-- ``streamml.testbed``: real local infrastructure for tests and the demo (control plane, Slurm).
+- ``streamml.sweep``: the sweep engine, sampling and schedulers (the operator's and ``streamml
+  sweep``'s).
+- ``streamml.client``: the model server's HTTP client and result delivery.
+- ``streamml.clients``: job-side and user-side tools (run-lammps, watch, plot, the demo).
+- ``streamml.testbed``: real local infrastructure for tests and the demo (control plane, a real
+  node, Slurm, Flux, Apptainer, images).
+
+docs/architecture.md maps the rooms and what each may import.
 """
 
 from __future__ import annotations
