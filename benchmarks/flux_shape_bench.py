@@ -75,10 +75,10 @@ async def one_trial(
     job.workdir.mkdir(parents=True, exist_ok=True)
     scheduler = make_scheduler("flux", {"uri": instance.uri, "flux": str(instance.flux)})
     async with ModelServerClient(server.url, username=server.user, token=server.token) as client:
-        before = (await client.stats("linear"))["learn"]["n_calls"]
+        before = (await client.stats("linear")).learn.n_calls
         start = time.perf_counter()
         await scheduler.submit(job)
-        while (await client.stats("linear"))["learn"]["n_calls"] == before:
+        while (await client.stats("linear")).learn.n_calls == before:
             if time.perf_counter() - start > 1500:
                 raise RuntimeError(f"{job.name} never learned; see {job.workdir}")
             await asyncio.sleep(POLL_S)

@@ -81,7 +81,7 @@ def learns(op: Operator, model: str) -> int:
         async with ModelServerClient(
             sm["status"]["address"], username=data["username"], token=data["token"]
         ) as client:
-            return int((await client.stats(model))["learn"]["n_calls"])
+            return (await client.stats(model)).learn.n_calls
 
     return asyncio.run(stats())
 
