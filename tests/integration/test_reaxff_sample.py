@@ -40,6 +40,9 @@ def small_sample(folder: Path, lmp: Path, uri: str) -> Path:
     shutil.copytree(SAMPLE, folder)
     file = folder / "lammpssweep.yaml"
     doc = yaml.safe_load(file.read_text())
+    # its own name: the session's Flux instance also ran the operator's copy of this sample
+    # (test_reaxff_operator), whose job names start with the shipped sweep name
+    doc["metadata"]["name"] = "reaxff-hns-cli"
     spec: dict[str, Any] = doc["spec"]
     spec["parameters"] = [{**p, "min": 1, "max": 2 if p["name"] == "z" else 1}
                           for p in spec["parameters"]]  # fmt: skip
@@ -68,7 +71,7 @@ async def test_the_reaxff_sample_runs_on_flux_and_the_models_learn(
     state = json.loads((workdir / "state.json").read_text())
     assert state["phase"] == "Succeeded"
     assert (state["succeeded"], state["submitted"], state["failed"]) == (3, 3, 0)
-    names = flux_jobs(flux_instance, "reaxff-hns-")
+    names = flux_jobs(flux_instance, "reaxff-hns-cli-")
     assert len(names) == len(set(names)) == 3, names  # one Flux job per trial
     assert all(t["jobId"].startswith("f") for t in state["trials"])
     for trial in state["trials"]:
