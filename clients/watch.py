@@ -173,8 +173,10 @@ async def poll_once(client: ModelServerClient) -> list[dict[str, Any]]:
             log.warning("skipping model with an unusable name: %r", model[:80])
             continue
         try:
-            metrics = await client.metrics(model)
-            stats = (await client.stats(model)).model_dump()
+            # unchecked: a reply that does not fit its model is not refused whole here; the
+            # pure helpers keep its sane part (finite metrics, an integer learn count)
+            metrics = await client.get_unchecked("/api/metrics/", model=model)
+            stats = await client.get_unchecked("/api/stats/", model=model)
             parameters = await client.model_json(model)
         except NotFoundError:
             log.info("model %s disappeared while being read", model)

@@ -186,6 +186,12 @@ class ModelServerClient:
     async def stats(self, model: str) -> StatsReply:
         return await self._call(StatsReply, "GET", "/api/stats/", params={"model": model})
 
+    async def get_unchecked(self, path: str, **params: str) -> dict[str, Any]:
+        """The decoded JSON body of a GET, not validated against a reply model: for tools that
+        must keep what is sane in a reply from a broken or hostile server (``streamml watch``)
+        where :meth:`metrics` and :meth:`stats` would refuse the whole reply."""
+        return await self._request("GET", path, params=params or None)
+
     async def model_json(self, model: str) -> dict[str, Any]:
         """The parameters of each pipeline step (free-form: river's own parameters)."""
         return await self._request("GET", f"/api/model/{model}/")
