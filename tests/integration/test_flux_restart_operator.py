@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,15 @@ import pytest
 
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
-from tests.integration.operator_support import install_crds
 from tests.integration.test_sweep_cli import clean_env
 from tests.integration.test_sweep_flux import flux_jobs
-from tests.integration.test_sweep_operator import STREAMMODEL, Operator, gated_input, sweep
+from tests.integration.test_sweep_operator import (
+    STREAMMODEL,
+    Operator,
+    gated_input,
+    running_operator,
+    sweep,
+)
 from tests.integration.test_sweep_operator_flux import learns_now
 
 pytestmark = [
@@ -49,17 +53,8 @@ def own_flux(flux_install: flux.FluxInstall) -> Iterator[Path]:
 def operator(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
 ) -> Iterator[Operator]:
-    root = tmp_path_factory.mktemp("flux-restart-operator")
-    install_crds(control_plane)
-    namespace = f"fluxrs-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    op = Operator(control_plane, namespace, root)
-    op.start()
-    try:
+    with running_operator(control_plane, tmp_path_factory, "fluxrs") as op:
         yield op
-    finally:
-        op.stop()
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def eventlog(instance: flux.FluxInstance, job_id: str) -> str:

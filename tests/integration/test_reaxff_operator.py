@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ import yaml
 from streamml.client.api import ModelServerClient
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
-from tests.integration.operator_support import install_crds
 from tests.integration.test_reaxff_sample import ATOMS_PER_REPLICA, SAMPLE, reaxff_lmp
 from tests.integration.test_sweep_flux import flux_jobs
-from tests.integration.test_sweep_operator import STREAMMODEL, Operator
+from tests.integration.test_sweep_operator import STREAMMODEL, Operator, running_operator
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,17 +45,8 @@ MODEL = "lammps-time"  # the StreamModel the sample names
 def operator(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    root = tmp_path_factory.mktemp("reaxff-operator")
-    install_crds(control_plane)
-    namespace = f"reaxff-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    op = Operator(control_plane, namespace, root)
-    op.start()
-    try:
+    with running_operator(control_plane, tmp_path_factory, "reaxff") as op:
         yield op
-    finally:
-        op.stop()
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def small(doc: dict[str, Any], lmp: Path, uri: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,15 @@ class Operator:
         return sorted(json.loads(p.read_text())["name"] for p in root.glob("*/job.json"))
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
+@contextmanager
+def running_operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, prefix: str
 ) -> Iterator[Operator]:
-    root = tmp_path_factory.mktemp("sweep-operator")
+    """An operator process watching a fresh namespace ``PREFIX-xxxxxx`` (CRDs installed);
+    stopped and its namespace deleted afterwards."""
+    root = tmp_path_factory.mktemp(f"{prefix}-operator")
     install_crds(control_plane)
-    namespace = f"sweeps-{uuid.uuid4().hex[:6]}"
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", namespace)
     op = Operator(control_plane, namespace, root)
     op.start()
@@ -146,6 +149,14 @@ def operator(
     finally:
         op.stop()
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
+) -> Iterator[Operator]:
+    with running_operator(control_plane, tmp_path_factory, "sweeps") as op:
+        yield op
 
 
 def server_learns(op: Operator, model: str) -> int:

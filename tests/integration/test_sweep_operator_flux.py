@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import pytest
 
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
-from tests.integration.operator_support import install_crds
 from tests.integration.test_sweep_flux import flux_jobs
 from tests.integration.test_sweep_operator import (
     STREAMMODEL,
     Operator,
     gated_input,
+    running_operator,
     server_learns,
     sweep,
 )
@@ -37,17 +36,8 @@ pytestmark = [
 def operator(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory, lammps_bin: str
 ) -> Iterator[Operator]:
-    root = tmp_path_factory.mktemp("sweep-operator-flux")
-    install_crds(control_plane)
-    namespace = f"flux-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    op = Operator(control_plane, namespace, root)
-    op.start()
-    try:
+    with running_operator(control_plane, tmp_path_factory, "flux") as op:
         yield op
-    finally:
-        op.stop()
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 @pytest.mark.apptainer
