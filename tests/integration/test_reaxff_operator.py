@@ -25,7 +25,7 @@ import yaml
 from streamml.client.api import ModelServerClient
 from streamml.testbed import flux
 from streamml.testbed.controlplane import ControlPlane
-from tests.integration.test_reaxff_sample import ATOMS_PER_REPLICA, SAMPLE, reaxff_lmp
+from tests.integration.test_reaxff_sample import SAMPLE, assert_reaxff_ran, reaxff_lmp
 from tests.integration.test_sweep_flux import flux_jobs
 from tests.integration.test_sweep_operator import STREAMMODEL, Operator, running_operator
 
@@ -113,14 +113,8 @@ def test_the_reaxff_sample_runs_through_the_operator_on_flux(
     assert all(t["jobId"].startswith("f") and t["target"] > 0 for t in status["trials"])
     (workdir,) = op.sweeps_dir.glob(f"{name}-*")
     for trial in status["trials"]:
-        out = workdir / "trials" / trial["jobName"]
-        log = (out / "lammps.log").read_text()
-        # ReaxFF really ran, on the data file and force field the ConfigMap carried
-        assert "(1) pair reaxff" in log and "Loop time of" in log, log[-2000:]
-        z = int(trial["params"]["z"])
-        assert f"{ATOMS_PER_REPLICA * z} atoms" in log, log[-2000:]
-        for file in ("in.reaxff.hns", "data.hns-equil", "ffield.reax.hns"):
-            assert (out / "run" / file).is_file()
+        # on the data file and force field the ConfigMap carried
+        assert_reaxff_ran(workdir / "trials" / trial["jobName"], int(trial["params"]["z"]))
     for m in ("mean", "linear"):
         assert learns(op, m) == 2  # each training trial learned once
     evaluation = {e["model"]: e for e in status["evaluation"]}

@@ -54,6 +54,16 @@ def small_sample(folder: Path, lmp: Path, uri: str) -> Path:
     return file
 
 
+def assert_reaxff_ran(out: Path, z: int) -> None:
+    """ReaxFF really ran in trial dir ``out``, on the data file replicated ``z`` times and read
+    from the trial's own input dir."""
+    log = (out / "lammps.log").read_text()
+    assert "(1) pair reaxff" in log and "Loop time of" in log, log[-2000:]
+    assert f"{ATOMS_PER_REPLICA * z} atoms" in log, log[-2000:]
+    for name in ("in.reaxff.hns", "data.hns-equil", "ffield.reax.hns"):
+        assert (out / "run" / name).is_file()
+
+
 async def test_the_reaxff_sample_runs_on_flux_and_the_models_learn(
     model_server: ServerProcess,
     flux_instance: flux.FluxInstance,
@@ -76,14 +86,7 @@ async def test_the_reaxff_sample_runs_on_flux_and_the_models_learn(
     assert all(t["jobId"].startswith("f") for t in state["trials"])
     for trial in state["trials"]:
         assert trial["target"] > 0
-        out = workdir / "trials" / trial["jobName"]
-        log = (out / "lammps.log").read_text()
-        # ReaxFF really ran, on the replicated data file read from the trial's own input dir
-        assert "(1) pair reaxff" in log and "Loop time of" in log, log[-2000:]
-        z = int(trial["params"]["z"])
-        assert f"{ATOMS_PER_REPLICA * z} atoms" in log, log[-2000:]
-        for name in ("in.reaxff.hns", "data.hns-equil", "ffield.reax.hns"):
-            assert (out / "run" / name).is_file()
+        assert_reaxff_ran(workdir / "trials" / trial["jobName"], int(trial["params"]["z"]))
     for model in ("linear", "mean"):
         assert await learn_calls(model_server, model) == 2  # each training trial learned once
     assert {e["model"] for e in state["evaluation"]} == {"linear", "mean"}
