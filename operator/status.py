@@ -66,15 +66,6 @@ def clean_metrics(raw: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def samples_from_stats(stats: Mapping[str, Any]) -> int:
-    learn = stats.get("learn")
-    if isinstance(learn, Mapping):
-        calls = learn.get("n_calls")
-        if isinstance(calls, int) and calls >= 0:
-            return calls
-    return 0
-
-
 def best_model(specs: Sequence[ModelSpec], polls: Sequence[ModelPoll]) -> BestModel | None:
     """The model with the best headline metric among those that learned something.
 

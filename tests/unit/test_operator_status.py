@@ -119,9 +119,6 @@ def test_metric_cleaning_is_bounded_and_finite() -> None:
     assert len(cleaned) <= st.MAX_METRICS
     assert all(isinstance(v, float) for v in cleaned.values())
     assert cleaned["m00"] == 0.123457
-    assert st.samples_from_stats({"learn": {"n_calls": 7}}) == 7
-    assert st.samples_from_stats({"learn": "garbage"}) == 0
-    assert st.samples_from_stats({}) == 0
 
 
 def test_validation_names_the_field() -> None:
