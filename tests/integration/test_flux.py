@@ -103,6 +103,40 @@ async def test_instance_restart_keeps_history(
         flux.stop(state)
 
 
+async def test_submits_during_shutdown_are_unavailable_not_refused(
+    flux_install: flux.FluxInstall, tmp_path: Path
+) -> None:
+    # `flux shutdown` unloads job-ingest before it closes the socket: a submit in that window
+    # gets ENOSYS ("No service matching job-ingest.submit"). Counted as a refusal, it failed a
+    # trial of a sweep whose Flux merely restarted (a CI run of stop 9); it must say "later".
+    state = tmp_path / "flux"
+    instance = flux.start(state, install=flux_install, detached=False)
+    sched = FluxScheduler(uri=instance.uri, flux=str(instance.flux))
+    outcomes: list[str] = []
+    refused: list[str] = []
+    stopping = asyncio.get_running_loop().run_in_executor(None, flux.stop, state)
+
+    async def submitter(lane: int) -> None:
+        n = 0
+        while not stopping.done() or n < 3:
+            n += 1
+            try:
+                await sched.submit(JobRequest(name=f"s{lane}-{n}", command=["sleep", "60"]))
+                outcomes.append("accepted")
+            except SchedulerUnavailable:
+                outcomes.append("unavailable")
+            except SchedulerError as exc:
+                refused.append(str(exc))
+
+    try:
+        await asyncio.gather(*(submitter(lane) for lane in range(3)))
+        assert await stopping
+    finally:
+        flux.stop(state)
+    assert not refused, refused  # no submit made while Flux went down was taken for a refusal
+    assert "unavailable" in outcomes, outcomes  # the down instance was reached, and said so
+
+
 def test_flux_scheduler_needs_a_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLUX_URI", raising=False)
     with pytest.raises(SpecError) as err:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamml.sweep.schedulers import JobRequest, JobState
+from streamml.sweep.schedulers.flux import unreachable
 from streamml.sweep.schedulers.kubernetes import CANCELLED_ANNOTATION, job_manifest, job_status
 from streamml.sweep.schedulers.slurm_cli import (
     batch_script,
@@ -146,3 +147,20 @@ def test_stop_never_hits_a_process_of_another_instance(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "down"),
+    [  # the messages a real flux 0.88 CLI printed, captured during `flux shutdown`
+        ("[Errno 38] No service matching job-ingest.submit is registered", True),
+        ("flux-submit: ERROR: Unable to connect to Flux: broker socket /tmp/x/local-0 was not"
+         " found", True),
+        ("flux-jobs: ERROR: [Errno 104] Connection reset by peer", True),
+        ("flux-submit: ERROR: [Errno 111] Connection refused", True),
+        # refusals: retrying cannot help, the trial fails with the reason
+        ("flux-submit: ERROR: Unsatisfiable request: requested 64 cores, 2 available", False),
+        ("flux-submit: ERROR: [Errno 22] Invalid argument: --time-limit", False),
+    ],
+)
+def test_flux_errors_tell_down_from_refused(stderr: str, down: bool) -> None:
+    assert unreachable(stderr) is down

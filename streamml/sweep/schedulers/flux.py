@@ -37,8 +37,20 @@ REASONS = (REASON_EXIT, REASON_TIMEOUT, REASON_UNSATISFIABLE, REASON_EXCEPTION, 
 
 #: a job id as we print them (FLUX_F58_FORCE_ASCII: "f" + base58) or decimal
 _ID = re.compile(r"^(f[1-9A-HJ-NP-Za-km-z]{1,16}|[0-9]{1,20})$")
-#: what the CLI says when the instance cannot be reached (down, restarting, no socket)
-_UNREACHABLE = re.compile(r"Unable to connect to Flux|flux_open|Connection refused", re.I)
+#: what the CLI says when the instance cannot be reached or is mid-shutdown: no socket, the
+#: connection dropped, or a service already unloaded ("[Errno 38] No service matching
+#: job-ingest.submit is registered", seen on submits made during `flux shutdown`)
+_UNREACHABLE = re.compile(
+    r"Unable to connect to Flux|flux_open|Connection refused|Connection reset|Broken pipe"
+    r"|No service matching|Errno (38|32|104|113)\b|Function not implemented|No route to host",
+    re.I,
+)
+
+
+def unreachable(stderr: str) -> bool:
+    """Whether a failed flux command's stderr says the instance is down or going down (try
+    again later) rather than that it refused the request."""
+    return _UNREACHABLE.search(stderr) is not None
 _PENDING = {"NEW", "DEPEND", "PRIORITY", "SCHED"}
 _RUNNING = {"RUN", "CLEANUP"}
 
@@ -182,7 +194,7 @@ class FluxScheduler:
         env = {**self.env, **job.env, "STREAMML_FLUX": self.flux}
         code, out, err = await self._run(*submit_argv(self.flux, job), env=env)
         job_id = out.strip().splitlines()[-1].strip() if out.strip() else ""
-        if code != 0 and _UNREACHABLE.search(err):
+        if code != 0 and unreachable(err):
             raise SchedulerUnavailable(f"Flux at {self.uri} is unreachable: {err.strip()[:300]}")
         if code != 0 or not _ID.match(job_id):
             raise SchedulerError(f"flux refused job {job.name!r}: {(err or out).strip()[:500]}")
@@ -237,7 +249,7 @@ class FluxScheduler:
             self.flux, "jobs", "-a", "-n", f"--name={name}", "-o", "{id.f58}"
         )
         if code != 0:
-            kind = SchedulerUnavailable if _UNREACHABLE.search(err) else SchedulerError
+            kind = SchedulerUnavailable if unreachable(err) else SchedulerError
             raise kind(f"flux jobs failed: {err.strip()[:300]}")
         ids = [line.strip() for line in out.splitlines() if line.strip()]
         return ids[0] if ids else None  # newest first; ASCII f58, as submit printed it
