@@ -55,6 +55,14 @@ HEY_MEASURES = (  # name, path, learn?, concurrency option
 )
 
 
+def alternating(targets: dict[str, Target], round_: int) -> list[tuple[str, Target]]:
+    """The sides in this round's order: reversed every other round, so that whatever the one
+    measured first leaves running (a snapshot, the storage thread's tail) does not always land
+    on the same side's measurement."""
+    order = list(targets.items())
+    return order if round_ % 2 == 0 else order[::-1]
+
+
 def make_samples(n: int, seed: int = 2) -> list[tuple[dict[str, float], float]]:
     """LAMMPS-like jobs: box size and ranks -> wall time (seconds), with noise; deterministic."""
     rng = random.Random(seed)
@@ -239,7 +247,7 @@ def measure(
         for name, path, learn, concurrent in HEY_MEASURES:
             n = args.requests if concurrent else args.seq_requests
             c = args.concurrency if concurrent else 1
-            for side, t in targets.items():
+            for side, t in alternating(targets, round_):
                 headers = t.headers()
                 before = learn_calls(t.url, MODEL, headers)
                 commits = storage_commits(t.url, headers) if t.ours else None
@@ -284,8 +292,8 @@ def measure(
 
     for kind in ("learn", "predict"):
         rates: dict[str, list[float]] = {side: [] for side in targets}
-        for _ in range(args.rounds):
-            for side, t in targets.items():
+        for round_ in range(args.rounds):
+            for side, t in alternating(targets, round_):
                 rate = riverapi_rate(t.url, kind, args.client_calls, t.riverapi_env())
                 rates[side].append(rate)
         for side, values in rates.items():
@@ -298,7 +306,7 @@ def measure(
     inproc: list[dict[str, float]] = []
     for round_ in range(args.rounds):
         inproc.append(inprocess_rates(args.batch_samples, seed=10 + round_))
-        for side, t in targets.items():
+        for side, t in alternating(targets, round_):
             if isinstance(t.server, OurServer):
                 rec = batch_learn_rate(t.server, args.batch_samples, args.batch_chunk, 10 + round_)
                 rec["of_learn_one"] = rec["samples_per_s"] / inproc[-1]["learn_one_per_s"]
