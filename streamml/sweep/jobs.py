@@ -57,12 +57,17 @@ class JobContext:
     remote: bool = False
 
 
-def job_name(sweep: str, trial: int, attempt: int) -> str:
-    """A DNS-label-safe name, unique per (sweep, trial, attempt): the restart lookup key."""
+def job_name(sweep: str, trial: int, attempt: int, identity: str) -> str:
+    """A DNS-label-safe name, unique per (sweep identity, trial, attempt): the key a restarted
+    engine looks its job up by. The identity's digest keeps two sweeps of one name (in two
+    namespaces, or a CLI sweep re-planned under its old name) from adopting each other's jobs
+    on a scheduler they share. A trial record keeps the name it was submitted under, so a
+    record written before the digest was added is still found under its old name."""
     base = re.sub(r"[^a-z0-9-]", "-", sweep.lower()).strip("-") or "sweep"
-    if len(base) > 44:
-        base = f"{base[:35]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
-    return f"{base}-t{trial:05d}-a{attempt}"
+    if len(base) > 38:
+        base = f"{base[:29]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    scope = hashlib.sha256(identity.encode()).hexdigest()[:6]
+    return f"{base}-{scope}-t{trial:05d}-a{attempt}"
 
 
 def trial_identifier(identity: str, trial: int) -> str:
@@ -89,7 +94,7 @@ def build_job(
     One command line, built top to bottom in the order run-lammps reads it (longer than ~60
     lines on purpose: split, the order of its options would be scattered).
     """
-    name = job_name(sweep, trial, attempt)
+    name = job_name(sweep, trial, attempt, ctx.identity)
     out = trial_dir(ctx, name)
     result = TERMINATION_LOG if ctx.remote else str(out / RESULT_FILE)
     command = [

@@ -143,6 +143,11 @@ def _engine(
     return SweepEngine("demo", spec, sched, store, ctx)
 
 
+def _name(trial: int, attempt: int) -> str:
+    """The job name of the engine tests' sweep (``_engine``: "demo", identity uid-1)."""
+    return jobs.job_name("demo", trial, attempt, "uid-1")
+
+
 async def _drive(engine: SweepEngine, limit: int = 200) -> None:
     for _ in range(limit):
         if await engine.tick():
@@ -212,9 +217,9 @@ async def test_failed_trials_are_retried_with_reason(tmp_path: Path) -> None:
     assert [r.state for r in tries] == ["Failed", "Failed", "Succeeded"]
     assert tries[0].reason == "ERROR: Lost atoms: original 32 current 30"
     assert [n for n in sched.submissions if "-t00002-" in n] == [
-        "demo-t00002-a1",
-        "demo-t00002-a2",
-        "demo-t00002-a3",
+        _name(2, 1),
+        _name(2, 2),
+        _name(2, 3),
     ]
 
 
@@ -306,7 +311,7 @@ async def test_crash_before_submit_submits_on_restart(tmp_path: Path) -> None:
     sched.submit = real  # type: ignore[method-assign]
     restarted = _engine(tmp_path, spec, sched, FileStore(tmp_path / "s.json"))
     await _drive(restarted)
-    assert sched.submissions[0] == "demo-t00000-a1"
+    assert sched.submissions[0] == _name(0, 1)
     assert sorted(Counter(sched.submissions).values()) == [1] * 11
 
 
@@ -328,9 +333,9 @@ async def test_suspend_cancels_and_resume_finishes(tmp_path: Path) -> None:
     await _drive(engine)
     assert engine.status.phase == "Succeeded" and engine.status.succeeded == 11
     assert {n for n in sched.submissions if n.endswith("-a2")} == {
-        "demo-t00000-a2",
-        "demo-t00001-a2",
-        "demo-t00002-a2",
+        _name(0, 2),
+        _name(1, 2),
+        _name(2, 2),
     }
 
 
@@ -436,15 +441,17 @@ def test_job_request_carries_no_secret(tmp_path: Path) -> None:
     spec = _spec(lammps={"vars": {"steps": "20"}, "mpiProcs": 2})
     point = {"nx": 3, "ny": 4}
     req = jobs.build_job(spec, ctx, trial=9, attempt=2, point=point, test=True, sweep="S_x")
-    assert req.name == "s-x-t00009-a2"
+    assert req.name.startswith("s-x-") and req.name.endswith("-t00009-a2")
     args = list(req.command)
     assert _values(args, "--var") == ["steps=20", "nx=3", "ny=4"]
     assert _values(args, "--model") == ["a", "b"] and "--test" in args
     assert _values(args, "--mpirun") == ["2"] and req.cpus == 2
     assert _values(args, "--trial-id") == ["u/t00009"]
     assert req.env["STREAMML_TOKEN_FILE"].endswith("/t")
-    long = jobs.job_name("x" * 200, 1, 1)
-    assert len(long) <= 63 and long == jobs.job_name("x" * 200, 1, 1)
+    long = jobs.job_name("x" * 200, 1, 99, "u")
+    assert len(long) <= 63 and long == jobs.job_name("x" * 200, 1, 99, "u")
+    # two sweeps of one name (two namespaces: two uids) never share a job name
+    assert jobs.job_name("S_x", 9, 2, "uid-a") != jobs.job_name("S_x", 9, 2, "uid-b")
 
 
 def test_curve_is_bounded_and_keeps_newest() -> None:
