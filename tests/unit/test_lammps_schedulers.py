@@ -12,6 +12,7 @@ from streamml.sweep.schedulers.flux import unreachable
 from streamml.sweep.schedulers.kubernetes import CANCELLED_ANNOTATION, job_manifest, job_status
 from streamml.sweep.schedulers.slurm_cli import (
     batch_script,
+    controller_down,
     map_state,
     time_limit_minutes,
 )
@@ -167,3 +168,20 @@ def test_stop_never_hits_a_process_of_another_instance(tmp_path: Path) -> None:
 )
 def test_flux_errors_tell_down_from_refused(stderr: str, down: bool) -> None:
     assert unreachable(stderr) is down
+
+
+@pytest.mark.parametrize(
+    ("stderr", "down"),
+    [  # what slurm 22.05's commands printed with slurmctld stopped, and two refusals
+        (
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller"
+            " (connect failure)",
+            True,
+        ),
+        ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)", True),
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified", False),
+        ("sbatch: error: invalid environment variable name", False),
+    ],
+)
+def test_slurm_errors_tell_down_from_refused(stderr: str, down: bool) -> None:
+    assert controller_down(stderr) is down

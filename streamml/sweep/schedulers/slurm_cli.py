@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from streamml import procs
-from streamml.errors import SchedulerError
+from streamml.errors import SchedulerError, SchedulerUnavailable
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 
 #: Slurm job states -> our vocabulary (COMPLETING: the batch step is done, the epilog is not)
@@ -48,6 +49,18 @@ STATES: dict[str, JobState] = {
     "REVOKED": JobState.FAILED,
 }
 _REASONLESS = ("None", "", "(null)")
+#: what Slurm says when slurmctld cannot be reached (down, restarting, failing over): the
+#: engine waits and looks the job up by name instead of counting a failure
+_CTLD_DOWN = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted"
+    r"|backup controller in standby",
+    re.I,
+)
+
+
+def controller_down(text: str) -> bool:
+    """Whether a Slurm error says slurmctld is unreachable rather than that it refused."""
+    return _CTLD_DOWN.search(text) is not None
 
 
 def batch_script(job: JobRequest) -> str:
@@ -140,6 +153,8 @@ class SlurmCliScheduler:
         args += self.sbatch_args
         code, out, err = await self._run(*args, stdin=batch_script(job), cwd=job.workdir)
         job_id = out.strip().split(";")[0]
+        if code != 0 and controller_down(err):
+            raise SchedulerUnavailable(f"sbatch: slurmctld unreachable: {err.strip()[:300]}")
         if code != 0 or not job_id.isdigit():
             raise SchedulerError(f"sbatch refused job {job.name!r}: {(err or out).strip()}")
         return job_id
@@ -187,7 +202,8 @@ class SlurmCliScheduler:
     async def lookup(self, name: str) -> str | None:
         code, out, err = await self._run("squeue", "-h", "-t", "all", "-n", name, "-o", "%i")
         if code != 0:
-            raise SchedulerError(f"squeue failed: {err.strip()}")
+            kind = SchedulerUnavailable if controller_down(err) else SchedulerError
+            raise kind(f"squeue failed: {err.strip()[:300]}")
         ids = [int(line) for line in out.split() if line.strip().isdigit()]
         return str(max(ids)) if ids else None
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import aiohttp
 
-from streamml.errors import AuthError, SchedulerError
+from streamml.errors import AuthError, SchedulerError, SchedulerUnavailable
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.sweep.schedulers.slurm_cli import (
     batch_script,
     check_job,
+    controller_down,
     last_output_line,
     map_state,
     time_limit_minutes,
@@ -68,10 +69,14 @@ class SlurmRestScheduler:
                 if response.status == 401:
                     raise AuthError(f"slurmrestd rejected the credentials ({method} {path})")
                 return response.status, payload if isinstance(payload, dict) else {}
+        # no answer (refused, dropped, timed out): a submit may or may not have been taken, so
+        # it is "unavailable" (the engine looks the job up by name), never a refusal
         except aiohttp.ClientError as exc:
-            raise SchedulerError(f"slurmrestd at {self.url} unreachable: {exc}") from exc
+            raise SchedulerUnavailable(f"slurmrestd at {self.url} unreachable: {exc}") from exc
         except TimeoutError as exc:
-            raise SchedulerError(f"slurmrestd at {self.url} timed out ({method} {path})") from exc
+            raise SchedulerUnavailable(
+                f"slurmrestd at {self.url} timed out ({method} {path})"
+            ) from exc
 
     async def submit(self, job: JobRequest) -> str:
         check_job(job)
@@ -95,6 +100,10 @@ class SlurmRestScheduler:
             "POST", "/job/submit", {"job": spec, "script": batch_script(job)}
         )
         job_id = payload.get("job_id")
+        if status != 200 and controller_down(_errors(payload, status)):
+            raise SchedulerUnavailable(
+                f"slurmrestd: slurmctld unreachable: {_errors(payload, status)}"
+            )
         if status != 200 or not isinstance(job_id, int):
             raise SchedulerError(f"slurmrestd refused job {job.name!r}: {_errors(payload, status)}")
         return str(job_id)
@@ -125,7 +134,11 @@ class SlurmRestScheduler:
     async def lookup(self, name: str) -> str | None:
         status, payload = await self._call("GET", "/jobs")
         if status != 200:
-            raise SchedulerError(f"slurmrestd GET jobs: {_errors(payload, status)}")
+            text = _errors(payload, status)
+            # v0.0.38 answers "HTTP 500: Unspecified error" when slurmctld is down; a read that
+            # fails server-side is worth retrying (a submit's 500 may be a refusal: see submit)
+            down = status >= 500 or controller_down(text)
+            raise (SchedulerUnavailable if down else SchedulerError)(f"slurmrestd GET jobs: {text}")
         ids = [
             int(job["job_id"])
             for job in payload.get("jobs") or []
