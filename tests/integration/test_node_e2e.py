@@ -1,0 +1,194 @@
+"""End to end on a real node: the operator runs as a pod from its image (``kubectl apply -k
+config/``, its ServiceAccount and RBAC), a StreamModel's server pod serves from the server image,
+and the prototype's riverapi snippet runs unchanged against ``status.url`` through the ingress
+controller.
+
+The node lives in its own network namespace with no route out; ``status.url`` is the Ingress
+address Traefik publishes (the node's address), so the snippet runs inside that namespace, as
+``docs/node.md`` says host clients do (``nsenter --net``), never over a route from the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamml import procs
+from streamml.testbed import nodeflags, nodehost
+from streamml.testbed.imagebuild import IMAGE_NAMES, ensure_images, load_images
+from streamml.testbed.node import NodeCluster
+from tests.integration.test_server_riverapi import (
+    DECLARATIVE,
+    JOB_SNIPPET,
+    assert_prototype_predictions,
+    predictions_by_model,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.images,
+              pytest.mark.timeout(1800)]  # fmt: skip
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_NS = "streamml-system"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 300.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get_json(node: NodeCluster, *args: str) -> dict[str, Any]:
+    out = node.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+@pytest.fixture(scope="module")
+def operator_pod(node_cluster: NodeCluster) -> Iterator[NodeCluster]:
+    """The images in the node's containerd and the operator applied from ``config/``."""
+    if not node_cluster.with_ingress:
+        pytest.skip("Traefik not built: streamml cluster build --node")
+    images = ensure_images(IMAGE_NAMES)  # cached by `make images` (rebuilt on a source change)
+    load_images(images.values(), node_cluster.containerd_socket)
+    node_cluster.kubectl("apply", "-k", str(ROOT / "config"))
+
+    def available() -> bool:
+        dep = get_json(node_cluster, "deployment", "streamml-operator", "-n", OPERATOR_NS)
+        return bool(dep) and dep.get("status", {}).get("availableReplicas") == 1
+
+    wait_for("the operator pod", available)
+    yield node_cluster
+    node_cluster.kubectl("delete", "-k", str(ROOT / "config"), "--wait=false", check=False)
+
+
+def test_the_operator_runs_as_a_pod_under_its_own_service_account(
+    operator_pod: NodeCluster,
+) -> None:
+    pods = get_json(operator_pod, "pods", "-n", OPERATOR_NS)["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["spec"]["serviceAccountName"] == "streamml-operator"
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "lammps-stream-ml/operator:0.1.0"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["status"]["containerStatuses"][0]["ready"] is True
+
+    def holder() -> list[str]:  # the one active operator holds the Lease, under its pod's name
+        leases = get_json(operator_pod, "leases", "-n", OPERATOR_NS).get("items", [])
+        return [lease["spec"].get("holderIdentity") for lease in leases]
+
+    assert pod["metadata"]["name"] in wait_for("the operator to take its Lease", holder)
+    # least privilege: what its ServiceAccount may and may not do
+    sa = f"system:serviceaccount:{OPERATOR_NS}:streamml-operator"
+
+    def can(*args: str) -> bool:
+        out = operator_pod.kubectl("auth", "can-i", *args, f"--as={sa}", check=False)
+        return out.stdout.strip() == "yes"
+
+    assert can("create", "deployments", "-n", "anywhere")
+    assert can("patch", "streammodels.streamml.io", "-n", "anywhere")
+    assert not can("delete", "nodes")
+    assert not can("create", "pods/exec", "-n", "kube-system")
+    assert not can("create", "clusterrolebindings")
+
+
+def run_in_node_netns(snippet: str, env: dict[str, str], cwd: Path) -> str:
+    """A Python client inside the node's network namespace (the only way in but the relays)."""
+    result = procs.run(
+        ["nsenter", f"--net=/run/netns/{nodehost.NETNS}", sys.executable, "-P", "-c", snippet],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def streammodel(name: str) -> dict[str, Any]:
+    """The prototype's three models; an Ingress without a host (riverapi sends no Host)."""
+    return {
+        "apiVersion": "streamml.io/v1alpha1",
+        "kind": "StreamModel",
+        "metadata": {"name": name},
+        "spec": {
+            "models": [
+                {"name": model, "flavor": "regression", "pipeline": pipeline}
+                for model, pipeline in DECLARATIVE.items()
+            ],
+            "server": {"storage": {"type": "PersistentVolumeClaim", "size": "1Gi"}},
+            "ingress": {"enabled": True, "path": "/"},
+        },
+    }
+
+
+def test_streammodel_serves_the_prototype_snippet_through_the_ingress(
+    operator_pod: NodeCluster, node_namespace: str, tmp_path: Path
+) -> None:
+    node, ns = operator_pod, node_namespace
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(streammodel("proto")))
+
+    def ready() -> dict[str, Any] | None:
+        status = get_json(node, "streammodel", "proto", "-n", ns).get("status", {})
+        conds = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return status if conds.get("Ready") == "True" and status.get("url") else None
+
+    status = wait_for("the StreamModel to be Ready with an ingress URL", ready, timeout=600)
+    # the operator created the models through the in-cluster Service, by its DNS name
+    assert status["address"] == f"http://proto.{ns}.svc:80"
+    assert sorted(m["name"] for m in status["models"]) == sorted(DECLARATIVE)
+    url = status["url"]
+    assert url == f"http://{nodeflags.NODE_IP}/"  # the address Traefik published, as written
+    # the server pod: non-root, read-only root file system, its data on the bound PVC
+    pod = get_json(node, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=proto")["items"][0]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "lammps-stream-ml/server:0.1.0"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    claim = get_json(node, "pvc", "-n", ns)["items"][0]
+    assert claim["status"]["phase"] == "Bound"
+    # the prototype's snippet, unchanged but for the URL: status.url exactly as written
+    secret = get_json(node, "secret", status["authSecretName"], "-n", ns)["data"]
+    creds = {key: base64.b64decode(value).decode() for key, value in secret.items()}
+    env = {"PATH": "/usr/bin:/bin", "RIVER_ML_USER": creds["username"],
+           "RIVER_ML_TOKEN": creds["token"]}  # fmt: skip
+    out = run_in_node_netns(JOB_SNIPPET.replace("http://localhost:8080", url), env, tmp_path)
+    assert_prototype_predictions(predictions_by_model(out))
+    assert creds["token"] not in json.dumps(status)
+
+    def learned() -> bool:  # the operator polls the server's metrics into status
+        models = get_json(node, "streammodel", "proto", "-n", ns)["status"]["models"]
+        return all(m.get("samples") == 4 for m in models)
+
+    wait_for("the learned samples in status", learned)
+    table = node.kubectl("get", "streammodels", "-n", ns).stdout
+    print(node.kubectl("get", "pods,svc,ingress,pvc,streammodels", "-n", ns).stdout)
+    assert "proto" in table and url in table and "True" in table
+    # kubectl delete: garbage collection removes everything it owned
+    node.kubectl("delete", "streammodel", "proto", "-n", ns, "--wait=true", timeout=300)
+
+    owned = [("deployment", "proto"), ("service", "proto"), ("ingress", "proto"),
+             ("secret", status["authSecretName"]), ("pvc", claim["metadata"]["name"])]  # fmt: skip
+
+    def collected() -> bool:
+        return not any(get_json(node, kind, name, "-n", ns) for kind, name in owned)
+
+    wait_for("the StreamModel's objects to be collected", collected)
+
+
+def test_no_traffic_left_the_namespace(node_cluster: NodeCluster) -> None:
+    """The node's namespace has no route out: what ran above stayed inside it."""
+    routes = subprocess.run(
+        ["ip", "netns", "exec", nodehost.NETNS, "ip", "route", "show", "default"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert routes.strip() == ""
