@@ -192,3 +192,60 @@ def test_no_traffic_left_the_namespace(node_cluster: NodeCluster) -> None:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert routes.strip() == ""
+
+
+def lammps_sweep(name: str, model: str) -> dict[str, Any]:
+    """Six small LJ runs as Kubernetes Jobs from the job image (four teach, two are held out)."""
+    return {
+        "apiVersion": "streamml.io/v1alpha1",
+        "kind": "LammpsSweep",
+        "metadata": {"name": name},
+        "spec": {
+            "streamModelRef": {"name": model},
+            "parameters": [
+                {"name": axis, "type": "int", "min": 4, "max": 6} for axis in ("nx", "ny", "nz")
+            ],
+            "sampling": {"method": "latinHypercube", "seed": 7},
+            "trials": 4,
+            "testTrials": 2,
+            "parallelism": 2,
+            "maxFailures": 2,
+            "lammps": {"command": "lmp", "target": "cpu_time", "vars": {"steps": "20"}},
+            "resources": {"cpus": 1, "timeLimitSeconds": 300},
+            "scheduler": {"type": "kubernetes", "image": "lammps-stream-ml/lammps:0.1.0"},
+        },
+    }
+
+
+def test_a_sweep_runs_real_jobs_that_post_to_the_server_from_inside(
+    operator_pod: NodeCluster, node_namespace: str
+) -> None:
+    node, ns = operator_pod, node_namespace
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(streammodel("surrogate")))
+    sweep = yaml.safe_dump(lammps_sweep("lj", "surrogate"))
+    node.kubectl("apply", "-n", ns, "-f", "-", input=sweep)
+
+    def finished() -> dict[str, Any] | None:
+        status = get_json(node, "lammpssweep", "lj", "-n", ns).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for("the sweep to finish", finished, timeout=1200)
+    assert status["phase"] == "Succeeded", json.dumps(status)[:3000]
+    assert status["succeeded"] == 6 and status["submitted"] == 6 + status["failed"]
+    assert {e["model"] for e in status["evaluation"]} == set(DECLARATIVE)
+    jobs = get_json(node, "jobs", "-n", ns)["items"]
+    assert len(jobs) == status["submitted"]
+    assert all(
+        j["spec"]["template"]["spec"]["containers"][0]["image"] == "lammps-stream-ml/lammps:0.1.0"
+        for j in jobs
+    )
+    # each training run was learned exactly once, through status.address from inside the cluster
+    models = get_json(node, "streammodel", "surrogate", "-n", ns)["status"]
+
+    def learned() -> bool:
+        got = get_json(node, "streammodel", "surrogate", "-n", ns)["status"]["models"]
+        return all(m.get("samples") == 4 for m in got)
+
+    wait_for("four learned samples per model", learned)
+    assert models["address"] == f"http://surrogate.{ns}.svc:80"
+    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
