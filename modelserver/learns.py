@@ -15,6 +15,7 @@ model that a failed commit restored meanwhile is refused (``Commits.refuse_stale
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from streamml.errors import SpecError
@@ -58,15 +59,18 @@ class Learns:
         models: list[str] | None = None,
         identifier: str | None = None,
         prediction: Any = None,
+        truths: Mapping[str, Any] | None = None,
     ) -> Results:
-        """One sample on one model, a subset, or all of them; the per-model results."""
+        """One sample on one model, a subset, or all of them; the per-model results.
+        ``truths``: each model's own ground truth instead of ``ground_truth`` (several targets
+        of one run, one commit: an error reply still means that nothing was applied)."""
         targets = self.registry.targets(model, models)
         commits = self.commits
         inflight = commits.inflight
         waits = identifier is not None and any((s.name, identifier) in inflight for s in targets)
         if not waits and self._inline(targets):  # the hot path: no await until the commit
             learnt = await self._learn_each(
-                targets, features, ground_truth, identifier, prediction, inline=True
+                targets, features, ground_truth, identifier, prediction, truths, inline=True
             )
             future = commits.submit(learnt[1])
         else:
@@ -76,7 +80,7 @@ class Learns:
                     await commits.settled([(n, identifier) for n in names])
                 targets = [s for s in self.registry.targets(model, models) if s.name in names]
                 learnt = await self._learn_each(
-                    targets, features, ground_truth, identifier, prediction, inline=False
+                    targets, features, ground_truth, identifier, prediction, truths, inline=False
                 )
                 future = commits.submit(learnt[1])
         results, _, learned, taken = learnt
@@ -93,6 +97,7 @@ class Learns:
         ground_truth: Any,
         identifier: str | None,
         prediction: Any,
+        truths: Mapping[str, Any] | None,
         *,
         inline: bool,
     ) -> tuple[Results, list[Op], Learned, Taken]:
@@ -108,8 +113,9 @@ class Learns:
         registry = self.registry
         try:
             for state in targets:
+                truth = ground_truth if truths is None else truths[state.name]
                 try:
-                    join = registry.join(state, features, ground_truth, identifier, prediction)
+                    join = registry.join(state, features, truth, identifier, prediction)
                     record = await self._applied(state, join, taken, inline=inline)
                 except SpecError as exc:
                     results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}

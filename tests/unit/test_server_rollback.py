@@ -93,3 +93,33 @@ async def test_a_resend_waits_for_the_first_attempt_and_is_learned_when_that_fai
     state = service.registry.models["lin"]
     assert state.learn_stats.n_calls == 1 and "job-1" in state.seen
     await service.storage.close()
+
+
+@pytest.mark.parametrize("heavy", [False, True], ids=["inline", "on-its-thread"])
+async def test_several_targets_in_one_learn_fail_together(tmp_path: Path, heavy: bool) -> None:
+    """One run's targets (``truths``: each model its own ground truth) are one write: when one
+    target's model fails half-way, the other target's model has learned nothing either (an
+    error reply means nothing was applied; one learn per target used to commit the first)."""
+    service = make_service(tmp_path)
+    await service.storage.open()
+    await service.create("lin", "regression", model(), origin="spec", spec=None, heavy=heavy)
+    broken = LosesLearnOne()
+    await service.create("zz-broken", "regression", broken, origin="pickle", spec=None)
+    x, y = sample(1)
+    both = {"lin": y, "zz-broken": 2 * y}
+    results = await service.learn(x, None, models=list(both), identifier="t1", truths=both)
+    assert results == {name: {"learned": True, "duplicate": False} for name in both}
+    broken.usable = False
+    with pytest.raises(RuntimeError, match="injected"):
+        await service.learn(x, None, models=list(both), identifier="t2", truths=both)
+    with pytest.raises(StorageError):  # queued behind the revert: discarded with it
+        await service.learn(x, 1.0, model="lin", identifier="queued")
+    await service.learn(x, 1.0, model="lin", identifier="after")
+    lin = service.registry.models["lin"]
+    assert "t2" not in lin.seen and {"t1", "after"} <= set(lin.seen)
+    await service.storage.close()
+    restarted = make_service(tmp_path)
+    await restarted.storage.open()
+    await restarted.load()
+    assert restarted.registry.models["lin"].learn_stats.n_calls == 2  # t1 and "after" only
+    await restarted.storage.close()
