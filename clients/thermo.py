@@ -136,7 +136,7 @@ def column_index(column: str, columns: tuple[str, ...]) -> int | None:
     (``press`` is ``Press``, ``pe`` is ``PotEng``); variables and computes match exactly."""
     if column in columns:
         return columns.index(column)
-    if column[:2] in ("v_", "c_", "f_"):
+    if column[:2].lower() in ("v_", "c_", "f_"):
         return None
     wanted = KEYWORD_HEADERS.get(column.lower(), column).lower()
     for i, name in enumerate(columns):
