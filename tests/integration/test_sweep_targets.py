@@ -215,9 +215,9 @@ async def test_a_bad_request_is_refused_and_applies_nothing(
 
 async def test_the_endpoint_needs_credentials(model_server: ServerProcess) -> None:
     await create_models(model_server, MODELS)
-    body = {"features": {"rho": 0.8}, "identifier": "t/2",
-            "targets": [{"name": "pressure", "models": ["p-mean"], "ground_truth": 1.0}]}  # fmt: skip
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{model_server.url}/api/learn/targets/", json=body) as response:
-            assert response.status == 401
+    group = {"name": "pressure", "models": ["p-mean"], "ground_truth": 1.0}
+    body = {"features": {"rho": 0.8}, "identifier": "t/2", "targets": [group]}
+    url = f"{model_server.url}/api/learn/targets/"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        assert response.status == 401
     assert await learn_calls(model_server, "p-mean") == 0

@@ -123,7 +123,7 @@ def test_a_run_that_does_not_exist_is_named(real_log: str, run: int) -> None:
 
 @pytest.mark.lammps
 def test_too_few_rows_for_the_window_is_refused(real_log: str) -> None:
-    with pytest.raises(LammpsError, match="'Temp'.*4 thermo rows; rows: 5"):
+    with pytest.raises(LammpsError, match=r"'Temp'.*4 thermo rows; rows: 5"):
         thermo.thermo_value(real_log, ThermoSource(column="Temp", reduce="mean", rows=5))
 
 
@@ -163,7 +163,7 @@ def test_a_log_whose_head_was_cut_counts_runs_from_the_end_only(real_log: str) -
     tail = real_log[real_log.index("CHECK 20") :]  # inside run 1: its header is gone
     last = checked(real_log)[-1][-1][1]
     assert close(thermo.thermo_value(tail, ThermoSource(column="Press")), last)
-    with pytest.raises(LammpsError, match="head was cut.*count from the end"):
+    with pytest.raises(LammpsError, match=r"head was cut.*count from the end"):
         thermo.thermo_value(tail, ThermoSource(column="Press", run=2))
     with pytest.raises(LammpsError, match="run -2 printed no thermo header"):
         thermo.thermo_value(tail, ThermoSource(column="Press", run=-2))
