@@ -18,6 +18,7 @@ import pytest
 
 from streamml.client import delivery
 from streamml.client.api import ModelServerClient
+from streamml.clients import evaluation
 from streamml.errors import NotFoundError, SpecError
 from tests.fixtures.server import ServerProcess, create_models, learn_calls
 from tests.integration.test_sweep_cli import run_sweep, sweep_doc
@@ -117,6 +118,13 @@ async def test_one_trial_teaches_each_target_to_its_models_once(
     )
     assert math.isclose(e_mean["MAE"], mae, rel_tol=1e-9)
     assert state["bestModel"] == by_target["pressure"]["bestModel"]
+    energy = evaluation.trials_from_sweep_status(state, "pe_per_atom")
+    report = evaluation.evaluate(energy)  # the offline evaluation reads the same per target
+    assert set(report.models) == {"e-mean", "e-linear"}
+    assert math.isclose(report.models["e-mean"].mae, e_mean["MAE"], rel_tol=1e-9)
+    assert sorted(t.target for t in energy if t.split == "train") == sorted(
+        t["targets"]["pe_per_atom"] for t in train
+    )
     curves = {c["model"]: c["target"] for c in state["learningCurve"]}
     assert curves["e-linear"] == "pe_per_atom" and curves["c-mean"] == "cost"
 

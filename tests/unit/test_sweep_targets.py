@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,44 @@ def test_each_model_is_scored_against_its_own_target() -> None:
 def test_the_targets_round_trip_through_json() -> None:
     parsed = TARGET_LIST.validate_json(json.dumps([PRESSURE, ENERGY, COST]))
     assert TARGET_LIST.validate_json(TARGET_LIST.dump_json(parsed, by_alias=True)) == parsed
+
+
+def _status_of_a_quadratic_surface() -> dict[str, Any]:
+    """A status of several targets: pressure an exact quadratic of (rho, t), cost linear."""
+
+    def pressure(rho: float, t: float) -> float:
+        return 1.0 + 2.0 * rho - 3.0 * t + 0.5 * rho * rho + rho * t - 0.25 * t * t
+
+    points = [(0.7 + 0.02 * i, 1.0 + 0.05 * ((i * 7) % 11)) for i in range(14)]
+    trials, tests = [], []
+    for i, (rho, t) in enumerate(points):
+        values = {"pressure": pressure(rho, t), "cost": 2.0 * rho}
+        role = "train" if i < 10 else "test"
+        trials.append({"id": i, "role": role, "state": "Succeeded", "jobName": f"j{i}",
+                       "params": {"rho": str(rho), "t": str(t)},
+                       "target": values["pressure"], "targets": values})  # fmt: skip
+        if role == "test":
+            tests.append({"id": i, "target": values["pressure"], "targets": values,
+                          "predictions": {"p": values["pressure"] + 0.1, "c": 0.0}})  # fmt: skip
+    by_target = [{"target": "pressure", "evaluation": [{"model": "p", "n": 4}]},
+                 {"target": "cost", "evaluation": [{"model": "c", "n": 4}]}]  # fmt: skip
+    return {"trials": trials, "testResults": tests, "evaluationByTarget": by_target}
+
+
+def test_the_offline_ceiling_per_target_is_a_least_squares_fit_of_the_same_features() -> None:
+    from streamml.clients import evaluation
+
+    status = _status_of_a_quadratic_surface()
+    pressure = evaluation.trials_from_sweep_status(status, "pressure")
+    assert sum(t.split == "train" for t in pressure) == 10
+    assert all(set(t.predictions) <= {"p"} for t in pressure)  # only its own models
+    ceiling = evaluation.polynomial_ceiling(pressure, degree=2)
+    assert ceiling is not None and ceiling.n_train == 10
+    assert ceiling.scores.r2 > 1 - 1e-9  # the surface is in the span of the features
+    report = evaluation.evaluate(pressure)
+    assert set(report.models) == {"p"} and math.isclose(report.models["p"].mae, 0.1)
+    cost = evaluation.trials_from_sweep_status(status, "cost")
+    assert [t.target for t in cost] == [t["targets"]["cost"] for t in status["trials"]]
+    assert evaluation.polynomial_ceiling(cost[:5] + cost[-1:], degree=2) is None  # 5 runs, 6 terms
+    with pytest.raises(SpecError, match="no target 'nope'"):
+        evaluation.trials_from_sweep_status(status, "nope")
