@@ -137,8 +137,13 @@ def offline_ceiling(trials: Iterable[FinishedTrial]) -> Ceiling | None:
     return Ceiling(intercept, slope, len(train), scores([t.target for t in test], predicted))
 
 
-def evaluate(trials: Iterable[FinishedTrial]) -> HeldOutReport:
-    """Score every model's held-out predictions and compute the ceiling on the same runs."""
+def evaluate(
+    trials: Iterable[FinishedTrial],
+    ceiling: Callable[[list[FinishedTrial]], Ceiling | None] | None = None,
+) -> HeldOutReport:
+    """Score every model's held-out predictions and compute the ceiling on the same runs
+    (``ceiling``: :func:`offline_ceiling` on the atom count unless given, e.g.
+    :func:`polynomial_ceiling` for a smooth target of the parameters)."""
     trials = list(trials)
     test = [t for t in trials if t.split == TEST]
     names = sorted({name for t in test for name in t.predictions})
@@ -147,17 +152,19 @@ def evaluate(trials: Iterable[FinishedTrial]) -> HeldOutReport:
         pairs = [(t.target, t.predictions[name]) for t in test if name in t.predictions]
         pairs = [(a, p) for a, p in pairs if math.isfinite(p)]
         models[name] = scores([a for a, _ in pairs], [p for _, p in pairs])
-    return HeldOutReport(models, offline_ceiling(trials))
+    return HeldOutReport(models, (ceiling or offline_ceiling)(trials))
 
 
-def format_evaluation(evaluation: HeldOutReport) -> str:
+def format_evaluation(
+    evaluation: HeldOutReport, label: str = "offline ceiling (LSQ on atoms)"
+) -> str:
     """A plain-text table: one row per model, then the ceiling, sorted by held-out R²."""
     rows = sorted(
         evaluation.models.items(),
         key=lambda item: item[1].r2 if math.isfinite(item[1].r2) else -math.inf,
         reverse=True,
     )
-    width = max([len("MODEL"), len("offline ceiling (LSQ on atoms)")] + [len(n) for n, _ in rows])
+    width = max([len("MODEL"), len(label)] + [len(n) for n, _ in rows])
     header = f"{'N':>3}  {'MAE':>9}  {'RMSE':>9}  {'R2':>7}  {'vs CEILING':>10}"
     lines = [f"{'MODEL':<{width}}  {header}"]
     ceiling = evaluation.ceiling
@@ -168,7 +175,6 @@ def format_evaluation(evaluation: HeldOutReport) -> str:
         )
     if ceiling is not None:
         c = ceiling.scores
-        label = "offline ceiling (LSQ on atoms)"
         lines.append(f"{label:<{width}}  {c.n:>3}  {c.mae:>9.4f}  {c.rmse:>9.4f}  {c.r2:>7.3f}")
     return "\n".join(lines)
 
