@@ -110,12 +110,14 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "eos_quality.json"
     )
+    parser.add_argument("--keep", type=Path, help="keep the sweeps' work directories here")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="eos-") as tmp:
+        base = args.keep or Path(tmp)
         for seed in args.seeds:
             for trials in args.trials:
-                runs.append(one_sweep(seed, trials, Path(tmp) / f"seed-{seed}-n{trials}"))
+                runs.append(one_sweep(seed, trials, base / f"seed-{seed}-n{trials}"))
                 print(f"seed {seed}, N {trials}: {runs[-1]['seconds']} s", flush=True)
     print(table(runs))
     args.json.parent.mkdir(parents=True, exist_ok=True)
