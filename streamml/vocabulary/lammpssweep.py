@@ -353,7 +353,8 @@ class LammpsSweepSpec(_Camel):
 def _targets_map(spec: LammpsSweepSpec) -> None:
     if spec.targets is None:
         return
-    if "target" in spec.lammps.model_fields_set:
+    # the API server writes the CRD's default into lammps.target: only another value clashes
+    if spec.lammps.target != LammpsSpec.model_fields["target"].default:
         raise ValueError("lammps.target: give lammps.target or targets, not both")
     problem = check_mapping(spec.targets, spec.models)
     if problem is not None:

@@ -204,3 +204,9 @@ def test_the_offline_ceiling_per_target_is_a_least_squares_fit_of_the_same_featu
     assert evaluation.polynomial_ceiling(cost[:5] + cost[-1:], degree=2) is None  # 5 runs, 6 terms
     with pytest.raises(SpecError, match="no target 'nope'"):
         evaluation.trials_from_sweep_status(status, "nope")
+
+
+def test_the_default_the_api_server_writes_into_lammps_target_is_no_clash() -> None:
+    """The CRD's default fills lammps.target in every stored sweep (the operator's path)."""
+    parsed = validate(spec(targets=[PRESSURE], lammps={"target": "loop_time"}))
+    assert [t.name for t in resolved_targets(parsed)] == ["pressure"]
