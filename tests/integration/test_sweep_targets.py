@@ -125,6 +125,8 @@ async def test_one_trial_teaches_each_target_to_its_models_once(
     assert sorted(t.target for t in energy if t.split == "train") == sorted(
         t["targets"]["pe_per_atom"] for t in train
     )
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert ["pe_per_atom", "e-linear"] in [row[:2] for row in rows]  # the CLI's table, per target
     curves = {c["model"]: c["target"] for c in state["learningCurve"]}
     assert curves["e-linear"] == "pe_per_atom" and curves["c-mean"] == "cost"
 
