@@ -176,3 +176,15 @@ def learner_models(targets: list[TargetSpec], models: list[str] | None) -> list[
 def model_targets(targets: list[TargetSpec]) -> dict[str, str]:
     """Model name -> the name of the target it learns (only models named by a target)."""
     return {m: t.name for t in targets for m in t.models or ()}
+
+
+def check_served(targets: list[TargetSpec], served: list[str], where: str) -> str | None:
+    """The first target model that ``where`` (e.g. the StreamModel) does not declare, or None."""
+    for i, target in enumerate(targets):
+        for model in target.models or ():
+            if model not in served:
+                return (
+                    f"targets[{i}].models: model {model!r} is not a model of {where} "
+                    f"(it has {', '.join(served) or 'none'})"
+                )
+    return None

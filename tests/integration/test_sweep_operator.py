@@ -300,6 +300,9 @@ def test_schema_rejects_invalid_specs(operator: Operator, change: dict[str, Any]
         ("orphan", {"models": ["mean", "linear"],
                     "targets": [{"name": "cost", "metric": "cpu_time", "models": ["mean"]}]},
          "spec.models[1]: model 'linear' has no target source"),
+        ("stranger", {"targets": [{"name": "cost", "metric": "cpu_time", "models": ["mean"]},
+                                  {"name": "time", "metric": "loop_time", "models": ["nope"]}]},
+         "spec.targets[1].models: model 'nope' is not a model of StreamModel 'lj-runtime'"),
     ],
 )  # fmt: skip
 def test_invalid_specs_past_the_schema_fail_in_status(
