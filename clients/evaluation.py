@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +137,13 @@ def offline_ceiling(trials: Iterable[FinishedTrial]) -> Ceiling | None:
     return Ceiling(intercept, slope, len(train), scores([t.target for t in test], predicted))
 
 
-def evaluate(trials: Iterable[FinishedTrial]) -> HeldOutReport:
-    """Score every model's held-out predictions and compute the ceiling on the same runs."""
+def evaluate(
+    trials: Iterable[FinishedTrial],
+    ceiling: Callable[[list[FinishedTrial]], Ceiling | None] | None = None,
+) -> HeldOutReport:
+    """Score every model's held-out predictions and compute the ceiling on the same runs
+    (``ceiling``: :func:`offline_ceiling` on the atom count unless given, e.g.
+    :func:`polynomial_ceiling` for a smooth target of the parameters)."""
     trials = list(trials)
     test = [t for t in trials if t.split == TEST]
     names = sorted({name for t in test for name in t.predictions})
@@ -147,17 +152,19 @@ def evaluate(trials: Iterable[FinishedTrial]) -> HeldOutReport:
         pairs = [(t.target, t.predictions[name]) for t in test if name in t.predictions]
         pairs = [(a, p) for a, p in pairs if math.isfinite(p)]
         models[name] = scores([a for a, _ in pairs], [p for _, p in pairs])
-    return HeldOutReport(models, offline_ceiling(trials))
+    return HeldOutReport(models, (ceiling or offline_ceiling)(trials))
 
 
-def format_evaluation(evaluation: HeldOutReport) -> str:
+def format_evaluation(
+    evaluation: HeldOutReport, label: str = "offline ceiling (LSQ on atoms)"
+) -> str:
     """A plain-text table: one row per model, then the ceiling, sorted by held-out R²."""
     rows = sorted(
         evaluation.models.items(),
         key=lambda item: item[1].r2 if math.isfinite(item[1].r2) else -math.inf,
         reverse=True,
     )
-    width = max([len("MODEL"), len("offline ceiling (LSQ on atoms)")] + [len(n) for n, _ in rows])
+    width = max([len("MODEL"), len(label)] + [len(n) for n, _ in rows])
     header = f"{'N':>3}  {'MAE':>9}  {'RMSE':>9}  {'R2':>7}  {'vs CEILING':>10}"
     lines = [f"{'MODEL':<{width}}  {header}"]
     ceiling = evaluation.ceiling
@@ -168,7 +175,6 @@ def format_evaluation(evaluation: HeldOutReport) -> str:
         )
     if ceiling is not None:
         c = ceiling.scores
-        label = "offline ceiling (LSQ on atoms)"
         lines.append(f"{label:<{width}}  {c.n:>3}  {c.mae:>9.4f}  {c.rmse:>9.4f}  {c.r2:>7.3f}")
     return "\n".join(lines)
 
@@ -252,43 +258,108 @@ def write_trials(path: Path, trials: Iterable[FinishedTrial]) -> None:
             out.write(json.dumps(trial_to_data(trial), sort_keys=True) + "\n")
 
 
-def trials_from_sweep_status(status: Mapping[str, Any]) -> list[FinishedTrial]:
+def trials_from_sweep_status(
+    status: Mapping[str, Any], target: str | None = None
+) -> list[FinishedTrial]:
     """Trial records from a LammpsSweep's ``status`` (camelCase, as the API server returns it).
 
     Training runs are the succeeded ``train`` trials with a target; held-out runs are the
     ``testResults`` (target and every model's prediction) joined to their trial's parameters.
+    ``target`` (a sweep with several targets): that target's values, and only the predictions
+    of the models that learn it (``evaluationByTarget``).
     """
     if not isinstance(status, Mapping):
         raise SpecError("a LammpsSweep status must be an object")
     params_of: dict[tuple[str, int], dict[str, float]] = {}
     trials: list[FinishedTrial] = []
+    value = _target_reader(target)
+    learners = _learners(status, target)
     for record in status.get("trials") or []:
         if not isinstance(record, Mapping) or not isinstance(record.get("id"), int):
             continue
         params = _numeric_params(record.get("params"))
         role = str(record.get("role", ""))
         params_of[(role, record["id"])] = params
-        target: Any = record.get("target")
-        if role == TRAIN and record.get("state") == "Succeeded" and _is_number(target):
+        y = value(record)
+        if role == TRAIN and record.get("state") == "Succeeded" and y is not None:
             name = str(record.get("jobName") or f"train-{record['id']}")
-            trials.append(FinishedTrial(name, TRAIN, params, float(target)))
+            trials.append(FinishedTrial(name, TRAIN, params, y))
     for result in status.get("testResults") or []:
-        if not isinstance(result, Mapping) or not _is_number(result.get("target")):
+        y = value(result) if isinstance(result, Mapping) else None
+        if y is None:
             continue
         ident = result.get("id")
         predictions = {
-            str(k): float(v) for k, v in (result.get("predictions") or {}).items() if _is_number(v)
+            str(k): float(v)
+            for k, v in (result.get("predictions") or {}).items()
+            if _is_number(v) and (learners is None or k in learners)
         }
         trials.append(
             FinishedTrial(
                 f"test-{ident}",
                 TEST,
                 params_of.get((TEST, ident), {}) if isinstance(ident, int) else {},
-                float(result["target"]),
+                y,
                 predictions=predictions,
             )
         )
     return trials
+
+
+def _target_reader(target: str | None) -> Callable[[Mapping[str, Any]], float | None]:
+    """A record's value of ``target`` (``targets[target]``; ``target`` when None), or None."""
+
+    def read(record: Mapping[str, Any]) -> float | None:
+        y: Any
+        if target is None:
+            y = record.get("target")
+        else:
+            values = record.get("targets")
+            y = values.get(target) if isinstance(values, Mapping) else None
+        return float(y) if _is_number(y) else None
+
+    return read
+
+
+def _learners(status: Mapping[str, Any], target: str | None) -> set[str] | None:
+    if target is None:
+        return None
+    for entry in status.get("evaluationByTarget") or []:
+        if isinstance(entry, Mapping) and entry.get("target") == target:
+            return {str(e.get("model")) for e in entry.get("evaluation") or [] if e}
+    raise SpecError(f"the sweep status has no target {target!r}", field="target")
+
+
+def polynomial_ceiling(trials: Iterable[FinishedTrial], degree: int = 2) -> Ceiling | None:
+    """The offline ceiling of a smooth target of the parameters (an equation of state): an
+    ordinary least-squares fit on the polynomial features of the numeric parameters (every
+    monomial up to ``degree``, as river's ``PolynomialExtender`` builds them, plus a constant),
+    fitted on the training trials, scored on the held-out ones. ``intercept``/``slope`` are
+    not meaningful here (NaN); None without more training runs than features."""
+    import itertools
+
+    import numpy as np
+
+    trials = list(trials)
+    train = [t for t in trials if t.split == TRAIN]
+    test = [t for t in trials if t.split == TEST]
+    names = sorted(train[0].parameters) if train else []
+
+    def row(t: FinishedTrial) -> list[float]:
+        x = [t.parameters.get(n, 0.0) for n in names]
+        terms = [1.0]
+        for d in range(1, degree + 1):
+            for combo in itertools.combinations_with_replacement(range(len(x)), d):
+                terms.append(math.prod(x[i] for i in combo))
+        return terms
+
+    if not test or not names or len(train) <= len(row(train[0])):
+        return None
+    coef, *_ = np.linalg.lstsq(
+        np.array([row(t) for t in train]), np.array([t.target for t in train]), rcond=None
+    )
+    predicted = [float(np.dot(coef, row(t))) for t in test]
+    return Ceiling(math.nan, math.nan, len(train), scores([t.target for t in test], predicted))
 
 
 def _is_number(value: Any) -> bool:

@@ -2,7 +2,8 @@
 
 Pure pieces (:func:`build_command`, :func:`parse_log`, :func:`find_error`) are kept apart from the
 one side effect (:func:`run_lammps`, a subprocess), so the parser is tested on real and hostile
-logs without running anything. The lines parsed (LAMMPS 2021; newer versions add Matom-step/s)::
+logs without running anything. The lines parsed (LAMMPS 2021; newer versions add Matom-step/s),
+besides the thermo output and memory line of every run (:mod:`streamml.clients.thermo`)::
 
     Loop time of 0.0170414 on 1 procs for 50 steps with 384 atoms
     Performance: 1267499.860 tau/day, 2934.027 timesteps/s[, 1.127 Matom-step/s]
@@ -22,9 +23,11 @@ from importlib import resources
 from pathlib import Path
 
 from streamml import procs
+from streamml.clients import thermo
 from streamml.errors import LammpsError
 from streamml.vocabulary.jobresult import public_error
 from streamml.vocabulary.lammpssweep import Target
+from streamml.vocabulary.targets import TargetSpec
 
 #: the default input: LJ melt sized by integer cell counts nx, ny, nz (and ``steps``)
 DEFAULT_INPUT = "in.lj"
@@ -36,10 +39,8 @@ TARGETS: tuple[str, ...] = typing.get_args(Target)
 #: a log larger than this is read from its tail only (a runaway thermo output must not eat memory)
 MAX_LOG_BYTES = 16 * 1024 * 1024
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_LOOP = re.compile(
-    rf"^Loop time of ({_NUM}) on (\d+) procs for (\d+) steps with (\d+) atoms", re.MULTILINE
-)
+_NUM = thermo.NUM
+_LOOP = thermo.LOOP
 _PERF = re.compile(
     rf"^Performance:(?:.*?({_NUM}) tau/day)?(?:.*?({_NUM}) timesteps/s)?"
     rf"(?:.*?({_NUM}) Matom-step/s)?",
@@ -65,6 +66,7 @@ class LammpsMetrics:
     mpi_tasks: int | None = None
     omp_threads: int | None = None
     wall_time: float | None = None  # whole seconds only: prefer loop_time as a target
+    memory_mb: float | None = None  # the largest per-rank max of the runs' memory lines
 
     @property
     def cpu_time(self) -> float | None:
@@ -89,6 +91,24 @@ class LammpsMetrics:
         if value is None:
             raise LammpsError(f"the LAMMPS log does not report {name!r}", code="TargetMissing")
         return float(value)
+
+
+def target_values(
+    metrics: LammpsMetrics, output: str, targets: Sequence[TargetSpec]
+) -> dict[str, float]:
+    """Each target's value, by name (the log's runs are split once for all thermo targets);
+    LammpsError naming the first target the log does not report (or reports as NaN)."""
+    log = thermo.split_runs(output) if any(t.thermo is not None for t in targets) else None
+    values: dict[str, float] = {}
+    for target in targets:
+        if target.thermo is not None:
+            assert log is not None
+            source = target.thermo
+            values[target.name] = thermo.reduce_run(thermo.pick_run(log, source), source)
+        else:
+            assert target.metric is not None
+            values[target.name] = metrics.target(target.metric)
+    return values
 
 
 def find_error(text: str) -> str | None:
@@ -144,6 +164,7 @@ def parse_log(text: str) -> LammpsMetrics:
             if wall
             else None
         ),
+        memory_mb=thermo.memory_mb(text),
     )
 
 

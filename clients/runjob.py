@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamml.errors import ConfigurationError, LammpsError
 from streamml.files import read_secret, write_atomic
 from streamml.vocabulary.jobresult import JobResult
+from streamml.vocabulary.targets import TARGET_LIST, TargetSpec, check_mapping, learner_models
 
 if TYPE_CHECKING:
     from streamml.client.delivery import Outcome, Retry
@@ -84,7 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="model to teach/ask (repeatable; default: every model on the server)",
     )
-    parser.add_argument("--target", default="loop_time", help="metric to learn (loop_time)")
+    parser.add_argument("--target", help="metric to learn (default loop_time)")
+    parser.add_argument(
+        "--targets",
+        metavar="JSON",
+        help="several targets instead of --target: a JSON list of a sweep's spec.targets "
+        '([{"name": "pressure", "thermo": {"column": "Press"}, "models": ["p"]}, ...])',
+    )
     parser.add_argument("--input", type=Path, help="LAMMPS input file (default: packaged in.lj)")
     parser.add_argument(
         "--input-dir",
@@ -189,15 +196,14 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         raise ConfigurationError("--server (or STREAMML_SERVER) is required")
     if not trial:
         raise ConfigurationError("--trial-id (or STREAMML_TRIAL_ID) is required")
-    if args.target not in lammps.TARGETS:
-        raise ConfigurationError(f"--target must be one of {', '.join(lammps.TARGETS)}")
+    targets = _targets(args)
     variables = parse_vars(args.var)
     features: dict[str, Any] = {name: as_feature(v) for name, v in variables.items()}
     retry = _retry(args)
     username, token = settings.credentials_pair()
     input_dir: Path | None = args.input_dir or settings.input_dir
     kind: delivery.Kind = "predict" if args.test else "learn"
-    document = JobResult(trial=trial, kind=kind, features=features, target_name=args.target)
+    document = JobResult(trial=trial, kind=kind, features=features, target_name=targets[0].name)
     try:  # what this host lacks fails the trial (with a reason code) ...
         run_dir, input_file = _prepare_run(args.input, input_dir, args.run_dir)
         container, flux = _launchers(args, input_file, document)
@@ -219,11 +225,13 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         result = lammps.run_lammps(
             command, cwd=run_dir, timeout_s=args.timeout, log_file=args.log_file
         )
-        target = result.metrics.target(args.target)
+        values = lammps.target_values(result.metrics, result.output, targets)
     except LammpsError as exc:
         return _lammps_failed(trial, exc, document, result_file)
     document.metrics = result.metrics.as_dict()
-    document.target = target
+    document.target = target = values[targets[0].name]
+    if len(targets) > 1:
+        document.targets = values
     if args.features == "vars+atoms":
         features["atoms"] = result.metrics.atoms
         document.features = dict(features)
@@ -233,8 +241,9 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         trial=trial,
         features=features,
         ground_truth=None if args.test else target,
-        models=args.models,
+        models=learner_models(targets, args.models),
         result_file=str(result_file) if result_file else None,
+        targets=None if args.test or len(targets) == 1 else _groups(targets, values),
     )
     outcome = asyncio.run(
         delivery.deliver(
@@ -250,6 +259,35 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
     document.error = outcome.error
     _write_result(result_file, document)
     return _exit_code(document, outcome)
+
+
+def _targets(args: argparse.Namespace) -> list[TargetSpec]:
+    """``--targets`` (checked as the sweep's schema checks it), else the one ``--target``."""
+    from pydantic import ValidationError
+
+    from streamml.clients import lammps
+
+    if args.targets is None:
+        name = args.target or "loop_time"
+        if name not in lammps.TARGETS:
+            raise ConfigurationError(f"--target must be one of {', '.join(lammps.TARGETS)}")
+        return [TargetSpec(name=name, metric=name)]
+    if args.target is not None:
+        raise ConfigurationError("give --target or --targets, not both")
+    try:
+        targets = TARGET_LIST.validate_json(args.targets)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigurationError(f"--targets: {where}: {first['msg']}") from None
+    problem = check_mapping(targets, args.models) if targets else "needs at least one target"
+    if problem is not None:
+        raise ConfigurationError(f"--targets: {problem}")
+    return targets
+
+
+def _groups(targets: list[TargetSpec], values: dict[str, float]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "models": t.models, "ground_truth": values[t.name]} for t in targets]
 
 
 def _exit_code(document: JobResult, outcome: Outcome) -> int:

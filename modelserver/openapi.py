@@ -25,6 +25,7 @@ _SCHEMAS: list[type[BaseModel]] = [
     replies.LearnReply,
     wire.BatchLearnRequest,
     replies.BatchLearnReply,
+    wire.TargetsLearnRequest,
     wire.PredictRequest,
     replies.PredictReply,
     wire.BatchPredictRequest,
@@ -175,6 +176,15 @@ def _learning_ops() -> dict[str, Any]:
         },
         "/api/learn/batch/": {
             "post": _op("learn many samples", "BatchLearnReply", WRITE, body="BatchLearnRequest")
+        },
+        "/api/learn/targets/": {
+            "post": _op(
+                "learn one sample's several targets, each on its own models",
+                "LearnReply",
+                WRITE,
+                status=("200", "201"),
+                body="TargetsLearnRequest",
+            )
         },
         "/api/predict/": {
             "post": _op("predict one sample", "PredictReply", PREDICT, body="PredictRequest")

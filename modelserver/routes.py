@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamml.modelserver import openapi, streams, views
+from streamml.modelserver import openapi, streams, targetlearns, views
 
 
 def setup_routes(app: web.Application) -> None:
@@ -22,6 +22,7 @@ def setup_routes(app: web.Application) -> None:
             web.delete("/api/model/", views.delete_model),
             web.post("/api/learn/", views.learn),
             web.post("/api/learn/batch/", views.learn_batch),
+            web.post("/api/learn/targets/", targetlearns.learn_targets),
             web.post("/api/predict/", views.predict),
             web.post("/api/predict/batch/", views.predict_batch),
             web.post("/api/label/", views.label),

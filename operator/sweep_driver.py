@@ -36,6 +36,7 @@ from streamml.sweep.spec import validate
 from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
 from streamml.vocabulary.streammodel import STREAMMODEL
+from streamml.vocabulary.targets import check_served
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +249,25 @@ class SweepDriver:
             await self._wait(target, generation)
             return False
         if self.engine is None or target.access != self.access:
+            await self._check_learners(spec)
             await self._build(spec, target.access, generation)
         assert self.engine is not None
         self.engine.update_spec(spec, generation)
         set_condition(self.engine.status.conditions, "StreamModelReady", True, "Ready")
         return await self.engine.tick()
+
+    async def _check_learners(self, spec: LammpsSweepSpec) -> None:
+        """Every model a target names is one the StreamModel declares (SpecError naming it)."""
+        if spec.targets is None:
+            return
+        ref = spec.stream_model_ref.name
+        body = await self.kube.stream_model(self.namespace, ref) or {}
+        models = (body.get("spec") or {}).get("models") or []
+        served = [m["name"] for m in models if isinstance(m, dict) and "name" in m]
+        problem = check_served(list(spec.targets), served, f"StreamModel {ref!r}")
+        if problem is not None:
+            field, _, message = problem.partition(": ")
+            raise SpecError(message, field=field)
 
     async def _build(
         self, spec: LammpsSweepSpec, access: ServerAccess, generation: int | None

@@ -138,6 +138,22 @@ class ModelServerClient:
             body["identifier"] = identifier
         return await self._call(LearnReply, "POST", "/api/learn/", json=body)
 
+    async def learn_targets(
+        self,
+        features: Features,
+        targets: Sequence[Mapping[str, Any]],
+        *,
+        identifier: str,
+    ) -> LearnReply:
+        """One sample's several targets (``{"name", "models", "ground_truth"}`` each), each
+        learned by its own models, in one request (``POST /api/learn/targets/``)."""
+        body = {
+            "features": dict(features),
+            "identifier": identifier,
+            "targets": [dict(t) for t in targets],
+        }
+        return await self._call(LearnReply, "POST", "/api/learn/targets/", json=body)
+
     async def learn_batch(
         self,
         samples: Sequence[Mapping[str, Any]],

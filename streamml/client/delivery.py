@@ -9,7 +9,11 @@ so the server learns it once however often it is re-sent (idempotent learn).
 A spool file is the whole request plus where it goes::
 
     {"kind": "learn" | "predict", "server": URL, "trial": ID, "models": [..] | null,
-     "features": {...}, "ground_truth": y | null, "result_file": path | null}
+     "features": {...}, "ground_truth": y | null, "result_file": path | null,
+     "targets": [{"name", "models", "ground_truth"}, ...]}   # the last key: several targets
+
+A learn with ``targets`` goes in ONE request (``POST /api/learn/targets/``): each target to its
+models, all under the trial's identifier, so a resend learns only what a model lacks.
 """
 
 from __future__ import annotations
@@ -64,9 +68,11 @@ class Request:
     ground_truth: float | None = None
     models: list[str] | None = None  # None: learn on every model / predict with every model
     result_file: str | None = None
+    #: several targets, each to its models (``{"name", "models", "ground_truth"}``); learn only
+    targets: list[dict[str, Any]] | None = None
 
     def to_data(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "kind": self.kind,
             "server": self.server,
             "trial": self.trial,
@@ -75,6 +81,9 @@ class Request:
             "ground_truth": self.ground_truth,
             "result_file": self.result_file,
         }
+        if self.targets is not None:
+            data["targets"] = self.targets
+        return data
 
     @classmethod
     def from_data(cls, data: object) -> Request:
@@ -100,7 +109,26 @@ class Request:
             ground_truth=data.get("ground_truth"),
             models=models,
             result_file=data.get("result_file"),
+            targets=_spooled_targets(data.get("targets")),
         )
+
+
+def _spooled_targets(value: object) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise DeliveryError("spool entry has invalid 'targets'")
+    for item in value:
+        models = item.get("models") if isinstance(item, dict) else None
+        if not (
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(models, list)
+            and all(isinstance(m, str) for m in models)
+            and jobresult.finite(item.get("ground_truth")) is not None
+        ):
+            raise DeliveryError("spool entry has invalid 'targets'")
+    return [dict(item) for item in value]
 
 
 @dataclass
@@ -119,6 +147,11 @@ async def send(request: Request, credentials: Credentials, *, timeout_s: float =
     async with ModelServerClient(
         request.server, username=credentials.username, token=credentials.token, timeout=timeout_s
     ) as client:
+        if request.kind == "learn" and request.targets is not None:
+            reply = await client.learn_targets(
+                request.features, request.targets, identifier=request.trial
+            )
+            return Outcome(delivered=True, reply=reply)
         if request.kind == "learn":
             if request.ground_truth is None:
                 raise DeliveryError(f"trial {request.trial}: a learn request needs a target")

@@ -152,12 +152,17 @@ def report(status: Any) -> str:
             cells = "  ".join(f"{p.trials}:{_fmt(p.value)}" for p in shown)
             lines.append(f"  {curve.model:<20} {curve.metric:<5} {cells}")
     if status.evaluation:
+        # several targets: each model's row names the target it is scored against
+        owner = {e.model: t.target for t in status.evaluation_by_target for e in t.evaluation}
+        head = f"{'target':<16} " if owner else ""
         lines.append("")
         lines.append(f"held-out evaluation ({status.evaluation[0].n} runs)")
-        lines.append(f"  {'model':<20} {'n':>4} {'MAE':>12} {'RMSE':>12} {'R2':>8}")
+        lines.append(f"  {head}{'model':<20} {'n':>4} {'MAE':>12} {'RMSE':>12} {'R2':>8}")
         for e in status.evaluation:
+            cell = f"{owner.get(e.model, '-'):<16} " if owner else ""
             lines.append(
-                f"  {e.model:<20} {e.n:>4} {_fmt(e.mae):>12} {_fmt(e.rmse):>12} {_fmt(e.r2):>8}"
+                f"  {cell}{e.model:<20} {e.n:>4} {_fmt(e.mae):>12} {_fmt(e.rmse):>12}"
+                f" {_fmt(e.r2):>8}"
             )
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ from streamml.sweep import images, jobs
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.conditions import now, set_condition
-from streamml.vocabulary.jobresult import scrub
+from streamml.vocabulary.jobresult import JobResult, scrub
 from streamml.vocabulary.lammpssweep import (
     MAX_TRIAL_RECORDS,
     CurvePoint,
@@ -44,7 +44,9 @@ from streamml.vocabulary.lammpssweep import (
     LammpsSweepStatus,
     LearningCurve,
     TrialRecord,
+    resolved_targets,
 )
+from streamml.vocabulary.targets import model_targets
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +277,13 @@ class SweepEngine:
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         images.record(self.status, record, result)
-        target = result.target if result else None
+        target = result.target if result and self._has_every_target(result) else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
             delivered = result.delivered
             record.state = "Succeeded" if delivered else "Spooled"
             self.status.succeeded += delivered
             record.target = target
+            record.targets = dict(result.targets) or None
             record.reason = None if delivered else f"server unreachable: {result.error}"
             if record.role == "test":
                 self.status.test_results = [
@@ -291,6 +294,7 @@ class SweepEngine:
                         target=target,
                         predictions=result.finite_predictions(),
                         image_digest=record.image_digest,
+                        targets=record.targets,
                     )
                 ]
             return record.role == "train" and delivered
@@ -321,6 +325,11 @@ class SweepEngine:
             self.status.retry_queue.append(record.id)
             self.status.attempts[str(record.id)] = record.attempt
         return False
+
+    def _has_every_target(self, result: JobResult) -> bool:
+        """A sweep with several targets needs each one's value in the result."""
+        targets = resolved_targets(self.spec)
+        return len(targets) < 2 or all(t.name in result.targets for t in targets)
 
     async def _deliver_spooled(self) -> bool:
         """Re-send spooled results (the server was down when their jobs ended)."""
@@ -416,11 +425,12 @@ class SweepEngine:
             return
         learned = min(self.status.succeeded, self.spec.trials)
         curves = {c.model: c for c in self.status.learning_curve}
+        owner = model_targets(resolved_targets(self.spec))
         for model, (samples, values) in sorted(per_model.items()):
             metric, value = jobs.headline(values)
             curve = curves.get(model)
             if curve is None:
-                curve = LearningCurve(model=model, metric=metric)
+                curve = LearningCurve(model=model, metric=metric, target=owner.get(model))
                 self.status.learning_curve.append(curve)
             point = CurvePoint(
                 trials=learned,
@@ -452,10 +462,16 @@ class SweepEngine:
         s.progress = f"{s.succeeded}/{self.total}"
         if self.generation is not None:
             s.observed_generation = self.generation
-        s.evaluation = jobs.evaluate(s.test_results)
-        s.evaluation_by_image = images.evaluate_by_image(s.test_results)
+        targets = resolved_targets(self.spec)
+        owner = model_targets(targets) or None
+        s.evaluation = jobs.evaluate(s.test_results, owner)
+        s.evaluation_by_target = jobs.evaluate_by_target(s.evaluation, targets)
+        s.evaluation_by_image = images.evaluate_by_image(s.test_results, owner)
         scored = [(e.r2, e.model) for e in s.evaluation if e.r2 is not None]
-        if scored:
+        if s.evaluation_by_target:  # several targets: the headline is the first target's
+            first = s.evaluation_by_target[0]
+            s.best_model, s.held_out_r2 = first.best_model, first.held_out_r2
+        elif scored:
             r2, model = max(scored)
             # rounded: it is a kubectl column; the evaluation keeps full precision
             s.best_model, s.held_out_r2 = model, round(r2, 4)

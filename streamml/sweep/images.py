@@ -9,7 +9,7 @@ evaluation is also given per image, so drift detection can decide what the model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from streamml.sweep import jobs
 from streamml.sweep.container import FATAL_CODES
@@ -64,11 +64,14 @@ def fatal_code(result: JobResult | None) -> str | None:
     return code if code in FATAL_CODES else None
 
 
-def evaluate_by_image(results: Sequence[HeldOutResult]) -> list[ImageEvaluation]:
+def evaluate_by_image(
+    results: Sequence[HeldOutResult], model_targets: Mapping[str, str] | None = None
+) -> list[ImageEvaluation]:
     digests = sorted({r.image_digest for r in results if r.image_digest})
     return [
         ImageEvaluation(
-            image_digest=d, evaluation=jobs.evaluate([r for r in results if r.image_digest == d])
+            image_digest=d,
+            evaluation=jobs.evaluate([r for r in results if r.image_digest == d], model_targets),
         )
         for d in digests
     ]

@@ -25,7 +25,9 @@ from streamml.vocabulary.lammpssweep import (
     Evaluation,
     HeldOutResult,
     LammpsSweepSpec,
+    TargetEvaluation,
 )
+from streamml.vocabulary.targets import TARGET_LIST, TargetSpec, model_targets
 
 #: the job-side program; the kubernetes backend's image has ``streamml`` on its PATH instead
 DEFAULT_JOB_PREFIX: tuple[str, ...] = tuple(streamml_command("run-lammps"))
@@ -103,8 +105,7 @@ def build_job(
         ctx.server,
         "--trial-id",
         trial_identifier(ctx.identity, trial),
-        "--target",
-        spec.lammps.target,
+        *target_args(spec),
         "--features",
         spec.lammps.features,
         "--lmp",
@@ -150,6 +151,14 @@ def build_job(
     )
 
 
+def target_args(spec: LammpsSweepSpec) -> list[str]:
+    """``--target METRIC``, or ``--targets JSON`` for a sweep that lists its targets."""
+    if spec.targets is None:
+        return ["--target", spec.lammps.target]
+    listed = TARGET_LIST.dump_json(spec.targets, by_alias=True, exclude_none=True)
+    return ["--targets", listed.decode()]
+
+
 def container_args(spec: LammpsSweepSpec) -> list[str]:
     """``run-lammps`` options that wrap lmp in ``spec.lammps.container`` (none without one)."""
     box = spec.lammps.container
@@ -172,12 +181,18 @@ def read_result(ctx: JobContext, name: str, output: str | None) -> JobResult | N
     return jobresult.read(text)
 
 
-def evaluate(results: Sequence[HeldOutResult]) -> list[Evaluation]:
-    """Held-out MAE, RMSE and R² per model from the test trials' predictions vs. actual."""
+def evaluate(
+    results: Sequence[HeldOutResult], model_targets: Mapping[str, str] | None = None
+) -> list[Evaluation]:
+    """Held-out MAE, RMSE and R² per model from the test trials' predictions vs. actual: each
+    model against its own target (``model_targets``: model -> target name) or ``target``."""
     per_model: dict[str, list[tuple[float, float]]] = {}
     for r in results:
         for model, y_hat in r.predictions.items():
-            per_model.setdefault(model, []).append((r.target, y_hat))
+            name = (model_targets or {}).get(model)
+            truth = r.target if name is None else (r.targets or {}).get(name)
+            if truth is not None:
+                per_model.setdefault(model, []).append((truth, y_hat))
     out: list[Evaluation] = []
     for model in sorted(per_model):
         pairs = per_model[model]
@@ -189,6 +204,25 @@ def evaluate(results: Sequence[HeldOutResult]) -> list[Evaluation]:
         sst = sum((y - mean) ** 2 for y, _ in pairs)
         r2 = 1.0 - sse / sst if sst > 0 else None
         out.append(Evaluation(model=model, n=n, MAE=mae, RMSE=math.sqrt(sse / n), R2=r2))
+    return out
+
+
+def evaluate_by_target(
+    evaluation: Sequence[Evaluation], targets: Sequence[TargetSpec]
+) -> list[TargetEvaluation]:
+    """The evaluation split by target, each with its best model (several targets only)."""
+    if len(targets) < 2:
+        return []
+    owner = model_targets(list(targets))
+    out: list[TargetEvaluation] = []
+    for target in targets:
+        mine = [e for e in evaluation if owner.get(e.model) == target.name]
+        entry = TargetEvaluation(target=target.name, evaluation=mine)
+        scored = [(e.r2, e.model) for e in mine if e.r2 is not None]
+        if scored:
+            r2, entry.best_model = max(scored)
+            entry.held_out_r2 = round(r2, 4)
+        out.append(entry)
     return out
 
 

@@ -8,6 +8,7 @@ that path without ``spec.``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,22 @@ def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
     try:
         return LammpsSweepSpec.model_validate(raw)
     except ValidationError as exc:
-        raise spec_error(exc) from exc
+        raise _named(spec_error(exc)) from exc
+
+
+#: a whole-spec check (the targets' mapping to models) names its field first in its message
+_ROOT_FIELD = re.compile(
+    r"^spec\.\(root\): Value error, ((?:targets|models)\[\d+\](?:\.\w+)?|lammps\.target): "
+)
+
+
+def _named(error: SpecError) -> SpecError:
+    """``spec.(root): Value error, targets[1].models: ...`` as ``spec.targets[1].models: ...``."""
+    match = _ROOT_FIELD.match(str(error))
+    if match is None:
+        return error
+    rest = str(error)[match.end() :]
+    return SpecError(f"spec.{match.group(1)}: {rest}", field=match.group(1))
 
 
 def load_sweep_file(path: Path) -> tuple[str, LammpsSweepSpec]:

@@ -24,7 +24,8 @@ from streamml.sweep.schedulers.options import (
     SlurmCliOptions,
     SlurmRestOptions,
 )
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
+from streamml.vocabulary.targets import learner_models
 
 #: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
 KUBERNETES_INPUT_BYTES = 700_000
@@ -164,7 +165,8 @@ def build_engine(
         server=access.url,
         workdir=workdir.resolve(),
         identity=identity,
-        models=list(models) if models else (spec.models or None),
+        # a sweep with several targets teaches (and asks) exactly its targets' models
+        models=list(models) if models else learner_models(resolved_targets(spec), spec.models),
         # A Pod cannot read our files: the credentials go into the Job's env. Anyone who can
         # read Jobs in the namespace can read them (a secretKeyRef would be better: the
         # scheduler interface carries plain env only).

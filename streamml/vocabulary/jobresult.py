@@ -6,7 +6,8 @@ termination message) and the engine reads it back with the same model::
     {"trial": ID, "kind": "learn"|"predict", "features": {...}, "target": y | null,
      "target_name": "cpu_time", "metrics": {...parsed log...}, "predictions": {model: y},
      "delivered": bool, "spooled": path | null, "error": str | null, "reason": CODE | null,
-     "image_digest": "sha256:..."}   # the last key only when LAMMPS ran in a container
+     "image_digest": "sha256:...",   # only when LAMMPS ran in a container
+     "targets": {name: y, ...}}      # only with several targets (``target`` is the first's)
 
 Reading is tolerant, because the document comes from another process (possibly an older
 release): every field has a default, unknown keys are ignored, and a field holding the wrong type
@@ -43,6 +44,7 @@ REASON_CODES: dict[str, str] = {
     "LammpsNotRunnable": "the LAMMPS command could not be started",
     "LogUnparseable": "the LAMMPS log lacks the lines a measurement needs",
     "TargetMissing": "the LAMMPS log does not report the target",
+    "TargetNotFinite": "the target's value in the LAMMPS log is NaN or infinite",
     "InputUnavailable": "the trial's input directory could not be prepared",
 }
 
@@ -72,11 +74,20 @@ class JobResult(BaseModel):
     error: str | None = None
     reason: str | None = None
     image_digest: str | None = None
+    #: every target's value (several targets per run; ``target`` is the first one's)
+    targets: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("target", mode="before")
     @classmethod
     def _finite_target(cls, value: Any) -> float | None:
         return finite(value)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _finite_targets(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: y for k, v in value.items() if (y := finite(v)) is not None}
 
     @field_validator("*", mode="wrap")
     @classmethod
@@ -94,8 +105,10 @@ class JobResult(BaseModel):
         return {m: y for m, v in self.predictions.items() if (y := finite(v)) is not None}
 
     def to_json(self) -> str:
-        """The document as the job writes it (``image_digest`` only when there is one)."""
+        """The document as the job writes it (``image_digest``, ``targets`` only when set)."""
         exclude = {"image_digest"} if self.image_digest is None else set()
+        if not self.targets:
+            exclude.add("targets")
         return self.model_dump_json(indent=1, exclude=exclude)
 
 

@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
+from streamml.vocabulary.targets import MAX_TARGETS, MetricName, TargetSpec, check_mapping
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -52,17 +53,7 @@ SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "k
 ContainerRuntime = Literal["apptainer", "singularity"]
 Phase = Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
 #: what a trial may learn: the numeric fields run-lammps parses from the LAMMPS log
-Target = Literal[
-    "loop_time",
-    "wall_time",
-    "timesteps_per_s",
-    "tau_per_day",
-    "matom_steps_per_s",
-    "atoms",
-    "steps",
-    "cpu_use",
-    "cpu_time",
-]
+Target = MetricName
 TrialRole = Literal["train", "test"]
 #: Spooled: the run succeeded but its result waits in the spool for the server to come back
 TrialState = Literal[
@@ -338,9 +329,17 @@ class LammpsSweepSpec(_Camel):
     resources: Resources = Field(default_factory=Resources)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     suspend: bool = Field(default=False, description="stop submitting and cancel runs in flight")
+    targets: list[TargetSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TARGETS,
+        description="what each trial teaches, each target to its models (default: "
+        "lammps.target to every model of models)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> LammpsSweepSpec:
+        _targets_map(self)
         names = [p.name for p in self.parameters]
         if len(set(names)) != len(names):
             raise ValueError("parameters: duplicate names")
@@ -349,6 +348,24 @@ class LammpsSweepSpec(_Camel):
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
         _container_on_hosts(self)
         return self
+
+
+def _targets_map(spec: LammpsSweepSpec) -> None:
+    if spec.targets is None:
+        return
+    # the API server writes the CRD's default into lammps.target: only another value clashes
+    if spec.lammps.target != LammpsSpec.model_fields["target"].default:
+        raise ValueError("lammps.target: give lammps.target or targets, not both")
+    problem = check_mapping(spec.targets, spec.models)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def resolved_targets(spec: LammpsSweepSpec) -> list[TargetSpec]:
+    """The sweep's targets: ``targets``, or the one metric ``lammps.target`` for ``models``."""
+    if spec.targets is not None:
+        return list(spec.targets)
+    return [TargetSpec(name=spec.lammps.target, metric=spec.lammps.target, models=spec.models)]
 
 
 def _printable(text: str) -> bool:
@@ -386,6 +403,9 @@ class TrialRecord(_Record):
     image_digest: str | None = Field(
         default=None, description="sha256 of the container image the trial ran in"
     )
+    targets: dict[str, float] | None = Field(
+        default=None, description="every target's value (several targets; target is the first)"
+    )
 
 
 class CurvePoint(_Record):
@@ -400,6 +420,7 @@ class CurvePoint(_Record):
 class LearningCurve(_Record):
     model: str
     metric: str
+    target: str | None = Field(default=None, description="the target it learns (several)")
     points: list[CurvePoint] = Field(default_factory=list)
 
 
@@ -408,6 +429,9 @@ class HeldOutResult(_Record):
     target: float
     predictions: dict[str, float] = Field(default_factory=dict)
     image_digest: str | None = None
+    targets: dict[str, float] | None = Field(
+        default=None, description="every target's value (several targets; target is the first)"
+    )
 
 
 class Evaluation(_Record):
@@ -423,6 +447,15 @@ class ImageEvaluation(_Record):
 
     image_digest: str
     evaluation: list[Evaluation] = Field(default_factory=list)
+
+
+class TargetEvaluation(_Record):
+    """The held-out evaluation of one target's models (a sweep with several targets)."""
+
+    target: str
+    evaluation: list[Evaluation] = Field(default_factory=list)
+    best_model: str | None = None
+    held_out_r2: float | None = Field(default=None, alias="heldOutR2")
 
 
 class LammpsSweepStatus(_Record):
@@ -456,6 +489,10 @@ class LammpsSweepStatus(_Record):
     evaluation_by_image: list[ImageEvaluation] = Field(default_factory=list)
     best_model: str | None = None
     held_out_r2: float | None = Field(default=None, alias="heldOutR2")
+    evaluation_by_target: list[TargetEvaluation] = Field(
+        default_factory=list,
+        description="per target (several targets; bestModel and heldOutR2 are the first's)",
+    )
 
 
 LAMMPSSWEEP = ResourceInfo(

@@ -14,7 +14,15 @@ from collections.abc import Container
 from math import isfinite
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, Flavor
 
@@ -323,3 +331,39 @@ def learn_samples(raw: list[Any]) -> list[SampleValues]:
         except FieldError as exc:
             raise ValueError(f"samples[{index}]: {exc}") from None
     return samples
+
+
+# -- several targets of one sample (POST /api/learn/targets/) ------------------------------------
+
+
+class TargetGroup(_Request):
+    """One target of a sample: its value, learned by its models."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="the target's name")
+    models: list[ModelName] = Field(min_length=1, max_length=1_000)
+    ground_truth: Target
+
+
+class TargetsLearnRequest(_Request):
+    """One sample (one trial) with several targets, each learned by its own models, under one
+    identifier: each (model, identifier) learns once however often the request is re-sent."""
+
+    features: Features
+    identifier: Identifier
+    targets: list[TargetGroup] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TargetsLearnRequest:
+        seen: dict[str, str] = {}
+        names: set[str] = set()
+        for i, group in enumerate(self.targets):
+            if group.name in names:
+                raise ValueError(f"targets[{i}].name: {group.name!r} is given twice")
+            names.add(group.name)
+            for model in group.models:
+                if model in seen:
+                    raise ValueError(
+                        f"targets[{i}].models: model {model!r} also learns target {seen[model]!r}"
+                    )
+                seen[model] = group.name
+        return self

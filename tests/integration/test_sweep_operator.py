@@ -218,6 +218,34 @@ def test_sweep_waits_for_model_then_survives_an_operator_kill(operator: Operator
     assert "Succeeded" in table and "8/8" in table and "lj-runtime" in table
 
 
+def test_several_targets_per_run_through_the_operator(operator: Operator) -> None:
+    """Issue 12: each model of the StreamModel learns its own target of every run, once; the
+    CR status holds every target's value and the evaluation per target."""
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    targets = [
+        {"name": "cost", "metric": "cpu_time", "models": ["mean"]},
+        {"name": "pressure", "thermo": {"column": "Press"}, "models": ["linear"]},
+    ]
+    assert op.apply(sweep("targets", trials=3, testTrials=1, targets=targets)).returncode == 0
+    op.wait_for("the sweep to finish", lambda: op.status("targets").get("phase") == "Succeeded")
+    status = op.status("targets")
+    assert status["succeeded"] == 4 and status["failed"] == 0
+    for model in ("mean", "linear"):
+        assert server_learns(op, model) >= 3  # (the module's other sweeps teach them too)
+    train = [t for t in status["trials"] if t["role"] == "train"]
+    assert all(set(t["targets"]) == {"cost", "pressure"} for t in train)
+    by_target = {e["target"]: e for e in status["evaluationByTarget"]}
+    assert {t: [e["model"] for e in v["evaluation"]] for t, v in by_target.items()} == {
+        "cost": ["mean"],
+        "pressure": ["linear"],
+    }
+    (held_out,) = status["testResults"]
+    assert set(held_out["targets"]) == {"cost", "pressure"}
+    curves = {c["model"]: c.get("target") for c in status["learningCurve"]}
+    assert curves == {"mean": "cost", "linear": "pressure"}
+
+
 def test_deleting_a_sweep_cancels_its_jobs(operator: Operator) -> None:
     op = operator
     assert op.apply(STREAMMODEL).returncode == 0
@@ -265,6 +293,16 @@ def test_schema_rejects_invalid_specs(operator: Operator, change: dict[str, Any]
         ("tiny", {"parameters": [{"name": "nx", "type": "int", "min": 1, "max": 2}],
                   "testTrials": 2}, "testTrials"),
         ("norest", {"scheduler": {"type": "slurm-rest"}}, "spec.scheduler"),
+        # issue 12: a target no model learns, a model with no target source
+        ("unlearned", {"targets": [{"name": "cost", "metric": "cpu_time", "models": ["mean"]},
+                                   {"name": "time", "metric": "loop_time"}]},
+         "spec.targets[1].models"),
+        ("orphan", {"models": ["mean", "linear"],
+                    "targets": [{"name": "cost", "metric": "cpu_time", "models": ["mean"]}]},
+         "spec.models[1]: model 'linear' has no target source"),
+        ("stranger", {"targets": [{"name": "cost", "metric": "cpu_time", "models": ["mean"]},
+                                  {"name": "time", "metric": "loop_time", "models": ["nope"]}]},
+         "spec.targets[1].models: model 'nope' is not a model of StreamModel 'lj-runtime'"),
     ],
 )  # fmt: skip
 def test_invalid_specs_past_the_schema_fail_in_status(

@@ -36,6 +36,7 @@ def _walk(node: Any, path: str = "") -> typing.Iterator[tuple[str, Any]]:
 
 def test_every_target_is_a_number_run_lammps_parses() -> None:
     metrics = lammps.parse_log(
+        "Per MPI rank memory allocation (min/avg/max) = 3.119 | 3.119 | 3.2 Mbytes\n"
         "Loop time of 0.5 on 1 procs for 50 steps with 2048 atoms\n"
         "Performance: 1.0 tau/day, 100.0 timesteps/s, 0.2 Matom-step/s\n"
         "99.0% CPU use with 1 MPI tasks x 1 OpenMP threads\n"
