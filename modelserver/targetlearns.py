@@ -2,19 +2,16 @@
 
 A trial of a multi-target sweep measures, say, the pressure, the potential energy and the CPU
 time of one run; each is learned by different models. This view takes them in one request
-(:class:`~streamml.vocabulary.wire.TargetsLearnRequest`) and hands each target to the single
-learn path (:meth:`Learns.learn`) with the request's identifier, so the guarantees are the single
-learn's, per model: a re-sent request learns nothing twice (each model already holding the
-identifier answers ``duplicate``), and a commit that fails half-way is completed by the resend.
-
-Before anything is applied every model of every target is looked up (an unknown one is a 404
-naming it, nothing learned). A target whose every model refuses its value is listed with the
-reason; only when every target is refused is the reply an error (nothing was applied).
+(:class:`~streamml.vocabulary.wire.TargetsLearnRequest`) and learns them as ONE learn whose
+models each get their own target's value (:meth:`Learns.learn` with ``truths``): one write, one
+commit, so the single learn's guarantees hold for the whole request. An error reply means that
+no target was learned; a re-sent request learns nothing twice (each model already holding the
+identifier answers ``duplicate``). Every model is looked up before anything is applied (an
+unknown one is a 404 naming it). A model that refuses its value is listed with the reason; only
+when every model refuses is the reply an error.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from aiohttp import web
 
@@ -26,21 +23,12 @@ from streamml.vocabulary.wire import TargetsLearnRequest
 
 async def learn_targets(request: web.Request) -> web.Response:
     body = await parse(request, TargetsLearnRequest)
-    service = request.app[SERVICE]
-    for group in body.targets:  # every name known before the first learn
-        service.registry.targets(None, group.models)
-    results: dict[str, dict[str, Any]] = {}
-    refused: list[str] = []
-    for group in body.targets:
-        try:
-            results |= await service.learn(
-                body.features, group.ground_truth, models=group.models, identifier=body.identifier
-            )
-        except SpecError as exc:
-            refused.append(f"target {group.name!r}: {exc}")
-            for model in group.models:
-                results[model] = {"learned": False, "duplicate": False, "error": str(exc)}
-    if len(refused) == len(body.targets):
-        raise SpecError("; ".join(refused), field="targets")
+    truths = {model: group.ground_truth for group in body.targets for model in group.models}
+    try:
+        results = await request.app[SERVICE].learn(
+            body.features, None, models=list(truths), identifier=body.identifier, truths=truths
+        )
+    except SpecError as exc:  # every model refused its value: nothing was applied
+        raise SpecError(str(exc), field="targets") from None
     learned = any(r["learned"] for r in results.values())
     return reply({"results": results}, status=201 if learned else 200)
