@@ -66,7 +66,7 @@ class SweepSummary(_Strict):
     namespace: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
     phase: Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
     scheduler: str = Field(default="", max_length=32, pattern=r"^[a-z-]*$")
-    target: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    target: str = Field(default="", max_length=200, description="what the models learn")
     trials: int = Count
     test_trials: int = Count
     succeeded: int = Count
