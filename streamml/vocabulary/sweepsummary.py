@@ -25,7 +25,7 @@ MAX_HELD_OUT = 500
 MAX_SWEEPS = 32
 
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME)]
-Count = Field(ge=0, le=MAX_TRIALS + MAX_TEST_TRIALS)
+Count = Field(default=0, ge=0, le=MAX_TRIALS + MAX_TEST_TRIALS)
 
 
 class _Strict(BaseModel):
