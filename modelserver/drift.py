@@ -1,0 +1,186 @@
+"""Drift detection: each served model watches its own error stream (:class:`DriftWatch`).
+
+The stream is what progressive validation already computes: the absolute residual of a
+regressor, the 0/1 error of a classifier, one value per scored learn (live, batch, label and
+replay alike: the hook is in ``ModelState.validate``). The test is river's Page-Hinkley, one-sided
+(``mode="up"``): the model got worse. An error that drops (the model improving, a regime easier to
+predict) is not drift. Page-Hinkley rather than ADWIN because ADWIN is two-sided (it cuts its
+window on a drop as readily as on a rise) and assumes values in a known bounded range, which an
+absolute residual is not.
+
+Page-Hinkley's threshold is in the units of its input, and a residual of ``cpu_time`` in seconds
+and one of a pressure in bars differ by orders of magnitude. So the errors are measured in units
+of the model's own error at the end of its warm-up: the first ``warmup`` scored samples arm
+nothing; the mean error of their second half (the model is still poor in the first) is the unit.
+Each error, so scaled, is capped at a third of the threshold: one outlier (a run slowed by another
+user's load) cannot raise an alarm alone, at least four consecutive bad ones are needed. After a
+detection the watch warms up again on the new regime (policy ``keep``), or the model restarts from
+a fresh copy of its pipeline and the watch with it (``reset``).
+
+Everything here is deterministic arithmetic on the logged samples, and the watch is pickled in
+the model's snapshot: replaying the learn log after a snapshot reproduces the same detections at
+the same samples with the same magnitudes. Only a detection's wall-clock time differs when it is
+re-found on replay (the log has no clock): it is then the time of the replay.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import drift as _river_drift
+
+from streamml.vocabulary.modelspec import DriftSettings
+
+river_drift: Any = _river_drift
+
+#: detections kept in a watch's history (the newest; the count is kept in full)
+HISTORY = 16
+#: an error is capped at this share of the threshold (so >= 1/CAP_SHARE + 1 samples are needed)
+CAP_SHARE = 1 / 3
+#: the smallest unit: a model that made no error at all in its warm-up
+TINY = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detection: at which scored sample, since which one the error is higher (Page-Hinkley's
+    estimate of the change point), when, and how much higher: the mean error since the change in
+    units of the warm-up's mean error (a 4.0 means errors four times as large)."""
+
+    sample: int
+    change_at: int
+    time: float
+    magnitude: float
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "sample": self.sample,
+            "changeAtSample": self.change_at,
+            "time": self.time,
+            "magnitude": round(self.magnitude, 6),
+        }
+
+
+def error_of(classifier: bool, truth: Any, predicted: Any) -> float | None:
+    """The error progressive validation scored: |y - ŷ| or 0/1 (None: not scorable)."""
+    if predicted is None:
+        return None
+    if classifier:
+        return 0.0 if predicted == truth else 1.0
+    try:
+        error = abs(float(truth) - float(predicted))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return error if math.isfinite(error) else None
+
+
+@dataclass(slots=True)
+class DriftWatch:
+    """A model's drift test on its error stream, with its settings and the detections so far."""
+
+    warmup: int
+    threshold: float
+    delta: float
+    policy: str
+    #: scored samples seen (the index a detection names)
+    observed: int = 0
+    detections: int = 0
+    history: list[Detection] = field(default_factory=list)
+    #: the warm-up: errors seen since (re)arming began, and the sum of its second half
+    _warm_n: int = 0
+    _warm_sum: float = 0.0
+    #: the unit (None: warming up) and the armed test
+    _unit: float | None = None
+    _test: Any = None
+    #: raw errors since arming (count, sum) and at the test's running minimum (the change point)
+    _n: int = 0
+    _sum: float = 0.0
+    _min_at: int = 0
+    _min_n: int = 0
+    _min_sum: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: DriftSettings | None) -> DriftWatch | None:
+        """The watch a model spec asks for (None: drift detection switched off)."""
+        settings = settings or DriftSettings()
+        if not settings.enabled:
+            return None
+        return cls(settings.warmup, settings.threshold, settings.delta, settings.policy)
+
+    @property
+    def armed(self) -> bool:
+        return self._unit is not None
+
+    @property
+    def last(self) -> Detection | None:
+        return self.history[-1] if self.history else None
+
+    def observe(self, error: float) -> bool:
+        """One scored sample's error; True when it completes a detection."""
+        self.observed += 1
+        unit = self._unit
+        if unit is None:
+            self._warm(error)
+            return False
+        x = error / unit
+        cap = self.threshold * CAP_SHARE
+        test = self._test
+        test.update(x if x < cap else cap)
+        self._n += 1
+        self._sum += error
+        if test._sum_increase <= test._min_increase:  # river keeps no index of its minimum
+            self._min_at, self._min_n, self._min_sum = self.observed, self._n, self._sum
+        if not test.drift_detected:
+            return False
+        self._detected(unit)
+        return True
+
+    def _warm(self, error: float) -> None:
+        self._warm_n += 1
+        half = self.warmup // 2
+        if self._warm_n > self.warmup - half:
+            self._warm_sum += error
+        if self._warm_n < self.warmup:
+            return
+        self._unit = max(self._warm_sum / half, TINY)
+        self._test = river_drift.PageHinkley(
+            min_instances=1, delta=self.delta, threshold=self.threshold, mode="up"
+        )
+        self._n, self._sum = 0, 0.0
+        self._min_at, self._min_n, self._min_sum = self.observed, 0, 0.0
+
+    def _detected(self, unit: float) -> None:
+        since = self._n - self._min_n
+        mean_since = (self._sum - self._min_sum) / since if since else 0.0
+        detection = Detection(self.observed, self._min_at + 1, time.time(), mean_since / unit)
+        self.detections += 1
+        self.history.append(detection)
+        del self.history[:-HISTORY]
+        self.rearm()
+
+    def rearm(self) -> None:
+        """Warm up again (after a detection: the new regime is the reference)."""
+        self._warm_n, self._warm_sum, self._unit, self._test = 0, 0.0, None, None
+
+    def to_data(self) -> dict[str, Any]:
+        """The stats reply's ``drift`` field (``DriftStats``)."""
+        last = self.last
+        return {
+            "policy": self.policy,
+            "warmup": self.warmup,
+            "threshold": self.threshold,
+            "delta": self.delta,
+            "observed": self.observed,
+            "armed": self.armed,
+            "detections": self.detections,
+            "last": None if last is None else last.to_data(),
+            "history": [d.to_data() for d in self.history],
+        }
+
+
+def fresh_model(model: Any) -> Any:
+    """A fresh, unlearned copy of a river model with the same parameters (policy ``reset``)."""
+    return model.clone()
