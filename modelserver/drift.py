@@ -36,6 +36,8 @@ from streamml.vocabulary.modelspec import DriftSettings
 
 river_drift: Any = _river_drift
 
+#: the flavors whose learns are scored (progressive validation): the ones a watch can follow
+SCORED = ("regression", "binary", "multiclass")
 #: detections kept in a watch's history (the newest; the count is kept in full)
 HISTORY = 16
 #: an error is capped at this share of the threshold (so >= 1/CAP_SHARE + 1 samples are needed)
@@ -103,10 +105,12 @@ class DriftWatch:
     _min_sum: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: DriftSettings | None) -> DriftWatch | None:
-        """The watch a model spec asks for (None: drift detection switched off)."""
+    def from_settings(
+        cls, settings: DriftSettings | None, flavor: str = "regression"
+    ) -> DriftWatch | None:
+        """The watch a model spec asks for (None: switched off, or a flavor never scored)."""
         settings = settings or DriftSettings()
-        if not settings.enabled:
+        if not settings.enabled or flavor not in SCORED:
             return None
         return cls(settings.warmup, settings.threshold, settings.delta, settings.policy)
 

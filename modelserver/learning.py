@@ -228,8 +228,8 @@ class ModelState:
     #: expensive per sample (trees, ensembles, neighbours, kernels): never on the event loop
     heavy: bool = True
     #: the drift test on the error stream (None: off); a snapshot written before drift
-    #: detection loads with a fresh one
-    drift: DriftWatch | None = field(default_factory=lambda: DriftWatch.from_settings(None))
+    #: detection loads with a fresh one (``snapshots.load_snapshot``)
+    drift: DriftWatch | None = None
     #: each metric's bound update and whether it takes the label (else the probabilities);
     #: made on first use (the metrics of a state never change)
     _scorers: list[tuple[Any, bool]] | None = field(

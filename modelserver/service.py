@@ -40,9 +40,6 @@ from streamml.vocabulary.modelspec import DriftSettings
 
 log = logging.getLogger(__name__)
 
-#: the flavors whose learns are scored (progressive validation): the ones drift is watched on
-SCORED = ("regression", "binary", "multiclass")
-
 
 class ModelService:
     """Models in memory, made durable in order (see the module docstring for its rooms)."""
@@ -142,7 +139,7 @@ class ModelService:
             metrics=default_metrics(flavor),
             max_features=max_features,
             heavy=heavy,
-            drift=DriftWatch.from_settings(drift) if flavor in SCORED else None,
+            drift=DriftWatch.from_settings(drift, flavor),
         )
         try:
             blob = snapshot_blob(state)

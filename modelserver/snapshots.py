@@ -22,6 +22,7 @@ from typing import Any
 import dill
 
 from streamml.errors import StreamMLError
+from streamml.modelserver.drift import DriftWatch
 from streamml.modelserver.learning import ModelState
 from streamml.modelserver.registry import Registry
 from streamml.modelserver.storage import Storage
@@ -94,6 +95,8 @@ def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
         raise SnapshotError(f"it is not a snapshot this server wrote (starts with {kind!r})")
     try:
         payload: Any = pickle.loads(body) if kind == b"P" else dill.loads(body)  # noqa: S301
+        if "drift" not in payload:  # written before drift detection: a fresh watch
+            payload["drift"] = DriftWatch.from_settings(None, flavor)
         return ModelState(name=name, flavor=flavor, **payload)
     except Exception as exc:  # whatever unpickling a damaged or foreign blob raises
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
