@@ -229,3 +229,27 @@ def test_bad_drift_settings_are_refused_naming_the_field(
     assert caught.value.errors()[0]["loc"][:2] == ("drift", field)
     with pytest.raises(ValidationError):
         ModelSpec.model_validate({"name": "m", **body})
+
+
+def test_the_inlined_test_detects_exactly_where_rivers_page_hinkley_does() -> None:
+    """The watch inlines river.drift.PageHinkley(mode="up") for cost: same stream (in units of a
+    warm-up whose errors were all 1.0, capped as the watch caps them), same first detection."""
+    from river.drift import PageHinkley
+
+    for seed in range(8):
+        for threshold, delta in ((25.0, 0.5), (10.0, 0.1), (50.0, 0.0)):
+            w = watch(warmup=10, threshold=threshold, delta=delta)
+            for _ in range(10):
+                w.observe(1.0)
+            ph = PageHinkley(min_instances=1, delta=delta, threshold=threshold, mode="up")
+            stream = errors(seed, 400, scale_after=4.0, change=150 + 10 * seed)
+            ours = next((i for i, e in enumerate(stream) if w.observe(e)), None)
+            cap = threshold / 3
+            theirs = None
+            for i, e in enumerate(stream):
+                ph.update(min(e, cap))
+                if ph.drift_detected:
+                    theirs = i
+                    break
+            assert ours == theirs, (seed, threshold, delta)
+            assert ours is not None

@@ -1,0 +1,68 @@
+"""Real drift: the same sweep continues on two MPI ranks instead of one (real ``lmp``, the real
+local scheduler, a real server learning ``cpu_time``), and the model's watch detects it within a
+bounded number of runs, noted in the sweep's status; the same sweep without the change raises no
+alarm. (The full false-alarm figure, >= 50 runs on >= 3 seeds, is benchmarks/drift_bench.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from streamml.sweep.access import ServerAccess
+from tests.fixtures.drift import MODEL, PIPELINE, run_drift_sweep
+from tests.fixtures.server import ServerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.lammps]
+
+WARMUP = 12
+#: runs after the change within which the detection must come
+BOUND = 12
+
+
+def create(server: ServerProcess) -> None:
+    body = {"pipeline": PIPELINE, "drift": {"warmup": WARMUP}}
+    r = requests.post(
+        f"{server.url}/api/model/regression/{MODEL}/",
+        json=body,
+        headers=server.auth_header(),
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+
+
+def access(server: ServerProcess) -> ServerAccess:
+    return ServerAccess(server.url, server.username, server.token)
+
+
+async def test_more_mpi_ranks_mid_sweep_is_detected_and_noted(
+    model_server: ServerProcess, tmp_path: Path, lammps_bin: str
+) -> None:
+    create(model_server)
+    run = await run_drift_sweep(
+        access(model_server), tmp_path / "wd", trials=32, change_after=20, seed=3
+    )
+    assert run.changed_at == 21 and run.learned == 32
+    assert run.notes, "no drift was detected after the change to two ranks"
+    first = run.notes[0]
+    assert first.model == MODEL
+    assert run.changed_at - 1 <= first.detected_after_trials <= run.changed_at + BOUND
+    assert first.first_trial_after is not None
+    assert abs(first.first_trial_after - run.changed_at) <= 3  # the change is placed near it
+    assert first.magnitude > 1
+    stats = requests.get(
+        f"{model_server.url}/api/stats/?model={MODEL}", headers=model_server.auth_header()
+    ).json()
+    assert stats["drift"]["detections"] == len(run.notes)
+
+
+async def test_the_same_sweep_without_a_change_raises_no_alarm(
+    model_server: ServerProcess, tmp_path: Path, lammps_bin: str
+) -> None:
+    create(model_server)
+    run = await run_drift_sweep(
+        access(model_server), tmp_path / "wd", trials=32, change_after=None, seed=3
+    )
+    assert run.learned == 32 and run.changed_at is None
+    assert run.notes == []
