@@ -116,7 +116,7 @@ async def sweeps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     steady: list[dict[str, Any]] = []
     with running_server(work / "server") as server:
         access = ServerAccess(server.url, server.username, server.token)
-        for seed in range(1, args.seeds + 1):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             _fresh_model(server)
             run = await run_drift_sweep(
                 access,
@@ -189,6 +189,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--steady-trials", type=int, default=50)
     parser.add_argument("--change-after", type=int, default=30)
     parser.add_argument("--after", type=int, default=15, help="runs after the change")

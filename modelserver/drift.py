@@ -19,8 +19,10 @@ Page-Hinkley's threshold is in the units of its input, and a residual of ``cpu_t
 and one of a pressure in bars differ by orders of magnitude. So the errors are measured in units
 of the model's own error at the end of its warm-up: the first ``warmup`` scored samples arm
 nothing; the mean error of their second half (the model is still poor in the first) is the unit.
-Each error, so scaled, is capped at a third of the threshold: one outlier (a run slowed by another
-user's load) cannot raise an alarm alone, at least four consecutive bad ones are needed. After a
+Each error, so scaled, is capped at half the threshold: one outlier (a run slowed by another
+user's load) cannot raise an alarm alone, at least three bad ones are needed. (A third, tried
+first, missed a real two-rank change whose errors alternated high and low: the model, learning on,
+half-fits the new regime; benchmarks/drift_bench.py.) After a
 detection the watch warms up again on the new regime (policy ``keep``), or the model restarts from
 a fresh copy of its pipeline and the watch with it (``reset``).
 
@@ -43,8 +45,8 @@ from streamml.vocabulary.modelspec import DriftSettings
 SCORED = ("regression", "binary", "multiclass")
 #: detections kept in a watch's history (the newest; the count is kept in full)
 HISTORY = 16
-#: an error is capped at the threshold / CAP_PARTS (so at least CAP_PARTS + 1 samples are needed)
-CAP_PARTS = 3
+#: an error is capped at the threshold / CAP_PARTS: at least CAP_PARTS + 1 bad samples are needed
+CAP_PARTS = 2
 #: the smallest unit: a model that made no error at all in its warm-up
 TINY = 1e-12
 #: Page-Hinkley's forgetting factor (river's default)

@@ -244,7 +244,7 @@ def test_the_inlined_test_detects_exactly_where_rivers_page_hinkley_does() -> No
             ph = PageHinkley(min_instances=1, delta=delta, threshold=threshold, mode="up")
             stream = errors(seed, 400, scale_after=4.0, change=150 + 10 * seed)
             ours = next((i for i, e in enumerate(stream) if w.observe(e)), None)
-            cap = threshold / 3
+            cap = threshold / 2
             theirs = None
             for i, e in enumerate(stream):
                 ph.update(min(e, cap))
