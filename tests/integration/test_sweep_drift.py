@@ -17,12 +17,13 @@ from tests.fixtures.server import ServerProcess
 pytestmark = [pytest.mark.integration, pytest.mark.lammps]
 
 WARMUP = 12
+THRESHOLD = 15
 #: runs after the change within which the detection must come
-BOUND = 12
+BOUND = 18
 
 
 def create(server: ServerProcess) -> None:
-    body = {"pipeline": PIPELINE, "drift": {"warmup": WARMUP}}
+    body = {"pipeline": PIPELINE, "drift": {"warmup": WARMUP, "threshold": THRESHOLD}}
     r = requests.post(
         f"{server.url}/api/model/regression/{MODEL}/",
         json=body,
@@ -41,9 +42,9 @@ async def test_more_mpi_ranks_mid_sweep_is_detected_and_noted(
 ) -> None:
     create(model_server)
     run = await run_drift_sweep(
-        access(model_server), tmp_path / "wd", trials=32, change_after=20, seed=3
+        access(model_server), tmp_path / "wd", trials=40, change_after=20, seed=3
     )
-    assert run.changed_at == 21 and run.learned == 32
+    assert run.changed_at == 21 and run.learned == 40
     assert run.notes, "no drift was detected after the change to two ranks"
     first = run.notes[0]
     assert first.model == MODEL
@@ -62,7 +63,7 @@ async def test_the_same_sweep_without_a_change_raises_no_alarm(
 ) -> None:
     create(model_server)
     run = await run_drift_sweep(
-        access(model_server), tmp_path / "wd", trials=32, change_after=None, seed=3
+        access(model_server), tmp_path / "wd", trials=40, change_after=None, seed=3
     )
-    assert run.learned == 32 and run.changed_at is None
+    assert run.learned == 40 and run.changed_at is None
     assert run.notes == []
