@@ -142,6 +142,7 @@ async def sweeps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "alarms_before_change": len(before),
                 "first_trial_after": after[0].first_trial_after if after else None,
                 "magnitude": after[0].magnitude if after else None,
+                "cpu_time_ratio": run.change_ratio(),
             })  # fmt: skip
             print(f"seed {seed}: change at run {run.changed_at}, delay {delay} runs", flush=True)
             _fresh_model(server)

@@ -37,15 +37,25 @@ def access(server: ServerProcess) -> ServerAccess:
     return ServerAccess(server.url, server.username, server.token)
 
 
+#: a change of the target's mean by this factor is a real drift the watch must see
+REAL = 1.5
+
+
 async def test_more_mpi_ranks_mid_sweep_is_detected_and_noted(
     model_server: ServerProcess, tmp_path: Path, lammps_bin: str
 ) -> None:
+    """Two ranks move ``cpu_time`` of these tiny boxes only while the machine is loaded (see
+    tests/fixtures/drift.py). The test measures the change it made: when the runs after it
+    averaged >= 1.5x the ten before, the detection is required; else it is skipped, saying so."""
     create(model_server)
     run = await run_drift_sweep(
         access(model_server), tmp_path / "wd", trials=40, change_after=20, seed=3
     )
+    ratio = run.change_ratio()
+    if ratio < REAL and not run.notes:
+        pytest.skip(f"two ranks moved cpu_time by x{ratio:.2f} only (a quiet machine)")
     assert run.changed_at == 21 and run.learned == 40
-    assert run.notes, "no drift was detected after the change to two ranks"
+    assert run.notes, f"no drift detected, though cpu_time moved by x{ratio:.2f}"
     first = run.notes[0]
     assert first.model == MODEL
     assert run.changed_at - 1 <= first.detected_after_trials <= run.changed_at + BOUND
