@@ -28,6 +28,7 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
+from streamml.modelserver.drift import DriftWatch, error_of, fresh_model
 from streamml.modelserver.pending import PendingPrediction, PendingSource
 
 #: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
@@ -226,6 +227,9 @@ class ModelState:
     known_features: set[str] = field(default_factory=set)
     #: expensive per sample (trees, ensembles, neighbours, kernels): never on the event loop
     heavy: bool = True
+    #: the drift test on the error stream (None: off); a snapshot written before drift
+    #: detection loads with a fresh one (``snapshots.load_snapshot``)
+    drift: DriftWatch | None = None
     #: each metric's bound update and whether it takes the label (else the probabilities);
     #: made on first use (the metrics of a state never change)
     _scorers: list[tuple[Any, bool]] | None = field(
@@ -343,7 +347,20 @@ class ModelState:
             self.known_features |= new
         if prediction is not None:
             self._update_metrics(y, prediction)
+            if self.drift is not None:
+                self._watch(y, prediction)
         return prediction
+
+    def _watch(self, y: Any, prediction: Prediction) -> None:
+        """The drift hook: the scored error into the watch; policy ``reset`` restarts the model
+        from a fresh copy at a detection (after it learned the sample that completed it)."""
+        watch = self.drift
+        error = error_of(self.classifier, y, prediction.value)
+        if watch is None or error is None or not watch.observe(error):
+            return
+        log.info("model %s: drift detected at sample %d", self.name, watch.observed)
+        if watch.policy == "reset":
+            self.model = fresh_model(self.model)
 
     def learn(
         self,
@@ -485,4 +502,7 @@ class ModelState:
         return values
 
     def stats(self) -> dict[str, Any]:
-        return {"predict": self.predict_stats.to_data(), "learn": self.learn_stats.to_data()}
+        data = {"predict": self.predict_stats.to_data(), "learn": self.learn_stats.to_data()}
+        if self.drift is not None:
+            data["drift"] = self.drift.to_data()
+        return data

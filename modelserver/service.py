@@ -26,6 +26,7 @@ from typing import Any
 
 from streamml.errors import ConflictError, SpecError
 from streamml.modelserver.commits import Commits, dumps
+from streamml.modelserver.drift import DriftWatch
 from streamml.modelserver.events import EventHub
 from streamml.modelserver.learning import ModelState, default_metrics
 from streamml.modelserver.learns import Learns
@@ -35,6 +36,7 @@ from streamml.modelserver.registry import Quarantine, Registry
 from streamml.modelserver.snapshots import SnapshotSchedule, snapshot_blob
 from streamml.modelserver.storage import Op, Storage
 from streamml.modelserver.workers import ModelWorkers
+from streamml.vocabulary.modelspec import DriftSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class ModelService:
         spec: Any,
         max_features: int | None = None,
         heavy: bool = True,
+        drift: DriftSettings | None = None,
     ) -> str:
         """Served only once everything about it is checked and durable (never a ghost)."""
         self.registry.check_free(name)
@@ -136,6 +139,7 @@ class ModelService:
             metrics=default_metrics(flavor),
             max_features=max_features,
             heavy=heavy,
+            drift=DriftWatch.from_settings(drift, flavor),
         )
         try:
             blob = snapshot_blob(state)

@@ -22,6 +22,7 @@ from typing import Any
 import dill
 
 from streamml.errors import StreamMLError
+from streamml.modelserver.drift import DriftWatch
 from streamml.modelserver.learning import ModelState
 from streamml.modelserver.registry import Registry
 from streamml.modelserver.storage import Storage
@@ -39,7 +40,8 @@ class SnapshotError(StreamMLError):
 
 def snapshot_blob(state: ModelState) -> bytes:
     """The blob of ``state``. Blobs written before the cost model lack ``max_features``,
-    ``known_features`` and ``heavy``; they load with ModelState's defaults (unbounded, heavy).
+    ``known_features`` and ``heavy``; they load with ModelState's defaults (unbounded, heavy);
+    blobs written before drift detection lack ``drift`` (they load with a fresh watch).
 
     An expensive model's state can be large, and the C pickler holds the GIL for the whole dump
     (seconds for a big kernel sampler: measured, a 4.6 s stall of /healthz). Such a model is
@@ -54,6 +56,7 @@ def snapshot_blob(state: ModelState) -> bytes:
         "max_features": state.max_features,
         "known_features": state.known_features,
         "heavy": state.heavy,
+        "drift": state.drift,
     }
     inner = b""
     if state.heavy:
@@ -92,6 +95,8 @@ def load_snapshot(name: str, flavor: str, blob: bytes) -> ModelState:
         raise SnapshotError(f"it is not a snapshot this server wrote (starts with {kind!r})")
     try:
         payload: Any = pickle.loads(body) if kind == b"P" else dill.loads(body)  # noqa: S301
+        if "drift" not in payload:  # written before drift detection: a fresh watch
+            payload["drift"] = DriftWatch.from_settings(None, flavor)
         return ModelState(name=name, flavor=flavor, **payload)
     except Exception as exc:  # whatever unpickling a damaged or foreign blob raises
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -197,11 +197,19 @@ async def upload_model(request: web.Request) -> web.Response:
         origin = "spec"
         max_features: int | None = cost.max_features
         heavy = components.is_heavy(definition.pipeline)
+        drift = definition.drift
     else:
         model = await _unpickle(request, flavor)
-        spec, origin, max_features, heavy = None, "pickle", None, True
+        spec, origin, max_features, heavy, drift = None, "pickle", None, True, None
     await service.create(
-        name, flavor, model, origin=origin, spec=spec, max_features=max_features, heavy=heavy
+        name,
+        flavor,
+        model,
+        origin=origin,
+        spec=spec,
+        max_features=max_features,
+        heavy=heavy,
+        drift=drift,
     )
     return reply({"name": name}, status=201)
 

@@ -118,6 +118,8 @@ def validate(spec: Mapping[str, Any]) -> StreamModelSpec:
 
 def model_hash(model: ModelSpec) -> str:
     data = model.model_dump(mode="json", by_alias=True, exclude={"name"})
+    if data.get("drift") is None:
+        data.pop("drift", None)  # the digest of a model declared before drift settings existed
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -388,7 +390,8 @@ async def sync_models(
 
 async def _poll(client: Any, name: str) -> st.ModelPoll:
     metrics, stats = await asyncio.gather(client.metrics(name), client.stats(name))
-    return st.ModelPoll(name, True, stats.learn.n_calls, st.clean_metrics(metrics))
+    drift = st.model_drift(stats.drift)
+    return st.ModelPoll(name, True, stats.learn.n_calls, st.clean_metrics(metrics), drift)
 
 
 async def observe(
@@ -430,6 +433,8 @@ async def observe(
     observed = [available] + ([ingress_obs] if ingress_obs else []) + [models_obs]
     counted = [o for o in observed if o.reason != "NotVerified"]
     observed.insert(0, st.aggregate_ready(counted))
+    observed.append(st.drift_observation(polls))
+    st.announce_drift(old_models, polls, emit)
     before = parse_conditions(previous.get("conditions"))
     conditions = merge_conditions(before, observed, generation=generation, order=st.CONDITION_ORDER)
     st.announce(before, conditions, emit)

@@ -11,18 +11,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from streamml.vocabulary.conditions import Condition, Observation
 from streamml.vocabulary.conditions import dump as dump_conditions
 from streamml.vocabulary.modelspec import ModelSpec
-from streamml.vocabulary.streammodel import BestModel, ModelStatus, StreamModelStatus
+from streamml.vocabulary.replies import DriftStats
+from streamml.vocabulary.streammodel import BestModel, ModelDrift, ModelStatus, StreamModelStatus
 
 AVAILABLE = "Available"
 INGRESS_READY = "IngressReady"
 MODELS_READY = "ModelsReady"
 READY = "Ready"
-CONDITION_ORDER = (READY, AVAILABLE, INGRESS_READY, MODELS_READY)
+#: news about the models' error streams, not about readiness: never part of Ready
+DRIFT = "Drift"
+CONDITION_ORDER = (READY, AVAILABLE, INGRESS_READY, MODELS_READY, DRIFT)
 MAX_METRICS = 12
 
 #: flavor -> (headline metric, lower is better)
@@ -49,6 +55,8 @@ class ModelPoll:
     ready: bool
     samples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the last drift detection (None: none yet, or drift detection is off for the model)
+    drift: ModelDrift | None = None
 
 
 def _round(value: float) -> float:
@@ -117,6 +125,7 @@ def models_section(
                 samples=poll.samples if poll else 0,
                 metrics=dict(poll.metrics) if poll else {},
                 spec_hash=(held or {}).get(spec.name),
+                drift=poll.drift if poll else None,
             )
         )
     declared = {s.name for s in specs}
@@ -153,6 +162,7 @@ def carry_over(old: list[Mapping[str, Any]]) -> tuple[list[ModelPoll], dict[str,
             False,
             int(m.get("samples") or 0),
             clean_metrics(m.get("metrics") or {}),
+            stored_drift(m.get("drift")),
         )
         for m in old
     ]
@@ -174,3 +184,63 @@ def announce(
         # a warning when something that worked stops working; anything else is news
         kind = "Warning" if old.get(cond.type) == "True" else "Normal"
         emit(kind, f"{cond.type}{cond.status}", f"{cond.reason}: {cond.message}")
+
+
+# -- drift ---------------------------------------------------------------------------------------
+
+
+def model_drift(stats: DriftStats | None) -> ModelDrift | None:
+    """The status form of a model's drift watch as the server reports it (None: no detection)."""
+    if stats is None or stats.last is None or not stats.detections:
+        return None
+    last = stats.last
+    when = datetime.fromtimestamp(last.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ModelDrift(
+        detections=stats.detections,
+        sample=last.sample,
+        change_at_sample=last.change_at_sample,
+        time=when,
+        magnitude=_round(last.magnitude) if math.isfinite(last.magnitude) else 0.0,
+    )
+
+
+def stored_drift(raw: Any) -> ModelDrift | None:
+    """A model's drift as a status read back holds it (unreadable: None)."""
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return ModelDrift.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def drift_observation(polls: Sequence[ModelPoll]) -> Observation:
+    """``Drift``: True while any model has detected drift (the newest detection first)."""
+    drifted = sorted((p for p in polls if p.drift), key=lambda p: p.drift.time, reverse=True)  # type: ignore[union-attr]
+    if not drifted:
+        return Observation(DRIFT, "False", "NoDrift", "no model has detected drift")
+    parts = [f"{p.name}: {_drift_line(p.drift)}" for p in drifted if p.drift]
+    return Observation(DRIFT, "True", "DriftDetected", "; ".join(parts))
+
+
+def _drift_line(drift: ModelDrift) -> str:
+    return (
+        f"drift at sample {drift.sample} (since sample {drift.change_at_sample}, error x"
+        f"{drift.magnitude:g}) at {drift.time}, {drift.detections} detection(s)"
+    )
+
+
+def announce_drift(
+    old: Sequence[Mapping[str, Any]],
+    polls: Sequence[ModelPoll],
+    emit: Callable[[str, str, str], None],
+) -> None:
+    """One Warning event per model whose detection count grew since the last status."""
+    before = {str(m.get("name")): stored_drift(m.get("drift")) for m in old}
+    for poll in polls:
+        if poll.drift is None:
+            continue
+        previous = before.get(poll.name)
+        if previous is not None and previous.detections >= poll.drift.detections:
+            continue
+        emit("Warning", "DriftDetected", f"model {poll.name}: {_drift_line(poll.drift)}")

@@ -105,7 +105,9 @@ class ModelServerClient:
 
     async def create_model(self, spec: ModelSpec) -> str:
         """Create a declarative model; :class:`ConflictError` when the name is taken."""
-        body = {"pipeline": [step.to_data() for step in spec.pipeline]}
+        body: dict[str, Any] = {"pipeline": [step.to_data() for step in spec.pipeline]}
+        if spec.drift is not None:
+            body["drift"] = spec.drift.model_dump(mode="json")
         path = f"/api/model/{spec.flavor}/{spec.name}/"
         return (await self._call(CreatedReply, "POST", path, json=body)).name
 

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -37,8 +38,10 @@ from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Sche
 from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import JobResult, scrub
 from streamml.vocabulary.lammpssweep import (
+    MAX_DRIFT_NOTES,
     MAX_TRIAL_RECORDS,
     CurvePoint,
+    DriftNote,
     HeldOutResult,
     LammpsSweepSpec,
     LammpsSweepStatus,
@@ -46,6 +49,7 @@ from streamml.vocabulary.lammpssweep import (
     TrialRecord,
     resolved_targets,
 )
+from streamml.vocabulary.replies import DriftStats
 from streamml.vocabulary.targets import model_targets
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,18 @@ log = logging.getLogger(__name__)
 ACTIVE = ("Submitting", "Pending", "Running")
 #: states of a trial that is not done yet (a spooled result still has to reach the server)
 OPEN = (*ACTIVE, "Spooled")
-MetricsSource = Callable[[Sequence[str] | None], Awaitable[dict[str, tuple[int, dict[str, float]]]]]
+
+
+@dataclass(frozen=True)
+class ModelProgress:
+    """One model as the server reports it: samples learned, metrics, its drift watch."""
+
+    samples: int
+    metrics: dict[str, float]
+    drift: DriftStats | None = None
+
+
+MetricsSource = Callable[[Sequence[str] | None], Awaitable[dict[str, ModelProgress]]]
 Redeliver = Callable[[], Awaitable[None]]
 
 
@@ -426,8 +441,9 @@ class SweepEngine:
         learned = min(self.status.succeeded, self.spec.trials)
         curves = {c.model: c for c in self.status.learning_curve}
         owner = model_targets(resolved_targets(self.spec))
-        for model, (samples, values) in sorted(per_model.items()):
-            metric, value = jobs.headline(values)
+        for model, progress in sorted(per_model.items()):
+            samples = progress.samples
+            metric, value = jobs.headline(progress.metrics)
             curve = curves.get(model)
             if curve is None:
                 curve = LearningCurve(model=model, metric=metric, target=owner.get(model))
@@ -439,6 +455,39 @@ class SweepEngine:
                 image_digest=images.current(self.status),
             )
             jobs.add_point(curve.points, point)
+            self._note_drift(model, progress.drift, learned)
+
+    def _note_drift(self, model: str, drift: DriftStats | None, learned: int) -> None:
+        """The model's new detections, placed on this sweep's training runs: its scored samples
+        before this sweep's runs are the ones it had scored beyond the runs learned so far (every
+        run is one scored learn; another teacher meanwhile shifts the placement)."""
+        if drift is None or not drift.history:
+            return
+        notes = self.status.drift
+        newest = max((n.detected_at_sample for n in notes if n.model == model), default=0)
+        offset = drift.observed - learned
+        for detection in drift.history:
+            if detection.sample <= newest:
+                continue
+            first = detection.change_at_sample - offset
+            notes.append(
+                DriftNote(
+                    model=model,
+                    detected_at_sample=detection.sample,
+                    change_at_sample=detection.change_at_sample,
+                    first_trial_after=first if first >= 1 else None,
+                    detected_after_trials=max(detection.sample - offset, 0),
+                    magnitude=detection.magnitude,
+                )
+            )
+            log.warning(
+                "sweep %s: model %s detected drift after %d training runs (since run %s)",
+                self.name,
+                model,
+                max(detection.sample - offset, 0),
+                first if first >= 1 else "before this sweep",
+            )
+        del notes[:-MAX_DRIFT_NOTES]
 
     def _finish_if_done(self) -> None:
         if self.status.phase == "Failed":

@@ -15,7 +15,13 @@ from streamml.files import write_atomic
 from streamml.sweep import jobs, schedulers
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
-from streamml.sweep.engine import MetricsSource, Redeliver, StateStore, SweepEngine
+from streamml.sweep.engine import (
+    MetricsSource,
+    ModelProgress,
+    Redeliver,
+    StateStore,
+    SweepEngine,
+)
 from streamml.sweep.publish import Publish, PublishingStore
 from streamml.sweep.schedulers import Scheduler, SchedulerOptions
 from streamml.sweep.schedulers.options import (
@@ -95,17 +101,17 @@ def remote_env(access: ServerAccess) -> dict[str, str]:
 def metrics_source(access: ServerAccess) -> MetricsSource:
     """Per model: (samples learned, metrics) from the server, for the learning curve."""
 
-    async def fetch(models: Sequence[str] | None) -> dict[str, tuple[int, dict[str, float]]]:
+    async def fetch(models: Sequence[str] | None) -> dict[str, ModelProgress]:
         from streamml.client.api import ModelServerClient
 
-        out: dict[str, tuple[int, dict[str, float]]] = {}
+        out: dict[str, ModelProgress] = {}
         async with ModelServerClient(
             access.url, username=access.username, token=access.token
         ) as client:
             for model in models or await client.models():
                 values = await client.metrics(model)
                 stats = await client.stats(model)
-                out[model] = (stats.learn.n_calls, values)
+                out[model] = ModelProgress(stats.learn.n_calls, values, stats.drift)
         return out
 
     return fetch

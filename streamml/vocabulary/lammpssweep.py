@@ -458,6 +458,26 @@ class TargetEvaluation(_Record):
     held_out_r2: float | None = Field(default=None, alias="heldOutR2")
 
 
+#: drift notes kept in a sweep's status
+MAX_DRIFT_NOTES = 32
+
+
+class DriftNote(_Record):
+    """A model's drift detection as the sweep saw it, placed on the sweep's training runs (the
+    learning curve's ``trials`` axis: runs learned, counted from 1 in the order learned)."""
+
+    model: str
+    detected_at_sample: int = Field(description="the model's scored sample that completed it")
+    change_at_sample: int = Field(description="the estimated first sample of the new regime")
+    first_trial_after: int | None = Field(
+        default=None,
+        description="the first training run (in learning order) of the new regime; null when "
+        "the change precedes this sweep",
+    )
+    detected_after_trials: int = Field(description="training runs learned when it was seen")
+    magnitude: float = Field(description="mean error since the change, in warm-up error units")
+
+
 class LammpsSweepStatus(_Record):
     phase: Phase = "Pending"
     observed_generation: int | None = None
@@ -492,6 +512,11 @@ class LammpsSweepStatus(_Record):
     evaluation_by_target: list[TargetEvaluation] = Field(
         default_factory=list,
         description="per target (several targets; bestModel and heldOutR2 are the first's)",
+    )
+    drift: list[DriftNote] = Field(
+        default_factory=list,
+        max_length=MAX_DRIFT_NOTES,
+        description="drift the models detected while this sweep taught them (the newest)",
     )
 
 

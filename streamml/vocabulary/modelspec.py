@@ -152,6 +152,53 @@ class Component(BaseModel):
         return self.model_dump(by_alias=True, exclude_defaults=False)
 
 
+#: the defaults of :class:`DriftSettings` (a 5x jump of the error is detected in ~5 samples;
+#: benchmarks/drift_bench.py measures delay and false alarms on real LAMMPS runs)
+DRIFT_WARMUP = 20
+DRIFT_THRESHOLD = 25.0
+DRIFT_DELTA = 0.5
+
+
+class DriftSettings(BaseModel):
+    """How a served model watches its own error stream for drift (a one-sided Page-Hinkley test
+    on the absolute residual of progressive validation, or the 0/1 error of a classifier, in
+    units of the error it made at the end of its warm-up; see ``modelserver/drift.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, strict=True, description="watch this model for drift")
+    warmup: int = Field(
+        default=DRIFT_WARMUP,
+        ge=4,
+        le=1_000_000,
+        strict=True,
+        description="scored samples before the test is armed (again after each detection); "
+        "the mean error of the warm-up's second half is the unit of the test",
+    )
+    threshold: float = Field(
+        default=DRIFT_THRESHOLD,
+        gt=0,
+        le=1e6,
+        strict=True,
+        allow_inf_nan=False,
+        description="Page-Hinkley threshold (lambda), in units of the warm-up's mean error",
+    )
+    delta: float = Field(
+        default=DRIFT_DELTA,
+        ge=0,
+        le=1e6,
+        strict=True,
+        allow_inf_nan=False,
+        description="Page-Hinkley tolerance (delta): a rise of the error smaller than this, "
+        "in units of the warm-up's mean error, is not drift",
+    )
+    policy: Literal["keep", "reset"] = Field(
+        default="keep",
+        description="at a detection: keep learning, or reset (the model restarts learning from "
+        "a fresh copy of its pipeline)",
+    )
+
+
 class ModelDefinition(BaseModel):
     """What a declarative model is, without its name: the body of a model-upload request."""
 
@@ -162,6 +209,10 @@ class ModelDefinition(BaseModel):
         min_length=1,
         max_length=MAX_PIPELINE_STEPS,
         description="river components applied in order; the last one is the estimator",
+    )
+    drift: DriftSettings | None = Field(
+        default=None,
+        description="drift detection on the model's error stream (absent: on, with defaults)",
     )
 
 

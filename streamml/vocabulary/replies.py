@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorReply(BaseModel):
@@ -109,9 +109,41 @@ class CallStats(BaseModel):
     ewm_duration_human: str
 
 
+class DriftDetection(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    sample: int = Field(description="the scored sample (1-based) that completed the detection")
+    change_at_sample: int = Field(
+        alias="changeAtSample",
+        description="Page-Hinkley's estimate of the first scored sample of the new regime",
+    )
+    time: float = Field(
+        description="when the server applied that sample (Unix seconds; when it replayed it, "
+        "for a detection re-found in the learn log after a restart)"
+    )
+    magnitude: float = Field(
+        description="the mean error since the change, in units of the warm-up's mean error"
+    )
+
+
+class DriftStats(BaseModel):
+    """A model's drift watch (absent when drift detection is off for it)."""
+
+    policy: str = Field(description="keep | reset")
+    warmup: int
+    threshold: float
+    delta: float
+    observed: int = Field(description="scored samples seen by the watch")
+    armed: bool = Field(description="False while warming up (at the start, after a detection)")
+    detections: int
+    last: DriftDetection | None = None
+    history: list[DriftDetection] = Field(default_factory=list, description="the newest 16")
+
+
 class StatsReply(BaseModel):
     predict: CallStats
     learn: CallStats
+    drift: DriftStats | None = None
 
 
 class DeletedReply(BaseModel):

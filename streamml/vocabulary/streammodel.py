@@ -163,6 +163,20 @@ class StreamModelSpec(_Wire):
     ingress: Ingress = Field(default_factory=Ingress)
 
 
+class ModelDrift(_Wire):
+    """A served model's drift detections as last polled (its error stream got worse)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    detections: int = Field(ge=0, description="detections since the model was created")
+    sample: int = Field(ge=0, description="the scored sample that completed the last one")
+    change_at_sample: int = Field(
+        ge=0, description="the estimated first scored sample of the new regime"
+    )
+    time: str = Field(max_length=32, description="when the server saw it (RFC 3339)")
+    magnitude: float = Field(description="mean error since the change, in warm-up error units")
+
+
 class ModelStatus(_Wire):
     """One served model as last polled."""
 
@@ -175,6 +189,7 @@ class ModelStatus(_Wire):
     spec_hash: str | None = Field(
         default=None, max_length=32, description="digest of the model spec the server holds"
     )
+    drift: ModelDrift | None = Field(default=None, description="absent: no drift detected")
 
 
 class BestModel(_Wire):

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, Flavor
+from streamml.vocabulary.modelspec import MODEL_NAME_PATTERN, Component, DriftSettings, Flavor
 
 #: Largest number of samples one batch request may carry (the body-size limit applies too).
 MAX_BATCH_SAMPLES = 10_000
@@ -124,6 +124,10 @@ class DeclarativeModelRequest(_Request):
 
     pipeline: list[Component] = Field(min_length=1, max_length=16)
     flavor: Flavor | None = Field(default=None, description="if given, must match the URL")
+    drift: DriftSettings | None = Field(
+        default=None,
+        description="drift detection on the model's error stream (absent: on, with defaults)",
+    )
 
 
 class LearnRequest(_Request):
