@@ -9,10 +9,22 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from streamml.modelserver.appkeys import AUTH, HUB, LIMITS, READY, SERVICE, SETTINGS, TELEMETRY
+from streamml.modelserver.appkeys import (
+    AUTH,
+    CREDENTIALS,
+    DASHBOARD,
+    HUB,
+    LIMITS,
+    READY,
+    SERVICE,
+    SETTINGS,
+    TELEMETRY,
+)
+from streamml.modelserver.dashboard import dashboard_lifecycle, make_dashboard
 from streamml.modelserver.events import EventHub
 from streamml.modelserver.middleware import api_middleware, protocol_logger
 from streamml.modelserver.registry import Registry
+from streamml.modelserver.rotation import CredentialWatcher
 from streamml.modelserver.routes import setup_routes
 from streamml.modelserver.service import ModelService
 from streamml.modelserver.settings import ServerSettings
@@ -58,8 +70,19 @@ def create_app(settings: ServerSettings) -> web.Application:
     app[SERVICE] = service
     app[TELEMETRY] = Telemetry(service)
     app[READY] = [False]
+    auth = app[AUTH]
+    app[CREDENTIALS] = (
+        None
+        if auth is None
+        else CredentialWatcher(
+            auth, token_file=settings.auth_token_file, read_token_file=settings.auth_read_token_file
+        )
+    )
+    app[DASHBOARD] = make_dashboard(app)
     setup_routes(app)
     app.cleanup_ctx.append(_storage_lifecycle)
+    app.cleanup_ctx.append(dashboard_lifecycle)
+    app.cleanup_ctx.append(_credential_lifecycle)
     app.on_shutdown.append(_close_streams)
     return app
 
@@ -92,6 +115,16 @@ async def _storage_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await service.storage.close()
     service.workers.close()
     log.info("storage flushed and closed")
+
+
+async def _credential_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    watcher = app[CREDENTIALS]
+    task = None if watcher is None else asyncio.create_task(watcher.run(), name="credentials")
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _close_streams(app: web.Application) -> None:

@@ -5,6 +5,12 @@ created once in the data directory (``jwt-secret``, mode 0600), so tokens surviv
 processes that must accept each other's tokens are given one secret (``--auth-secret-file``).
 Every claim is checked: ``sub`` names the user, ``iat``/``nbf`` are not in the future, ``exp`` is
 an integer in the future and at most the capped lifetime after ``iat``.
+
+Two credentials: the user's (``write``: everything) and, optionally, a read-only one (``read``:
+GET only: watch models, metrics, history, streams, the dashboard). Tokens issued here carry
+``gen``, a keyed digest of the credential they were bought with: when a token is rotated
+(:meth:`Authenticator.rotate`), the bearer tokens and dashboard sessions of the old one stop
+working at once. (Tokens of earlier releases carry no ``gen`` and live out their ``exp``.)
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -35,6 +41,10 @@ MIN_SECRET_CHARS = 16
 CLOCK_SKEW_SECONDS = 60
 #: accepted-token cache: bounded, so a flood of tokens cannot grow it
 _CACHE_MAX = 10_000
+
+Role = Literal["write", "read"]
+WRITE: Role = "write"
+READ: Role = "read"
 
 
 def data_dir_secret(data_dir: Path) -> bytes:
@@ -98,6 +108,9 @@ class Authenticator:
     token_ttl: int = 3600
     #: longest lifetime (exp - iat) a bearer token may claim, even one signed with our secret
     max_token_ttl: int = 86_400
+    #: the read-only credential (None: there is none)
+    read_username: str | None = None
+    read_token: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.token_ttl <= self.max_token_ttl:
@@ -105,39 +118,88 @@ class Authenticator:
                 f"token_ttl_seconds ({self.token_ttl}) must be positive and at most "
                 f"token_max_ttl_seconds ({self.max_token_ttl})"
             )
-        # verified bearer token -> expiry
-        self._verified: dict[str, float] = {}
+        if (self.read_username is None) != (self.read_token is None):
+            raise ConfigurationError("the read-only credential needs both a user and a token")
+        if self.read_username is not None and self.read_username == self.username:
+            raise ConfigurationError(
+                "the read-only user must differ from --auth-user (the user decides the role)"
+            )
+        # verified bearer token -> (expiry, role)
+        self._verified: dict[str, tuple[float, Role]] = {}
+
+    def credentials(self) -> list[tuple[str, str, Role]]:
+        """(user, token, role) of every credential."""
+        found: list[tuple[str, str, Role]] = [(self.username, self.token, WRITE)]
+        if self.read_username is not None and self.read_token is not None:
+            found.append((self.read_username, self.read_token, READ))
+        return found
+
+    def role_of(self, user: str) -> Role | None:
+        return next((role for name, _, role in self.credentials() if name == user), None)
+
+    def generation(self, user: str) -> str:
+        """A keyed digest of ``user``'s current token (it changes when the token rotates)."""
+        token = next((t for name, t, _ in self.credentials() if name == user), "")
+        digest = hmac.new(
+            self.secret, b"gen\0" + user.encode() + b"\0" + token.encode(), hashlib.sha256
+        )
+        return _b64(digest.digest()[:12]).decode()
+
+    def rotate(self, *, token: str | None = None, read_token: str | None = None) -> None:
+        """New tokens: what was issued for the replaced ones stops being accepted."""
+        if token is not None:
+            self.token = token
+        if read_token is not None and self.read_username is not None:
+            self.read_token = read_token
+        self._verified.clear()
+
+    def check_credentials(self, user: str, token: str) -> tuple[str, Role]:
+        """The user and role of a correct (user, token); one message for every wrong one."""
+        found: tuple[str, Role] | None = None
+        for name, secret, role in self.credentials():  # compare all: no early exit
+            user_ok = hmac.compare_digest(user.encode(), name.encode())
+            token_ok = hmac.compare_digest(token.encode(), secret.encode())
+            if user_ok and token_ok:
+                found = (name, role)
+        if found is None:
+            raise AuthError("wrong username or token")
+        return found
 
     def check_basic(self, encoded: str) -> str:
+        return self._basic(encoded)[0]
+
+    def _basic(self, encoded: str) -> tuple[str, Role]:
         try:
             user, _, token = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise AuthError("malformed Basic credentials") from None
-        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
-        token_ok = hmac.compare_digest(token.encode(), self.token.encode())
-        if not (user_ok and token_ok):
-            raise AuthError("wrong username or token")
-        return user
+        return self.check_credentials(user, token)
 
     def issue(self, subject: str, now: float | None = None) -> tuple[str, int, float]:
         issued = time.time() if now is None else now
-        claims = {"sub": subject, "iat": int(issued), "exp": int(issued) + self.token_ttl}
+        claims = {
+            "sub": subject,
+            "iat": int(issued),
+            "exp": int(issued) + self.token_ttl,
+            "gen": self.generation(subject),
+        }
         signing_input = _HEADER + b"." + _b64(orjson.dumps(claims))
         signature = hmac.new(self.secret, signing_input, hashlib.sha256).digest()
         return (signing_input + b"." + _b64(signature)).decode(), self.token_ttl, issued
 
-    def check_bearer(self, jwt: str) -> None:
+    def check_bearer(self, jwt: str) -> Role:
         now = time.time()
-        expiry = self._verified.get(jwt)
-        if expiry is not None:
-            if expiry > now:
-                return
+        cached = self._verified.get(jwt)
+        if cached is not None:
+            if cached[0] > now:
+                return cached[1]
             del self._verified[jwt]
         claims = self._verified_claims(jwt)
-        exp = self._check_claims(claims, now)
+        exp, role = self._check_claims(claims, now)
         if len(self._verified) > _CACHE_MAX:
             self._verified.clear()
-        self._verified[jwt] = exp
+        self._verified[jwt] = (exp, role)
+        return role
 
     def _verified_claims(self, jwt: str) -> dict[str, Any]:
         """The claims of a token signed with our secret (signature and header checked)."""
@@ -158,13 +220,19 @@ class Authenticator:
             raise AuthError("malformed bearer token: the claims are not an object")
         return claims
 
-    def _check_claims(self, claims: dict[str, Any], now: float) -> int:
-        """``exp`` of valid claims; :class:`AuthError` naming the first claim that is not."""
+    def _check_claims(self, claims: dict[str, Any], now: float) -> tuple[int, Role]:
+        """``exp`` and role of valid claims; :class:`AuthError` naming the first claim that is
+        not."""
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not hmac.compare_digest(
-            sub.encode(), self.username.encode()
-        ):
+        role = self.role_of(sub) if isinstance(sub, str) else None
+        if not isinstance(sub, str) or role is None:
             raise AuthError("bearer token: claim 'sub' does not name this server's user")
+        gen = claims.get("gen")
+        if gen is not None and not (
+            isinstance(gen, str)
+            and hmac.compare_digest(gen.encode(), self.generation(sub).encode())
+        ):
+            raise AuthError("bearer token: issued for a token since rotated (get a new one)")
         exp = _int_claim(claims, "exp", required=True)
         iat = _int_claim(claims, "iat", required=True)
         nbf = _int_claim(claims, "nbf", required=False)
@@ -179,17 +247,17 @@ class Authenticator:
             )
         if exp <= now:
             raise AuthError("token expired")
-        return exp
+        return exp, role
 
-    def check_header(self, header: str | None) -> None:
-        """Accept ``Bearer <jwt>`` (the handshake's result) or ``Basic`` credentials directly."""
+    def check_header(self, header: str | None) -> Role:
+        """Accept ``Bearer <jwt>`` (the handshake's result) or ``Basic`` credentials directly;
+        the role of the credential."""
         if not header:
             raise AuthError("authentication required")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
-            self.check_bearer(value.strip())
-        elif scheme == "basic":
-            self.check_basic(value.strip())
-        else:
-            raise AuthError(f"unsupported authorization scheme {scheme!r}")
+            return self.check_bearer(value.strip())
+        if scheme == "basic":
+            return self._basic(value.strip())[1]
+        raise AuthError(f"unsupported authorization scheme {scheme!r}")

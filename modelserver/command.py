@@ -21,6 +21,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--auth-user", default=s, help="username for Basic auth / token handshake")
     add("--auth-token", default=s, help="the user's token (prefer --auth-token-file)")
     add("--auth-token-file", default=s, help="file holding the token")
+    add("--auth-read-user", default=s, help="a read-only user (dashboard, watch: GET only)")
+    add("--auth-read-token", default=s, help="the read-only token (prefer the file)")
+    add("--auth-read-token-file", default=s,
+        help="file holding the read-only token (re-read on change and SIGHUP)")  # fmt: skip
+    add("--session-ttl-seconds", type=int, default=s, help="dashboard session lifetime (8h)")
+    add("--history-points", type=int, default=s, help="metrics history points per model (1000)")
+    add("--history-interval-seconds", type=float, default=s,
+        help="how often a model that learned gets a history point (default 1)")  # fmt: skip
+    add("--sweep-bytes", type=int, default=s, help="largest sweep summary accepted (1 MiB)")
     add("--no-auth", action="store_true", default=s,
         help="serve WITHOUT authentication (not with credentials; loopback only)")  # fmt: skip
     add("--allow-remote-no-auth", action="store_true", default=s,

@@ -23,7 +23,9 @@ from streamml.errors import (
     NotFoundError,
     StreamMLError,
 )
+from streamml.modelserver import sessions
 from streamml.modelserver.appkeys import AUTH, SETTINGS, TELEMETRY
+from streamml.modelserver.auth import READ, Authenticator
 from streamml.modelserver.registry import ModelQuarantinedError
 from streamml.modelserver.storage import StorageError
 
@@ -41,8 +43,18 @@ PUBLIC_PATHS = frozenset(
         "/healthz",
         "/readyz",
         "/metrics",
+        # the dashboard's way in: a link page, the login form, and static assets (no data)
+        "/",
+        "/dashboard",
+        "/dashboard/login",
+        "/dashboard/logout",
+        "/dashboard/dashboard.js",
+        "/dashboard/dashboard.css",
     }
 )
+#: methods a read-only credential (and every dashboard session) may use
+READ_METHODS = frozenset({"GET", "HEAD"})
+DASHBOARD_PREFIX = "/dashboard/"
 
 
 class _OneLineProtocolErrors(logging.Filter):
@@ -72,6 +84,27 @@ def protocol_logger() -> logging.Logger:
 
 class ForbiddenError(AuthError):
     """Authenticated or not, this action is not allowed (403)."""
+
+
+def authorize(request: web.Request, auth: Authenticator) -> None:
+    """The request's credential: an Authorization header (either role), else a dashboard
+    session cookie (read-only). A read-only credential may only read (GET, HEAD)."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        if auth.check_header(header) is READ and request.method not in READ_METHODS:
+            raise ForbiddenError(
+                "this credential is read-only: it may watch (GET), not learn, predict, label, "
+                "create or delete"
+            )
+        return
+    cookie = request.cookies.get(sessions.COOKIE)
+    if cookie is None:
+        raise AuthError("authentication required")
+    if request.method not in READ_METHODS:
+        raise ForbiddenError(
+            "a dashboard session is read-only: writes need an Authorization header"
+        )
+    sessions.check(auth, cookie)
 
 
 def error_response(
@@ -121,6 +154,15 @@ def _base_url(request: web.Request) -> str:
     return f"{scheme}://{host}"
 
 
+def base_path(request: web.Request) -> str:
+    """The path the server is served under (``--public-url``'s path; "" at the root)."""
+    public = request.app[SETTINGS].public_url
+    if not public:
+        return ""
+    rest = public.split("://", 1)[1]
+    return rest[rest.find("/") :] if "/" in rest else ""
+
+
 def challenge(request: web.Request) -> dict[str, str]:
     """riverapi's ``Www-Authenticate``: where to fetch a token, and for which service."""
     base = _base_url(request)
@@ -153,7 +195,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         auth = request.app[AUTH]
         if auth is not None and request.path not in PUBLIC_PATHS and route is not None:
-            auth.check_header(request.headers.get("Authorization"))
+            authorize(request, auth)
         response = await handler(request)
         status = response.status
         return response
@@ -173,6 +215,10 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(400, validation_message(exc))
     except StreamMLError as exc:
         status = status_of(exc)
+        page = request.method in READ_METHODS and request.path.startswith(DASHBOARD_PREFIX)
+        if status == 401 and page:  # a page, not the API: to the login form
+            status = 303
+            raise web.HTTPSeeOther(location=base_path(request) + "/dashboard/login") from None
         return error_response(status, str(exc), challenge(request) if status == 401 else None)
     except (ConnectionResetError, HttpProcessingError) as exc:
         # the client hung up mid-body, or sent a body aiohttp cannot decode: its doing, not ours

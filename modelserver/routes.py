@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamml.modelserver import openapi, streams, views
+from streamml.modelserver import dashboard, openapi, pages, streams, views
 
 
 def setup_routes(app: web.Application) -> None:
@@ -32,5 +32,19 @@ def setup_routes(app: web.Application) -> None:
             web.get("/healthz", views.healthz),
             web.get("/readyz", views.readyz),
             web.get("/metrics", views.prometheus),
+            # the dashboard (issue 13): pages, login, and the data the page draws
+            web.get("/", pages.root),
+            web.get("/dashboard", pages.to_dashboard),
+            web.get("/dashboard/", pages.dashboard_page),
+            web.get("/dashboard/login", pages.login_form),
+            web.post("/dashboard/login", pages.login),
+            web.post("/dashboard/logout", pages.logout),
+            web.get("/dashboard/{asset}", pages.static_asset),
+            web.get("/api/dashboard/models", dashboard.models_overview),
+            web.get("/api/history/{model}", dashboard.model_history),
+            web.get("/api/sweeps", dashboard.list_sweeps),
+            web.get("/api/sweeps/{name}", dashboard.get_sweep),
+            web.put("/api/sweeps/{name}", dashboard.put_sweep),
+            web.delete("/api/sweeps/{name}", dashboard.delete_sweep),
         ]
     )

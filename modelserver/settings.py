@@ -33,6 +33,25 @@ class ServerSettings(BaseSettings):
     auth_user: str | None = Field(None, description="username for Basic auth and tokens")
     auth_token: SecretStr | None = Field(None, description="the user's token (password)")
     auth_token_file: Path | None = Field(None, description="file holding the token")
+    auth_read_user: str | None = Field(
+        None, description="a read-only user (watch, dashboard: GET only; not learn or delete)"
+    )
+    auth_read_token: SecretStr | None = Field(None, description="the read-only user's token")
+    auth_read_token_file: Path | None = Field(
+        None, description="file holding the read-only token (re-read when it changes)"
+    )
+    session_ttl_seconds: int = Field(
+        8 * 3600, ge=60, le=30 * 86400, description="lifetime of a dashboard login session"
+    )
+    history_points: int = Field(
+        1000, ge=10, le=100_000, description="metrics history points kept per model"
+    )
+    history_interval_seconds: float = Field(
+        1.0, ge=0.05, le=3600, description="how often a model that learned gets a history point"
+    )
+    sweep_bytes: int = Field(
+        1024 * 1024, ge=1024, le=16 * 2**20, description="largest sweep summary accepted"
+    )
     no_auth: bool = Field(False, description="serve without authentication (explicit opt-out)")
     allow_remote_no_auth: bool = Field(
         False, description="with no_auth, also listen on a non-loopback address (second opt-in)"
@@ -109,12 +128,22 @@ class ServerSettings(BaseSettings):
                 "or STREAMML_AUTH_USER/STREAMML_AUTH_TOKEN; or serve without authentication "
                 "with an explicit --no-auth"
             )
+        read_token = self.auth_read_token.get_secret_value() if self.auth_read_token else None
+        if self.auth_read_token_file is not None:
+            read_token = read_secret(self.auth_read_token_file, "--auth-read-token-file")
+        if bool(self.auth_read_user) != bool(read_token):
+            raise ConfigurationError(
+                "a read-only credential needs both --auth-read-user and --auth-read-token "
+                "(or --auth-read-token-file)"
+            )
         return Authenticator(
             self.auth_user,
             token,
             self._signing_secret(),
             token_ttl=self.token_ttl_seconds,
             max_token_ttl=self.token_max_ttl_seconds,
+            read_username=self.auth_read_user or None,
+            read_token=read_token,
         )
 
     def _check_no_auth(self) -> None:
@@ -124,6 +153,9 @@ class ServerSettings(BaseSettings):
                 ("--auth-user", self.auth_user),
                 ("--auth-token", self.auth_token),
                 ("--auth-token-file", self.auth_token_file),
+                ("--auth-read-user", self.auth_read_user),
+                ("--auth-read-token", self.auth_read_token),
+                ("--auth-read-token-file", self.auth_read_token_file),
                 ("--auth-secret", self.auth_secret),
                 ("--auth-secret-file", self.auth_secret_file),
             )
