@@ -153,8 +153,11 @@ def test_stop_never_hits_a_process_of_another_instance(tmp_path: Path) -> None:
     ("stderr", "down"),
     [  # the messages a real flux 0.88 CLI printed, captured during `flux shutdown`
         ("[Errno 38] No service matching job-ingest.submit is registered", True),
-        ("flux-submit: ERROR: Unable to connect to Flux: broker socket /tmp/x/local-0 was not"
-         " found", True),
+        (
+            "flux-submit: ERROR: Unable to connect to Flux: broker socket /tmp/x/local-0 was not"
+            " found",
+            True,
+        ),
         ("flux-jobs: ERROR: [Errno 104] Connection reset by peer", True),
         ("flux-submit: ERROR: [Errno 111] Connection refused", True),
         # refusals: retrying cannot help, the trial fails with the reason
