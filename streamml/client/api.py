@@ -49,6 +49,7 @@ from streamml.vocabulary.replies import (
     PredictReply,
     StatsReply,
 )
+from streamml.vocabulary.sweepsummary import SweepSummary
 
 Features = Mapping[str, float | int | str | bool]
 Reply = TypeVar("Reply", bound=BaseModel)
@@ -115,6 +116,10 @@ class ModelServerClient:
         except ConflictError:
             return False
         return True
+
+    async def put_sweep(self, name: str, summary: SweepSummary) -> None:
+        """Publish a sweep's summary for the server's dashboard (the write credential)."""
+        await self._request("PUT", f"/api/sweeps/{name}", json=summary.model_dump(mode="json"))
 
     async def delete_model(self, name: str) -> None:
         await self._call(DeletedReply, "DELETE", "/api/model/", data={"model": name})

@@ -16,6 +16,7 @@ from streamml.sweep import jobs, schedulers
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
 from streamml.sweep.engine import MetricsSource, Redeliver, StateStore, SweepEngine
+from streamml.sweep.publish import Publish, PublishingStore
 from streamml.sweep.schedulers import Scheduler, SchedulerOptions
 from streamml.sweep.schedulers.options import (
     FluxOptions,
@@ -25,6 +26,7 @@ from streamml.sweep.schedulers.options import (
     SlurmRestOptions,
 )
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepsummary import SweepSummary
 
 #: a ConfigMap holds at most 1 MiB, metadata and base64 of binary files included
 KUBERNETES_INPUT_BYTES = 700_000
@@ -174,7 +176,7 @@ def build_engine(
         input_name=prepared.script if prepared else None,
         remote=remote,
     )
-    return SweepEngine(
+    engine = SweepEngine(
         name,
         spec,
         scheduler,
@@ -184,3 +186,20 @@ def build_engine(
         redeliver=redeliverer(workdir.resolve(), access),
         generation=generation,
     )
+    # the server's dashboard shows the sweep: each saved status is published to it too
+    engine.store = PublishingStore(store, lambda: engine.spec, summary_publisher(name, access))
+    return engine
+
+
+def summary_publisher(name: str, access: ServerAccess) -> Publish:
+    """``PUT /api/sweeps/{name}`` on the sweep's model server (its write credential)."""
+
+    async def publish(summary: SweepSummary) -> None:
+        from streamml.client.api import ModelServerClient
+
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            await client.put_sweep(name, summary)
+
+    return publish

@@ -25,7 +25,7 @@ MAX_HELD_OUT = 500
 MAX_SWEEPS = 32
 
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME)]
-Count = Field(ge=0, le=MAX_TRIALS + MAX_TEST_TRIALS)
+Count = Field(default=0, ge=0, le=MAX_TRIALS + MAX_TEST_TRIALS)
 
 
 class _Strict(BaseModel):
@@ -66,7 +66,7 @@ class SweepSummary(_Strict):
     namespace: str | None = Field(default=None, max_length=63, pattern=MODEL_NAME)
     phase: Literal["Pending", "Waiting", "Running", "Suspended", "Succeeded", "Failed"]
     scheduler: str = Field(default="", max_length=32, pattern=r"^[a-z-]*$")
-    target: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    target: str = Field(default="", max_length=200, description="what the models learn")
     trials: int = Count
     test_trials: int = Count
     succeeded: int = Count

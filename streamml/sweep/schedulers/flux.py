@@ -51,6 +51,8 @@ def unreachable(stderr: str) -> bool:
     """Whether a failed flux command's stderr says the instance is down or going down (try
     again later) rather than that it refused the request."""
     return _UNREACHABLE.search(stderr) is not None
+
+
 _PENDING = {"NEW", "DEPEND", "PRIORITY", "SCHED"}
 _RUNNING = {"RUN", "CLEANUP"}
 
