@@ -137,12 +137,19 @@ class History:
         return len(new)
 
     async def run(self, interval: float) -> None:
+        failing = False
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.sample()
-            except Exception:  # keep serving; the next round samples again
-                log.exception("dashboard: sampling the metrics history failed")
+            except Exception as exc:  # keep serving; the next round samples again
+                if not failing:  # once per streak, not once per interval
+                    log.error("dashboard: cannot write the metrics history: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("dashboard: the metrics history is written again")
+                failing = False
 
     async def final(self) -> None:
         """The last round at shutdown (graceful stop: nothing learned is left out)."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from streamml import __version__
-from streamml.vocabulary import replies, wire
+from streamml.vocabulary import replies, sweepsummary, wire
 
 _SCHEMAS: list[type[BaseModel]] = [
     replies.ErrorReply,
@@ -36,6 +36,7 @@ _SCHEMAS: list[type[BaseModel]] = [
     replies.StatsReply,
     replies.DeletedReply,
     replies.HealthReply,
+    sweepsummary.SweepSummary,
 ]
 
 NAME_PARAM = {
@@ -63,7 +64,8 @@ MODEL_QUERY = {"name": "model", "in": "query", "required": True, "schema": NAME_
 ERRORS: dict[str, str] = {
     "400": "invalid request (the message names the field, class or parameter)",
     "401": "authentication required, or wrong credentials",
-    "403": "pickle upload refused",
+    "403": "refused: a pickle upload (disabled), a write with a read-only credential or a "
+    "dashboard session, a login form from another site",
     "404": "unknown model or identifier",
     "409": "the model name is taken",
     "413": "request body over the server's limit (--max-body-bytes)",
@@ -74,9 +76,9 @@ ERRORS: dict[str, str] = {
 #: the statuses of each kind of operation, besides its success (public ones have no 401)
 READ = ("400", "401", "404", "503")  # 503: the named model is quarantined
 READ_BODY = ("400", "401", "404", "413", "503")  # ?model= or riverapi's JSON body on a GET
-PREDICT = ("400", "401", "404", "413", "415", "429", "503")  # 429: pending predictions full
+PREDICT = ("400", "401", "403", "404", "413", "415", "429", "503")  # 429: pending full
 STREAM = ("401", "429")  # 429: the event streams' byte budget is taken
-WRITE = ("400", "401", "404", "413", "415", "503")
+WRITE = ("400", "401", "403", "404", "413", "415", "503")  # 403: a read-only credential
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -237,12 +239,114 @@ def _service_ops() -> dict[str, Any]:
     }
 
 
+def _page_op(summary: str, statuses: tuple[str, ...], *, public: bool) -> dict[str, Any]:
+    """A page (HTML) or a redirect; its errors are JSON like every other."""
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    responses: dict[str, Any] = {}
+    for code in statuses:
+        if code.startswith("2"):
+            responses[code] = {"description": "the page", **html}
+        elif code.startswith("3"):
+            responses[code] = {"description": "redirect (to the dashboard or its login)"}
+        else:
+            responses[code] = {"description": ERRORS[code], **_json("ErrorReply")}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if public:
+        op["security"] = []
+    return op
+
+
+def _dashboard_ops() -> dict[str, Any]:
+    """The dashboard: its pages and login, and the data it draws (``modelserver/dashboard.py``)."""
+    obj = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    whole = {"type": "string", "pattern": "^[0-9]{1,16}$"}
+    history_params = [
+        {"name": "model", **NAME_PARAM},
+        {"name": "since", "in": "query", "required": False, "schema": whole},
+        {"name": "limit", "in": "query", "required": False, "schema": whole},
+    ]
+    sweep_param = [
+        {"name": "name", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": sweepsummary.SWEEP_NAME, "maxLength": 253}}
+    ]  # fmt: skip
+    login = _page_op(
+        "log in (form: username, token): sets the read-only session cookie",
+        ("200", "303", "400", "401", "403", "415", "429"),
+        public=True,
+    )
+    login["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"username": {"type": "string"}, "token": {"type": "string"}},
+                    "required": ["username", "token"],
+                }
+            }
+        },
+    }
+    put = _op(
+        "publish a sweep's summary (the write credential)",
+        None,
+        ("400", "401", "403", "409", "413", "415", "503"),
+        status=("200", "201"),
+        body="SweepSummary",
+        params=sweep_param,
+        ok_content=obj,
+    )
+    return {
+        "/": {
+            "get": _page_op("links: a browser goes to the dashboard", ("200", "302"), public=True)
+        },
+        "/dashboard": {"get": _page_op("to /dashboard/", ("200", "302", "303"), public=True)},
+        "/dashboard/": {"get": _page_op("the dashboard page", ("200", "303"), public=False)},
+        "/dashboard/login": {
+            "get": _page_op("the login form", ("200",), public=True),
+            "post": login,
+        },
+        "/dashboard/logout": {"post": _page_op("log out", ("200", "303"), public=True)},
+        "/dashboard/{asset}": {
+            "get": {
+                **_page_op("the page's script and style", ("200", "303", "404"), public=False),
+                "parameters": [
+                    {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            }
+        },
+        "/api/dashboard/models": {
+            "get": _op(
+                "every model with spec, samples, metrics", None, ("400", "401"), ok_content=obj
+            )
+        },
+        "/api/history/{model}": {
+            "get": _op(
+                "a model's metrics history", None, READ, params=history_params, ok_content=obj
+            )
+        },
+        "/api/sweeps": {
+            "get": _op("published sweep summaries", None, ("400", "401"), ok_content=obj)
+        },
+        "/api/sweeps/{name}": {
+            "get": _op("one sweep's summary", None, READ, params=sweep_param, ok_content=obj),
+            "put": put,
+            "delete": _op(
+                "forget a sweep's summary",
+                None,
+                ("400", "401", "403", "404", "503"),
+                params=sweep_param,
+                ok_content=obj,
+            ),
+        },
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     _, defs = models_json_schema(
         [(schema, "validation") for schema in _SCHEMAS], ref_template="#/components/schemas/{model}"
     )
-    paths = {**_service_ops(), **_model_ops(), **_learning_ops()}
+    paths = {**_service_ops(), **_model_ops(), **_learning_ops(), **_dashboard_ops()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "streamml model server", "version": __version__},

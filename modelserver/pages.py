@@ -123,10 +123,10 @@ async def login(request: web.Request) -> web.Response:
     try:
         form = await request.post()
     except (UnicodeDecodeError, ValueError):
-        return _page("login.html", 400, base=base, message="the form is not valid")
+        return _refused(request, 400, "the form is not valid")
     user, token = form.get("username"), form.get("token")
     if not isinstance(user, str) or not isinstance(token, str):
-        return _page("login.html", 400, base=base, message="give a username and a token")
+        return _refused(request, 400, "give a username and a token")
     try:
         if len(user) > MAX_FIELD_CHARS or len(token) > MAX_FIELD_CHARS:
             raise AuthError("wrong username or token")
@@ -134,7 +134,7 @@ async def login(request: web.Request) -> web.Response:
     except AuthError:
         limiter.failed(client)
         log.info("dashboard: a failed login from %s", client)  # never the fields' values
-        return _page("login.html", 401, base=base, message="wrong username or token")
+        return _refused(request, 401, "wrong username or token")
     ttl = request.app[SETTINGS].session_ttl_seconds
     response = _see_other(base + "/dashboard/")
     response.set_cookie(
@@ -147,6 +147,13 @@ async def login(request: web.Request) -> web.Response:
         secure=_secure(request),
     )
     return response
+
+
+def _refused(request: web.Request, status: int, message: str) -> web.Response:
+    """The form again with the message for a browser; a JSON error for any other client."""
+    if "text/html" in request.headers.get("Accept", ""):
+        return _page("login.html", status, base=base_path(request), message=message)
+    return error_response(status, message)
 
 
 def _see_other(location: str) -> web.Response:

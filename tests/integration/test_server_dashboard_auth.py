@@ -22,7 +22,7 @@ from tests.fixtures.server import ServerProcess, create_models, learn_calls, run
 pytestmark = pytest.mark.integration
 
 READ_USER = "viewer"
-READ_TOKEN = "read-0nly-t0ken-for-tests"  # noqa: S105
+READ_TOKEN = "read-0nly-t0ken-for-tests"
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_the_read_only_credential_watches_but_cannot_write(
         ):
             r = requests.request(method, server.url + path, json=body, headers=headers, timeout=30)
             assert r.status_code == 403, (method, path, r.text)
-        for path in DATA_PATHS + ["/api/metrics/?model=linear", "/api/stats/?model=linear"]:
+        for path in [*DATA_PATHS, "/api/metrics/?model=linear", "/api/stats/?model=linear"]:
             assert (
                 requests.get(server.url + path, headers=headers, timeout=30).status_code == 200
             ), path

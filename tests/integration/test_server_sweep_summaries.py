@@ -31,8 +31,9 @@ def summary(**fields: Any) -> dict[str, Any]:
         "best_model": "linear",
         "held_out_r2": 0.91,
         "learning_curve": [
-            {"model": "linear", "metric": "R2", "points": [{"trials": 1, "samples": 1, "value": None},
-                                                            {"trials": 2, "samples": 2, "value": 0.5}]}
+            {"model": "linear", "metric": "R2",
+             "points": [{"trials": 1, "samples": 1, "value": None},
+                        {"trials": 2, "samples": 2, "value": 0.5}]}
         ],
         "evaluation": [{"model": "linear", "n": 3, "mae": 0.1, "rmse": 0.2, "r2": 0.9}],
         "held_out": [{"id": 31, "target": 1.5, "predictions": {"linear": 1.4}}],
@@ -77,15 +78,17 @@ def test_a_summary_round_trip_is_durable(tmp_path: Path) -> None:
         assert sweeps(server) == []
 
 
+POINT = {"trials": 1, "samples": 1}
 MALFORMED = [
     (summary(phase="Exploding"), "phase"),
     (summary(succeeded=-1), "succeeded"),
     (summary(extra="field"), "extra"),
     (summary(held_out_r2="high"), "held_out_r2"),
     (summary(best_model="Not A Model"), "best_model"),
-    ({"phase": "Running", "learning_curve": [{"model": "m", "metric": "R2", "points": "x"}]}, "points"),
+    ({"phase": "Running", "learning_curve": [{"model": "m", "metric": "R2", "points": "x"}]},
+     "points"),
     (summary(held_out=[{"id": 1, "target": 1.0, "predictions": {"BAD KEY": 1.0}}]), "predictions"),
-    (summary(learning_curve=[{"model": "m", "metric": "R2", "points": [{"trials": 1, "samples": 1}] * 501}]), "points"),
+    (summary(learning_curve=[{"model": "m", "metric": "R2", "points": [POINT] * 501}]), "points"),
     ([1, 2, 3], "should be an object"),
 ]  # fmt: skip
 
