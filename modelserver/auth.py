@@ -8,9 +8,11 @@ an integer in the future and at most the capped lifetime after ``iat``.
 
 Two credentials: the user's (``write``: everything) and, optionally, a read-only one (``read``:
 GET only: watch models, metrics, history, streams, the dashboard). Tokens issued here carry
-``gen``, a keyed digest of the credential they were bought with: when a token is rotated
-(:meth:`Authenticator.rotate`), the bearer tokens and dashboard sessions of the old one stop
-working at once. (Tokens of earlier releases carry no ``gen`` and live out their ``exp``.)
+``gen``, a keyed digest of the credential they were bought with: when this server rotates a
+token (:meth:`Authenticator.rotate`), it retires that digest, and the bearer tokens bought with
+the old token stop working at once. A token of another process sharing the signing secret (with
+its own user token) is still accepted, as before; tokens of earlier releases carry no ``gen``
+and live out their ``exp``. Dashboard sessions (``sessions``) must match the current digest.
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ class Authenticator:
             )
         # verified bearer token -> (expiry, role)
         self._verified: dict[str, tuple[float, Role]] = {}
+        #: generations of tokens replaced by a rotation (their bearer tokens are refused)
+        self._retired: set[str] = set()
 
     def credentials(self) -> list[tuple[str, str, Role]]:
         """(user, token, role) of every credential."""
@@ -147,9 +151,14 @@ class Authenticator:
 
     def rotate(self, *, token: str | None = None, read_token: str | None = None) -> None:
         """New tokens: what was issued for the replaced ones stops being accepted."""
-        if token is not None:
+        if len(self._retired) > _CACHE_MAX:
+            self._retired.clear()
+        if token is not None and token != self.token:
+            self._retired.add(self.generation(self.username))
             self.token = token
         if read_token is not None and self.read_username is not None:
+            if read_token != self.read_token:
+                self._retired.add(self.generation(self.read_username))
             self.read_token = read_token
         self._verified.clear()
 
@@ -228,10 +237,7 @@ class Authenticator:
         if not isinstance(sub, str) or role is None:
             raise AuthError("bearer token: claim 'sub' does not name this server's user")
         gen = claims.get("gen")
-        if gen is not None and not (
-            isinstance(gen, str)
-            and hmac.compare_digest(gen.encode(), self.generation(sub).encode())
-        ):
+        if gen is not None and (not isinstance(gen, str) or gen in self._retired):
             raise AuthError("bearer token: issued for a token since rotated (get a new one)")
         exp = _int_claim(claims, "exp", required=True)
         iat = _int_claim(claims, "iat", required=True)
