@@ -5,16 +5,20 @@ Real kube-apiserver, real ``streamml dashboard`` process, real model server, rea
 - a StreamModel served on this machine (local runtime: loopback ``status.address``) gets its
   own ``/dashboard/`` printed, and that page answers (login first);
 - an in-cluster StreamModel gets a relay on 127.0.0.1 through the API server's service proxy
-  with the kubeconfig's credentials: the API server resolves the StreamModel's Service and
-  answers for it (here "no endpoints": no node runs the pod; the last hop, API server -> pod,
-  needs a real node), a foreign Host is refused, and a user without ``services/proxy`` is told
-  what to grant;
-- the relay itself carries the whole dashboard (login, HttpOnly cookie, the event stream,
-  redirects) to a browser, against a real server as its upstream.
+  with the kubeconfig's credentials: the API server authorizes and looks up exactly that
+  Service (without a ready endpoint it answers 404), a foreign Host or Origin is refused, and a
+  user without ``services/proxy`` is told what to grant;
+- the whole path in a browser: relay -> kube-apiserver's service proxy -> the model server,
+  with the API server's cluster egress (``--egress-selector-config-file``) an HTTP CONNECT
+  tunnel on a Unix socket to the local server instead of a pod network (the API server refuses
+  loopback endpoints; the pod IP is a made-up name nothing is sent to): login, redirects,
+  HttpOnly cookie, the event stream;
+- the relay alone carries the same to a browser with the server as its upstream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -31,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from streamml.clients.dashboard_relay import DashboardRelay, Upstream
-from streamml.pycommand import streamml_command
+from streamml.pycommand import python_code, streamml_command
 from streamml.testbed.browser import Page
 from streamml.testbed.controlplane import ControlPlane
 from streamml.vocabulary import crdgen
@@ -229,3 +233,151 @@ async def test_the_relay_carries_login_cookie_and_event_stream(page: Page, tmp_p
             [cookie] = [c for c in await page.cookies() if c.name == "streamml_session"]
             assert cookie.http_only and cookie.same_site == "Strict"
             assert cookie.domain == "127.0.0.1"
+
+
+#: the API server's egress for cluster traffic: HTTP CONNECT over a Unix socket, every tunnel
+#: handed to the one local server (the pod IP is only ever a name in the CONNECT line)
+CONNECT_SHIM = """
+import asyncio, sys
+sock, port = sys.argv[1], int(sys.argv[2])
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+async def tunnel(reader, writer):
+    head = await reader.readuntil(b"\\r\\n\\r\\n")
+    print(head.split(b"\\r\\n")[0].decode(), flush=True)
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"HTTP/1.1 200 Connection established\\r\\n\\r\\n")
+    await writer.drain()
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+async def main():
+    server = await asyncio.start_unix_server(tunnel, sock)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+EGRESS = """apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: {sock}
+"""
+POD_IP = "10.244.0.5"  # made up: no packet is ever sent to it (the shim only reads the name)
+
+
+def _endpoints(cp: ControlPlane, ns: str, name: str) -> None:
+    """A pod the API server believes in (its IP through the status subresource, as a kubelet
+    would write it) behind a selectorless Service, as the endpoints controller would list it."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{name}-0", "namespace": ns},
+        "spec": {
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "unused",
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                }
+            ]
+        },
+    }
+    cp.kubectl("create", "serviceaccount", "default", "-n", ns, check=False)  # no controllers
+    cp.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cp.kubectl(
+        "patch",
+        "pod",
+        f"{name}-0",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"podIP": POD_IP, "podIPs": [{"ip": POD_IP}]}}),
+    )
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(service))
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns},
+        "subsets": [
+            {
+                "addresses": [
+                    {
+                        "ip": POD_IP,
+                        "targetRef": {"kind": "Pod", "name": f"{name}-0", "namespace": ns},
+                    }
+                ],
+                "ports": [{"name": "http", "port": 8080}],
+            }
+        ],
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(endpoints))
+
+
+async def test_the_page_through_a_real_service_proxy(
+    page: Page, tmp_path: Path, relay_process: list[subprocess.Popen[str]]
+) -> None:
+    """The whole path: browser -> relay -> kube-apiserver's service proxy -> (egress selector)
+    -> the model server. Only the last hop differs from a cluster: the API server's cluster
+    egress is a CONNECT tunnel to the local server instead of a pod network."""
+    from streamml.testbed.k8sbuild import ensure_binaries
+
+    sock = tmp_path / "egress.sock"
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS.format(sock=sock))
+    flags = (f"--egress-selector-config-file={config}",)
+    with (
+        running_server(tmp_path / "server", "--auth-read-user", READ_USER,
+                       f"--auth-read-token={READ_TOKEN}") as server,
+        ControlPlane(tmp_path / "cp", with_controller_manager=False,
+                     binaries=ensure_binaries(), apiserver_args=flags) as cp,
+    ):  # fmt: skip
+        shim = subprocess.Popen(python_code(CONNECT_SHIM, str(sock), str(server.port)),
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        relay_process.append(shim)  # type: ignore[arg-type]
+        manifests = "---\n".join(crdgen.render(info) for info in crdgen.resources())
+        cp.kubectl("apply", "--server-side", "-f", "-", input=manifests)
+        for info in crdgen.resources():
+            cp.kubectl("wait", "--for=condition=Established", f"crd/{info.crd_name}")
+        _streammodel(cp, "default", "sm", {"address": "http://sm.default.svc:80"})
+        _endpoints(cp, "default", "sm")
+        _, lines = await asyncio.to_thread(
+            _start_relay, relay_process, cp.kubeconfig, "--streammodel", "sm"
+        )
+        assert not any(line.startswith("warning") for line in lines), lines  # /readyz: 200
+        url = lines[-1].removeprefix("dashboard: ")
+        relay = url.removesuffix("/dashboard/")
+        await page.navigate(url)
+        assert await page.evaluate("location.href") == relay + "/dashboard/login"
+        await page.fill("#username", READ_USER)
+        await page.fill("#token", READ_TOKEN)
+        await page.submit("#login-form", navigates=True)
+        assert await page.evaluate("location.href") == url
+        await page.wait_for("document.body.dataset.ready === 'true'")
+        await page.wait_for("document.getElementById('status').dataset.state === 'live'")
+        [cookie] = [c for c in await page.cookies() if c.name == "streamml_session"]
+        assert cookie.http_only and cookie.same_site == "Strict"
+        shim.terminate()
+        tunnels, _ = shim.communicate(timeout=30)
+        assert f"CONNECT {POD_IP}:8080 HTTP/1.1" in tunnels
