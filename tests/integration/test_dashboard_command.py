@@ -355,7 +355,7 @@ async def test_the_page_through_a_real_service_proxy(
     ):  # fmt: skip
         shim = subprocess.Popen(python_code(CONNECT_SHIM, str(sock), str(server.port)),
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
-        relay_process.append(shim)  # type: ignore[arg-type]
+        relay_process.append(shim)  # stopped after the test, like the relay
         manifests = "---\n".join(crdgen.render(info) for info in crdgen.resources())
         cp.kubectl("apply", "--server-side", "-f", "-", input=manifests)
         for info in crdgen.resources():
