@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -161,8 +162,6 @@ async def model_history(request: web.Request) -> web.Response:
 
 
 def _sweep_name(request: web.Request) -> str:
-    import re
-
     name = request.match_info["name"]
     if not re.match(SWEEP_NAME, name):
         raise SpecError(
