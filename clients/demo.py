@@ -4,10 +4,12 @@
 2. starts kube-apiserver + etcd (+ controller-manager) on loopback;
 3. runs the operator in local runtime as a child process (it starts the model server);
 4. applies the CRDs and ``config/samples/`` (a StreamModel and a LammpsSweep of real LJ runs);
-5. shows live progress while ``watch`` records every model, and the sweep trains and evaluates;
+5. prints the StreamModel's dashboard URL (``status.dashboardUrl``) as soon as it serves, then
+   shows live progress while ``watch`` records every model, and the sweep trains and evaluates;
 6. prints ``kubectl get streammodels,lammpssweeps``, the held-out evaluation per model next to
    the offline ceiling, and where the plots are;
-7. stops everything it started, unless ``--keep-running`` (then ``streamml demo --stop`` does).
+7. stops everything it started, unless ``--keep-running`` (then ``streamml demo --stop`` does;
+   the dashboard stays up until then).
 
 Ctrl-C at any point runs the same cleanup: every process the demo ever saw below itself is
 stopped by PID (see :mod:`streamml.procs`), nothing is left running.
@@ -136,6 +138,9 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     say(f"applied StreamModel/{model_name} and LammpsSweep/{sweep_name} in namespace {ns}")
     stack.wait_ready(model_name, ns, timeout=180.0)
     say(f"StreamModel {model_name} serves its models; recording them to {out / 'watch'}")
+    dashboard = dashboard_note(stack.get("streammodel", model_name, ns), ns)
+    if dashboard:
+        say(dashboard)
     stack.start_watch(model_name, ns, out / "watch", interval=args.interval)
 
     deadline = time.monotonic() + args.timeout
@@ -175,7 +180,21 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     for path in plots:
         print(f"  {path}", flush=True)
     print(f"Recorded metrics: {out / 'watch' / 'metrics.csv'}", flush=True)
+    if dashboard and args.keep_running:
+        print(f"\nThe dashboard stays up: {dashboard}", flush=True)
     return status.get("phase") == "Succeeded"
+
+
+def dashboard_note(streammodel: dict[str, Any], namespace: str) -> str | None:
+    """Where the StreamModel's dashboard is and how to log in (never the token itself)."""
+    status = streammodel.get("status") or {}
+    url, secret = status.get("dashboardUrl"), status.get("authSecretName")
+    if not url:
+        return None
+    if not secret:
+        return f"dashboard: {url}"
+    token = f"kubectl get secret {secret} -n {namespace} -o jsonpath='{{.data.token}}' | base64 -d"
+    return f"dashboard: {url} (log in as the Secret {secret}'s username, token: {token})"
 
 
 def progress_line(sweep: dict[str, Any], model: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ from streamml.vocabulary.streammodel import (
     LEGACY_DEFAULT_SERVER_IMAGE,
     StreamModelSpec,
     StreamModelStatus,
+    dashboard_url,
 )
 
 #: emit(type "Normal"|"Warning", reason, message): posts a Kubernetes Event on the StreamModel
@@ -444,6 +445,7 @@ async def observe(
         conditions=conditions,
         url=url,
         address=address,
+        dashboard_url=dashboard_url(url or address),
         auth_secret_name=builders.auth_secret_name(owner, spec),
         replicas=replicas,
         ready_replicas=ready_replicas,

@@ -11,6 +11,9 @@ APT_PACKAGES=(
   munge slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin
   hey                                      # HTTP load generator for the server benchmark
   procps psmisc curl                       # curl: the README's HTTP examples
+  # headless Chromium for the dashboard's browser tests (streamml/testbed/browser.py: DevTools over
+  # a websocket, no driver download; chromium-driver is Debian's chromedriver, for WebDriver users)
+  chromium chromium-driver
   # flux-core, built from ../shared/vendor by `streamml hpc up --flux` (see streamml/testbed/flux.py)
   build-essential autoconf automake libtool pkg-config libzmq3-dev libjansson-dev liblz4-dev
   libarchive-dev libhwloc-dev lua5.1 liblua5.1-0-dev lua-posix uuid-dev libsqlite3-dev jq

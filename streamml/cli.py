@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("streamml.sweep.command", "run a LammpsSweep file without Kubernetes"),
     "watch": ("streamml.clients.watch", "record models' metrics and stats over time"),
     "plot": ("streamml.clients.plot", "render learning curves and predictions to PNG"),
+    "dashboard": ("streamml.clients.dashboard", "a StreamModel's live dashboard on 127.0.0.1"),
     "demo": ("streamml.clients.demo", "from a fresh machine to a learning curve"),
 }
 

@@ -5,6 +5,7 @@
 - ``tests.fixtures.hpc``: real munge + Slurm daemons (+ slurmrestd) and the ``lmp`` binary.
 - ``tests.fixtures.flux``: a real Flux instance, Apptainer and a LAMMPS SIF (built once, cached).
 - ``tests.fixtures.node``: a real node (kubelet, containerd, DNS, ingress) in its own netns.
+- ``tests.fixtures.browser``: Debian's headless Chromium over DevTools, reaching only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ pytest_plugins = [
         "tests.fixtures.hpc",
         "tests.fixtures.flux",
         "tests.fixtures.node",
+        "tests.fixtures.browser",
     )
     if importlib.util.find_spec(name) is not None
 ]

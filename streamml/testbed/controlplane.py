@@ -64,12 +64,15 @@ class ControlPlane:
         with_controller_manager: bool = True,
         detached: bool = False,
         binaries: Binaries | None = None,
+        apiserver_args: tuple[str, ...] = (),
     ) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="streamml-k8s-")).resolve()
         self.with_controller_manager = with_controller_manager
         self.detached = detached
         self._binaries = binaries
+        #: extra kube-apiserver flags (e.g. an egress selector for a test's service proxy)
+        self.apiserver_args = apiserver_args
         self.server = ""
         self.daemons: list[procs.Daemon] = []
         self._popens: dict[int, subprocess.Popen[bytes]] = {}
@@ -311,6 +314,7 @@ class ControlPlane:
     def _start_apiserver(self, etcd_url: str, timeout: float) -> str:
         port = procs.free_port()
         argv = k8sflags.apiserver_argv(self.binaries.kube_apiserver, self.pki_dir, etcd_url, port)
+        argv += self.apiserver_args
         daemon = self._spawn("kube-apiserver", argv)
         self.server = f"https://127.0.0.1:{port}"
         context = self._admin_ssl_context()

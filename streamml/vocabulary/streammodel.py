@@ -221,6 +221,14 @@ class StreamModelStatus(_Wire):
             "http://NAME.NAMESPACE.svc:PORT (a local server's loopback URL in the local runtime)"
         ),
     )
+    dashboard_url: str | None = Field(
+        default=None,
+        description=(
+            "the model server's live dashboard in a browser: the Ingress URL + /dashboard/ when "
+            "an Ingress is enabled, else the address + /dashboard/ (from outside the cluster: "
+            "`streamml dashboard --streammodel NAME`)"
+        ),
+    )
     auth_secret_name: str | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -233,6 +241,15 @@ class StreamModelStatus(_Wire):
     )
     samples_learned: int | None = None
     best: BestModel | None = None
+
+
+#: where the model server serves its dashboard page
+DASHBOARD_PATH = "/dashboard/"
+
+
+def dashboard_url(base: str | None) -> str | None:
+    """The dashboard of the server at ``base`` (an Ingress URL or an address), or None."""
+    return base.rstrip("/") + DASHBOARD_PATH if base else None
 
 
 def _ready_column() -> PrinterColumn:
@@ -254,6 +271,7 @@ STREAMMODEL = ResourceInfo(
         PrinterColumn("Best", ".status.best.model"),
         PrinterColumn("Metric", ".status.best.metric"),
         PrinterColumn("Score", ".status.best.value", type="number"),
+        PrinterColumn("Dashboard", ".status.dashboardUrl"),
         PrinterColumn("Address", ".status.address", priority=1),
         PrinterColumn("Reason", '.status.conditions[?(@.type=="Ready")].reason', priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),

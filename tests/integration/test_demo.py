@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,6 +112,7 @@ def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
     assert "Held-out evaluation: 2 runs, models trained on 4 runs" in output
     assert "offline ceiling (LSQ on atoms)" in output
     assert "sweep Running" in output  # live progress was shown
+    assert re.search(r"\[demo\] dashboard: http://127\.0\.0\.1:\d+/dashboard/ ", output)
 
     # what it wrote agrees with the sweep's own status
     sweep = json.loads((out / "sweep.json").read_text())
@@ -171,6 +174,22 @@ def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
     assert not (out / "cluster" / "state.json").exists()
 
 
+def _dashboard_answers(url: str) -> bool:
+    """The dashboard's URL answers as the server's page does without a session: 303 to login."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    try:
+        urllib.request.build_opener(NoRedirect).open(url, timeout=30)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 303 and exc.headers["Location"].endswith("/dashboard/login")
+    return False
+
+
 def test_keep_running_then_stop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     demo = [*streamml_command(), "demo", "--out", str(out)]
@@ -179,6 +198,12 @@ def test_keep_running_then_stop(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, output[-4000:]
         assert f"stop it with: streamml demo --stop --out {out}" in output
+        # the dashboard is left up with the rest: its page answers (login first)
+        found = re.search(
+            r"The dashboard stays up: dashboard: (http://127\.0\.0\.1:\d+/dashboard/)", output
+        )
+        assert found, output[-4000:]
+        assert _dashboard_answers(found.group(1))
         time.sleep(1.0)
         sampler.stop()
         # still up after the demo exited: the API server answers, the operator runs

@@ -126,6 +126,7 @@ def test_sample_becomes_objects_status_and_columns(
     assert status["address"] == f"http://{NAME}.{ns}.svc:80"
     assert status["authSecretName"] == f"{NAME}-auth"
     assert status["url"] == "http://lammps-time.models.example.org/"
+    assert status["dashboardUrl"] == "http://lammps-time.models.example.org/dashboard/"
     assert status["modelsReady"] == f"0/{len(SAMPLE['spec']['models'])}"
     # This operator never contacts in-cluster addresses: it says the models are unverified.
     assert condition(obj, "ModelsReady")["reason"] == "NotVerified"  # type: ignore[index]
@@ -144,10 +145,12 @@ def test_sample_becomes_objects_status_and_columns(
     table = cp.kubectl("get", "sm", "-n", ns).stdout.splitlines()
     header = table[0].split()
     assert header[:4] == ["NAME", "READY", "URL", "MODELS"]
-    assert "SAMPLES" in header and "BEST" in header and "AGE" in header
+    assert "SAMPLES" in header and "BEST" in header and "DASHBOARD" in header and "AGE" in header
     row = table[1].split()
     assert row[0] == NAME and row[1] == "True"
     assert row[2] == "http://lammps-time.models.example.org/"
+    at = table[0].index("DASHBOARD")  # columns of unset fields are blank: find it by position
+    assert table[1][at:].split()[0] == "http://lammps-time.models.example.org/dashboard/"
     assert cp.kubectl("get", "streamml", "-n", ns).stdout.count(NAME) >= 1
 
     events = get_json(cp, "events", "-n", ns, "--field-selector", f"involvedObject.name={NAME}")

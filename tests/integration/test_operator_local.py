@@ -67,6 +67,7 @@ def test_local_runtime_serves_learns_and_cleans_up(
         status = obj["status"]
         address = status["address"]
         assert address.startswith("http://127.0.0.1:")
+        assert status["dashboardUrl"] == address + "/dashboard/"
         assert status["modelsReady"] == "2/2"
         assert condition(obj, "ModelsReady")["reason"] == "ModelsCreated"  # type: ignore[index]
         # the Kubernetes objects are written too

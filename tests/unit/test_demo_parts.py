@@ -170,3 +170,15 @@ def test_tracker_finds_and_stops_grandchildren_in_their_own_session() -> None:
     assert tracker.alive() == [grandchild]  # orphaned, still remembered
     assert tracker.stop_all(grace=2.0) == [grandchild]
     assert tracker.alive() == []
+
+
+def test_dashboard_note_names_the_url_and_the_secret_never_the_token() -> None:
+    from streamml.clients.demo import dashboard_note
+
+    status = {"dashboardUrl": "http://127.0.0.1:4242/dashboard/", "authSecretName": "lt-auth"}
+    note = dashboard_note({"status": status}, "demo")
+    assert note is not None
+    assert note.startswith("dashboard: http://127.0.0.1:4242/dashboard/ ")
+    assert "kubectl get secret lt-auth -n demo -o jsonpath='{.data.token}'" in note
+    assert dashboard_note({"status": {"authSecretName": "lt-auth"}}, "demo") is None
+    assert dashboard_note({}, "demo") is None
