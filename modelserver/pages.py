@@ -39,7 +39,7 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer made Chromium post the login with Origin: null
     "Cache-Control": "no-store",
 }
 #: the login form's fields are bounded (a credential is never this long)

@@ -306,25 +306,60 @@ function renderSweeps(reply) {
 
 // -- the live streams ---------------------------------------------------------------------
 
-function addEvent(kind, data) {
+// A stream may carry thousands of learns a second: the messages are only queued as they
+// arrive, and the page is updated from the queue at most 4 times a second (one DOM pass for a
+// whole batch: the browser shares the machine with the server it watches).
+const queued = { events: [], metrics: new Map(), timer: null };
+
+function queue(update) {
+  update();
+  if (queued.timer === null) queued.timer = setTimeout(flushQueue, 250);
+}
+
+function flushQueue() {
+  queued.timer = null;
+  const events = queued.events.splice(0);
+  const counted = new Set();
+  for (const [kind, data] of events) counted.add(countEvent(kind, data));
+  for (const [kind, data] of events.slice(-MAX_EVENTS)) listEvent(kind, data);
+  for (const name of counted) {
+    const model = name === null ? null : state.models.get(name);
+    if (!model) continue;
+    const cell = document.querySelector(`tr[data-model="${CSS.escape(name)}"] [data-field="samples"]`);
+    if (cell) cell.textContent = model.samples;
+  }
+  for (const [name, values] of queued.metrics) showMetrics(name, values);
+  queued.metrics.clear();
+}
+
+function countEvent(kind, data) {
+  if ((kind === "learn" || kind === "label") && typeof data.prediction === "number" && typeof data.ground_truth === "number") {
+    state.pairs.push([data.prediction, data.ground_truth, data.model]);
+    if (state.pairs.length > MAX_PAIRS) state.pairs.shift();
+  }
+  if (kind !== "learn" && kind !== "label") return null;
+  const model = state.models.get(data.model);
+  if (model) model.samples += 1;
+  return data.model;
+}
+
+function listEvent(kind, data) {
   const list = document.getElementById("events");
   const truth = data.ground_truth === undefined ? "" : ` actual ${fmt(data.ground_truth)}`;
   const item = el("li", { "data-event": kind, "data-model": data.model });
   item.textContent = `${new Date().toLocaleTimeString()} ${kind} ${data.model}: predicted ${fmt(data.prediction)}${truth}`;
   list.prepend(item);
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
-  if ((kind === "learn" || kind === "label") && typeof data.prediction === "number" && typeof data.ground_truth === "number") {
-    state.pairs.push([data.prediction, data.ground_truth, data.model]);
-    if (state.pairs.length > MAX_PAIRS) state.pairs.shift();
-  }
-  if (kind === "learn" || kind === "label") {
-    const model = state.models.get(data.model);
-    if (model) {
-      model.samples += 1;
-      const cell = document.querySelector(`tr[data-model="${CSS.escape(data.model)}"] [data-field="samples"]`);
-      if (cell) cell.textContent = model.samples;
-    }
-  }
+}
+
+function showMetrics(name, values) {
+  const model = state.models.get(name);
+  if (!model) return;
+  model.metrics = values;
+  state.live.set(name, { samples: model.samples, metrics: values });
+  scheduleDraw(name);
+  const row = document.querySelector(`tr[data-model="${CSS.escape(name)}"]`);
+  if (row) renderMetrics(row.querySelector('[data-field="metrics"]'), values);
 }
 
 const toDraw = new Set();
@@ -347,18 +382,13 @@ function connectStreams() {
     source.onerror = () => setStatus("error", "stream interrupted: reconnecting");
   }
   for (const kind of ["learn", "label", "predict"]) {
-    events.addEventListener(kind, (message) => addEvent(kind, JSON.parse(message.data)));
+    events.addEventListener(kind, (message) => {
+      queue(() => queued.events.push([kind, JSON.parse(message.data)]));
+    });
   }
   metrics.onmessage = (message) => {
-    const data = JSON.parse(message.data);
-    const { model: name, ...values } = data;
-    const model = state.models.get(name);
-    if (!model) return;
-    model.metrics = values;
-    state.live.set(name, { samples: model.samples, metrics: values });
-    scheduleDraw(name);
-    const row = document.querySelector(`tr[data-model="${CSS.escape(name)}"]`);
-    if (row) renderMetrics(row.querySelector('[data-field="metrics"]'), values);
+    const { model: name, ...values } = JSON.parse(message.data);
+    queue(() => queued.metrics.set(name, values)); // only the newest per model is shown
   };
 }
 
