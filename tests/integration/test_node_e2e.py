@@ -249,3 +249,43 @@ def test_a_sweep_runs_real_jobs_that_post_to_the_server_from_inside(
     wait_for("four learned samples per model", learned)
     assert models["address"] == f"http://surrogate.{ns}.svc:80"
     print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
+
+
+def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
+    operator_pod: NodeCluster, node_namespace: str
+) -> None:
+    """The model server's pod and then the operator's pod are deleted while a sweep runs: the
+    Deployments replace them, the PVC keeps every acknowledged learn, the jobs' deliveries retry,
+    the new operator (after the Lease) resumes: every trial runs, each training run is learned
+    exactly once, no trial is submitted twice."""
+    node, ns = operator_pod, node_namespace
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(streammodel("faults")))
+    doc = lammps_sweep("lj", "faults")
+    doc["spec"].update(trials=10, testTrials=2, maxFailures=6)
+    doc["spec"]["lammps"]["vars"] = {"steps": "400"}  # a few seconds each: in flight at a fault
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+
+    def sweep_status() -> dict[str, Any]:
+        return dict(get_json(node, "lammpssweep", "lj", "-n", ns).get("status", {}))
+
+    wait_for("two trials to succeed", lambda: sweep_status().get("succeeded", 0) >= 2, 900)
+    server = get_json(node, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=faults")
+    node.kubectl("delete", "pod", "-n", ns, server["items"][0]["metadata"]["name"], "--wait=false")
+    wait_for("five trials to succeed", lambda: sweep_status().get("succeeded", 0) >= 5, 900)
+    operator = get_json(node, "pods", "-n", OPERATOR_NS)["items"][0]["metadata"]["name"]
+    node.kubectl("delete", "pod", "-n", OPERATOR_NS, operator, "--wait=false")
+    wait_for("the sweep to finish", lambda: sweep_status().get("phase") in ("Succeeded", "Failed"),
+             1200)  # fmt: skip
+    status = sweep_status()
+    assert status["phase"] == "Succeeded", json.dumps(status)[:3000]
+    assert status["succeeded"] == 12
+    names = [j["metadata"]["name"] for j in get_json(node, "jobs", "-n", ns)["items"]]
+    assert len(names) == len(set(names)) == status["submitted"]  # none submitted twice
+    assert sorted(names) == sorted(t["jobName"] for t in status["trials"])
+
+    def learned_once() -> bool:  # each of the 10 training runs, once, kept across the restart
+        got = get_json(node, "streammodel", "faults", "-n", ns)["status"]["models"]
+        return all(m.get("samples") == 10 for m in got)
+
+    wait_for("ten learned samples per model", learned_once)
+    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
