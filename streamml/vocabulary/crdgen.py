@@ -64,6 +64,17 @@ def resources() -> list[ResourceInfo]:
     return found
 
 
+def _exclusive_bounds(out: dict[str, Any]) -> None:
+    """JSON Schema's numeric ``exclusiveMinimum: 0`` (pydantic's ``gt=0``) as OpenAPI v3.0, which
+    a CRD speaks: ``minimum: 0`` with ``exclusiveMinimum: true`` (the API server refuses a number
+    there, and with it the whole CRD)."""
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(exclusive)
+        if isinstance(value, bool) or value is None:
+            continue
+        out[bound], out[exclusive] = value, True
+
+
 class _Converter:
     def __init__(self, defs: dict[str, Any]) -> None:
         self.defs = defs
@@ -83,6 +94,7 @@ class _Converter:
             merged = {k: v for k, v in node.items() if k != "allOf"}
             return self.convert({**node["allOf"][0], **merged}, stack)
         out: dict[str, Any] = {k: copy.deepcopy(v) for k, v in node.items() if k in _KEPT}
+        _exclusive_bounds(out)
         if "const" in node:
             out["enum"] = [node["const"]]
         if "description" in out:

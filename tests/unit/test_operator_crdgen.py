@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,17 @@ def test_yaml_is_unambiguous_for_go_readers() -> None:
         for line in crdgen.render(info).splitlines():
             bare = line.strip().removeprefix("- ").rstrip(":")
             assert bare not in {"y", "n", "Y", "N", "yes", "no", "on", "off"}, line
+
+
+def test_exclusive_bounds_are_openapi_v3_booleans() -> None:
+    """pydantic's gt=0 is JSON Schema's numeric exclusiveMinimum; the API server takes only the
+    OpenAPI v3.0 form (a number there made it refuse the whole StreamModel CRD)."""
+    import json
+
+    from streamml.vocabulary import crdgen
+
+    for info in crdgen.resources():
+        text = json.dumps(crdgen.crd(info))
+        for key in ("exclusiveMinimum", "exclusiveMaximum"):
+            for value in re.findall(rf'"{key}": ([^,}}]+)', text):
+                assert value == "true", (info.kind, key, value)
