@@ -123,9 +123,11 @@ def test_bad_model_requests(server: ServerProcess) -> None:
     expect(call(server, "PUT", "/api/models/"), 405)
     # metrics and stats with riverapi's JSON body on a GET
     assert call(server, "GET", "/api/metrics/", json={"model": "lin"}).status_code == 200
+    # riverapi's two keys, plus the drift watch's (issue 12: an additive field)
     assert set(call(server, "GET", "/api/stats/", json={"model": "lin"}).json()) == {
         "predict",
         "learn",
+        "drift",
     }
     assert call(server, "GET", "/api/models/").json() == {"models": ["lin"]}
 
