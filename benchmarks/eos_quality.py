@@ -14,71 +14,23 @@ same degree-2 polynomial features of (rho, t) over the same training runs
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from streamml import procs
 from streamml.clients.evaluation import evaluate, polynomial_ceiling, trials_from_sweep_status
-from streamml.procs import free_port
-from streamml.pycommand import streamml_command
-from streamml.vocabulary.modelspec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "config" / "samples" / "eos"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from learning_quality import _create_models, _wait_ready  # noqa: E402
+from learning_quality import sample_sweep  # noqa: E402
 
 
 def one_sweep(seed: int, trials: int, work: Path) -> dict[str, Any]:
-    model_doc = yaml.safe_load((SAMPLE / "streammodel.yaml").read_text())
-    specs = [ModelSpec.model_validate(m) for m in model_doc["spec"]["models"]]
-    sweep_doc = yaml.safe_load((SAMPLE / "lammpssweep.yaml").read_text())
-    sweep_doc["spec"]["sampling"]["seed"] = seed
-    sweep_doc["spec"]["trials"] = trials
-    work.mkdir(parents=True)
-    sweep_file = work / "sweep.yaml"
-    sweep_file.write_text(yaml.safe_dump(sweep_doc))
-    token = secrets.token_urlsafe(16)
-    (work / "token").write_text(token)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = procs.popen(
-        [
-            *streamml_command("serve", "--port", str(port)),
-            *("--data-dir", str(work / "data"), "--auth-user", "bench"),
-            *("--auth-token-file", str(work / "token")),
-        ],
-        stdout=(work / "server.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_ready(url, server)
-        asyncio.run(_create_models(url, "bench", token, specs))
-        started = time.monotonic()
-        procs.run(
-            [
-                *streamml_command("sweep", str(sweep_file), "--server", url),
-                *("--username", "bench", "--token-file", str(work / "token")),
-                *("--workdir", str(work / "sweep"), "--no-progress"),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        elapsed = time.monotonic() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    status = json.loads((work / "sweep" / "state.json").read_text())
+    status, elapsed = sample_sweep(SAMPLE, work, seed=seed, trials=trials)
     targets: dict[str, Any] = {}
     for entry in status["evaluationByTarget"]:
         report = evaluate(trials_from_sweep_status(status, entry["target"]), polynomial_ceiling)

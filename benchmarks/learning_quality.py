@@ -56,15 +56,25 @@ async def _create_models(url: str, user: str, token: str, specs: list[ModelSpec]
             await client.create_model(spec)
 
 
-def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    model_doc = yaml.safe_load((SAMPLES / "streammodel.yaml").read_text())
+def sample_sweep(
+    samples: Path,
+    work: Path,
+    *,
+    seed: int,
+    trials: int | None = None,
+    test_trials: int | None = None,
+) -> tuple[dict[str, Any], float]:
+    """A sample's sweep (``samples``: its streammodel.yaml and lammpssweep.yaml) run by the CLI
+    against a fresh ``streamml serve`` holding the sample's models: the sweep's final state and
+    the sweep's wall seconds."""
+    model_doc = yaml.safe_load((samples / "streammodel.yaml").read_text())
     specs = [ModelSpec.model_validate(m) for m in model_doc["spec"]["models"]]
-    sweep_doc = yaml.safe_load((SAMPLES / "lammpssweep.yaml").read_text())
+    sweep_doc = yaml.safe_load((samples / "lammpssweep.yaml").read_text())
     sweep_doc["spec"]["sampling"]["seed"] = seed
-    if args.trials:
-        sweep_doc["spec"]["trials"] = args.trials
-    if args.test_trials:
-        sweep_doc["spec"]["testTrials"] = args.test_trials
+    if trials:
+        sweep_doc["spec"]["trials"] = trials
+    if test_trials:
+        sweep_doc["spec"]["testTrials"] = test_trials
     sweep_doc["spec"]["streamModelRef"]["name"] = model_doc["metadata"]["name"]
     work.mkdir(parents=True)
     sweep_file = work / "sweep.yaml"
@@ -88,13 +98,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         started = time.monotonic()
         procs.run(
             [
-                *(
-                    *streamml_command(),
-                    "sweep",
-                    str(sweep_file),
-                    "--server",
-                    url,
-                ),
+                *streamml_command("sweep", str(sweep_file), "--server", url),
                 *("--username", "bench", "--token-file", str(work / "token")),
                 *("--workdir", str(work / "sweep"), "--no-progress"),
             ],
@@ -105,7 +109,13 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    status = json.loads((work / "sweep" / "state.json").read_text())
+    return json.loads((work / "sweep" / "state.json").read_text()), elapsed
+
+
+def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    status, elapsed = sample_sweep(
+        SAMPLES, work, seed=seed, trials=args.trials, test_trials=args.test_trials
+    )
     evaluation = evaluate(trials_from_sweep_status(status))
     print(f"\n== seed {seed} ({elapsed:.0f} s)")
     print(format_evaluation(evaluation))
