@@ -40,30 +40,12 @@ from streamml.testbed.browser import Page
 from streamml.testbed.controlplane import ControlPlane
 from streamml.vocabulary import crdgen
 from tests.fixtures.server import ServerProcess, running_server
+from tests.integration.test_watch_streammodel import (  # one copy of both
+    crds_installed,  # noqa: F401 (a fixture: used by name)
+    streammodel_with_status,
+)
 
 READ_USER, READ_TOKEN = "viewer", "a-read-only-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def crds_installed(control_plane: ControlPlane) -> None:
-    manifests = "---\n".join(crdgen.render(info) for info in crdgen.resources())
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=manifests)
-    for info in crdgen.resources():
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{info.crd_name}")
-
-
-def _streammodel(cp: ControlPlane, ns: str, name: str, status: dict[str, object]) -> None:
-    body = {
-        "apiVersion": "streamml.io/v1alpha1",
-        "kind": "StreamModel",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"models": []},
-    }
-    cp.kubectl("apply", "-f", "-", input=json.dumps(body))
-    cp.kubectl(
-        "patch", "streammodel", name, "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
 
 
 def _service(cp: ControlPlane, ns: str, name: str) -> None:
@@ -144,7 +126,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_a_streammodel_on_this_machine_gets_its_own_dashboard(
     control_plane: ControlPlane, k8s_namespace: str, model_server: ServerProcess
 ) -> None:
-    _streammodel(control_plane, k8s_namespace, "here", {"address": model_server.url})
+    streammodel_with_status(control_plane, k8s_namespace, "here", {"address": model_server.url})
     result = _dashboard(
         control_plane.kubeconfig, "--streammodel", "here", "--namespace", k8s_namespace
     )
@@ -163,7 +145,7 @@ def test_an_in_cluster_streammodel_is_relayed_through_the_service_proxy(
     control_plane: ControlPlane, k8s_namespace: str, relay_process: list[subprocess.Popen[str]]
 ) -> None:
     cp, ns = control_plane, k8s_namespace
-    _streammodel(cp, ns, "remote", {"address": f"http://remote.{ns}.svc:80"})
+    streammodel_with_status(cp, ns, "remote", {"address": f"http://remote.{ns}.svc:80"})
     _service(cp, ns, "remote")
     # a user who may proxy to exactly this Service's port (RBAC sees "http:remote:http")
     user = f"proxy-{ns}"
@@ -200,7 +182,7 @@ def test_a_user_who_may_not_proxy_is_told_what_to_grant(
     control_plane: ControlPlane, k8s_namespace: str
 ) -> None:
     cp, ns = control_plane, k8s_namespace
-    _streammodel(cp, ns, "guarded", {"address": f"http://guarded.{ns}.svc:80"})
+    streammodel_with_status(cp, ns, "guarded", {"address": f"http://guarded.{ns}.svc:80"})
     _service(cp, ns, "guarded")
     user = f"reader-{ns}"
     cp.kubectl("create", "role", "read-sm", "-n", ns, "--verb=get",
@@ -360,7 +342,7 @@ async def test_the_page_through_a_real_service_proxy(
         cp.kubectl("apply", "--server-side", "-f", "-", input=manifests)
         for info in crdgen.resources():
             cp.kubectl("wait", "--for=condition=Established", f"crd/{info.crd_name}")
-        _streammodel(cp, "default", "sm", {"address": "http://sm.default.svc:80"})
+        streammodel_with_status(cp, "default", "sm", {"address": "http://sm.default.svc:80"})
         _endpoints(cp, "default", "sm")
         _, lines = await asyncio.to_thread(
             _start_relay, relay_process, cp.kubeconfig, "--streammodel", "sm"

@@ -28,7 +28,9 @@ def crds_installed(control_plane: ControlPlane) -> None:
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{info.crd_name}")
 
 
-def _streammodel(cp: ControlPlane, ns: str, name: str, status: dict[str, object]) -> None:
+def streammodel_with_status(
+    cp: ControlPlane, ns: str, name: str, status: dict[str, object]
+) -> None:
     body = {
         "apiVersion": "streamml.io/v1alpha1",
         "kind": "StreamModel",
@@ -79,7 +81,7 @@ def test_watch_reads_address_and_secret_from_the_streammodel(
 ) -> None:
     assert model_server.username and model_server.token
     _secret(control_plane, k8s_namespace, "lt-auth", model_server.username, model_server.token)
-    _streammodel(
+    streammodel_with_status(
         control_plane,
         k8s_namespace,
         "lt",
@@ -114,7 +116,7 @@ def test_watch_explains_a_streammodel_that_is_not_usable(
     assert missing.returncode == 2
     assert f"StreamModel {k8s_namespace}/nope (or its Secret) not found" in missing.stderr
 
-    _streammodel(control_plane, k8s_namespace, "pending", {})
+    streammodel_with_status(control_plane, k8s_namespace, "pending", {})
     pending = _watch(
         control_plane,
         "--streammodel",
@@ -127,7 +129,7 @@ def test_watch_explains_a_streammodel_that_is_not_usable(
     assert pending.returncode == 2
     assert "has no status.address yet" in pending.stderr
 
-    _streammodel(
+    streammodel_with_status(
         control_plane, k8s_namespace, "nosecret",
         {"address": "http://127.0.0.1:9", "authSecretName": "absent"},
     )  # fmt: skip
