@@ -248,7 +248,13 @@ class SweepDriver:
         if target.access is None:
             await self._wait(target, generation)
             return False
-        if self.engine is None or target.access != self.access:
+        if (
+            self.engine is None
+            or target.access != self.access
+            # an edited input (script, files) goes to the trials submitted from now on: the
+            # snapshot is prepared again (the trials in flight keep the one they copied)
+            or not inputs.same_input(spec.lammps, self.engine.spec.lammps)
+        ):
             await self._check_learners(spec)
             await self._build(spec, target.access, generation)
         assert self.engine is not None

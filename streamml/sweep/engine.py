@@ -137,7 +137,9 @@ class SweepEngine:
         return self.status.phase in ("Succeeded", "Failed")
 
     def update_spec(self, spec: LammpsSweepSpec, generation: int | None = None) -> None:
-        """Take a new spec (suspend, parallelism, maxFailures may change; the space may not)."""
+        """Take a new spec (suspend, parallelism, maxFailures, lammps may change; the space may
+        not). An edited input (script, files) needs its snapshot prepared again: the drivers
+        build a new engine for it (``snapshot.same_input``)."""
         # the operator hands over the spec on every tick: plan again only when the space moved
         points = self.points if _same_space(spec, self.spec) else plan(spec)
         if self._loaded and fingerprint(points) != self.status.plan_fingerprint:

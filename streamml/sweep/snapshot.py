@@ -98,6 +98,13 @@ class PreparedInput:
     size: int
 
 
+def same_input(a: LammpsSpec, b: LammpsSpec) -> bool:
+    """Whether two specs name the same input (script and files): else the snapshot must be
+    prepared again (:func:`prepare`), for the trials submitted from then on."""
+    fields = ("input", "config_map_ref", "input_file", "input_dir", "files")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
 def prepare(
     lammps: LammpsSpec,
     workdir: Path,

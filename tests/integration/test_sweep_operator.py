@@ -376,6 +376,38 @@ def test_suspend_cancels_then_resume_finishes_with_configmap_input(operator: Ope
                for p in op.jobs_root("pausable").glob("*/job.json"))  # fmt: skip
 
 
+def test_an_edited_input_reaches_the_runs_submitted_after_the_edit(operator: Operator) -> None:
+    """``kubectl edit`` of a running sweep's script: the runs submitted from then on get the new
+    script, the run in flight keeps its copy (the operator once applied an edit only when it
+    happened to restart)."""
+    op = operator
+    assert op.apply(STREAMMODEL).returncode == 0
+    lj, gate = gated_input(op.root, "edited")
+    doc = sweep("edited", trials=3, testTrials=0, parallelism=1,
+                lammps={"input": lj, "vars": {"steps": "20"}})  # fmt: skip
+    assert op.apply(doc).returncode == 0
+
+    def copies() -> list[Path]:
+        return sorted(op.sweeps_dir.glob("edited-*/trials/*/run/input.lammps"))
+
+    def snapshot() -> str:
+        return next(op.sweeps_dir.glob("edited-*/input/input.lammps")).read_text()
+
+    edited = f"# edited mid-sweep\n{lj}"
+    try:
+        op.wait_for("the first run to copy its input", lambda: len(copies()) == 1)
+        patch = json.dumps({"spec": {"lammps": {"input": edited}}})
+        op.kubectl("patch", "lammpssweep", "edited", "--type=merge", "-p", patch)
+        op.wait_for("the snapshot to take the edit", lambda: snapshot() == edited)
+    finally:
+        gate.touch()  # the run in flight ends whatever happened
+    op.wait_for("the sweep to finish", lambda: op.status("edited").get("phase") == "Succeeded")
+    status = op.status("edited")
+    assert status["succeeded"] == 3 and status["failed"] == 0
+    scripts = [p.read_text() for p in copies()]
+    assert scripts == [lj, edited, edited]
+
+
 def test_configmap_keys_are_the_trials_files(operator: Operator) -> None:
     """A script that reads a data file and includes a potential, all keys of one ConfigMap: the
     old operator gave each trial the script alone ("Cannot open file data.lj")."""
