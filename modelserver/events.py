@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from streamml.errors import CapacityError
+from streamml.modelserver import feed
 
 if TYPE_CHECKING:
     from streamml.modelserver.learning import LearnRecord, ModelState
@@ -108,7 +109,8 @@ class Subscriber:
 
 
 class EventHub:
-    """Topics ``events`` (learn/predict/label) and ``metrics`` (after each learn or label)."""
+    """Topics ``events`` (learn/predict/label), ``metrics`` (after each learn or label) and
+    ``dashboard`` (the page's coalesced batches, gathered by :attr:`feed`)."""
 
     def __init__(
         self, queue_size: int, *, client_bytes: int = 4 * 2**20, total_bytes: int = 64 * 2**20
@@ -117,9 +119,18 @@ class EventHub:
         self.client_bytes = client_bytes
         self.total_bytes = max(total_bytes, client_bytes)
         self.max_clients = self.total_bytes // client_bytes
-        self._subscribers: dict[str, set[Subscriber]] = {"events": set(), "metrics": set()}
+        self._subscribers: dict[str, set[Subscriber]] = {
+            "events": set(),
+            "metrics": set(),
+            feed.TOPIC: set(),
+        }
         self.dropped_total = 0
         self.skipped_total = 0
+        self.feed = feed.Feed(self.publish, lambda: self.has_subscribers(feed.TOPIC))
+
+    def watched(self) -> bool:
+        """Whether any stream has a client (else nothing needs publishing)."""
+        return any(self._subscribers.values())
 
     def has_subscribers(self, topic: str) -> bool:
         return bool(self._subscribers[topic])
@@ -176,6 +187,7 @@ class EventHub:
             subscriber.drop()
 
     def close(self) -> None:
+        self.feed.close()
         for subscribers in self._subscribers.values():
             for subscriber in list(subscribers):
                 subscriber.drop()
@@ -213,18 +225,25 @@ def publish_learns(
         )
     if hub.has_subscribers("metrics"):
         hub.publish("metrics", {"model": state.name, **state.metric_values()})
+    if hub.has_subscribers(feed.TOPIC):
+        hub.feed.learned(state, records, event)
 
 
 def publish_predictions(
     hub: EventHub, model: str, predictions: Iterable[tuple[dict[str, Any], Any]]
 ) -> None:
-    """Predictions made, as (features, value), on ``events``."""
+    """Predictions made, as (features, value), on ``events`` (and to the dashboard's feed)."""
+    if not hub.watched():
+        return
+    made = list(predictions)
     if hub.has_subscribers("events"):
         hub.publish_many(
             "events",
             (
                 {"model": model, "features": features, "prediction": value}
-                for features, value in predictions
+                for features, value in made
             ),
             event="predict",
         )
+    if hub.has_subscribers(feed.TOPIC):
+        hub.feed.predicted(model, (value for _, value in made))

@@ -238,7 +238,7 @@ class Learns:
             future = commits.submit(ops)
         keys = [(s.name, item[4]) for s, encoded in learned for item in encoded if item[4]]
         await commits.wait(future, keys, taken)
-        if self.hub.has_subscribers("events") or self.hub.has_subscribers("metrics"):
+        if self.hub.watched():
             for state, encoded in learned:
                 records = [LearnRecord.decode(item) for item in encoded]
                 publish_learns(self.hub, state, records, "learn")

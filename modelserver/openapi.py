@@ -232,6 +232,15 @@ def _service_ops() -> dict[str, Any]:
         "/api/stream/metrics/": {
             "get": _op("metrics after each learn (SSE)", None, STREAM, ok_content=sse)
         },
+        "/api/stream/dashboard/": {
+            "get": _op(
+                "the dashboard's batches: learns per model, newest metrics, events and pairs,"
+                " at most 4 a second (SSE)",
+                None,
+                STREAM,
+                ok_content=sse,
+            )
+        },
         "/healthz": {"get": _op("liveness", "HealthReply", (), public=True)},
         "/readyz": {
             "get": {

@@ -30,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/api/stats/", views.stats),
             web.get("/api/stream/events/", streams.stream_events),
             web.get("/api/stream/metrics/", streams.stream_metrics),
+            web.get("/api/stream/dashboard/", streams.stream_dashboard),
             web.get("/healthz", views.healthz),
             web.get("/readyz", views.readyz),
             web.get("/metrics", views.prometheus),

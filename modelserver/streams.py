@@ -1,4 +1,5 @@
-"""The two server-sent event streams (riverapi's ``stream_events`` and ``stream_metrics``)."""
+"""The server-sent event streams: riverapi's ``stream_events`` and ``stream_metrics``, and the
+dashboard's coalesced one (:mod:`streamml.modelserver.feed`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 from aiohttp import web
 
+from streamml.modelserver import feed
 from streamml.modelserver.appkeys import HUB
 
 KEEPALIVE_SECONDS = 15.0
@@ -40,3 +42,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 async def stream_metrics(request: web.Request) -> web.StreamResponse:
     return await _stream(request, "metrics")
+
+
+async def stream_dashboard(request: web.Request) -> web.StreamResponse:
+    return await _stream(request, feed.TOPIC)

@@ -306,41 +306,23 @@ function renderSweeps(reply) {
 
 // -- the live streams ---------------------------------------------------------------------
 
-// A stream may carry thousands of learns a second: the messages are only queued as they
-// arrive, and the page is updated from the queue at most 4 times a second (one DOM pass for a
-// whole batch: the browser shares the machine with the server it watches).
-const queued = { events: [], metrics: new Map(), timer: null };
-
-function queue(update) {
-  update();
-  if (queued.timer === null) queued.timer = setTimeout(flushQueue, 250);
-}
-
-function flushQueue() {
-  queued.timer = null;
-  const events = queued.events.splice(0);
-  const counted = new Set();
-  for (const [kind, data] of events) counted.add(countEvent(kind, data));
-  for (const [kind, data] of events.slice(-MAX_EVENTS)) listEvent(kind, data);
-  for (const name of counted) {
-    const model = name === null ? null : state.models.get(name);
+// One coalesced stream (modelserver/feed.py): the server sends at most 4 batches a second
+// however fast it learns, each with the learns per model since the previous one, their newest
+// metrics, the newest events and predicted-against-actual pairs. (Fed from the raw per-learn
+// streams, the page cost the server a metrics read and two frames per learn, and the browser,
+// on the same cores, a parse of each.)
+function applyBatch(batch) {
+  for (const [name, { learned, metrics }] of Object.entries(batch.models)) {
+    const model = state.models.get(name);
     if (!model) continue;
+    model.samples += learned;
     const cell = document.querySelector(`tr[data-model="${CSS.escape(name)}"] [data-field="samples"]`);
     if (cell) cell.textContent = model.samples;
+    showMetrics(name, metrics);
   }
-  for (const [name, values] of queued.metrics) showMetrics(name, values);
-  queued.metrics.clear();
-}
-
-function countEvent(kind, data) {
-  if ((kind === "learn" || kind === "label") && typeof data.prediction === "number" && typeof data.ground_truth === "number") {
-    state.pairs.push([data.prediction, data.ground_truth, data.model]);
-    if (state.pairs.length > MAX_PAIRS) state.pairs.shift();
-  }
-  if (kind !== "learn" && kind !== "label") return null;
-  const model = state.models.get(data.model);
-  if (model) model.samples += 1;
-  return data.model;
+  for (const pair of batch.pairs) state.pairs.push(pair);
+  if (state.pairs.length > MAX_PAIRS) state.pairs.splice(0, state.pairs.length - MAX_PAIRS);
+  for (const event of batch.events.slice(-MAX_EVENTS)) listEvent(event.kind, event);
 }
 
 function listEvent(kind, data) {
@@ -375,21 +357,10 @@ function scheduleDraw(name) {
 }
 
 function connectStreams() {
-  const events = new EventSource(BASE + "/api/stream/events/");
-  const metrics = new EventSource(BASE + "/api/stream/metrics/");
-  for (const source of [events, metrics]) {
-    source.onopen = () => setStatus("live", "live");
-    source.onerror = () => setStatus("error", "stream interrupted: reconnecting");
-  }
-  for (const kind of ["learn", "label", "predict"]) {
-    events.addEventListener(kind, (message) => {
-      queue(() => queued.events.push([kind, JSON.parse(message.data)]));
-    });
-  }
-  metrics.onmessage = (message) => {
-    const { model: name, ...values } = JSON.parse(message.data);
-    queue(() => queued.metrics.set(name, values)); // only the newest per model is shown
-  };
+  const source = new EventSource(BASE + "/api/stream/dashboard/");
+  source.onopen = () => setStatus("live", "live");
+  source.onerror = () => setStatus("error", "stream interrupted: reconnecting");
+  source.addEventListener("batch", (message) => applyBatch(JSON.parse(message.data)));
 }
 
 // -- the refresh loop ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ credential, and credential rotation that keeps the models."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -77,7 +78,8 @@ async def test_without_credentials_the_page_redirects_and_the_data_answers_401(
         server.url + "/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=30
     )
     assert (r.status_code, r.headers["Location"]) == (302, "/dashboard/")
-    for path in [*DATA_PATHS, "/api/stream/events/", "/api/stream/metrics/"]:
+    streams = ["/api/stream/events/", "/api/stream/metrics/", "/api/stream/dashboard/"]
+    for path in [*DATA_PATHS, *streams]:
         r = requests.get(server.url + path, allow_redirects=False, timeout=30)
         assert r.status_code == 401, path
     form = requests.get(server.url + "/dashboard/login", timeout=30)
@@ -120,6 +122,26 @@ def test_login_sets_an_httponly_samesite_strict_cookie_that_opens_page_data_and_
         )
         frame = next(stream.iter_lines(decode_unicode=True))
         assert frame == "event: learn"
+    # and the page's own stream: the learns since the previous batch, with the model's metrics
+    with s.get(server.url + "/api/stream/dashboard/", stream=True, timeout=30) as stream:
+        assert stream.status_code == 200
+        for _ in range(3):
+            requests.post(
+                server.url + "/api/learn/",
+                json=learn_body(),
+                headers=server.auth_header(),
+                timeout=30,
+            )
+        lines = stream.iter_lines(decode_unicode=True)
+        learned, events = 0, []
+        while learned < 3:  # one batch, or two if the posts straddled a batch's moment
+            assert next(lines) == "event: batch"
+            batch = json.loads(next(lines).removeprefix("data: "))
+            assert next(lines) == ""
+            assert set(batch["models"]) == {"linear"}
+            learned += batch["models"]["linear"]["learned"]
+            events += batch["events"]
+        assert learned == 3 and [e["kind"] for e in events] == ["learn"] * 3
 
 
 def asyncio_run_create(server: ServerProcess) -> None:
