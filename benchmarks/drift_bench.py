@@ -4,13 +4,16 @@ wolf without one.
 1. Overhead, in-process, interleaved rounds: river ``learn_one`` alone, a served model's learn
    (progressive validation) with its drift watch off, and with it on (defaults).
 2. Detection delay: one sweep per seed (real ``lmp``, the local scheduler, a real server learning
-   ``cpu_time`` with the default watch) continues on two MPI ranks after ``--change-after`` runs;
-   the delay is the runs learned from the first two-rank run up to the detection (1 = the first
-   two-rank run completed it).
+   ``cpu_time`` with the default watch) continues after ``--change-after`` runs with a change:
+   ``--change ranks`` (two MPI ranks instead of one: how much that moves ``cpu_time`` depends on
+   the load) or ``--change cutoff`` (the input script's pair cutoff 2.5 -> 5.0 sigma, the sweep
+   resumed with the edited spec: ``cpu_time`` x5-6 whatever the load); the delay is the runs
+   learned from the first changed run up to the detection (1 = the first changed run completed it).
 3. False alarms: the same sweep with no change, ``--steady-trials`` runs per seed; detections per
    100 runs.
 
-    nice -n 19 .venv/bin/python -P benchmarks/drift_bench.py [--seeds 3] [--steady-trials 50]
+    nice -n 19 .venv/bin/python -P benchmarks/drift_bench.py [--seeds 3] [--steady-trials 50] \
+        [--change ranks|cutoff]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _report (also with -P)
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests.fixtures (after the stdlib)
 
 import requests
@@ -34,10 +38,12 @@ from river import linear_model, preprocessing
 from streamml.modelserver.drift import DriftWatch
 from streamml.modelserver.learning import ModelState, Prediction, default_metrics
 from streamml.sweep.access import ServerAccess
-from tests.fixtures.drift import MODEL, PIPELINE, run_drift_sweep
+from tests.fixtures.drift import LONGER_CUTOFF, MODEL, MORE_RANKS, PIPELINE, run_drift_sweep
 from tests.fixtures.server import ServerProcess, running_server
 
 RESULT = Path(__file__).parent / "results" / "drift_bench.json"
+#: the changes ``--change`` names (tests/fixtures/drift.py)
+CHANGES: dict[str, dict[str, Any]] = {"ranks": MORE_RANKS, "cutoff": LONGER_CUTOFF}
 OVERHEAD = Path(__file__).parent / "results" / "drift_bench_overhead.json"
 
 
@@ -132,6 +138,7 @@ async def sweeps(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 change_after=args.change_after,
                 seed=seed,
                 name=f"change{seed}",
+                change=CHANGES[args.change],
             )
             assert run.changed_at is not None
             before = [n for n in run.notes if n.detected_after_trials < run.changed_at]
@@ -202,17 +209,21 @@ def main() -> int:
     parser.add_argument("--steady-trials", type=int, default=50)
     parser.add_argument("--change-after", type=int, default=30)
     parser.add_argument("--after", type=int, default=15, help="runs after the change")
+    parser.add_argument("--change", choices=sorted(CHANGES), default="ranks")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--learns", type=int, default=5000)
     parser.add_argument("--overhead-only", action="store_true")
     args = parser.parse_args()
-    result: dict[str, Any] = {"overhead": overhead(args.rounds, args.learns)}
+    result: dict[str, Any] = {"overhead": overhead(args.rounds, args.learns), "change": args.change}
     if not args.overhead_only:
         with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
             result["sweeps"] = asyncio.run(sweeps(args, Path(tmp)))
     result["loadavg"] = Path("/proc/loadavg").read_text().strip()
     print(table(result))
-    write_result(OVERHEAD if args.overhead_only else RESULT, result)
+    sweeps_result = (
+        RESULT if args.change == "ranks" else RESULT.with_stem(f"drift_bench_{args.change}")
+    )
+    write_result(OVERHEAD if args.overhead_only else sweeps_result, result)
     return 0
 
 

@@ -24,7 +24,8 @@ user's load) cannot raise an alarm alone, at least three bad ones are needed. (A
 first, missed a real two-rank change whose errors alternated high and low: the model, learning on,
 half-fits the new regime; benchmarks/drift_bench.py.) After a
 detection the watch warms up again on the new regime (policy ``keep``), or the model restarts from
-a fresh copy of its pipeline and the watch with it (``reset``).
+a fresh copy of its pipeline and the watch with it (``reset``), or it restarts so and the model
+as it was is kept beside it, frozen, for comparison (``fork``, :class:`Fork`).
 
 Everything here is deterministic arithmetic on the logged samples, and the watch is pickled in
 the model's snapshot: replaying the learn log after a snapshot reproduces the same detections at
@@ -199,6 +200,46 @@ class DriftWatch:
             "last": None if last is None else last.to_data(),
             "history": [d.to_data() for d in self.history],
         }
+
+
+@dataclass(slots=True)
+class Fork:
+    """Policy ``fork``: at a detection the served model restarts from a fresh copy (it learns
+    only the new regime) and the model as it was is kept, frozen: it learns nothing more, but
+    every later sample is scored on both, each into its own copy of the model's metrics. The
+    stats reply's ``fork`` compares them on the new regime: had the old model gone on, would it
+    predict as well? A later detection forks again from the then-served model."""
+
+    #: the watch's sample index at the detection
+    sample: int
+    #: the model as it was at the detection (the sample completing it learned)
+    before: Any
+    before_metrics: list[Any]
+    fresh_metrics: list[Any]
+    #: samples scored on both since the fork
+    samples: int = 0
+
+    @classmethod
+    def of(cls, sample: int, model: Any, metrics: list[Any]) -> Fork:
+        return cls(sample, model, [m.clone() for m in metrics], [m.clone() for m in metrics])
+
+    def to_data(self) -> dict[str, Any]:
+        """The stats reply's ``fork`` field (``ForkStats``)."""
+        return {
+            "sinceSample": self.sample,
+            "samples": self.samples,
+            "before": metric_values(self.before_metrics),
+            "fresh": metric_values(self.fresh_metrics),
+        }
+
+
+def metric_values(metrics: list[Any]) -> dict[str, float | None]:
+    """Each metric's value by its class name (None: not finite)."""
+    values: dict[str, float | None] = {}
+    for metric in metrics:
+        value = metric.get()
+        values[type(metric).__name__] = float(value) if math.isfinite(value) else None
+    return values
 
 
 def fresh_model(model: Any) -> Any:

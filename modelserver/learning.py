@@ -28,7 +28,7 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
-from streamml.modelserver.drift import DriftWatch, error_of, fresh_model
+from streamml.modelserver.drift import DriftWatch, Fork, error_of, fresh_model, metric_values
 from streamml.modelserver.pending import PendingPrediction, PendingSource
 
 #: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
@@ -230,6 +230,8 @@ class ModelState:
     #: the drift test on the error stream (None: off); a snapshot written before drift
     #: detection loads with a fresh one (``snapshots.load_snapshot``)
     drift: DriftWatch | None = None
+    #: policy ``fork``: the model as it was at the last detection, scored beside the served one
+    fork: Fork | None = None
     #: each metric's bound update and whether it takes the label (else the probabilities);
     #: made on first use (the metrics of a state never change)
     _scorers: list[tuple[Any, bool]] | None = field(
@@ -269,17 +271,21 @@ class ModelState:
                 f"model {self.name!r} accepts at most {self.max_features} features per sample "
                 "(its pipeline's cost within the server's limits)"
             )
+        return self.predict_with(self.model, features)
+
+    def predict_with(self, model: Any, features: dict[str, Any]) -> Prediction:
+        """:meth:`predict` by ``model`` (the served one, or a fork's frozen one)."""
         flavor = self.flavor
         try:
             if flavor == "regression":  # the common case first (every regressor has one)
-                value = self.model.predict_one(features)
+                value = model.predict_one(features)
                 return Prediction(value if type(value) is float else plain_number(value))
             if flavor in CLASSIFIERS:
-                proba = self.model.predict_proba_one(features)
+                proba = model.predict_proba_one(features)
                 label = max(proba, key=proba.__getitem__) if proba else None
                 return Prediction(label, dict(proba))
-            if hasattr(self.model, "predict_one"):
-                return Prediction(self.model.predict_one(features))
+            if hasattr(model, "predict_one"):
+                return Prediction(model.predict_one(features))
             return Prediction(None)
         except Exception as exc:  # whatever river raises on this input, it is about the input
             raise SampleError(f"model {self.name!r} cannot use these features: {exc}") from exc
@@ -348,19 +354,33 @@ class ModelState:
         if prediction is not None:
             self._update_metrics(y, prediction)
             if self.drift is not None:
-                self._watch(y, prediction)
+                self._watch(features, y, prediction)
         return prediction
 
-    def _watch(self, y: Any, prediction: Prediction) -> None:
+    def _watch(self, features: dict[str, Any], y: Any, prediction: Prediction) -> None:
         """The drift hook: the scored error into the watch; policy ``reset`` restarts the model
-        from a fresh copy at a detection (after it learned the sample that completed it)."""
+        from a fresh copy at a detection (after it learned the sample that completed it),
+        ``fork`` too, keeping the model as it was (:class:`Fork`)."""
         watch = self.drift
+        if self.fork is not None:
+            self._score_fork(self.fork, features, y, prediction)
         error = error_of(self.classifier, y, prediction.value)
         if watch is None or error is None or not watch.observe(error):
             return
         log.info("model %s: drift detected at sample %d", self.name, watch.observed)
-        if watch.policy == "reset":
+        if watch.policy == "fork":
+            self.fork = Fork.of(watch.observed, self.model, self.metrics)
+        if watch.policy in ("reset", "fork"):
             self.model = fresh_model(self.model)
+
+    def _score_fork(self, fork: Fork, features: dict[str, Any], y: Any, served: Prediction) -> None:
+        try:
+            before = self.predict_with(fork.before, features)
+        except SampleError:
+            return  # the old model cannot use this sample: it is scored on neither
+        fork.samples += 1
+        self._score(fork.fresh_metrics, y, served)
+        self._score(fork.before_metrics, y, before)
 
     def learn(
         self,
@@ -483,6 +503,17 @@ class ModelState:
                 (metric.update, not self.classifier or metric.requires_labels)
                 for metric in self.metrics
             ]
+        self._apply(scorers, y, value, proba)
+
+    def _score(self, metrics: list[Any], y: Any, prediction: Prediction) -> None:
+        """Score ``prediction`` into ``metrics`` (a fork's), as :meth:`_update_metrics` does."""
+        scorers = [(m.update, not self.classifier or m.requires_labels) for m in metrics]
+        if prediction.value is not None or prediction.proba is not None:
+            self._apply(scorers, y, prediction.value, prediction.proba)
+
+    def _apply(
+        self, scorers: list[tuple[Any, bool]], y: Any, value: Any, proba: dict[Any, float] | None
+    ) -> None:
         for update, with_label in scorers:
             argument = value if with_label else proba or None
             if argument is None:
@@ -495,14 +526,12 @@ class ModelState:
                 log.debug("a metric skipped a sample of model %s", self.name)
 
     def metric_values(self) -> dict[str, float | None]:
-        values: dict[str, float | None] = {}
-        for metric in self.metrics:
-            value = metric.get()
-            values[type(metric).__name__] = float(value) if math.isfinite(value) else None
-        return values
+        return metric_values(self.metrics)
 
     def stats(self) -> dict[str, Any]:
         data = {"predict": self.predict_stats.to_data(), "learn": self.learn_stats.to_data()}
         if self.drift is not None:
             data["drift"] = self.drift.to_data()
+        if self.fork is not None:
+            data["fork"] = self.fork.to_data()
         return data

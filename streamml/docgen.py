@@ -42,13 +42,23 @@ def _code(value: Any) -> str:
     return f"`{escaped}`"
 
 
+def _bounds(node: dict[str, Any]) -> Iterator[str]:
+    """``≥ 0``, or ``> 0`` where OpenAPI v3.0's boolean ``exclusiveMinimum`` makes it strict."""
+    for bound, exclusive, inclusive, strict in (
+        ("minimum", "exclusiveMinimum", "≥", ">"),
+        ("maximum", "exclusiveMaximum", "≤", "<"),
+    ):
+        flag = node.get(exclusive)
+        if bound in node:
+            yield f"{strict if flag is True else inclusive} {node[bound]}"
+        elif flag is not None and not isinstance(flag, bool):
+            yield f"{strict} {flag}"  # a numeric exclusive bound (JSON Schema 2019+)
+
+
 def _constraints(node: dict[str, Any], required: bool) -> str:
     parts = ["required"] if required else []
+    parts += _bounds(node)
     for key, label in (
-        ("minimum", "≥"),
-        ("exclusiveMinimum", ">"),
-        ("maximum", "≤"),
-        ("exclusiveMaximum", "<"),
         ("minLength", "min length"),
         ("maxLength", "max length"),
         ("minItems", "min items"),

@@ -192,10 +192,11 @@ class DriftSettings(BaseModel):
         description="Page-Hinkley tolerance (delta): a rise of the error smaller than this, "
         "in units of the warm-up's mean error, is not drift",
     )
-    policy: Literal["keep", "reset"] = Field(
+    policy: Literal["keep", "reset", "fork"] = Field(
         default="keep",
-        description="at a detection: keep learning, or reset (the model restarts learning from "
-        "a fresh copy of its pipeline)",
+        description="at a detection: keep learning, reset (the model restarts learning from "
+        "a fresh copy of its pipeline), or fork (reset, and the model as it was is kept, frozen, "
+        "scored beside the fresh one on every later sample: the stats reply's fork)",
     )
 
 

@@ -129,7 +129,7 @@ class DriftDetection(BaseModel):
 class DriftStats(BaseModel):
     """A model's drift watch (absent when drift detection is off for it)."""
 
-    policy: str = Field(description="keep | reset")
+    policy: str = Field(description="keep | reset | fork")
     warmup: int
     threshold: float
     delta: float
@@ -140,10 +140,23 @@ class DriftStats(BaseModel):
     history: list[DriftDetection] = Field(default_factory=list, description="the newest 16")
 
 
+class ForkStats(BaseModel):
+    """Policy ``fork``: the model as it was at the last detection against the fresh one, each
+    scored on the samples since (same metrics as the model's)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    since_sample: int = Field(alias="sinceSample", description="the detection's sample")
+    samples: int = Field(description="samples scored on both since")
+    before: dict[str, float | None] = Field(description="the frozen model's metrics since")
+    fresh: dict[str, float | None] = Field(description="the served (fresh) model's metrics since")
+
+
 class StatsReply(BaseModel):
     predict: CallStats
     learn: CallStats
     drift: DriftStats | None = None
+    fork: ForkStats | None = None
 
 
 class DeletedReply(BaseModel):

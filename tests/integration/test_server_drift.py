@@ -112,6 +112,33 @@ def test_the_reset_policy_over_http_is_durable(tmp_path: Path) -> None:
         assert after == before  # the replay reset the model at the same sample
 
 
+def test_the_fork_policy_over_http_compares_the_old_model_and_is_durable(tmp_path: Path) -> None:
+    """Policy fork: after the jump the served model starts afresh on the new regime, the old
+    one is kept frozen, and the stats reply scores both on the samples since; a kill -9 and the
+    log's replay give the same fork, the same numbers and the same predictions."""
+    data = tmp_path / "data"
+    stream = samples(200, change=100)
+    probe = {"model": "lin", "features": {"x": 5.0}}
+    with running_server(data, "--snapshot-every", "30", token="t0k3n") as server:
+        assert create(server, "lin", {"warmup": 16, "policy": "fork"}).status_code == 201
+        learn(server, "lin", stream[:100])
+        assert "fork" not in call(server, "GET", "/api/stats/?model=lin").json()
+        learn(server, "lin", stream[100:])
+        stats = call(server, "GET", "/api/stats/?model=lin").json()
+        assert stats["drift"]["policy"] == "fork" and stats["drift"]["detections"] >= 1
+        fork = stats["fork"]
+        assert fork["sinceSample"] == stats["drift"]["last"]["sample"] > 100
+        assert fork["samples"] == 200 - fork["sinceSample"]
+        # on the new regime (y 60 higher) the frozen old model is far off, the fresh one learns it
+        assert fork["before"]["MAE"] > 20 > fork["fresh"]["MAE"]
+        served = call(server, "POST", "/api/predict/", json=probe).json()["prediction"]
+        server.kill()
+    with running_server(data, token="t0k3n") as server:
+        again = call(server, "GET", "/api/stats/?model=lin").json()
+        assert again["fork"] == fork
+        assert call(server, "POST", "/api/predict/", json=probe).json()["prediction"] == served
+
+
 #: hostile or invalid settings, and the field the 400 must name
 BAD_SETTINGS: list[tuple[Any, str]] = [
     ({"warmup": "ten"}, "drift.warmup"),
@@ -119,7 +146,7 @@ BAD_SETTINGS: list[tuple[Any, str]] = [
     ({"threshold": -3}, "drift.threshold"),
     ({"threshold": 1e300}, "drift.threshold"),
     ({"delta": "0.5"}, "drift.delta"),
-    ({"policy": "fork"}, "drift.policy"),
+    ({"policy": "split"}, "drift.policy"),
     ({"enabled": 1}, "drift.enabled"),
     ({"sensitivity": 3}, "drift.sensitivity"),
     ("on", "drift"),

@@ -52,6 +52,16 @@ def test_constraints_and_pipes_are_rendered_readably() -> None:
     ]
 
 
+def test_openapi_v3_boolean_exclusive_bounds_read_as_strict_bounds() -> None:
+    """crdgen turns ``gt=0`` into ``minimum: 0, exclusiveMinimum: true`` (OpenAPI v3.0): the
+    reference once read "≥ 0; > True"."""
+    node = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 10}
+    [(_, _, _, constraints, _)] = docgen.fields(node, "spec.x")
+    assert constraints == "> 0; ≤ 10"
+    node = {"type": "number", "minimum": 0, "exclusiveMinimum": False}
+    assert list(docgen.fields(node, "spec.x"))[0][3] == "≥ 0"
+
+
 def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     stale = tmp_path / "ref.md"
     stale.write_text("old")

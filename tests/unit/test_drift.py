@@ -1,6 +1,7 @@
 """The drift watch (``modelserver/drift.py``) and its hook in progressive validation: deterministic
 given a stream, silent during its warm-up, one-sided (an error drop is not drift), one outlier is
-not drift, the ``reset`` policy, durability in the snapshot and across a log replay."""
+not drift, the ``reset`` and ``fork`` policies, durability in the snapshot and across a log
+replay."""
 
 from __future__ import annotations
 
@@ -156,10 +157,39 @@ def test_the_reset_policy_restarts_the_model_from_a_fresh_copy() -> None:
     assert kept.model["StandardScaler"].counts["x"] == s.drift.observed
 
 
+def test_the_fork_policy_keeps_the_old_model_frozen_and_scores_both() -> None:
+    s = state("fork")
+    data = stream()
+    learned = 0
+    while s.drift is not None and not s.drift.detections:
+        s.learn(*data[learned])
+        learned += 1
+    assert s.drift is not None and s.fork is not None
+    at = s.drift.observed
+    assert s.fork.sample == at and s.fork.samples == 0
+    old = s.fork.before
+    assert old["StandardScaler"].counts["x"] == at  # it learned up to the detection
+    assert s.model["StandardScaler"].counts == {}  # the served one starts afresh
+    probe = {"x": 3.0}
+    frozen = old.predict_one(probe)
+    for x, y in data[learned : learned + 60]:
+        s.learn(x, y)
+    assert old.predict_one(probe) == frozen and old["StandardScaler"].counts["x"] == at
+    assert s.model["StandardScaler"].counts["x"] == 60
+    assert s.fork.samples == 60 and s.stats()["fork"]["samples"] == 60
+    # scored on the same 60 new-regime samples (y 40 higher): the old model is the worse
+    before, fresh = s.fork.to_data()["before"], s.fork.to_data()["fresh"]
+    assert before["MAE"] is not None and fresh["MAE"] is not None
+    assert before["MAE"] > 35 > fresh["MAE"]
+    # the model's own metrics go on over its whole stream (mostly the old regime), as with
+    # keep and reset
+    assert s.metric_values()["MAE"] not in (before["MAE"], fresh["MAE"])
+
+
 def test_replaying_the_log_on_a_snapshot_reproduces_the_detections() -> None:
     """The snapshot holds the watch; the records after it, replayed, find the same detections at
     the same samples (and, with ``reset``, leave the same model)."""
-    for policy in ("keep", "reset"):
+    for policy in ("keep", "reset", "fork"):
         live = state(policy)
         data = stream()
         records: list[LearnRecord] = []
@@ -180,6 +210,10 @@ def test_replaying_the_log_on_a_snapshot_reproduces_the_detections() -> None:
         assert [(d.sample, d.change_at, d.magnitude) for d in replayed.drift.history] == key
         probe = {"x": 3.0}
         assert replayed.model.predict_one(probe) == live.model.predict_one(probe)
+        if policy == "fork":
+            assert live.fork is not None and replayed.fork is not None
+            assert replayed.fork.to_data() == live.fork.to_data()
+            assert replayed.fork.before.predict_one(probe) == live.fork.before.predict_one(probe)
 
 
 def test_a_snapshot_from_before_drift_detection_loads_with_a_fresh_watch() -> None:
@@ -215,7 +249,7 @@ def test_switched_off_there_is_no_watch_and_no_stats_field() -> None:
         ({"threshold": float("nan")}, "threshold"),
         ({"threshold": "25"}, "threshold"),
         ({"delta": -1}, "delta"),
-        ({"policy": "fork"}, "policy"),
+        ({"policy": "split"}, "policy"),
         ({"enabled": "yes"}, "enabled"),
         ({"window": 5}, "window"),
     ],
