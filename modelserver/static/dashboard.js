@@ -346,12 +346,13 @@ function showMetrics(name, values) {
 
 const toDraw = new Set();
 function scheduleDraw(name) {
-  // a stream may carry thousands of learns a second: redraw a curve at most 4 times a second
+  // a live point moves the curve's scale, and a redraw rebuilds every point of it: at most once
+  // a second from the stream (the counts and metric cells follow each batch, 4 times a second)
   if (!toDraw.size) {
     setTimeout(() => {
       for (const n of toDraw) if (state.models.has(n)) drawCurve(n);
       toDraw.clear();
-    }, 250);
+    }, 1000);
   }
   toDraw.add(name);
 }
