@@ -132,7 +132,8 @@ def prediction_figure(
         ax.set_ylim(low - pad, high + pad)  # a wild model must not squash the others
     ax.set_xlabel(f"actual {quantity}")
     ax.set_ylabel(f"predicted {quantity}")
-    ax.set_title(f"Held-out runs ({len(test)}): predicted vs actual")
+    of = "" if quantity == RUNTIME else f" {quantity}"
+    ax.set_title(f"Held-out runs ({len(test)}): predicted vs actual{of}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     return figure
