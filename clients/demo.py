@@ -59,10 +59,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)"
     )
     choices = "; ".join(f"{name}: {what}" for name, (_, what) in SAMPLES.items())
-    parser.add_argument("--sample", help=f"a shipped sample by name ({choices})")
+    parser.add_argument("--sample", metavar="NAME", help=f"a shipped sample ({choices})")
     parser.add_argument(
         "--samples",
         type=Path,
+        metavar="DIR",
         help=f"a directory of sample manifests instead (default {DEFAULT_SAMPLES})",
     )
     parser.add_argument("--namespace", default="default", help="namespace for the samples")
