@@ -3,11 +3,13 @@
 1. builds (once, then cached) the control-plane binaries, showing progress;
 2. starts kube-apiserver + etcd (+ controller-manager) on loopback;
 3. runs the operator in local runtime as a child process (it starts the model server);
-4. applies the CRDs and ``config/samples/`` (a StreamModel and a LammpsSweep of real LJ runs);
+4. applies the CRDs and ``config/samples/`` (a StreamModel and a LammpsSweep of real LJ runs;
+   ``--sample eos``: the equation-of-state sweep of ``config/samples/eos/``, three targets);
 5. prints the StreamModel's dashboard URL (``status.dashboardUrl``) as soon as it serves, then
    shows live progress while ``watch`` records every model, and the sweep trains and evaluates;
 6. prints ``kubectl get streammodels,lammpssweeps``, the held-out evaluation per model next to
-   the offline ceiling, and where the plots are;
+   the offline ceiling (per target for a sweep of several: the physics surrogates next to the
+   runtime model), and where the plots are;
 7. stops everything it started, unless ``--keep-running`` (then ``streamml demo --stop`` does;
    the dashboard stays up until then).
 
@@ -24,12 +26,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streamml.clients.evaluation import HeldOutReport, TargetReport, format_evaluation
 from streamml.errors import ConfigurationError, InfrastructureError
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLES = REPO_ROOT / "config" / "samples"
+#: ``--sample NAME``: the shipped samples the demo runs, and what each is
+SAMPLES: dict[str, tuple[Path, str]] = {
+    "runtime": (DEFAULT_SAMPLES, "LJ runtime against box size, six models (the default)"),
+    "eos": (
+        DEFAULT_SAMPLES / "eos",
+        "LJ equation of state: pressure and energy per atom over density and temperature, "
+        "and the run's cost, each to its own models",
+    ),
+}
 STATE_FILE = "demo-state.json"
 #: the issue's target: best streamed model within this much R² of the offline ceiling
 CEILING_TOLERANCE = 0.03
@@ -46,8 +58,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)"
     )
+    choices = "; ".join(f"{name}: {what}" for name, (_, what) in SAMPLES.items())
+    parser.add_argument("--sample", metavar="NAME", help=f"a shipped sample ({choices})")
     parser.add_argument(
-        "--samples", type=Path, default=DEFAULT_SAMPLES, help="directory of sample manifests"
+        "--samples",
+        type=Path,
+        metavar="DIR",
+        help=f"a directory of sample manifests instead (default {DEFAULT_SAMPLES})",
     )
     parser.add_argument("--namespace", default="default", help="namespace for the samples")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between updates")
@@ -72,8 +89,22 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigurationError(f"{flag} must be at least {low}, got {value}")
     if not args.interval > 0 or not args.timeout > 0:
         raise ConfigurationError("--interval and --timeout must be positive")
-    if not args.stop and not args.samples.is_dir():
-        raise ConfigurationError(f"--samples {args.samples} is not a directory")
+    if not args.stop and not (directory := samples_directory(args)).is_dir():
+        raise ConfigurationError(f"--samples {directory} is not a directory")
+
+
+def samples_directory(args: argparse.Namespace) -> Path:
+    """The manifests to apply: ``--samples DIR``, the ``--sample NAME``'s, or the default."""
+    if args.sample is not None and args.samples is not None:
+        raise ConfigurationError("give --sample or --samples, not both")
+    if args.samples is not None:
+        return Path(args.samples)
+    if args.sample is None:
+        return DEFAULT_SAMPLES
+    if args.sample not in SAMPLES:
+        known = ", ".join(SAMPLES)
+        raise ConfigurationError(f"--sample {args.sample!r} is not a sample; choose from: {known}")
+    return SAMPLES[args.sample][0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,14 +141,14 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     sequence; each step is a call)."""
     from streamml.clients import demo_manifests as sample_files
     from streamml.clients.evaluation import (
-        evaluate,
-        format_evaluation,
-        trials_from_sweep_status,
+        evaluate_targets,
+        trials_of_every_target,
         write_trials,
     )
     from streamml.clients.plot import render
 
-    docs = sample_files.load(args.samples)
+    samples = samples_directory(args)
+    docs = sample_files.load(samples)
     docs = sample_files.resize(
         docs, trials=args.trials, test_trials=args.test_trials, parallelism=args.parallelism
     )
@@ -129,7 +160,7 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
     sweeps = sample_files.names(docs, "LammpsSweep")
     if len(models) != 1 or len(sweeps) != 1:
         raise ConfigurationError(
-            f"{args.samples}: expected one StreamModel and one LammpsSweep, "
+            f"{samples}: expected one StreamModel and one LammpsSweep, "
             f"found {len(models)} and {len(sweeps)}"
         )
     model_name, sweep_name = models[0], sweeps[0]
@@ -163,18 +194,14 @@ def _run_demo(stack: Any, args: argparse.Namespace, out: Path) -> bool:
 
     status = sweep.get("status") or {}
     (out / "sweep.json").write_text(json.dumps(sweep, indent=2, sort_keys=True))
-    trials = trials_from_sweep_status(status)
+    trials = trials_of_every_target(status)
     write_trials(out / "watch" / "trials.jsonl", trials)
-    evaluation = evaluate(trials)
-    (out / "evaluation.json").write_text(json.dumps(evaluation.as_dict(), indent=2))
+    reports = evaluate_targets(trials)
+    (out / "evaluation.json").write_text(json.dumps(evaluation_document(reports), indent=2))
 
     print("\n$ kubectl get streammodels,lammpssweeps", flush=True)
     print(stack.kubectl("get", "streammodels,lammpssweeps", "-n", ns).rstrip(), flush=True)
-    n_train = sum(1 for t in trials if t.split == "train")
-    n_test = sum(1 for t in trials if t.split == "test")
-    print(f"\nHeld-out evaluation: {n_test} runs, models trained on {n_train} runs", flush=True)
-    print(format_evaluation(evaluation), flush=True)
-    print(verdict(evaluation), flush=True)
+    print("\n".join(evaluation_lines(reports, target_sources(sweep))), flush=True)
     plots = render(out / "watch", out / "plots")
     print(f"\nPlots ({out / 'plots'}):", flush=True)
     for path in plots:
@@ -223,7 +250,49 @@ def progress_line(sweep: dict[str, Any], model: dict[str, Any]) -> str:
     return line
 
 
-def verdict(evaluation: Any) -> str:
+def target_sources(sweep: dict[str, Any]) -> dict[str, str]:
+    """target -> where a run's value comes from, as the sweep's ``spec.targets`` says."""
+    sources: dict[str, str] = {}
+    for target in (sweep.get("spec") or {}).get("targets") or []:
+        thermo, metric = target.get("thermo"), target.get("metric")
+        if isinstance(thermo, dict):
+            sources[str(target.get("name"))] = (
+                f"{thermo.get('reduce', 'last')} of thermo column {thermo.get('column')}"
+            )
+        elif metric:
+            sources[str(target.get("name"))] = f"{metric} of the run"
+    return sources
+
+
+def evaluation_lines(
+    reports: list[TargetReport], sources: dict[str, str] | None = None
+) -> list[str]:
+    """The held-out evaluation as the demo prints it: a table of the models next to the
+    offline ceiling and the verdict, once per target for a sweep of several."""
+    first = reports[0].trials if reports else []
+    n_train = sum(1 for t in first if t.split == "train")
+    n_test = sum(1 for t in first if t.split == "test")
+    lines = [f"\nHeld-out evaluation: {n_test} runs, models trained on {n_train} runs"]
+    if not reports:
+        lines.append("(not enough runs for a held-out evaluation)")
+    for report in reports:
+        if report.target is not None:
+            source = (sources or {}).get(report.target)
+            what = f"{source}; " if source else ""
+            lines.append(f"\ntarget {report.target} ({what}models: {', '.join(report.models)})")
+        lines.append(format_evaluation(report.report))
+        lines.append(verdict(report.report))
+    return lines
+
+
+def evaluation_document(reports: list[TargetReport]) -> dict[str, Any]:
+    """``evaluation.json``: the report of the one target, or ``{"targets": {name: report}}``."""
+    if len(reports) == 1 and reports[0].target is None:
+        return dict(reports[0].report.as_dict())
+    return {"targets": {r.target: r.report.as_dict() for r in reports}}
+
+
+def verdict(evaluation: HeldOutReport) -> str:
     best, ceiling = evaluation.best(), evaluation.ceiling
     if best is None or ceiling is None:
         return "(not enough runs for a held-out evaluation)"

@@ -7,6 +7,10 @@ The honest yardstick is therefore not R² = 1 but the *ceiling*: an ordinary lea
 the target on the atom count over the training runs, scored on the same held-out runs as the
 models. A streamed model close to that ceiling has learned what there is to learn.
 
+A sweep with several targets (an equation of state: pressure, energy, cost) is evaluated per
+target (:func:`evaluate_targets`), each against the least-squares fit of the same polynomial
+features of the parameters that its models see (:func:`polynomial_ceiling`).
+
 The atom count is taken from the trial's ``atoms`` (parsed from the LAMMPS log) when present, else
 as the product of the numeric parameters: for a linear fit a constant factor (the 4 atoms per fcc
 cell) changes nothing.
@@ -16,14 +20,17 @@ Pure functions only: the demo, ``streamml plot`` and the benchmark feed them tri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamml.errors import SpecError
+from streamml.vocabulary.targets import TARGET_NAME_PATTERN
 
 TRAIN = "train"
 TEST = "test"
@@ -39,6 +46,8 @@ class FinishedTrial:
     target: float
     atoms: float | None = None
     predictions: Mapping[str, float] = field(default_factory=dict)
+    #: the target ``target`` is a value of (a sweep with several targets); None: the only one
+    target_name: str | None = None
 
     @property
     def size(self) -> float:
@@ -61,15 +70,33 @@ class Scores:
 
 @dataclass(frozen=True)
 class Ceiling:
-    """The offline least-squares fit ``target ≈ intercept + slope · atoms``."""
+    """The offline least-squares fit ``target ≈ intercept + slope · atoms``, or (``features``
+    given, :func:`polynomial_ceiling`) on every monomial of those parameters up to ``degree``,
+    with ``coefficients`` in the order of :func:`polynomial_terms`."""
 
     intercept: float
     slope: float
     n_train: int
     scores: Scores
+    features: tuple[str, ...] = ()
+    degree: int = 0
+    coefficients: tuple[float, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.features:
+            return "offline ceiling (LSQ on atoms)"
+        return f"offline ceiling (LSQ on {', '.join(self.features)}, degree {self.degree})"
 
     def predict(self, size: float) -> float:
         return self.intercept + self.slope * size
+
+    def predict_trial(self, trial: FinishedTrial) -> float:
+        """The fit's value for ``trial`` (its atom count, or its parameters' monomials)."""
+        if not self.features:
+            return self.predict(trial.size)
+        terms = polynomial_terms(trial.parameters, self.features, self.degree)
+        return math.fsum(c * x for c, x in zip(self.coefficients, terms, strict=True))
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,7 @@ class HeldOutReport:
             "ceiling": None
             if self.ceiling is None
             else {
+                "basis": self.ceiling.label,
                 "intercept": self.ceiling.intercept,
                 "slope": self.ceiling.slope,
                 "n_train": self.ceiling.n_train,
@@ -155,10 +183,11 @@ def evaluate(
     return HeldOutReport(models, (ceiling or offline_ceiling)(trials))
 
 
-def format_evaluation(
-    evaluation: HeldOutReport, label: str = "offline ceiling (LSQ on atoms)"
-) -> str:
-    """A plain-text table: one row per model, then the ceiling, sorted by held-out R²."""
+def format_evaluation(evaluation: HeldOutReport, label: str | None = None) -> str:
+    """A plain-text table: one row per model, then the ceiling (``label``: the ceiling's own
+    unless given), sorted by held-out R²."""
+    if label is None:
+        label = evaluation.ceiling.label if evaluation.ceiling else "offline ceiling"
     rows = sorted(
         evaluation.models.items(),
         key=lambda item: item[1].r2 if math.isfinite(item[1].r2) else -math.inf,
@@ -213,6 +242,14 @@ def trial_from_data(data: Mapping[str, Any]) -> FinishedTrial:
         for k, v in raw_pred.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
+    target_name = data.get("target_name")
+    if target_name is not None and (
+        not isinstance(target_name, str) or not re.fullmatch(TARGET_NAME_PATTERN, target_name)
+    ):
+        raise SpecError(
+            f"trial {name!r}: target_name must match {TARGET_NAME_PATTERN}, got {target_name!r}",
+            field="target_name",
+        )
     return FinishedTrial(
         name=name,
         split=split,
@@ -220,6 +257,7 @@ def trial_from_data(data: Mapping[str, Any]) -> FinishedTrial:
         target=target,
         atoms=None if atoms is None else _number(atoms, "atoms"),
         predictions=predictions,
+        target_name=target_name,
     )
 
 
@@ -233,6 +271,8 @@ def trial_to_data(trial: FinishedTrial) -> dict[str, Any]:
     }
     if trial.atoms is not None:
         data["atoms"] = trial.atoms
+    if trial.target_name is not None:
+        data["target_name"] = trial.target_name
     return data
 
 
@@ -283,7 +323,7 @@ def trials_from_sweep_status(
         y = value(record)
         if role == TRAIN and record.get("state") == "Succeeded" and y is not None:
             name = str(record.get("jobName") or f"train-{record['id']}")
-            trials.append(FinishedTrial(name, TRAIN, params, y))
+            trials.append(FinishedTrial(name, TRAIN, params, y, target_name=target))
     for result in status.get("testResults") or []:
         y = value(result) if isinstance(result, Mapping) else None
         if y is None:
@@ -301,6 +341,7 @@ def trials_from_sweep_status(
                 params_of.get((TEST, ident), {}) if isinstance(ident, int) else {},
                 y,
                 predictions=predictions,
+                target_name=target,
             )
         )
     return trials
@@ -330,36 +371,98 @@ def _learners(status: Mapping[str, Any], target: str | None) -> set[str] | None:
     raise SpecError(f"the sweep status has no target {target!r}", field="target")
 
 
-def polynomial_ceiling(trials: Iterable[FinishedTrial], degree: int = 2) -> Ceiling | None:
-    """The offline ceiling of a smooth target of the parameters (an equation of state): an
-    ordinary least-squares fit on the polynomial features of the numeric parameters (every
-    monomial up to ``degree``, as river's ``PolynomialExtender`` builds them, plus a constant),
-    fitted on the training trials, scored on the held-out ones. ``intercept``/``slope`` are
-    not meaningful here (NaN); None without more training runs than features."""
+# -- per target ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """One target's trial records and its models' held-out evaluation against its ceiling."""
+
+    target: str | None  # None: a sweep of one target
+    trials: list[FinishedTrial]
+    report: HeldOutReport
+
+    @property
+    def models(self) -> list[str]:
+        """The models that predicted this target's held-out runs."""
+        return sorted({m for t in self.trials if t.split == TEST for m in t.predictions})
+
+
+def sweep_targets(status: Mapping[str, Any]) -> list[str]:
+    """The targets of a sweep with several (``evaluationByTarget``, in the spec's order); []
+    for a sweep of one target."""
+    entries = status.get("evaluationByTarget") or []
+    return [str(e["target"]) for e in entries if isinstance(e, Mapping) and e.get("target")]
+
+
+def trials_of_every_target(status: Mapping[str, Any]) -> list[FinishedTrial]:
+    """Every target's trial records from a sweep status, each naming its target (a sweep of
+    one target: its records, naming none)."""
+    names = sweep_targets(status)
+    if not names:
+        return trials_from_sweep_status(status)
+    return [t for name in names for t in trials_from_sweep_status(status, name)]
+
+
+def evaluate_targets(trials: Iterable[FinishedTrial]) -> list[TargetReport]:
+    """The held-out evaluation of each target (in the order the records first name it).
+
+    A target of a sweep with several is a smooth function of the parameters (the equation of
+    state's pressure and energy) or a cost whose box the parameters do not size (the atom count
+    is the same in every run): its ceiling is the least-squares fit of the same degree-2
+    polynomial features its models see (:func:`polynomial_ceiling`). The one target of a
+    runtime sweep is measured against the fit on the atom count (:func:`offline_ceiling`).
+    """
+    groups: dict[str | None, list[FinishedTrial]] = {}
+    for trial in trials:
+        groups.setdefault(trial.target_name, []).append(trial)
+    return [
+        TargetReport(name, group, evaluate(group, None if name is None else polynomial_ceiling))
+        for name, group in groups.items()
+    ]
+
+
+def polynomial_terms(
+    parameters: Mapping[str, float], features: Sequence[str], degree: int
+) -> list[float]:
+    """A constant, then every monomial of ``features`` up to ``degree`` (as river's
+    ``PolynomialExtender`` builds them); a missing parameter counts as 0."""
     import itertools
 
+    x = [parameters.get(n, 0.0) for n in features]
+    terms = [1.0]
+    for d in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(len(x)), d):
+            terms.append(math.prod(x[i] for i in combo))
+    return terms
+
+
+def polynomial_ceiling(trials: Iterable[FinishedTrial], degree: int = 2) -> Ceiling | None:
+    """The offline ceiling of a smooth target of the parameters (an equation of state): an
+    ordinary least-squares fit on the polynomial features of the numeric parameters
+    (:func:`polynomial_terms`), fitted on the training trials, scored on the held-out ones.
+    ``intercept``/``slope`` are not meaningful here (NaN); None without more training runs than
+    features."""
     import numpy as np
 
     trials = list(trials)
     train = [t for t in trials if t.split == TRAIN]
     test = [t for t in trials if t.split == TEST]
-    names = sorted(train[0].parameters) if train else []
+    names = tuple(sorted(train[0].parameters)) if train else ()
 
     def row(t: FinishedTrial) -> list[float]:
-        x = [t.parameters.get(n, 0.0) for n in names]
-        terms = [1.0]
-        for d in range(1, degree + 1):
-            for combo in itertools.combinations_with_replacement(range(len(x)), d):
-                terms.append(math.prod(x[i] for i in combo))
-        return terms
+        return polynomial_terms(t.parameters, names, degree)
 
     if not test or not names or len(train) <= len(row(train[0])):
         return None
     coef, *_ = np.linalg.lstsq(
         np.array([row(t) for t in train]), np.array([t.target for t in train]), rcond=None
     )
-    predicted = [float(np.dot(coef, row(t))) for t in test]
-    return Ceiling(math.nan, math.nan, len(train), scores([t.target for t in test], predicted))
+    coefficients = tuple(float(c) for c in coef)
+    unscored = Scores(0, math.nan, math.nan, math.nan)
+    fit = Ceiling(math.nan, math.nan, len(train), unscored, names, degree, coefficients)
+    predicted = [fit.predict_trial(t) for t in test]
+    return dataclasses.replace(fit, scores=scores([t.target for t in test], predicted))
 
 
 def _is_number(value: Any) -> bool:

@@ -10,6 +10,13 @@ Reads from ``--in DIR``:
   and the diagonal), ``runtime_vs_atoms.png`` (training and held-out runs, the ceiling's line) and
   ``runtime_heatmap.png`` (mean runtime over the first two parameters).
 
+A sweep with several targets (trial records naming their target; a status with
+``evaluationByTarget``) gets each figure once per target, its file named by the target:
+``learning_curve_<METRIC>_<TARGET>.png`` (the target's models only),
+``predicted_vs_actual_<TARGET>.png`` (against the target's own ceiling) and
+``heatmap_<TARGET>.png``; the size plot is the atom-count ceiling's and is left out. A sweep of
+one target keeps the file names above.
+
 Figures are built as plain ``matplotlib.figure.Figure`` objects on the Agg canvas (no pyplot global
 state, no display needed), so tests inspect the plotted data, not just the files.
 """
@@ -30,15 +37,21 @@ from streamml.clients.evaluation import (
     TRAIN,
     Ceiling,
     FinishedTrial,
+    TargetReport,
     evaluate,
+    evaluate_targets,
     load_trials,
-    trials_from_sweep_status,
+    trials_of_every_target,
 )
 from streamml.clients.watch import METRICS_CSV, read_metrics_table
 from streamml.errors import ConfigurationError, SpecError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from matplotlib.figure import Figure
+
+    Save = Callable[[Figure, str], None]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,8 @@ SWEEP_JSON = "sweep.json"
 #: metrics drawn as learning curves when present, in this order
 CURVE_METRICS = ("R2", "RMSE", "MAE")
 HEATMAP_BINS = 6
+#: what a sweep of one target measures (a target of several is labelled by its name)
+RUNTIME = "runtime (s)"
 
 
 def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
@@ -59,7 +74,9 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
     return figure
 
 
-def learning_curve_figure(rows: Sequence[dict[str, Any]], metric: str) -> Figure:
+def learning_curve_figure(
+    rows: Sequence[dict[str, Any]], metric: str, target: str | None = None
+) -> Figure:
     """``metric`` against samples learned, one line per model (points sorted by samples)."""
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for row in rows:
@@ -73,7 +90,8 @@ def learning_curve_figure(rows: Sequence[dict[str, Any]], metric: str) -> Figure
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=model)
     ax.set_xlabel("samples learned")
     ax.set_ylabel(metric)
-    ax.set_title(f"Learning curves: {metric} (progressive validation)")
+    of = "" if target is None else f" of {target}"
+    ax.set_title(f"Learning curves{of}: {metric} (progressive validation)")
     if metric == "R2":
         ax.set_ylim(max(-1.0, ax.get_ylim()[0]), 1.0)  # early R² can be hugely negative
     ax.grid(alpha=0.3)
@@ -81,8 +99,10 @@ def learning_curve_figure(rows: Sequence[dict[str, Any]], metric: str) -> Figure
     return figure
 
 
-def prediction_figure(trials: Sequence[FinishedTrial], ceiling: Ceiling | None) -> Figure:
-    """Predicted against actual for the held-out runs: one marker set per model."""
+def prediction_figure(
+    trials: Sequence[FinishedTrial], ceiling: Ceiling | None, quantity: str = RUNTIME
+) -> Figure:
+    """Predicted against actual ``quantity`` for the held-out runs: one marker set per model."""
     test = [t for t in trials if t.split == TEST]
     evaluation = evaluate(trials)
     figure = _figure(6.5, 6.0)
@@ -98,7 +118,7 @@ def prediction_figure(trials: Sequence[FinishedTrial], ceiling: Ceiling | None) 
     if ceiling is not None:
         ax.scatter(
             [t.target for t in test],
-            [ceiling.predict(t.size) for t in test],
+            [ceiling.predict_trial(t) for t in test],
             label=f"offline ceiling (R² {ceiling.scores.r2:.3f})",
             marker="x",
             color="black",
@@ -110,9 +130,10 @@ def prediction_figure(trials: Sequence[FinishedTrial], ceiling: Ceiling | None) 
         pad = 0.5 * (high - low or 1.0)
         ax.set_xlim(low - 0.1 * pad, high + 0.1 * pad)
         ax.set_ylim(low - pad, high + pad)  # a wild model must not squash the others
-    ax.set_xlabel("actual runtime (s)")
-    ax.set_ylabel("predicted runtime (s)")
-    ax.set_title(f"Held-out runs ({len(test)}): predicted vs actual")
+    ax.set_xlabel(f"actual {quantity}")
+    ax.set_ylabel(f"predicted {quantity}")
+    of = "" if quantity == RUNTIME else f" {quantity}"
+    ax.set_title(f"Held-out runs ({len(test)}): predicted vs actual{of}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     return figure
@@ -176,18 +197,20 @@ def heatmap_grid(
     return x_edges, y_edges, grid
 
 
-def heatmap_figure(trials: Sequence[FinishedTrial], x_param: str, y_param: str) -> Figure:
-    """Mean runtime over two parameters (the others averaged out)."""
+def heatmap_figure(
+    trials: Sequence[FinishedTrial], x_param: str, y_param: str, quantity: str = RUNTIME
+) -> Figure:
+    """Mean ``quantity`` over two parameters (the others averaged out)."""
     import numpy as np
 
     x_edges, y_edges, grid = heatmap_grid(trials, x_param, y_param)
     figure = _figure(6.5, 5.0)
     ax = figure.add_subplot()
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(np.array(grid)), cmap="viridis")
-    figure.colorbar(mesh, ax=ax, label="mean runtime (s)")
+    figure.colorbar(mesh, ax=ax, label=f"mean {quantity}")
     ax.set_xlabel(x_param)
     ax.set_ylabel(y_param)
-    ax.set_title(f"Runtime over {x_param} by {y_param} ({len(trials)} runs)")
+    ax.set_title(f"Mean {quantity} over {x_param} by {y_param} ({len(trials)} runs)")
     return figure
 
 
@@ -221,7 +244,7 @@ def curve_rows_from_sweep_status(status: dict[str, Any]) -> list[dict[str, Any]]
 
 
 def render(in_dir: Path, out_dir: Path) -> list[Path]:
-    """Every figure the inputs allow; returns the PNGs written."""
+    """Every figure the inputs allow (per target for a sweep of several); returns the PNGs."""
     if not in_dir.is_dir():
         raise ConfigurationError(f"--in {in_dir} is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,39 +255,72 @@ def render(in_dir: Path, out_dir: Path) -> list[Path]:
         figure.savefig(path, format="png")
         written.append(path)
 
-    metrics_path = in_dir / METRICS_CSV
     sweep_status = _sweep_status(in_dir / SWEEP_JSON)
+    metrics_path = in_dir / METRICS_CSV
     rows: list[dict[str, Any]] = []
     if metrics_path.exists():
         rows = read_metrics_table(metrics_path)
     elif sweep_status is not None:
         rows = curve_rows_from_sweep_status(sweep_status)
-    if rows:
-        present = {m for row in rows for m in row["metrics"]}
-        for metric in CURVE_METRICS:
-            if metric in present:
-                save(learning_curve_figure(rows, metric), f"learning_curve_{metric}.png")
     trials_path = in_dir / TRIALS_JSONL
-    trials: list[FinishedTrial] | None = None
+    trials: list[FinishedTrial] = []
     if trials_path.exists():
         trials = load_trials(trials_path)
     elif sweep_status is not None:
-        trials = trials_from_sweep_status(sweep_status)
-    if trials is not None:
-        ceiling = evaluate(trials).ceiling
-        if any(t.split == TEST and t.predictions for t in trials):
-            save(prediction_figure(trials, ceiling), "predicted_vs_actual.png")
-        if trials:
-            save(runtime_figure(trials, ceiling), "runtime_vs_atoms.png")
-        params = sorted({p for t in trials for p in t.parameters})
-        pair = set(params[:2])
-        with_both = [t for t in trials if len(pair) == 2 and pair <= t.parameters.keys()]
-        if with_both:
-            save(heatmap_figure(with_both, params[0], params[1]), "runtime_heatmap.png")
+        trials = trials_of_every_target(sweep_status)
+    reports = evaluate_targets(trials)
+    _learning_curves(rows, _model_targets(reports, sweep_status), save)
+    for report in reports:
+        _trial_figures(report, save)
     if not written:
         expected = f"{METRICS_CSV}, {TRIALS_JSONL} or {SWEEP_JSON}"
         raise SpecError(f"nothing to plot in {in_dir}: expected {expected}")
     return written
+
+
+def _model_targets(
+    reports: Sequence[TargetReport], sweep_status: dict[str, Any] | None
+) -> dict[str, str]:
+    """model -> its target (several targets): from the held-out predictions of each target's
+    records, and the status' learning curves (which name their target) when there is one."""
+    owner = {m: r.target for r in reports if r.target is not None for m in r.models}
+    for curve in (sweep_status or {}).get("learningCurve") or []:
+        if isinstance(curve, dict) and isinstance(curve.get("target"), str):
+            owner.setdefault(str(curve.get("model")), curve["target"])
+    return owner
+
+
+def _learning_curves(rows: list[dict[str, Any]], owner: dict[str, str], save: Save) -> None:
+    """One figure per metric; with several targets one per metric and target (a model of no
+    known target in the file without a target, as for one target)."""
+    groups: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[owner.get(row["model"])].append(row)
+    for target, chosen in groups.items():
+        present = {m for row in chosen for m in row["metrics"]}
+        suffix = "" if target is None else f"_{target}"
+        for metric in CURVE_METRICS:
+            if metric in present:
+                figure = learning_curve_figure(chosen, metric, target)
+                save(figure, f"learning_curve_{metric}{suffix}.png")
+
+
+def _trial_figures(report: TargetReport, save: Save) -> None:
+    """One target's held-out predictions, its surface over two parameters (and, for a sweep of
+    one target, its runtime against the atom count)."""
+    trials, ceiling, target = report.trials, report.report.ceiling, report.target
+    quantity = RUNTIME if target is None else target
+    if any(t.split == TEST and t.predictions for t in trials):
+        name = "predicted_vs_actual.png" if target is None else f"predicted_vs_actual_{target}.png"
+        save(prediction_figure(trials, ceiling, quantity), name)
+    if trials and target is None:
+        save(runtime_figure(trials, ceiling), "runtime_vs_atoms.png")
+    params = sorted({p for t in trials for p in t.parameters})
+    pair = set(params[:2])
+    with_both = [t for t in trials if len(pair) == 2 and pair <= t.parameters.keys()]
+    if with_both:
+        name = "runtime_heatmap.png" if target is None else f"heatmap_{target}.png"
+        save(heatmap_figure(with_both, params[0], params[1], quantity), name)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

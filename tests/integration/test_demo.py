@@ -141,6 +141,55 @@ def test_make_demo_with_a_small_sweep(tmp_path: Path) -> None:
     assert not (out / "cluster" / "state.json").exists()
 
 
+def test_demo_sample_eos_evaluates_each_target_against_its_own_ceiling(tmp_path: Path) -> None:
+    """``streamml demo --sample eos``: the equation-of-state sweep (three targets) through the
+    real operator; the summary and evaluation.json are per target and agree with the sweep's
+    own status, the plots are per target. 8 training runs: the degree-2 ceiling needs > 6."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--sample", "eos", "--trials", "8", "--test-trials", "2", "--out", str(out)]
+    proc, sampler = start_sampled([*streamml_command(), *argv])
+    try:
+        output, _ = proc.communicate(timeout=1200)
+        sampler.stop()
+        leftovers = _wait_gone(sampler)
+    finally:
+        sampler.stop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        sampler.tracker.stop_all(grace=2.0)  # never leave the machine dirty, even on failure
+    assert proc.returncode == 0, output[-6000:]
+    assert leftovers == [], {pid: sampler.commands.get(pid) for pid in leftovers}
+    assert "lammpssweep.streamml.io/lj-eos" in output
+    assert "Held-out evaluation: 2 runs, models trained on 8 runs" in output
+    sweep = json.loads((out / "sweep.json").read_text())
+    status = sweep["status"]
+    assert status["phase"] == "Succeeded"
+    written = json.loads((out / "evaluation.json").read_text())["targets"]
+    by_target = {e["target"]: e for e in status["evaluationByTarget"]}
+    assert list(written) == list(by_target) == ["pressure", "pe_per_atom", "cost"]
+    sections = output.split("\ntarget ")[1:]
+    assert [s.split()[0] for s in sections] == list(by_target)
+    for section, (target, entry) in zip(sections, by_target.items(), strict=True):
+        models = {e["model"]: e for e in entry["evaluation"]}
+        # the table lists this target's models (the status' own), then its ceiling
+        table = section.split("\nbest streamed model")[0].splitlines()[2:]
+        assert {row.split()[0] for row in table[:-1]} == set(models), section
+        assert table[-1].startswith("offline ceiling (LSQ on rho, t, degree 2)")
+        for model, scores in written[target]["models"].items():
+            assert scores["n"] == models[model]["n"] == 2
+            assert scores["MAE"] == pytest.approx(models[model]["MAE"], rel=1e-9)
+        assert written[target]["ceiling"]["n_train"] == 8
+    names = {p.name for p in (out / "plots").iterdir()}
+    for target in by_target:
+        for name in (
+            f"predicted_vs_actual_{target}.png",
+            f"heatmap_{target}.png",
+            f"learning_curve_RMSE_{target}.png",
+        ):
+            assert name in names and (out / "plots" / name).stat().st_size > 10_000
+    assert not names & {"predicted_vs_actual.png", "runtime_vs_atoms.png"}
+
+
 def test_ctrl_c_during_the_sweep_leaves_nothing_running(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc, sampler = start_sampled(

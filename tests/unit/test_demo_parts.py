@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -182,3 +183,62 @@ def test_dashboard_note_names_the_url_and_the_secret_never_the_token() -> None:
     assert "kubectl get secret lt-auth -n demo -o jsonpath='{.data.token}'" in note
     assert dashboard_note({"status": {"authSecretName": "lt-auth"}}, "demo") is None
     assert dashboard_note({}, "demo") is None
+
+
+def _demo_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_a_sample_by_name_is_its_shipped_directory() -> None:
+    assert demo.samples_directory(_demo_args()) == ROOT / "config" / "samples"
+    assert demo.samples_directory(_demo_args("--sample", "runtime")) == ROOT / "config" / "samples"
+    eos = demo.samples_directory(_demo_args("--sample", "eos"))
+    assert eos == ROOT / "config" / "samples" / "eos"
+    docs = samples.load(eos)  # one StreamModel and one LammpsSweep, as the demo needs
+    assert samples.names(docs, "StreamModel") == samples.names(docs, "LammpsSweep") == ["lj-eos"]
+    assert demo.samples_directory(_demo_args("--samples", str(eos))) == eos
+    parser = argparse.ArgumentParser()
+    demo.configure(parser)
+    assert "eos: LJ equation of state" in " ".join(parser.format_help().split())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sample", "nope"], "--sample 'nope' is not a sample; choose from: runtime, eos"),
+        (["--sample", "eos", "--samples", "config/samples"], "--sample or --samples, not both"),
+    ],
+)
+def test_a_bad_sample_choice_is_refused_before_anything_starts(
+    argv: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        demo.run(_demo_args(*argv))
+
+
+def test_the_demo_prints_each_targets_models_next_to_its_own_ceiling() -> None:
+    from streamml.clients import evaluation
+    from tests.unit.test_watch_plot import two_target_status
+
+    reports = evaluation.evaluate_targets(evaluation.trials_of_every_target(two_target_status()))
+    sweep = {"spec": {"targets": [
+        {"name": "pressure", "thermo": {"column": "Press", "reduce": "mean"}, "models": []},
+        {"name": "cost", "metric": "cpu_time", "models": []},
+    ]}}  # fmt: skip
+    text = "\n".join(demo.evaluation_lines(reports, demo.target_sources(sweep)))
+    assert "Held-out evaluation: 4 runs, models trained on 10 runs" in text
+    _head, pressure, cost = text.split("\ntarget ")
+    assert pressure.startswith("pressure (mean of thermo column Press; models: p-flat, p-poly)")
+    assert cost.startswith("cost (cpu_time of the run; models: c-poly)")
+    rows = {part: [line.split()[0] for line in part.splitlines()[2:]] for part in (pressure, cost)}
+    assert rows[pressure] == ["p-poly", "p-flat", "offline", "best"]  # by R², then the ceiling
+    assert rows[cost] == ["c-poly", "offline", "best"]
+    for part in (pressure, cost):
+        assert "offline ceiling (LSQ on rho, t, degree 2)" in part
+    assert "best streamed model: p-poly" in pressure and "best streamed model: c-poly" in cost
+    document = demo.evaluation_document(reports)
+    assert set(document["targets"]) == {"pressure", "cost"}
+    assert set(document["targets"]["cost"]["models"]) == {"c-poly"}
+    assert document["targets"]["pressure"]["ceiling"]["n_train"] == 10

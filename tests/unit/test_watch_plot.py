@@ -386,3 +386,127 @@ def test_render_from_a_sweep_object_alone(tmp_path: Path) -> None:
     (src / plot.SWEEP_JSON).write_text("[]")
     with pytest.raises(SpecError, match="LammpsSweep"):
         plot.render(src, tmp_path / "png")
+
+
+# -- several targets -----------------------------------------------------------------------
+
+
+def _pressure(rho: float, t: float) -> float:
+    return 1.0 + 2.0 * rho - 3.0 * t + 0.5 * rho * rho + rho * t - 0.25 * t * t
+
+
+def two_target_status() -> dict[str, object]:
+    """A status of a sweep with two targets (pressure an exact quadratic of (rho, t), cost
+    linear), each learned by its own models (p-poly, p-flat: pressure; c-poly: cost), in the
+    shape the operator writes it."""
+    points = [(0.6 + 0.02 * i, 1.3 + 0.06 * ((i * 7) % 11)) for i in range(14)]
+    trials, tests = [], []
+    for i, (rho, t) in enumerate(points):
+        values = {"pressure": _pressure(rho, t), "cost": 2.0 * rho + 0.1 * (i % 3)}
+        role = "train" if i < 10 else "test"
+        trials.append({"id": i, "role": role, "attempt": 1, "state": "Succeeded",
+                       "jobName": f"eos-{i}", "params": {"rho": str(rho), "t": str(t)},
+                       "target": values["pressure"], "targets": values})  # fmt: skip
+        if role == "test":
+            predictions = {"p-poly": values["pressure"] + 0.01, "p-flat": 1.0,
+                           "c-poly": values["cost"] - 0.05}  # fmt: skip
+            tests.append({"id": i, "target": values["pressure"], "targets": values,
+                          "predictions": predictions})  # fmt: skip
+    by_target = [
+        {"target": "pressure",
+         "evaluation": [{"model": "p-flat", "n": 4}, {"model": "p-poly", "n": 4}]},
+        {"target": "cost", "evaluation": [{"model": "c-poly", "n": 4}]},
+    ]  # fmt: skip
+    curves = [
+        {"model": m, "metric": "RMSE", "target": target,
+         "points": [{"trials": 1, "samples": 1, "value": 1.0},
+                    {"trials": 10, "samples": 10, "value": 0.1}]}
+        for m, target in (("p-poly", "pressure"), ("p-flat", "pressure"), ("c-poly", "cost"))
+    ]  # fmt: skip
+    return {"phase": "Succeeded", "trials": trials, "testResults": tests,
+            "evaluationByTarget": by_target, "learningCurve": curves}  # fmt: skip
+
+
+def test_every_target_gets_its_own_records_models_and_polynomial_ceiling() -> None:
+    trials = ev.trials_of_every_target(two_target_status())
+    reports = ev.evaluate_targets(trials)
+    assert [r.target for r in reports] == ["pressure", "cost"]
+    pressure, cost = reports
+    assert pressure.models == ["p-flat", "p-poly"] and cost.models == ["c-poly"]
+    assert [t.target for t in cost.trials] == [
+        t["targets"]["cost"]  # type: ignore[index]
+        for t in two_target_status()["trials"]  # type: ignore[attr-defined]
+    ]
+    assert set(pressure.report.models) == {"p-flat", "p-poly"}
+    assert pressure.report.models["p-poly"].mae == pytest.approx(0.01)
+    ceiling = pressure.report.ceiling
+    assert ceiling is not None and ceiling.features == ("rho", "t") and ceiling.n_train == 10
+    assert ceiling.scores.r2 == pytest.approx(1.0)  # the surface is in the span of the features
+    assert "LSQ on rho, t, degree 2" in ceiling.label
+    for t in pressure.trials:  # the fit it keeps reproduces the surface
+        assert ceiling.predict_trial(t) == pytest.approx(t.target, abs=1e-9)
+    assert "LSQ on rho, t, degree 2" in ev.format_evaluation(pressure.report).splitlines()[-1]
+    # a sweep of one target: one report, named by no target, the atom-count ceiling
+    (single,) = ev.evaluate_targets(ev.trials_of_every_target(_sweep_status()))
+    assert single.target is None and single.report.ceiling is not None
+    assert single.report.ceiling.label == "offline ceiling (LSQ on atoms)"
+
+
+def test_trial_records_keep_their_target_and_refuse_a_bad_target_name(tmp_path: Path) -> None:
+    path = tmp_path / "trials.jsonl"
+    trials = ev.trials_of_every_target(two_target_status())
+    ev.write_trials(path, trials)
+    assert ev.load_trials(path) == trials
+    assert {t.target_name for t in ev.load_trials(path)} == {"pressure", "cost"}
+    for bad in ('"../x"', "3", '"Pressure"'):
+        path.write_text('{"parameters": {}, "target": 1, "target_name": ' + bad + "}")
+        with pytest.raises(SpecError, match="target_name"):
+            ev.load_trials(path)
+
+
+def test_render_draws_each_target_in_files_named_by_it(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    status = two_target_status()
+    (src / plot.SWEEP_JSON).write_text(json.dumps({"kind": "LammpsSweep", "status": status}))
+    written = sorted(p.name for p in plot.render(src, tmp_path / "png"))
+    assert written == [
+        "heatmap_cost.png",
+        "heatmap_pressure.png",
+        "learning_curve_RMSE_cost.png",
+        "learning_curve_RMSE_pressure.png",
+        "predicted_vs_actual_cost.png",
+        "predicted_vs_actual_pressure.png",
+    ]
+    # the same from the records the demo writes (trials.jsonl) and watch's metrics.csv: the
+    # models' targets come from the held-out predictions
+    watched = tmp_path / "watched"
+    recorder = watch.Recorder(watched)
+    for n in range(1, 4):
+        recorder.record([_snap(n, m, n, RMSE=1 / n, R2=0.5) for m in ("p-poly", "c-poly")])
+    ev.write_trials(watched / plot.TRIALS_JSONL, ev.trials_of_every_target(status))
+    names = {p.name for p in plot.render(watched, tmp_path / "png2")}
+    assert {"learning_curve_R2_pressure.png", "learning_curve_RMSE_cost.png"} <= names
+    assert not names & {"learning_curve_RMSE.png", "predicted_vs_actual.png"}
+
+
+def test_a_targets_figures_show_its_models_and_its_ceiling_only() -> None:
+    pressure, cost = ev.evaluate_targets(ev.trials_of_every_target(two_target_status()))
+    figure = plot.prediction_figure(pressure.trials, pressure.report.ceiling, "pressure")
+    collections = figure.axes[0].collections
+    labels = [c.get_label() for c in collections]
+    assert [label.split()[0] for label in labels] == ["p-flat", "p-poly", "offline"]
+    assert figure.axes[0].get_xlabel() == "actual pressure"
+    ceiling_points = collections[2].get_offsets()
+    test = [t for t in pressure.trials if t.split == ev.TEST]
+    flat = [float(v) for point in ceiling_points for v in point]
+    expected = [t.target for t in test for _ in range(2)]
+    assert flat == pytest.approx(expected, abs=1e-9)  # the polynomial fit's own, not NaN
+    curves = [
+        {"model": "p-poly", "samples": 1, "metrics": {"RMSE": 1.0}},
+        {"model": "p-poly", "samples": 2, "metrics": {"RMSE": 0.5}},
+    ]
+    title = plot.learning_curve_figure(curves, "RMSE", "pressure").axes[0].get_title()
+    assert "of pressure" in title
+    heat = plot.heatmap_figure(cost.trials, "rho", "t", "cost")
+    assert heat.axes[0].get_title().startswith("Mean cost over rho by t")
