@@ -41,7 +41,8 @@ class SnapshotError(StreamMLError):
 def snapshot_blob(state: ModelState) -> bytes:
     """The blob of ``state``. Blobs written before the cost model lack ``max_features``,
     ``known_features`` and ``heavy``; they load with ModelState's defaults (unbounded, heavy);
-    blobs written before drift detection lack ``drift`` (they load with a fresh watch).
+    blobs written before drift detection lack ``drift`` (they load with a fresh watch), blobs
+    written before provenance lack ``origins`` (they load with an empty index).
 
     An expensive model's state can be large, and the C pickler holds the GIL for the whole dump
     (seconds for a big kernel sampler: measured, a 4.6 s stall of /healthz). Such a model is
@@ -57,6 +58,7 @@ def snapshot_blob(state: ModelState) -> bytes:
         "known_features": state.known_features,
         "heavy": state.heavy,
         "drift": state.drift,
+        "origins": state.origins,
     }
     inner = b""
     if state.heavy:
