@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -229,3 +230,39 @@ async def test_a_sweeps_trials_arrive_with_their_origin(tmp_path: Path, lammps_b
         trials = sorted(counts["trial"])
         assert len(trials) == 3 and all(t.startswith(state["identity"] + "/t") for t in trials)
         assert sorted(v.first for v in reply["trial"].values) == [1, 2, 3]
+
+
+@pytest.mark.lammps
+async def test_a_spooled_trial_keeps_its_origin_until_it_is_delivered(
+    tmp_path: Path, lammps_bin: str
+) -> None:
+    """``run-lammps --sweep --attempt`` while the server is down: the spooled request keeps the
+    provenance, and the redelivery learns it (once)."""
+    with running_server(tmp_path / "server") as server:
+        await create_models(server)
+        port, data_dir, token = server.port, server.data_dir, server.token
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
+    env.update(STREAMML_USERNAME=str(server.username), STREAMML_TOKEN=str(token))
+    spool, log = tmp_path / "spool", tmp_path / "lammps.log"
+    command = [*streamml_command(), "run-lammps", "--server", server.url, "--trial-id",
+               "manual/t00007", "--sweep", "manual", "--attempt", "2", "--var", "nx=4",
+               "--var", "ny=4", "--var", "nz=4", "--var", "steps=20", "--retries", "1",
+               "--spool-dir", str(spool), "--log-file", str(log)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "result spooled to" in done.stderr, done.stderr
+    (entry,) = spool.glob("*.json")
+    version = log.read_text().splitlines()[0][len("LAMMPS (") : -1]
+    want = {"sweep": "manual", "trial": "manual/t00007", "attempt": "2",
+            "lammps_version": version, "host": socket.gethostname()}  # fmt: skip
+    assert json.loads(entry.read_text())["provenance"] == want
+    with running_server(data_dir, port=port, token=token) as again:
+        redeliver = [*streamml_command(), "run-lammps", "--deliver-spool", str(spool)]
+        for _ in range(2):  # the second delivery is a duplicate: nothing counted twice
+            done = subprocess.run(redeliver, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            for delivered in (spool / "delivered").glob("*.json"):
+                shutil.copy(delivered, spool / delivered.name)
+        async with ModelServerClient(again.url, username=again.username, token=token) as c:
+            for key, value in want.items():
+                reply = await c.provenance("linear", by=key)
+                assert [(v.value, v.count) for v in reply.values] == [(value, 1)], key
