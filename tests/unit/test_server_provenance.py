@@ -83,6 +83,23 @@ def test_replay_on_a_snapshot_rebuilds_the_index_exactly() -> None:
     assert live.origins.samples == 12 and live.learn_stats.n_calls == 13
 
 
+@pytest.mark.parametrize("heavy", [False, True])
+def test_the_index_goes_with_the_snapshot(heavy: bool) -> None:
+    """Both picklers (a heavy model's is the pure-Python one) keep the index."""
+    live = state()
+    live.heavy = heavy
+    live.learn({"x": 1.0}, 2.0, provenance={"host": "a", "sweep": "s"})
+    live.learn({"x": 2.0}, 2.0, provenance={"host": "b"})
+    loaded = load_snapshot("lin", "regression", snapshot_blob(live))
+    assert loaded.origins == live.origins and loaded.origins.samples == 2
+    assert loaded.origins.by("host", limit=5)["values"][1] == {
+        "value": "b",
+        "count": 1,
+        "first": 2,
+        "last": 2,
+    }
+
+
 def test_a_snapshot_written_before_provenance_loads_with_an_empty_index() -> None:
     live = state()
     live.learn({"x": 1.0}, 2.0)
