@@ -49,6 +49,8 @@ _PERF = re.compile(
 _CPU = re.compile(rf"^({_NUM})% CPU use with (\d+) MPI tasks x (\d+) OpenMP threads", re.MULTILINE)
 _WALL = re.compile(r"^Total wall time: (\d+):(\d{2}):(\d{2})", re.MULTILINE)
 _ERROR = re.compile(r"^ERROR(?: on proc \d+)?: .*$", re.MULTILINE)
+#: the log's first line: ``LAMMPS (29 Aug 2024 - Update 1)``
+_VERSION = re.compile(r"^LAMMPS \(([^()\n]{1,200})\)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,12 @@ def find_error(text: str) -> str | None:
     """
     match = _ERROR.search(text)
     return match.group(0).strip() if match else None
+
+
+def lammps_version(text: str) -> str | None:
+    """The version LAMMPS names on its first line (``29 Aug 2024 - Update 1``), or None."""
+    match = _VERSION.search(text)
+    return match.group(1).strip() if match else None
 
 
 def lammps_failure(error_line: str) -> LammpsError:

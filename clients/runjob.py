@@ -64,6 +64,9 @@ class RunJobSettings(BaseSettings):
     #: the trial's input snapshot (set by a backend that mounts it, e.g. kubernetes)
     input_dir: Path | None = None
     lmp: str = "lmp"
+    #: the sweep and the attempt of this job (set by the sweep engine): provenance only
+    sweep: str | None = None
+    attempt: str | None = None
 
     def credentials_pair(self) -> tuple[str | None, str | None]:
         username = self.username or _read_file(self.username_file)
@@ -78,6 +81,12 @@ def _read_file(path: Path | None) -> str | None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="model server base URL (env STREAMML_SERVER)")
     parser.add_argument("--trial-id", help="the trial's identifier (idempotent learn)")
+    parser.add_argument(
+        "--sweep", help="the sweep this trial belongs to, for its provenance (env STREAMML_SWEEP)"
+    )
+    parser.add_argument(
+        "--attempt", help="the attempt of this trial, for its provenance (env STREAMML_ATTEMPT)"
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -244,6 +253,7 @@ def _run_trial(args: argparse.Namespace, settings: RunJobSettings) -> int:
         models=learner_models(targets, args.models),
         result_file=str(result_file) if result_file else None,
         targets=None if args.test or len(targets) == 1 else _groups(targets, values),
+        provenance=None if args.test else _provenance(args, settings, document, result.output),
     )
     outcome = asyncio.run(
         delivery.deliver(
@@ -284,6 +294,28 @@ def _targets(args: argparse.Namespace) -> list[TargetSpec]:
     if problem is not None:
         raise ConfigurationError(f"--targets: {problem}")
     return targets
+
+
+def _provenance(
+    args: argparse.Namespace, settings: RunJobSettings, document: JobResult, output: str
+) -> dict[str, str]:
+    """Where this sample comes from: sweep, trial, attempt, image digest, LAMMPS version, host
+    (the ones known; each made a value the server accepts, ``delivery.provenance_value``)."""
+    import socket
+
+    from streamml.client.delivery import provenance_value
+    from streamml.clients import lammps
+
+    found = {
+        "sweep": args.sweep or settings.sweep,
+        "trial": document.trial,
+        "attempt": args.attempt or settings.attempt,
+        "image_digest": document.image_digest,
+        "lammps_version": lammps.lammps_version(output),
+        "host": socket.gethostname(),
+    }
+    clean = {key: provenance_value(value) for key, value in found.items()}
+    return {key: value for key, value in clean.items() if value is not None}
 
 
 def _groups(targets: list[TargetSpec], values: dict[str, float]) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from river import metrics as _river_metrics
 from streamml.errors import SpecError
 from streamml.modelserver.drift import DriftWatch, Fork, error_of, fresh_model, metric_values
 from streamml.modelserver.pending import PendingPrediction, PendingSource
+from streamml.modelserver.provenance import Origins
 
 #: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
 #: that they can be put back when its write is not made durable
@@ -189,22 +190,32 @@ class Prediction:
 
 @dataclass(slots=True)
 class LearnRecord:
-    """One applied learn, enough to replay it: ``[features, y, prediction, ns, identifier]``."""
+    """One applied learn, enough to replay it: ``[features, y, prediction, ns, identifier]``,
+    plus ``provenance`` as a 6th element only when the learn carried one (a row without it,
+    such as every row an earlier release wrote, decodes as before)."""
 
     features: dict[str, Any]
     ground_truth: Any
     prediction: Prediction | None
     duration_ns: int
     identifier: str | None
+    #: where the sample came from (``wire.check_provenance``), None: not said
+    provenance: dict[str, str] | None = None
 
     def encode(self) -> list[Any]:
         pred = None if self.prediction is None else self.prediction.encode()
-        return [self.features, self.ground_truth, pred, self.duration_ns, self.identifier]
+        row = [self.features, self.ground_truth, pred, self.duration_ns, self.identifier]
+        if self.provenance is not None:
+            row.append(self.provenance)
+        return row
 
     @classmethod
     def decode(cls, data: list[Any]) -> LearnRecord:
-        features, y, pred, ns, identifier = data
-        return cls(features, y, None if pred is None else Prediction.decode(pred), ns, identifier)
+        features, y, pred, ns, identifier, *rest = data
+        if len(rest) > 1 or (rest and type(rest[0]) is not dict):
+            raise ValueError(f"a learn-log record has {len(data)} elements or a bad provenance")
+        prediction = None if pred is None else Prediction.decode(pred)
+        return cls(features, y, prediction, ns, identifier, rest[0] if rest else None)
 
 
 @dataclass
@@ -232,6 +243,9 @@ class ModelState:
     drift: DriftWatch | None = None
     #: policy ``fork``: the model as it was at the last detection, scored beside the served one
     fork: Fork | None = None
+    #: where its samples came from (``provenance``); a snapshot written before provenance
+    #: loads with an empty index (none of its samples said)
+    origins: Origins = field(default_factory=Origins)
     #: each metric's bound update and whether it takes the label (else the probabilities);
     #: made on first use (the metrics of a state never change)
     _scorers: list[tuple[Any, bool]] | None = field(
@@ -391,10 +405,11 @@ class ModelState:
         *,
         supplied: bool = True,
         window: int | None = None,
+        provenance: dict[str, str] | None = None,
     ) -> LearnRecord | None:
         """One sample (:meth:`validate`); None when ``identifier`` was already learned.
         ``prediction``: see :meth:`scored_with`; ``window``: how many identifiers the model
-        remembers (None: all)."""
+        remembers (None: all); ``provenance``: where the sample came from (logged, indexed)."""
         if identifier is not None and identifier in self.seen:
             return None
         y = self.check_target(ground_truth)
@@ -403,7 +418,9 @@ class ModelState:
         prediction = self.validate(
             features, y, prediction, predict=y is not None and bool(self.metrics)
         )
-        record = LearnRecord(features, y, prediction, time.perf_counter_ns() - start, identifier)
+        record = LearnRecord(
+            features, y, prediction, time.perf_counter_ns() - start, identifier, provenance
+        )
         self._account(record, window)
         return record
 
@@ -415,11 +432,12 @@ class ModelState:
         update_metrics: bool = True,
         taken: Taken | None = None,
         window: int | None = None,
+        provenance: dict[str, str] | None = None,
     ) -> tuple[list[list[Any]], int, list[tuple[int, str]]]:
         """Many samples, each as :meth:`learn` does it, encoded records out; a sample the model
         rejects is skipped and reported, not fatal. Without ``update_metrics`` the samples are
         learned only (no prediction, no metric update; a waiting prediction is dropped), and
-        logged so that a replay does the same.
+        logged so that a replay does the same. ``provenance``: the origin of every sample.
 
         A waiting prediction is taken only for a sample that is then learned (a rejected
         sample leaves it for the corrected retry); the ones taken are noted in ``taken``.
@@ -462,8 +480,14 @@ class ModelState:
             each = (time.perf_counter_ns() - start) // len(encoded)
             for item in encoded:
                 item[3] = each
+            base = self.learn_stats.n_calls
             self.learn_stats.record_many(each, len(encoded))
             self.dirty += len(encoded)
+            if provenance is not None:
+                add = self.origins.add
+                for position, item in enumerate(encoded, start=base + 1):
+                    item.append(provenance)
+                    add(provenance, position)
         return encoded, duplicates, rejected
 
     def replay(self, record: LearnRecord, window: int | None = None) -> None:
@@ -478,6 +502,8 @@ class ModelState:
         self.dirty += 1
         if record.identifier is not None:
             self._remember(record.identifier, window)
+        if record.provenance is not None:  # the sample's index: the learn count after it
+            self.origins.add(record.provenance, self.learn_stats.n_calls)
 
     def _remember(self, identifier: str, window: int | None) -> None:
         """The one place an identifier enters the idempotency window (live and on replay, so

@@ -28,6 +28,10 @@ from streamml.modelserver.storage import Op
 from streamml.modelserver.workers import ModelWorkers
 
 Sample = tuple[dict[str, Any], Any, str | None]
+#: one learn: features, ground truth, identifier, prediction, truths (per model), provenance
+OneSample = tuple[
+    dict[str, Any], Any, str | None, Any, Mapping[str, Any] | None, dict[str, str] | None
+]
 Results = dict[str, dict[str, Any]]
 Learned = list[tuple[ModelState, LearnRecord]]
 
@@ -60,18 +64,19 @@ class Learns:
         identifier: str | None = None,
         prediction: Any = None,
         truths: Mapping[str, Any] | None = None,
+        provenance: dict[str, str] | None = None,
     ) -> Results:
         """One sample on one model, a subset, or all of them; the per-model results.
         ``truths``: each model's own ground truth instead of ``ground_truth`` (several targets
-        of one run, one commit: an error reply still means that nothing was applied)."""
+        of one run, one commit: an error reply still means that nothing was applied);
+        ``provenance``: where the sample came from (each model logs and indexes it)."""
+        sample = (features, ground_truth, identifier, prediction, truths, provenance or None)
         targets = self.registry.targets(model, models)
         commits = self.commits
         inflight = commits.inflight
         waits = identifier is not None and any((s.name, identifier) in inflight for s in targets)
         if not waits and self._inline(targets):  # the hot path: no await until the commit
-            learnt = await self._learn_each(
-                targets, features, ground_truth, identifier, prediction, truths, inline=True
-            )
+            learnt = await self._learn_each(targets, sample, inline=True)
             future = commits.submit(learnt[1])
         else:
             async with self.workers.locked([state.name for state in targets]):
@@ -79,9 +84,7 @@ class Learns:
                 if identifier is not None:
                     await commits.settled([(n, identifier) for n in names])
                 targets = [s for s in self.registry.targets(model, models) if s.name in names]
-                learnt = await self._learn_each(
-                    targets, features, ground_truth, identifier, prediction, truths, inline=False
-                )
+                learnt = await self._learn_each(targets, sample, inline=False)
                 future = commits.submit(learnt[1])
         results, _, learned, taken = learnt
         keys = [] if identifier is None else [(state.name, identifier) for state, _ in learned]
@@ -91,21 +94,14 @@ class Learns:
         return results
 
     async def _learn_each(
-        self,
-        targets: list[ModelState],
-        features: dict[str, Any],
-        ground_truth: Any,
-        identifier: str | None,
-        prediction: Any,
-        truths: Mapping[str, Any] | None,
-        *,
-        inline: bool,
+        self, targets: list[ModelState], sample: OneSample, *, inline: bool
     ) -> tuple[Results, list[Op], Learned, Taken]:
         """Each target's part: ``inline`` right here (no await at all), else on the model's
         thread when it must be, with the targets' write locks held. A target that refuses the
         sample is listed with its reason; when all refuse, a SpecError (nothing was applied).
         A failure that is not the sample's (a bug, or cancelled mid-apply) reverts every
         target (abort marker). The ops are built in the step that returns them."""
+        features, ground_truth, identifier, prediction, truths, provenance = sample
         results: Results = {}
         learned: Learned = []
         errors: list[str] = []
@@ -115,7 +111,7 @@ class Learns:
             for state in targets:
                 truth = ground_truth if truths is None else truths[state.name]
                 try:
-                    join = registry.join(state, features, truth, identifier, prediction)
+                    join = registry.join(state, features, truth, identifier, prediction, provenance)
                     record = await self._applied(state, join, taken, inline=inline)
                 except SpecError as exc:
                     results[state.name] = {"learned": False, "duplicate": False, "error": str(exc)}
@@ -201,12 +197,15 @@ class Learns:
         model: str | None = None,
         models: list[str] | None = None,
         update_metrics: bool = True,
+        provenance: dict[str, str] | None = None,
     ) -> Results:
         """Many samples in one commit per model. A sample a model rejects is skipped and
         listed under ``rejected`` (index and reason); the others are learned. Only when no
         model could learn any sample is it an error. Never learned on the event loop (it may
         take seconds to minutes): each model's part runs on its thread, under the write locks
-        of all targets, and all ops are submitted together after the last one."""
+        of all targets, and all ops are submitted together after the last one. ``provenance``:
+        the origin of every sample."""
+        provenance = provenance or None
         registry, commits = self.registry, self.commits
         targets = registry.targets(model, models)
         names = {state.name for state in targets}
@@ -221,7 +220,7 @@ class Learns:
             accepted = 0
             for state in targets:
                 encoded, body, result = await self._batch_part(
-                    state, samples, update_metrics, targets, taken
+                    state, samples, (update_metrics, provenance), targets, taken
                 )
                 results[state.name] = result
                 accepted += result["learned"] + result["duplicates"]
@@ -248,7 +247,7 @@ class Learns:
         self,
         state: ModelState,
         samples: list[Sample],
-        update_metrics: bool,
+        how: tuple[bool, dict[str, str] | None],
         targets: list[ModelState],
         taken: Taken,
     ) -> tuple[list[list[Any]], bytes, dict[str, Any]]:
@@ -259,7 +258,7 @@ class Learns:
         consumed: Taken = []
         try:
             encoded, body, duplicates, rejected = await self.workers.run(
-                state.name, self._learn_many, state, samples, joined, update_metrics, consumed
+                state.name, self._learn_many, state, samples, joined, how, consumed
             )
         except Exception:
             for name, identifier, item in consumed:
@@ -280,15 +279,18 @@ class Learns:
         state: ModelState,
         samples: list[Sample],
         joined: TakenPredictions,
-        update_metrics: bool,
+        how: tuple[bool, dict[str, str] | None],
         consumed: Taken,
     ) -> tuple[list[list[Any]], bytes, int, list[tuple[int, str]]]:
-        """The model's part of a batch, and its log record (encoded here, off the loop)."""
+        """The model's part of a batch, and its log record (encoded here, off the loop);
+        ``how``: (update the metrics, the samples' provenance)."""
+        update_metrics, provenance = how
         encoded, duplicates, rejected = state.learn_many(
             samples,
             joined,
             update_metrics=update_metrics,
             taken=consumed,
             window=self.registry.idempotency_window,
+            provenance=provenance,
         )
         return encoded, dumps(encoded) if encoded else b"", duplicates, rejected

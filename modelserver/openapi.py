@@ -37,6 +37,7 @@ _SCHEMAS: list[type[BaseModel]] = [
     replies.StatsReply,
     replies.DeletedReply,
     replies.HealthReply,
+    replies.ProvenanceReply,
     sweepsummary.SweepSummary,
 ]
 
@@ -165,6 +166,12 @@ def _model_ops() -> dict[str, Any]:
 
 
 def _learning_ops() -> dict[str, Any]:
+    key = {"type": "string", "pattern": wire.PROVENANCE_KEY.pattern}
+    provenance_params = [
+        {"name": "model", **NAME_PARAM},
+        {"name": "by", "in": "query", "required": False, "schema": key},
+        {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
     return {
         "/api/learn/": {
             # 201 when a model learned the sample, 200 when every model had seen its identifier
@@ -207,6 +214,14 @@ def _learning_ops() -> dict[str, Any]:
         "/api/stats/": {
             "get": _op(
                 "call counts and durations (ns)", "StatsReply", READ_BODY, params=[MODEL_QUERY]
+            )
+        },
+        "/api/provenance/{model}": {
+            "get": _op(
+                "the model's samples by origin (?by=KEY: per value count, first, last)",
+                "ProvenanceReply",
+                READ,
+                params=provenance_params,
             )
         },
     }

@@ -159,6 +159,7 @@ class Registry:
         ground_truth: Any,
         identifier: str | None,
         prediction: Any,
+        provenance: dict[str, str] | None = None,
     ) -> Join:
         """On the loop: the learn with the prediction it is scored with (the caller's, else the
         one waiting for it, taken now), after checking the target."""
@@ -168,8 +169,10 @@ class Registry:
             state.check_target(ground_truth)
             waiting = self.pending.take(state.name, identifier)
         if supplied is None and waiting is not None:
-            return Join(features, ground_truth, identifier, waiting.prediction, waiting, own=True)
-        return Join(features, ground_truth, identifier, supplied, waiting, own=False)
+            return Join(
+                features, ground_truth, identifier, waiting.prediction, waiting, True, provenance
+            )
+        return Join(features, ground_truth, identifier, supplied, waiting, False, provenance)
 
     def apply(self, state: ModelState, join: Join) -> LearnRecord | None:
         """The model's part of a learn (it may run on the model's thread)."""
@@ -180,6 +183,7 @@ class Registry:
             join.prediction,
             supplied=not join.own,
             window=self.idempotency_window,
+            provenance=join.provenance,
         )
 
     def settle(self, state: ModelState, join: Join, taken: Taken | None, ok: bool) -> None:
@@ -237,3 +241,5 @@ class Join:
     waiting: PendingPrediction | None
     #: the prediction is the model's own (made earlier), not the client's
     own: bool
+    #: where the sample came from (None: not said)
+    provenance: dict[str, str] | None = None

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamml.modelserver import dashboard, openapi, pages, streams, targetlearns, views
+from streamml.modelserver import (
+    dashboard,
+    openapi,
+    pages,
+    provenance_view,
+    streams,
+    targetlearns,
+    views,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -28,6 +36,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/api/label/", views.label),
             web.get("/api/metrics/", views.metrics),
             web.get("/api/stats/", views.stats),
+            web.get("/api/provenance/{model}", provenance_view.model_provenance),
             web.get("/api/stream/events/", streams.stream_events),
             web.get("/api/stream/metrics/", streams.stream_metrics),
             web.get("/api/stream/dashboard/", streams.stream_dashboard),

@@ -41,8 +41,9 @@ class SnapshotError(StreamMLError):
 def snapshot_blob(state: ModelState) -> bytes:
     """The blob of ``state``. Blobs written before the cost model lack ``max_features``,
     ``known_features`` and ``heavy``; they load with ModelState's defaults (unbounded, heavy);
-    blobs written before drift detection lack ``drift`` (they load with a fresh watch), and
-    before the ``fork`` policy ``fork`` (they load with none).
+    blobs written before drift detection lack ``drift`` (they load with a fresh watch), before
+    the ``fork`` policy ``fork`` (they load with none), before provenance ``origins`` (they load
+    with an empty index).
 
     An expensive model's state can be large, and the C pickler holds the GIL for the whole dump
     (seconds for a big kernel sampler: measured, a 4.6 s stall of /healthz). Such a model is
@@ -59,6 +60,7 @@ def snapshot_blob(state: ModelState) -> bytes:
         "heavy": state.heavy,
         "drift": state.drift,
         "fork": state.fork,
+        "origins": state.origins,
     }
     inner = b""
     if state.heavy:

@@ -26,7 +26,12 @@ async def learn_targets(request: web.Request) -> web.Response:
     truths = {model: group.ground_truth for group in body.targets for model in group.models}
     try:
         results = await request.app[SERVICE].learn(
-            body.features, None, models=list(truths), identifier=body.identifier, truths=truths
+            body.features,
+            None,
+            models=list(truths),
+            identifier=body.identifier,
+            truths=truths,
+            provenance=body.provenance,
         )
     except SpecError as exc:  # every model refused its value: nothing was applied
         raise SpecError(str(exc), field="targets") from None

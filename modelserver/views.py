@@ -304,13 +304,14 @@ async def learn(request: web.Request) -> web.Response:
     raw, data = await json_body(request)
     service = request.app[SERVICE]
     try:  # the hot path, checked by hand; a refusal gets pydantic's reply (the same verdict)
-        model, models, features, truth, prediction, identifier = fast_learn(
+        model, models, features, truth, prediction, identifier, provenance = fast_learn(
             data, service.registry.models
         )
     except FieldError:
         body = LearnRequest.model_validate_json(raw)
         model, models, features = body.model, body.models, body.features
         truth, prediction, identifier = body.ground_truth, body.prediction, body.identifier
+        provenance = body.provenance
     results = await service.learn(
         features,
         truth,
@@ -318,6 +319,7 @@ async def learn(request: web.Request) -> web.Response:
         models=models,
         identifier=identifier,
         prediction=prediction,
+        provenance=provenance,
     )
     reply_data: dict[str, Any] = {"results": results}
     if model is not None:
@@ -348,7 +350,11 @@ async def learn_batch(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise SpecError(str(exc), field="samples") from None
     results = await request.app[SERVICE].learn_batch(
-        samples, model=body.model, models=body.models, update_metrics=body.update_metrics
+        samples,
+        model=body.model,
+        models=body.models,
+        update_metrics=body.update_metrics,
+        provenance=body.provenance,
     )
     return reply({"results": results})
 

@@ -47,6 +47,7 @@ from streamml.vocabulary.replies import (
     MetricsReply,
     ModelsReply,
     PredictReply,
+    ProvenanceReply,
     StatsReply,
 )
 from streamml.vocabulary.sweepsummary import SweepSummary
@@ -134,8 +135,10 @@ class ModelServerClient:
         model: str | None = None,
         models: Sequence[str] | None = None,
         identifier: str | None = None,
+        provenance: Mapping[str, str] | None = None,
     ) -> LearnReply:
-        """Learn one sample on one model, a subset, or (neither given) every model."""
+        """Learn one sample on one model, a subset, or (neither given) every model;
+        ``provenance``: where it came from (``wire.PROVENANCE_KEYS`` and a few more)."""
         body: dict[str, Any] = {"features": dict(features), "ground_truth": ground_truth}
         if model is not None:
             body["model"] = model
@@ -143,6 +146,8 @@ class ModelServerClient:
             body["models"] = list(models)
         if identifier is not None:
             body["identifier"] = identifier
+        if provenance:
+            body["provenance"] = dict(provenance)
         return await self._call(LearnReply, "POST", "/api/learn/", json=body)
 
     async def learn_targets(
@@ -151,14 +156,17 @@ class ModelServerClient:
         targets: Sequence[Mapping[str, Any]],
         *,
         identifier: str,
+        provenance: Mapping[str, str] | None = None,
     ) -> LearnReply:
         """One sample's several targets (``{"name", "models", "ground_truth"}`` each), each
         learned by its own models, in one request (``POST /api/learn/targets/``)."""
-        body = {
+        body: dict[str, Any] = {
             "features": dict(features),
             "identifier": identifier,
             "targets": [dict(t) for t in targets],
         }
+        if provenance:
+            body["provenance"] = dict(provenance)
         return await self._call(LearnReply, "POST", "/api/learn/targets/", json=body)
 
     async def learn_batch(
@@ -168,12 +176,16 @@ class ModelServerClient:
         model: str | None = None,
         models: Sequence[str] | None = None,
         update_metrics: bool = True,
+        provenance: Mapping[str, str] | None = None,
     ) -> BatchLearnReply:
         """Learn many samples (``{"features", "ground_truth", "identifier"?}``) in one request;
-        ``update_metrics=False`` learns without progressive validation (a backfill)."""
+        ``update_metrics=False`` learns without progressive validation (a backfill);
+        ``provenance``: the origin of every sample."""
         body: dict[str, Any] = {"samples": [dict(s) for s in samples]}
         if not update_metrics:
             body["update_metrics"] = False
+        if provenance:
+            body["provenance"] = dict(provenance)
         if model is not None:
             body["model"] = model
         if models is not None:
@@ -208,6 +220,17 @@ class ModelServerClient:
 
     async def stats(self, model: str) -> StatsReply:
         return await self._call(StatsReply, "GET", "/api/stats/", params={"model": model})
+
+    async def provenance(
+        self, model: str, *, by: str | None = None, limit: int | None = None
+    ) -> ProvenanceReply:
+        """The model's samples by origin; ``by``: split by this key (``host``, ``sweep``, ...)."""
+        params = {"by": by} if by is not None else {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        return await self._call(
+            ProvenanceReply, "GET", f"/api/provenance/{model}", params=params or None
+        )
 
     async def get_unchecked(self, path: str, **params: str) -> dict[str, Any]:
         """The decoded JSON body of a GET, not validated against a reply model: for tools that

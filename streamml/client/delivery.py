@@ -10,7 +10,8 @@ A spool file is the whole request plus where it goes::
 
     {"kind": "learn" | "predict", "server": URL, "trial": ID, "models": [..] | null,
      "features": {...}, "ground_truth": y | null, "result_file": path | null,
-     "targets": [{"name", "models", "ground_truth"}, ...]}   # the last key: several targets
+     "targets": [{"name", "models", "ground_truth"}, ...],   # several targets only
+     "provenance": {"sweep", "trial", "attempt", ...}}       # where it came from, if known
 
 A learn with ``targets`` goes in ONE request (``POST /api/learn/targets/``): each target to its
 models, all under the trial's identifier, so a resend learns only what a model lacks.
@@ -34,6 +35,7 @@ from streamml.errors import DeliveryError, StreamMLError
 from streamml.files import write_atomic
 from streamml.vocabulary import jobresult
 from streamml.vocabulary.replies import LearnReply
+from streamml.vocabulary.wire import MAX_PROVENANCE_VALUE, check_provenance
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class Request:
     result_file: str | None = None
     #: several targets, each to its models (``{"name", "models", "ground_truth"}``); learn only
     targets: list[dict[str, Any]] | None = None
+    #: where the sample came from (``wire.check_provenance``); learn only
+    provenance: dict[str, str] | None = None
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -83,6 +87,8 @@ class Request:
         }
         if self.targets is not None:
             data["targets"] = self.targets
+        if self.provenance:
+            data["provenance"] = self.provenance
         return data
 
     @classmethod
@@ -110,7 +116,17 @@ class Request:
             models=models,
             result_file=data.get("result_file"),
             targets=_spooled_targets(data.get("targets")),
+            provenance=_spooled_provenance(data.get("provenance")),
         )
+
+
+def _spooled_provenance(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    try:
+        return dict(check_provenance(value))
+    except ValueError as exc:
+        raise DeliveryError(f"spool entry has an invalid 'provenance': {exc}") from None
 
 
 def _spooled_targets(value: object) -> list[dict[str, Any]] | None:
@@ -131,6 +147,16 @@ def _spooled_targets(value: object) -> list[dict[str, Any]] | None:
     return [dict(item) for item in value]
 
 
+def provenance_value(text: str | None) -> str | None:
+    """``text`` as a provenance value the server accepts: control characters as ``?``, at most
+    :data:`MAX_PROVENANCE_VALUE` characters (None when nothing is left). A host name or a
+    version line is what the job found: an odd one must not cost the trial its learn."""
+    if text is None:
+        return None
+    clean = "".join(c if c.isprintable() else "?" for c in text.strip())
+    return clean[:MAX_PROVENANCE_VALUE] or None
+
+
 @dataclass
 class Outcome:
     delivered: bool
@@ -149,7 +175,10 @@ async def send(request: Request, credentials: Credentials, *, timeout_s: float =
     ) as client:
         if request.kind == "learn" and request.targets is not None:
             reply = await client.learn_targets(
-                request.features, request.targets, identifier=request.trial
+                request.features,
+                request.targets,
+                identifier=request.trial,
+                provenance=request.provenance,
             )
             return Outcome(delivered=True, reply=reply)
         if request.kind == "learn":
@@ -160,6 +189,7 @@ async def send(request: Request, credentials: Credentials, *, timeout_s: float =
                 request.ground_truth,
                 models=request.models,
                 identifier=request.trial,
+                provenance=request.provenance,
             )
             return Outcome(delivered=True, reply=reply)
         models = request.models if request.models is not None else await client.models()

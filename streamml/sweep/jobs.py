@@ -139,7 +139,14 @@ def build_job(
     return JobRequest(
         name=name,
         command=command,
-        env={**ctx.env, "STREAMML_RESULT_FILE": result},
+        # the sweep and the attempt reach the job by its environment (an older run-lammps in
+        # an image ignores them, where an unknown option would fail it): its provenance
+        env={
+            **ctx.env,
+            "STREAMML_RESULT_FILE": result,
+            "STREAMML_SWEEP": sweep,
+            "STREAMML_ATTEMPT": str(attempt),
+        },
         workdir=None if ctx.remote else out,
         input_dir=ctx.input_dir,
         cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),

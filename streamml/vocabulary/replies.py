@@ -179,3 +179,41 @@ class HealthReply(BaseModel):
     findings: list[str] | None = Field(
         None, description="readyz when degraded: problems of the data dir (a WAL that lost commits)"
     )
+
+
+class OriginCount(BaseModel):
+    """The samples of one origin value: how many, and the first and last sample index (the
+    model's learn count after the sample: the ``samples`` axis of its history)."""
+
+    value: str
+    count: int
+    first: int
+    last: int
+
+
+class OriginSpan(BaseModel):
+    count: int
+    first: int
+    last: int
+
+
+class ProvenanceReply(BaseModel):
+    """``GET /api/provenance/{model}``: the model's samples by origin. Without ``?by=`` only
+    ``samples``, ``samples_with_provenance`` and ``keys`` (each key's number of distinct
+    values); with it the split (``values``, the most frequent first)."""
+
+    model: str
+    samples: int
+    samples_with_provenance: int
+    keys: dict[str, int] = Field(default_factory=dict)
+    #: samples whose key was not indexed (past the index's bound of distinct keys)
+    unindexed_keys: dict[str, int] = Field(default_factory=dict)
+    key: str | None = None
+    values: list[OriginCount] = Field(default_factory=list)
+    distinct: int | None = None
+    #: more distinct values than ``?limit=`` (the rarest left out)
+    truncated: bool | None = None
+    #: samples with a provenance but none under ``key``
+    without_key: int | None = None
+    #: samples whose value came after the index's bound of distinct values
+    other: OriginSpan | None = None

@@ -112,6 +112,55 @@ _TARGET_SCHEMA = {
 Features = Annotated[
     dict[str, Any], AfterValidator(check_features), WithJsonSchema(_FEATURES_SCHEMA)
 ]
+
+# -- provenance: where a learned sample came from ------------------------------------------------
+
+#: the keys a job knows (``streamml run-lammps`` sends those it has); others are extra keys
+PROVENANCE_KEYS = ("sweep", "trial", "attempt", "image_digest", "lammps_version", "host")
+#: extra keys besides the known ones (a site's own labels: cluster, partition, ...)
+MAX_PROVENANCE_EXTRA = 4
+MAX_PROVENANCE_VALUE = 200
+PROVENANCE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def check_provenance(value: Any) -> dict[str, str]:
+    """A sample's origin: string values of 1 to 200 printable characters under the known keys
+    (:data:`PROVENANCE_KEYS`) and at most :data:`MAX_PROVENANCE_EXTRA` others (lowercase
+    names). Bounded because every value is kept in the learn log and the model's origin index."""
+    if type(value) is not dict:
+        raise ValueError("must be an object of string values")
+    extra = 0
+    for key, text in value.items():
+        if key not in PROVENANCE_KEYS:
+            if PROVENANCE_KEY.fullmatch(key) is None:
+                raise ValueError(
+                    f"key {key[:40]!r} must be lowercase letters, digits and '_' (at most 32)"
+                )
+            extra += 1
+            if extra > MAX_PROVENANCE_EXTRA:
+                raise ValueError(
+                    f"at most {MAX_PROVENANCE_EXTRA} keys besides {', '.join(PROVENANCE_KEYS)}"
+                )
+        if type(text) is not str or not 1 <= len(text) <= MAX_PROVENANCE_VALUE:
+            raise ValueError(f"{key!r} must be a string of 1 to {MAX_PROVENANCE_VALUE} characters")
+        if not text.isprintable():
+            raise ValueError(f"{key!r} must be printable text (no control characters)")
+    return value
+
+
+_PROVENANCE_VALUE_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_PROVENANCE_VALUE}
+_PROVENANCE_SCHEMA = {
+    "type": "object",
+    "description": "where the sample came from; kept in the learn log and the model's origin "
+    "index (GET /api/provenance/{model})",
+    "properties": {key: _PROVENANCE_VALUE_SCHEMA for key in PROVENANCE_KEYS},
+    "maxProperties": len(PROVENANCE_KEYS) + MAX_PROVENANCE_EXTRA,
+    "propertyNames": {"pattern": PROVENANCE_KEY.pattern},
+    "additionalProperties": _PROVENANCE_VALUE_SCHEMA,
+}
+Provenance = Annotated[
+    dict[str, Any], AfterValidator(check_provenance), WithJsonSchema(_PROVENANCE_SCHEMA)
+]
 Target = Annotated[Any, AfterValidator(check_target), WithJsonSchema(_TARGET_SCHEMA)]
 
 
@@ -139,6 +188,7 @@ class LearnRequest(_Request):
     ground_truth: Target | None = None
     prediction: Target | None = None
     identifier: Identifier | None = None
+    provenance: Provenance | None = None
 
 
 class LearnSample(_Request):
@@ -165,6 +215,9 @@ class BatchLearnEnvelope(_Request):
         description="progressive validation: predict each sample and update the metrics before "
         "learning it (the default, as a single learn does). false learns only and leaves the "
         "metrics as they were, e.g. to backfill results collected before the server ran",
+    )
+    provenance: Provenance | None = Field(
+        default=None, description="the origin of every sample of the batch"
     )
 
 
@@ -214,8 +267,11 @@ _LEARN_KEYS = frozenset(LearnRequest.model_fields)
 _PREDICT_KEYS = frozenset(PredictRequest.model_fields)
 _SAMPLE_KEYS = frozenset(LearnSample.model_fields)
 
-#: what :func:`fast_learn` returns: model, models, features, ground_truth, prediction, identifier
-LearnValues = tuple[str | None, list[str] | None, dict[str, Any], Any, Any, str | None]
+#: what :func:`fast_learn` returns: model, models, features, ground_truth, prediction, identifier,
+#: provenance
+LearnValues = tuple[
+    str | None, list[str] | None, dict[str, Any], Any, Any, str | None, dict[str, str] | None
+]
 #: what :func:`fast_predict` returns: model, features, identifier
 PredictValues = tuple[str, dict[str, Any], str | None]
 #: what :func:`learn_samples` returns per sample: features, ground_truth, identifier
@@ -296,8 +352,14 @@ def fast_learn(data: Any, served: Container[str] = ()) -> LearnValues:
         _target("prediction", prediction)
     if identifier is not None:
         _identifier(identifier)
+    provenance = get("provenance")
+    if provenance is not None:
+        try:
+            check_provenance(provenance)
+        except ValueError as exc:
+            raise FieldError("provenance", f"provenance: {exc}") from None
     _no_unknown(data, _LEARN_KEYS)
-    return model, models, features, ground_truth, prediction, identifier
+    return model, models, features, ground_truth, prediction, identifier, provenance
 
 
 def fast_predict(data: Any, served: Container[str] = ()) -> PredictValues:
@@ -355,6 +417,7 @@ class TargetsLearnRequest(_Request):
     features: Features
     identifier: Identifier
     targets: list[TargetGroup] = Field(min_length=1, max_length=64)
+    provenance: Provenance | None = None
 
     @model_validator(mode="after")
     def _disjoint(self) -> TargetsLearnRequest:

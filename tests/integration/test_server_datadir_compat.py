@@ -84,10 +84,16 @@ def test_a_data_dir_of_an_earlier_release_opens_with_every_model_and_learns(
         resend = {"model": "linear", "features": {"nx": 2, "ny": 2, "nz": 2}, "ground_truth": 0.1}
         again = call(server, "POST", "/api/learn/", {**resend, "identifier": "run-3"})
         assert again["results"]["linear"] == {"learned": False, "duplicate": True}
-        # and it learns on, durably
+        # none of its samples said where they came from (its log rows have 5 elements)
+        origins = call(server, "GET", "/api/provenance/linear")
+        assert origins["samples"] == expected["models"]["linear"]["learns"]
+        assert origins["samples_with_provenance"] == 0 and origins["keys"] == {}
+        # and it learns on, durably (a sample with its provenance, too)
         for name in ("linear", "logistic", "kmeans"):
             truth = {"linear": 0.5, "logistic": True, "kmeans": None}[name]
             body = {"model": name, "features": {"nx": 3, "ny": 4, "nz": 5}, "ground_truth": truth}
+            if name == "linear":
+                body["provenance"] = {"host": "compat-host"}
             call(server, "POST", "/api/learn/", body)
     if kept_secret is not None:  # the kept signing secret was used, not replaced
         assert secret.read_bytes() == kept_secret
@@ -95,3 +101,6 @@ def test_a_data_dir_of_an_earlier_release_opens_with_every_model_and_learns(
         for name in ("linear", "logistic", "kmeans"):
             stats = call(server, "GET", f"/api/stats/?model={name}")
             assert stats["learn"]["n_calls"] == expected["models"][name]["learns"] + 1, name
+        index = expected["models"]["linear"]["learns"] + 1
+        by_host = call(server, "GET", "/api/provenance/linear?by=host")["values"]
+        assert by_host == [{"value": "compat-host", "count": 1, "first": index, "last": index}]

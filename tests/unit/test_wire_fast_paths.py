@@ -85,6 +85,27 @@ IDENTIFIER_CASES: list[tuple[str, Any]] = [
     ("unicode", "ß" * 200),
 ]
 
+#: provenance objects: (label, value)
+PROVENANCE_CASES: list[tuple[str, Any]] = [
+    ("known keys", {"sweep": "eos", "trial": "u/t00001", "attempt": "1", "host": "node-1"}),
+    ("four extra keys", {"cluster": "a", "partition": "b", "rack": "c", "site": "d"}),
+    ("five extra keys", {"k1": "a", "k2": "b", "k3": "c", "k4": "d", "k5": "e"}),
+    ("empty", {}),
+    ("value of 200", {"host": "h" * 200}),
+    ("value of 201", {"host": "h" * 201}),
+    ("empty value", {"host": ""}),
+    ("number value", {"attempt": 2}),
+    ("null value", {"host": None}),
+    ("nested", {"host": {"name": "a"}}),
+    ("newline", {"host": "a\nb"}),
+    ("escape", {"host": "\u001b[31m"}),
+    ("upper-case key", {"Host": "a"}),
+    ("key of 33", {"k" * 33: "a"}),
+    ("unicode value", {"host": "nœud-日本"}),
+    ("not an object", ["host", "a"]),
+    ("a string", "host=a"),
+]
+
 #: model names: (label, value)
 NAME_CASES: list[tuple[str, Any]] = [
     ("plain", "lin"),
@@ -113,6 +134,7 @@ def learn_corpus() -> list[tuple[str, bytes]]:
         bodies += [(f"{field} {label}", {**ok, field: v}) for label, v in TARGET_CASES]
         bodies.append((f"{field} null", {**ok, field: None}))
     bodies += [(f"identifier {label}", {**ok, "identifier": v}) for label, v in IDENTIFIER_CASES]
+    bodies += [(f"provenance {label}", {**ok, "provenance": v}) for label, v in PROVENANCE_CASES]
     bodies += [(f"model {label}", {**ok, "model": v}) for label, v in NAME_CASES]
     bodies += [(f"models [{label}]", {**ok, "models": [v]}) for label, v in NAME_CASES]
     bodies += [
