@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from streamml.modelserver.learning import LearnRecord, ModelState
 
 TOPIC = "dashboard"
-#: at most this many batches a second (the page redraws at the same rate)
-INTERVAL = 0.25
+#: at most one batch per INTERVAL seconds (2 a second: the page repaints at that rate)
+INTERVAL = 0.5
 #: the newest events and (prediction, actual) pairs a batch carries: what the page keeps
 MAX_EVENTS = 50
 MAX_PAIRS = 300

@@ -250,7 +250,7 @@ def _service_ops() -> dict[str, Any]:
         "/api/stream/dashboard/": {
             "get": _op(
                 "the dashboard's batches: learns per model, newest metrics, events and pairs,"
-                " at most 4 a second (SSE)",
+                " at most 2 a second (SSE)",
                 None,
                 STREAM,
                 ok_content=sse,

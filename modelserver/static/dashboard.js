@@ -306,7 +306,7 @@ function renderSweeps(reply) {
 
 // -- the live streams ---------------------------------------------------------------------
 
-// One coalesced stream (modelserver/feed.py): the server sends at most 4 batches a second
+// One coalesced stream (modelserver/feed.py): the server sends at most 2 batches a second
 // however fast it learns, each with the learns per model since the previous one, their newest
 // metrics, the newest events and predicted-against-actual pairs. (Fed from the raw per-learn
 // streams, the page cost the server a metrics read and two frames per learn, and the browser,
@@ -346,13 +346,13 @@ function showMetrics(name, values) {
 
 const toDraw = new Set();
 function scheduleDraw(name) {
-  // a live point moves the curve's scale, and a redraw rebuilds every point of it: at most once
-  // a second from the stream (the counts and metric cells follow each batch, 4 times a second)
+  // a live point moves the curve's scale, and a redraw rebuilds every point of it: at most every
+  // 2 s from the stream, as the refresh does (the counts and metric cells follow each batch)
   if (!toDraw.size) {
     setTimeout(() => {
       for (const n of toDraw) if (state.models.has(n)) drawCurve(n);
       toDraw.clear();
-    }, 1000);
+    }, REFRESH_MS);
   }
   toDraw.add(name);
 }
