@@ -24,7 +24,8 @@ from tests.fixtures.server import _wait_ready as wait_ready
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 40
-STREAMS = {"/api/stream/events/", "/api/stream/metrics/"}  # endless responses once authenticated
+#: endless responses once authenticated
+STREAMS = {"/api/stream/events/", "/api/stream/metrics/", "/api/stream/dashboard/"}
 
 
 def fuzz(
