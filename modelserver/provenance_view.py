@@ -32,7 +32,7 @@ def _query(request: web.Request) -> tuple[str | None, int]:
             field="by",
         )
     raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:8]) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 8) or not 1 <= int(raw) <= MAX_LIMIT:
         raise SpecError(f"limit={raw[:20]!r}: a whole number from 1 to {MAX_LIMIT}", field="limit")
     return by, int(raw)
 

@@ -186,7 +186,8 @@ def test_hostile_provenance_is_a_400_naming_it_and_nothing_is_applied(tmp_path: 
         assert split(server, "a", "host") == {"node-1": (1, 1, 1)}
         # the query is checked too, and writes stay refused to the read-only credential
         for query, field in (("?by=Host", "by"), ("?by=host&limit=0", "limit"),
-                             ("?by=host&limit=x", "limit"), ("?limit=1001", "limit")):  # fmt: skip
+                             ("?by=host&limit=x", "limit"), ("?limit=1001", "limit"),
+                             ("?by=host&limit=000000010000", "limit")):  # fmt: skip
             r = read_only(server, f"/api/provenance/a{query}")
             assert r.status_code == 400 and field in r.json()["message"], (query, r.text)
         assert read_only(server, "/api/provenance/nope").status_code == 404
