@@ -47,13 +47,21 @@ From: {rootfs}
 """
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(cache: Path) -> dict[str, str]:
+    """Apptainer's makefile runs ``go clean -cache`` before it builds its starter: with the
+    user's Go build cache that wiped every package the control plane (and a node build after
+    it) had compiled, so it builds with a cache of its own in its scratch tree."""
     path = os.pathsep.join([*GO_DIRS, os.environ.get("PATH", "")])
-    return {"PATH": path, "GOTOOLCHAIN": "local", "GOFLAGS": "-buildvcs=false"}
+    return {
+        "PATH": path,
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-buildvcs=false",
+        "GOCACHE": str(cache),
+    }
 
 
 def _apptainer_steps(source: Path, prefix: Path) -> list[tuple[list[str], dict[str, str]]]:
-    env = _go_env()
+    env = _go_env(source / ".go-build")  # inside the scratch tree; go ignores dot dirs
     steps: list[tuple[list[str], dict[str, str]]] = [
         (["sh", "-c", f"echo {APPTAINER_VERSION} > VERSION"], env)
     ]
