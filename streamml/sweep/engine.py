@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -292,6 +293,7 @@ class SweepEngine:
         return learned
 
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
+        record.finished_at = stamp()
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         images.record(self.status, record, result)
         target = result.target if result and self._has_every_target(result) else None
@@ -398,6 +400,7 @@ class SweepEngine:
                 attempt=attempt,
                 job_name=request.name,
                 params=as_vars(self.points[trial]),
+                submitted_at=stamp(),
             )
             self.status.trials.append(record)
             self._recount()
@@ -543,6 +546,11 @@ def _same_space(a: LammpsSweepSpec, b: LammpsSweepSpec) -> bool:
         b.trials,
         b.test_trials,
     )
+
+
+def stamp() -> str:
+    """Now, RFC 3339 with milliseconds (a trial's times; conditions keep whole seconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dump(status: LammpsSweepStatus) -> str:

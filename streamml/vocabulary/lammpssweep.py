@@ -406,6 +406,12 @@ class TrialRecord(_Record):
     targets: dict[str, float] | None = Field(
         default=None, description="every target's value (several targets; target is the first)"
     )
+    submitted_at: str | None = Field(
+        default=None, description="RFC 3339 (ms): recorded, just before the job was submitted"
+    )
+    finished_at: str | None = Field(
+        default=None, description="RFC 3339 (ms): its end observed (learned, spooled or failed)"
+    )
 
 
 class CurvePoint(_Record):

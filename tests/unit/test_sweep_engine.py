@@ -10,6 +10,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,30 @@ async def test_failed_trials_are_retried_with_reason(tmp_path: Path) -> None:
         _name(2, 2),
         _name(2, 3),
     ]
+
+
+async def test_every_attempt_records_when_it_was_submitted_and_when_it_ended(
+    tmp_path: Path,
+) -> None:
+    def fail(job: JobRequest) -> str | None:
+        return "ERROR: Lost atoms" if job.name == _name(1, 1) else None
+
+    store = FileStore(tmp_path / "s.json")
+    engine = _engine(tmp_path, _spec(maxFailures=1), FakeScheduler(tmp_path, fail), store)
+    before = datetime.now(UTC).replace(microsecond=0)  # the stamps keep milliseconds
+    await _drive(engine)
+    after = datetime.now(UTC)
+    status = await store.load()
+    assert status is not None and len(status.trials) == 12  # 11 trials, one of them twice
+    for record in status.trials:
+        assert record.submitted_at is not None and record.finished_at is not None, record
+        submitted = datetime.fromisoformat(record.submitted_at)
+        finished = datetime.fromisoformat(record.finished_at)
+        assert before <= submitted <= finished <= after
+        assert record.submitted_at.endswith("Z") and "." in record.submitted_at
+    retried = [r for r in status.trials if r.id == 1]
+    assert [r.state for r in retried] == ["Failed", "Succeeded"]
+    assert retried[0].finished_at <= retried[1].submitted_at  # type: ignore[operator]
 
 
 async def test_too_many_failures_fail_the_sweep_and_cancel(tmp_path: Path) -> None:
