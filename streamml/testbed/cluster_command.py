@@ -69,47 +69,16 @@ def _say(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamml.testbed.controlplane import ControlPlane
-    from streamml.testbed.k8sbuild import ensure_binaries
-
     if args.action == "build":
-        binaries = ensure_binaries(_say, force=args.force)
-        print(binaries.bin_dir)
-        if args.node:
-            from streamml.testbed import nodebuild, nodeimages
-
-            for target in nodebuild.ensure_all(_say, force=args.force):
-                print(target.bin_dir)
-            print(nodeimages.ensure_images())
-        return 0
+        return _build(args)
     state_dir: Path = (args.state_dir or _default_state_dir()).expanduser().resolve()
     if state_dir.exists() and not state_dir.is_dir():
         raise InfrastructureError(f"--state-dir {state_dir} is not a directory")
     existing = _attach(state_dir)
     if args.action == "up" and args.node:
         return _node_up(existing, state_dir, args.timeout)
-
     if args.action == "up":
-        if existing is not None and existing.running():
-            _say(f"control plane already up at {existing.server} (state in {state_dir})")
-            return 0
-        if existing is not None:  # stale: some daemon died; clear what is left
-            _say(f"clearing a stale control plane in {state_dir}")
-            existing.stop()
-        binaries = ensure_binaries(_say)
-        cp = ControlPlane(
-            state_dir,
-            with_controller_manager=not args.no_controller_manager,
-            detached=True,
-            binaries=binaries,
-        )
-        cp.start(timeout=args.timeout)
-        _say(f"control plane v{binaries.version} up at {cp.server}; kubeconfig {cp.kubeconfig}")
-        _say(
-            f'use it with: eval "$(streamml cluster env --state-dir {shlex.quote(str(state_dir))})"'
-        )
-        return 0
-
+        return _up(existing, state_dir, args)
     if args.action == "down":
         if existing is None:
             _say(f"no control plane in {state_dir}")
@@ -117,23 +86,62 @@ def run(args: argparse.Namespace) -> int:
         existing.stop()
         _say(f"control plane in {state_dir} stopped")
         return 0
-
     if existing is None:
         raise InfrastructureError(f"no control plane in {state_dir}: run `streamml cluster up`")
     if args.action == "env":
-        if not existing.running():
-            raise InfrastructureError(
-                f"the control plane in {state_dir} is not running: run `streamml cluster up`"
-            )
-        print(f"export KUBECONFIG={shlex.quote(str(existing.kubeconfig))}")
-        print(f'export PATH={shlex.quote(str(existing.binaries.bin_dir))}:"$PATH"')
-        _print_node_env(existing)
-        return 0
-    # status
-    print(f"server {existing.server}")
+        return _env(existing, state_dir)
+    print(f"server {existing.server}")  # status
     for daemon in existing.daemons:
         print(f"{daemon.name} pid {daemon.pid} {'running' if daemon.alive() else 'STOPPED'}")
     return 0 if existing.running() else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from streamml.testbed.k8sbuild import ensure_binaries
+
+    binaries = ensure_binaries(_say, force=args.force)
+    print(binaries.bin_dir)
+    if args.node:
+        from streamml.testbed import nodebuild, nodeimages
+
+        for target in nodebuild.ensure_all(_say, force=args.force):
+            print(target.bin_dir)
+        print(nodeimages.ensure_images())
+    return 0
+
+
+def _up(existing: ControlPlane | None, state_dir: Path, args: argparse.Namespace) -> int:
+    from streamml.testbed.controlplane import ControlPlane
+    from streamml.testbed.k8sbuild import ensure_binaries
+
+    if existing is not None and existing.running():
+        _say(f"control plane already up at {existing.server} (state in {state_dir})")
+        return 0
+    if existing is not None:  # stale: some daemon died; clear what is left
+        _say(f"clearing a stale control plane in {state_dir}")
+        existing.stop()
+    binaries = ensure_binaries(_say)
+    cp = ControlPlane(
+        state_dir,
+        with_controller_manager=not args.no_controller_manager,
+        detached=True,
+        binaries=binaries,
+    )
+    cp.start(timeout=args.timeout)
+    _say(f"control plane v{binaries.version} up at {cp.server}; kubeconfig {cp.kubeconfig}")
+    _say(f'use it with: eval "$(streamml cluster env --state-dir {shlex.quote(str(state_dir))})"')
+    return 0
+
+
+def _env(existing: ControlPlane, state_dir: Path) -> int:
+    if not existing.running():
+        raise InfrastructureError(
+            f"the control plane in {state_dir} is not running: run `streamml cluster up`"
+        )
+    print(f"export KUBECONFIG={shlex.quote(str(existing.kubeconfig))}")
+    print(f'export PATH={shlex.quote(str(existing.binaries.bin_dir))}:"$PATH"')
+    _print_node_env(existing)
+    return 0
 
 
 def _attach(state_dir: Path) -> ControlPlane | None:
