@@ -151,6 +151,32 @@ def summarize(mode: str, state: dict[str, Any], took: float) -> dict[str, Any]:
     }
 
 
+def same_runs_fixed(state: dict[str, Any]) -> dict[str, Any]:
+    """The predicted sweep's completed runs as if each had had the fixed user limit: a fixed
+    limit does not change a run it does not kill, so limit / wall time is the same figure."""
+    limit = state_user_limit(state)
+    walls = [t["wallSeconds"] for t in state["trials"] if t.get("wallSeconds")]
+    ratios = [limit / w for w in walls]
+    killed = [w for w in walls if w > limit]
+    return {
+        "mode": "fixed (same runs)",
+        "runs": len(walls),
+        "attempts": len(walls),
+        "limited_jobs": len(walls),
+        "killed": len(killed),
+        "killed_fraction": round(len(killed) / len(walls), 4) if walls else None,
+        "median_requested_over_actual": round(statistics.median(ratios), 3) if ratios else None,
+        "max_requested_over_actual": round(max(ratios), 3) if ratios else None,
+        "min_requested_over_actual": round(min(ratios), 3) if ratios else None,
+        "resubmitted": 0,
+        "failed": 0,
+        "wall_s_median": round(statistics.median(walls), 2) if walls else None,
+        "wall_s_range": [round(min(walls), 2), round(max(walls), 2)] if walls else None,
+        "status": {},
+        "sweep_s": None,
+    }
+
+
 def _killed_reason(reason: str | None) -> bool:
     return any(word in (reason or "") for word in ("TimeLimit", "LammpsTimeout", "TIMEOUT"))
 
@@ -170,7 +196,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--scheduler", choices=("local", "flux"), default="local")
     parser.add_argument("--modes", nargs="+", default=["predicted", "fixed"])
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help="summarize this saved state.json of a predicted sweep instead of running one",
+    )
     args = parser.parse_args()
+    if args.state is not None:
+        state = json.loads(args.state.read_text())
+        state["_user_limit"] = args.user_limit + 60
+        rows = [summarize("predicted", state, float("nan")), same_runs_fixed(state)]
+        finish(rows, args)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="timelimit-bench-") as tmp:
         server = OurServer(Path(tmp) / "server", port=_free_port())
@@ -181,8 +218,14 @@ def main() -> None:
                 state, took = run_sweep(server, sweep_doc(args, mode), Path(tmp) / mode)
                 state["_user_limit"] = args.user_limit + 60  # the scheduler's (jobs.build_job)
                 rows.append(summarize(mode, state, took))
+                if mode == "predicted":
+                    rows.append(same_runs_fixed(state))
         finally:
             server.stop()
+    finish(rows, args)
+
+
+def finish(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print_table(rows, args)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
@@ -206,7 +249,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"scheduler {args.scheduler}, {args.trials} trials, parallelism {args.parallelism}, "
         f"quantile {args.quantile}, after {args.after}, user limit {args.user_limit} s"
     )
-    head = f"{'mode':>10} {'runs':>5} {'limited':>7} {'killed':>6} {'killed %':>8}"
+    head = f"{'mode':>18} {'runs':>5} {'limited':>7} {'killed':>6} {'killed %':>8}"
     head += f" {'median req/act':>14} {'min..max req/act':>17} {'resub':>5} {'wall s':>12}"
     print(head)
     for r in rows:
@@ -214,7 +257,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         fraction = r["killed_fraction"]
         walls = r["wall_s_range"]
         print(
-            f"{r['mode']:>10} {r['runs']:>5} {r['limited_jobs']:>7} {r['killed']:>6}"
+            f"{r['mode']:>18} {r['runs']:>5} {r['limited_jobs']:>7} {r['killed']:>6}"
             f" {'-' if fraction is None else f'{100 * fraction:.1f}':>8}"
             f" {r['median_requested_over_actual']!s:>14} {span:>17} {r['resubmitted']:>5}"
             f" {f'{walls[0]}-{walls[1]}' if walls else '-':>12}"

@@ -1,9 +1,10 @@
 """Predicted time limits end to end: real model server, real ``lmp``, the local scheduler.
 
 The wall-time model is a running mean (``dummy.StatisticRegressor``): after two short runs it
-predicts their mean wall time for a run two to thirty times longer, so with ``factor: 1`` that
-run's predicted limit is too small and the job is killed at it. The sweep must resubmit it with a
-larger limit, count it, and never let its censored record become a sample.
+predicts their mean wall time (mostly the job's start-up) for a run of 200 times their steps,
+so with ``factor: 1`` that run's predicted limit is too small and the job is killed at it. The
+sweep must resubmit it with a larger limit, count it, and never let its censored record become
+a sample.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ TARGETS = [
 
 def limited_doc() -> dict[str, Any]:
     return sweep_doc(
-        # runs of 100, 1600, 3100 steps (grid order), one at a time
-        parameters=[{"name": "steps", "type": "int", "min": 100, "max": 3100, "step": 1500}],
+        # runs of 50, 100, 20000 steps (grid order), one at a time
+        parameters=[{"name": "steps", "type": "categorical", "values": ["50", "100", "20000"]}],
         sampling={"method": "grid"},
         trials=3,
         testTrials=0,
         parallelism=1,
-        lammps={"vars": {"nx": "8", "ny": "8", "nz": "8"}},
+        lammps={"vars": {"nx": "6", "ny": "6", "nz": "6"}},
         targets=TARGETS,
         resources={
             "timeLimitSeconds": 300,
