@@ -234,7 +234,7 @@ def finish(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             {
                 "machine": platform.platform(),
                 "load_avg": [round(x, 2) for x in load],
-                "args": vars(args),
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 "runs": rows,
             },
             indent=1,
