@@ -69,6 +69,8 @@ class LammpsMetrics:
     omp_threads: int | None = None
     wall_time: float | None = None  # whole seconds only: prefer loop_time as a target
     memory_mb: float | None = None  # the largest per-rank max of the runs' memory lines
+    #: the job program's wall time to the end of LAMMPS, from its start (set by run-lammps)
+    job_wall_time: float | None = None
 
     @property
     def cpu_time(self) -> float | None:

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError, StreamMLError
 from streamml.files import write_atomic
-from streamml.sweep import images, jobs
+from streamml.sweep import images, jobs, timelimits
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.conditions import now, set_condition
@@ -116,6 +116,7 @@ class SweepEngine:
         metrics: MetricsSource | None = None,
         redeliver: Redeliver | None = None,
         generation: int | None = None,
+        predict: timelimits.Predict | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -125,6 +126,7 @@ class SweepEngine:
         self.metrics = metrics
         self.redeliver = redeliver
         self.generation = generation
+        self.predict = predict  # the time-limit model's predictions (predictedTimeLimit)
         self.points: list[Point] = plan(spec)  # SpecError for impossible plans
         self.status = LammpsSweepStatus()
         self._loaded = False
@@ -255,7 +257,8 @@ class SweepEngine:
                     self.status.submitted += 1
                     await self.store.save(self.status)
                 else:  # the crash came before the submit: submit it now, under the same name
-                    await self._submit(record, self._request(record.id, record.attempt))
+                    request = self._request(record.id, record.attempt, record.time_limit_seconds)
+                    await self._submit(record, request)
 
     async def _suspend(self) -> None:
         if self.status.phase == "Suspended":
@@ -296,6 +299,8 @@ class SweepEngine:
         record.finished_at = stamp()
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         images.record(self.status, record, result)
+        if timelimits.censor(self.spec, self.status, record, result, status):
+            return False  # killed at its limit: resubmitted with a larger one, never learned
         target = result.target if result and self._has_every_target(result) else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
             delivered = result.delivered
@@ -304,6 +309,7 @@ class SweepEngine:
             record.target = target
             record.targets = dict(result.targets) or None
             record.reason = None if delivered else f"server unreachable: {result.error}"
+            timelimits.observe(self.spec, self.status, record, result)
             if record.role == "test":
                 self.status.test_results = [
                     r for r in self.status.test_results if r.id != record.id
@@ -393,7 +399,10 @@ class SweepEngine:
                 return
             attempt = self.status.attempts.get(str(trial), 0) + 1
             self.status.attempts.pop(str(trial), None)
-            request = self._request(trial, attempt)
+            limit = await timelimits.plan(
+                self.spec, self.status, self.predict, trial, self.points[trial]
+            )
+            request = self._request(trial, attempt, limit.seconds)
             record = TrialRecord(
                 id=trial,
                 role="test" if trial >= self.spec.trials else "train",
@@ -401,13 +410,15 @@ class SweepEngine:
                 job_name=request.name,
                 params=as_vars(self.points[trial]),
                 submitted_at=stamp(),
+                time_limit_seconds=limit.seconds,
+                predicted_wall_seconds=limit.predicted_wall,
             )
             self.status.trials.append(record)
             self._recount()
             await self.store.save(self.status)  # recorded BEFORE the job exists
             await self._submit(record, request)
 
-    def _request(self, trial: int, attempt: int) -> JobRequest:
+    def _request(self, trial: int, attempt: int, time_limit: int | None = None) -> JobRequest:
         return jobs.build_job(
             self.spec,
             self.ctx,
@@ -416,6 +427,7 @@ class SweepEngine:
             point=self.points[trial],
             test=trial >= self.spec.trials,
             sweep=self.name,
+            time_limit=time_limit,
         )
 
     async def _submit(self, record: TrialRecord, request: JobRequest) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamml.pycommand import streamml_command
+from streamml.sweep import timelimits
 from streamml.sweep.sampling import Point, as_vars
 from streamml.sweep.schedulers.base import JobRequest
 from streamml.vocabulary import jobresult
@@ -90,11 +91,15 @@ def build_job(
     point: Point,
     test: bool,
     sweep: str,
+    time_limit: int | None = None,
 ) -> JobRequest:
     """The scheduler request of one attempt of one trial (``streamml run-lammps ...``).
 
-    One command line, built top to bottom in the order run-lammps reads it (longer than ~60
-    lines on purpose: split, the order of its options would be scattered).
+    ``time_limit`` is a predicted (or grown) scheduler limit (:mod:`.timelimits`): LAMMPS
+    gets it less the job's grace; without it the user's ``timeLimitSeconds`` is LAMMPS' and
+    the scheduler's is a minute more. One command line, built top to bottom in the order
+    run-lammps reads it (longer than ~60 lines on purpose: split, the order of its options
+    would be scattered).
     """
     name = job_name(sweep, trial, attempt, ctx.identity)
     out = trial_dir(ctx, name)
@@ -132,7 +137,9 @@ def build_job(
         # under Flux the job is an allocation of mpiProcs tasks and `flux run` starts the ranks
         command += ["--flux-run" if flux else "--mpirun", str(spec.lammps.mpi_procs)]
     command += container_args(spec)
-    if spec.resources.time_limit_seconds:
+    if time_limit is not None:
+        command += ["--timeout", str(max(time_limit - timelimits.GRACE_S, 1))]
+    elif spec.resources.time_limit_seconds:
         command += ["--timeout", str(spec.resources.time_limit_seconds)]
     if test:
         command.append("--test")
@@ -152,9 +159,7 @@ def build_job(
         cpus=max(spec.resources.cpus, spec.lammps.mpi_procs),
         tasks=spec.lammps.mpi_procs if flux else 1,
         nodes=spec.resources.nodes,
-        time_limit_s=(
-            spec.resources.time_limit_seconds + 60 if spec.resources.time_limit_seconds else None
-        ),
+        time_limit_s=time_limit if time_limit is not None else timelimits.user_limit(spec),
     )
 
 

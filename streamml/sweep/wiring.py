@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
-from streamml.sweep import jobs, schedulers
+from streamml.sweep import jobs, schedulers, timelimits
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
 from streamml.sweep.engine import (
@@ -117,6 +118,22 @@ def metrics_source(access: ServerAccess) -> MetricsSource:
     return fetch
 
 
+def predictor(access: ServerAccess) -> timelimits.Predict:
+    """One model's prediction for a job's features (the time-limit model, before a run)."""
+
+    async def predict(model: str, features: Mapping[str, Any]) -> float | None:
+        from streamml.client.api import ModelServerClient
+
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            reply = await client.predict(features, model=model)
+        value = reply.prediction
+        return float(value) if isinstance(value, int | float) else None
+
+    return predict
+
+
 def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     """Re-send what jobs spooled while the server was unreachable."""
 
@@ -193,6 +210,7 @@ def build_engine(
         metrics=metrics_source(access),
         redeliver=redeliverer(workdir.resolve(), access),
         generation=generation,
+        predict=predictor(access) if spec.resources.predicted_time_limit else None,
     )
     # the server's dashboard shows the sweep: each saved status is published to it too
     engine.store = PublishingStore(store, lambda: engine.spec, summary_publisher(name, access))

@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
 from streamml.vocabulary.targets import MAX_TARGETS, MetricName, TargetSpec, check_mapping
+from streamml.vocabulary.timelimit import PredictedTimeLimit, TimeLimitStatus, check_time_model
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -266,6 +267,11 @@ class Resources(_Camel):
     )
     time_limit_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(Ki|Mi|Gi|K|M|G)?$")
+    predicted_time_limit: PredictedTimeLimit | None = Field(
+        default=None,
+        description="each job's limit from a wall-time model's upper bound, once it has seen "
+        "enough runs (before: timeLimitSeconds)",
+    )
 
 
 class SchedulerSpec(_Camel):
@@ -347,6 +353,11 @@ class LammpsSweepSpec(_Camel):
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
         _container_on_hosts(self)
+        problem = check_time_model(
+            self.resources.predicted_time_limit, self.targets, self.lammps.features
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -411,6 +422,16 @@ class TrialRecord(_Record):
     )
     finished_at: str | None = Field(
         default=None, description="RFC 3339 (ms): its end observed (learned, spooled or failed)"
+    )
+    time_limit_seconds: int | None = Field(
+        default=None, description="the scheduler time limit of a predicted (or grown) limit"
+    )
+    predicted_wall_seconds: float | None = Field(
+        default=None, description="the time-limit model's wall time prediction at submission"
+    )
+    wall_seconds: float | None = Field(default=None, description="the job's measured wall time")
+    censored: bool | None = Field(
+        default=None, description="killed at its time limit: its runtime exceeds the limit"
     )
 
 
@@ -523,6 +544,9 @@ class LammpsSweepStatus(_Record):
         default_factory=list,
         max_length=MAX_DRIFT_NOTES,
         description="drift the models detected while this sweep taught them (the newest)",
+    )
+    time_limits: TimeLimitStatus | None = Field(
+        default=None, description="how the jobs' time limits fit their runs (with a limit)"
     )
 
 

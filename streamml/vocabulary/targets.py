@@ -42,6 +42,7 @@ MetricName = Literal[
     "cpu_use",
     "cpu_time",
     "memory_mb",
+    "job_wall_time",
 ]
 Reduction = Literal["last", "mean"]
 TARGET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -104,7 +105,8 @@ class TargetSpec(_Camel):
     metric: MetricName | None = Field(
         default=None,
         description="a measurement of the log (loop_time, cpu_time, memory_mb: the largest "
-        "per-rank 'Per MPI rank memory allocation' max of the runs, in Mbytes, ...)",
+        "per-rank 'Per MPI rank memory allocation' max of the runs, in Mbytes; job_wall_time: "
+        "seconds from the job's start, container start included, to the end of LAMMPS, ...)",
     )
     thermo: ThermoSource | None = Field(default=None, description="a thermo output column")
     models: list[str] | None = Field(

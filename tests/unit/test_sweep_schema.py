@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from streamml.clients import lammps
-from streamml.errors import SpecError
+from streamml.errors import LammpsError, SpecError
 from streamml.sweep import wiring as rt
 from streamml.sweep.access import ServerAccess
 from streamml.sweep.schedulers.options import KubernetesOptions, LocalOptions, SlurmRestOptions
@@ -42,8 +43,12 @@ def test_every_target_is_a_number_run_lammps_parses() -> None:
         "99.0% CPU use with 1 MPI tasks x 1 OpenMP threads\n"
         "Total wall time: 0:00:01\n"
     )
+    # job_wall_time is the job program's own clock (run-lammps sets it), not the log's
+    timed = dataclasses.replace(metrics, job_wall_time=2.5)
     for name in typing.get_args(Target):
-        assert isinstance(metrics.target(name), float), name
+        assert isinstance(timed.target(name), float), name
+    with pytest.raises(LammpsError, match="job_wall_time"):
+        metrics.target("job_wall_time")
 
 
 def test_crd_is_structural_with_the_printer_columns() -> None:
