@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _ourserver import OurServer
 
+from streamml import procs
 from streamml.client.api import ModelServerClient
 from streamml.pycommand import streamml_command
 from streamml.vocabulary.modelspec import ModelSpec
@@ -110,7 +110,7 @@ def run_sweep(server: OurServer, doc: dict[str, Any], work: Path) -> tuple[dict[
            "--username", server.user, "--token-file", str(token)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=7200)
+    done = procs.run(cmd, capture_output=True, text=True, env=env, timeout=7200, check=False)
     took = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"sweep failed ({done.returncode}): {done.stderr[-2000:]}")
