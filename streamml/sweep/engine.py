@@ -32,7 +32,7 @@ from typing import Protocol
 
 from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError, StreamMLError
 from streamml.files import write_atomic
-from streamml.sweep import images, jobs
+from streamml.sweep import images, jobs, stopping
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
 from streamml.vocabulary.conditions import now, set_condition
@@ -115,6 +115,7 @@ class SweepEngine:
         metrics: MetricsSource | None = None,
         redeliver: Redeliver | None = None,
         generation: int | None = None,
+        predict: stopping.HeldOutPredict | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -124,6 +125,7 @@ class SweepEngine:
         self.metrics = metrics
         self.redeliver = redeliver
         self.generation = generation
+        self.predict = predict  # stopWhen: the held-out set predicted again
         self.points: list[Point] = plan(spec)  # SpecError for impossible plans
         self.status = LammpsSweepStatus()
         self._loaded = False
@@ -209,7 +211,8 @@ class SweepEngine:
             await self.cancel_all("the sweep failed")
         else:
             learned |= await self._deliver_spooled()
-            if reachable:
+            await self._check_target()  # before submitting: a target reached starts nothing
+            if reachable and not self._failed():
                 await self._submit_more()
         self._recount()
         if learned:
@@ -293,6 +296,8 @@ class SweepEngine:
 
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         result = jobs.read_result(self.ctx, record.job_name, status.output)
+        if record.state != "Spooled":  # a redelivered run was counted when it ended
+            self.status.core_seconds += stopping.core_seconds(result, self.spec)
         images.record(self.status, record, result)
         target = result.target if result and self._has_every_target(result) else None
         if status.state == JobState.SUCCEEDED and target is not None and result is not None:
@@ -312,6 +317,7 @@ class SweepEngine:
                         predictions=result.finite_predictions(),
                         image_digest=record.image_digest,
                         targets=record.targets,
+                        features=stopping.held_out_features(result),
                     )
                 ]
             return record.role == "train" and delivered
@@ -366,6 +372,8 @@ class SweepEngine:
         return learned
 
     def _next_trial(self) -> int | None:
+        if self.spec.stop_when is not None:  # held-out trials first, then up to the target
+            return stopping.next_trial(self.status, self.spec)
         queue = self.status.retry_queue
         if queue and (queue[0] < self.spec.trials or not self._training_open()):
             return queue.pop(0)
@@ -455,9 +463,29 @@ class SweepEngine:
                 samples=samples,
                 value=value,
                 image_digest=images.current(self.status),
+                core_seconds=round(self.status.core_seconds, 3),
             )
             jobs.add_point(curve.points, point)
             self._note_drift(model, progress.drift, learned)
+
+    async def _check_target(self) -> None:
+        """stopWhen: measure the held-out set again when a check is due (module stopping)."""
+        training_open = (
+            self.status.next_trial < self.total
+            or bool(self.status.retry_queue)
+            or any(r.role == "train" and r.state in OPEN for r in self.status.trials)
+        )
+        if self.predict is None or not stopping.due(self.status, self.spec, training_open):
+            return
+        try:
+            await stopping.check(self.status, self.spec, self.predict, self.ctx.models)
+        except SpecError as exc:  # the server cannot answer for the rule: nothing more to run
+            self.status.phase = "Failed"
+            message = f"spec.{exc.field}: {exc}" if exc.field else str(exc)
+            set_condition(self.status.conditions, "Ready", False, "InvalidSpec", message)
+            await self.cancel_all("invalid spec")
+        except StreamMLError as exc:
+            log.info("sweep %s: held-out check waits for the server: %s", self.name, exc)
 
     def _note_drift(self, model: str, drift: DriftStats | None, learned: int) -> None:
         """The model's new detections, placed on this sweep's training runs: its scored samples
@@ -496,7 +524,9 @@ class SweepEngine:
             self._complete()
             return
         busy = any(r.state in OPEN for r in self.status.trials)
-        if self.status.next_trial >= self.total and not self.status.retry_queue and not busy:
+        started = self.status.next_trial >= self.total or stopping.stopped(self.status)
+        if started and not self.status.retry_queue and not busy:
+            stopping.budget_spent(self.status, self.spec)
             self.status.phase = "Succeeded"
             set_condition(self.status.conditions, "Ready", True, "Succeeded", "every run finished")
             self._complete()
@@ -511,6 +541,7 @@ class SweepEngine:
         s.running = sum(r.state == "Running" for r in active)
         s.pending = self.total - s.succeeded - len(active) - len(s.retry_queue)
         s.progress = f"{s.succeeded}/{self.total}"
+        s.runs = stopping.runs(s, self.spec)
         if self.generation is not None:
             s.observed_generation = self.generation
         targets = resolved_targets(self.spec)

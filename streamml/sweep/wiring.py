@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
@@ -31,6 +32,7 @@ from streamml.sweep.schedulers.options import (
     SlurmCliOptions,
     SlurmRestOptions,
 )
+from streamml.sweep.stopping import HeldOutPredict
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
 from streamml.vocabulary.sweepsummary import SweepSummary
 from streamml.vocabulary.targets import learner_models
@@ -117,6 +119,29 @@ def metrics_source(access: ServerAccess) -> MetricsSource:
     return fetch
 
 
+def held_out_predictor(access: ServerAccess) -> HeldOutPredict:
+    """stopWhen: each model's predictions of the held-out set (one batch request per model;
+    a model the server does not have is left out of the answer)."""
+
+    async def predict(
+        models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any]]:
+        from streamml.client.api import ModelServerClient
+
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            served = await client.models()
+            out: dict[str, list[Any]] = {}
+            for model in models or served:
+                if model in served:
+                    replies = await client.predict_batch(samples, model=model)
+                    out[model] = [r.prediction for r in replies]
+            return out
+
+    return predict
+
+
 def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     """Re-send what jobs spooled while the server was unreachable."""
 
@@ -193,6 +218,7 @@ def build_engine(
         metrics=metrics_source(access),
         redeliver=redeliverer(workdir.resolve(), access),
         generation=generation,
+        predict=held_out_predictor(access),
     )
     # the server's dashboard shows the sweep: each saved status is published to it too
     engine.store = PublishingStore(store, lambda: engine.spec, summary_publisher(name, access))

@@ -31,7 +31,14 @@ from pydantic.alias_generators import to_camel
 
 from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
-from streamml.vocabulary.targets import MAX_TARGETS, MetricName, TargetSpec, check_mapping
+from streamml.vocabulary.stopping import MAX_HELD_OUT_CHECKS, HeldOutCheck, StopWhen
+from streamml.vocabulary.targets import (
+    MAX_TARGETS,
+    MetricName,
+    TargetSpec,
+    check_mapping,
+    learner_models,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -336,6 +343,11 @@ class LammpsSweepSpec(_Camel):
         description="what each trial teaches, each target to its models (default: "
         "lammps.target to every model of models)",
     )
+    stop_when: StopWhen | None = Field(
+        default=None,
+        description="stop once the held-out metric reaches a target (test trials run first; "
+        "trials becomes the budget ceiling)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> LammpsSweepSpec:
@@ -347,7 +359,22 @@ class LammpsSweepSpec(_Camel):
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
         _container_on_hosts(self)
+        _stop_rule(self)
         return self
+
+
+def _stop_rule(spec: LammpsSweepSpec) -> None:
+    rule = spec.stop_when
+    if rule is None:
+        return
+    if spec.test_trials < 2:
+        raise ValueError("testTrials: stopWhen is measured on the held-out runs: give at least 2")
+    taught = learner_models(resolved_targets(spec), spec.models)
+    if rule.model is not None and taught is not None and rule.model not in taught:
+        raise ValueError(
+            f"stopWhen.model: model {rule.model!r} is not one this sweep teaches"
+            f" ({', '.join(taught)})"
+        )
 
 
 def _targets_map(spec: LammpsSweepSpec) -> None:
@@ -415,6 +442,9 @@ class CurvePoint(_Record):
     image_digest: str | None = Field(
         default=None, description="the container image of the newest trial learned"
     )
+    core_seconds: float | None = Field(
+        default=None, description="simulation core-seconds spent so far (every run)"
+    )
 
 
 class LearningCurve(_Record):
@@ -432,6 +462,9 @@ class HeldOutResult(_Record):
     targets: dict[str, float] | None = Field(
         default=None, description="every target's value (several targets; target is the first)"
     )
+    features: dict[str, int | float | str] | None = Field(
+        default=None, description="what the models saw (stopWhen: re-predicted at each check)"
+    )
 
 
 class Evaluation(_Record):
@@ -440,6 +473,9 @@ class Evaluation(_Record):
     mae: float | None = Field(default=None, alias="MAE")
     rmse: float | None = Field(default=None, alias="RMSE")
     r2: float | None = Field(default=None, alias="R2")
+    mape: float | None = Field(
+        default=None, alias="MAPE", description="mean absolute percentage error (%)"
+    )
 
 
 class ImageEvaluation(_Record):
@@ -518,6 +554,23 @@ class LammpsSweepStatus(_Record):
         max_length=MAX_DRIFT_NOTES,
         description="drift the models detected while this sweep taught them (the newest)",
     )
+    core_seconds: float = Field(
+        default=0.0,
+        description="simulation core-seconds spent: every finished run's CPU seconds x MPI "
+        "ranks (its loop time x CPUs when the log lacks the CPU use)",
+    )
+    runs: str | None = Field(default=None, description="training runs learned / the trials budget")
+    runs_to_target: int | None = Field(
+        default=None, description="training runs learned when stopWhen's target held"
+    )
+    held_out: str | None = Field(
+        default=None, description="the stop metric's latest held-out value against its target"
+    )
+    held_out_checks: list[HeldOutCheck] = Field(
+        default_factory=list,
+        max_length=MAX_HELD_OUT_CHECKS,
+        description="each re-measurement on the held-out runs (stopWhen)",
+    )
 
 
 LAMMPSSWEEP = ResourceInfo(
@@ -533,7 +586,11 @@ LAMMPSSWEEP = ResourceInfo(
         PrinterColumn("Succeeded", ".status.succeeded", "integer"),
         PrinterColumn("Failed", ".status.failed", "integer"),
         PrinterColumn("Model", ".spec.streamModelRef.name"),
+        PrinterColumn("Strategy", ".spec.sampling.method", description="how points are drawn"),
+        PrinterColumn("Runs", ".status.runs", description="training runs learned/budget"),
         PrinterColumn("R2", ".status.heldOutR2", "number", "held-out R² of the best model"),
+        PrinterColumn("HeldOut", ".status.heldOut", description="stop metric vs its target"),
+        PrinterColumn("CoreSec", ".status.coreSeconds", "number", "simulation core-seconds"),
         PrinterColumn("Best", ".status.bestModel", priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),
