@@ -34,9 +34,11 @@ from streamml.vocabulary.lammpssweep import (
 from streamml.vocabulary.stopping import MAX_HELD_OUT_CHECKS, HeldOutCheck, StopWhen
 from streamml.vocabulary.targets import model_targets
 
-#: (models to ask, or None for every model on the server; samples) -> model -> predictions
+#: (models to ask, or None for every model on the server; samples) -> model -> predictions,
+#: None for a model that is no regression (its predictions are labels: no R², no error)
 HeldOutPredict = Callable[
-    [Sequence[str] | None, Sequence[Mapping[str, Any]]], Awaitable[dict[str, list[Any]]]
+    [Sequence[str] | None, Sequence[Mapping[str, Any]]],
+    Awaitable[dict[str, list[Any] | None]],
 ]
 CONDITION = "TargetReached"
 
@@ -113,9 +115,9 @@ async def check(
     tests = sorted(status.test_results, key=lambda r: r.id)
     samples = [{"features": dict(r.features or {})} for r in tests]
     answers = await predict(models, samples)
-    _check_answers(rule, answers, len(tests))
+    numeric = _check_answers(rule, answers, len(tests))
     for i, result in enumerate(tests):
-        result.predictions = {m: y for m, ys in answers.items() if (y := finite(ys[i])) is not None}
+        result.predictions = {m: y for m, ys in numeric.items() if (y := finite(ys[i])) is not None}
     owner = model_targets(resolved_targets(spec)) or None
     scored = score(jobs.evaluate(tests, owner), rule.metric)
     first = _first_target_models(spec)
@@ -124,6 +126,7 @@ async def check(
     model, value = pick(rule, scored)
     entry = HeldOutCheck(
         trials=training_learned(status),
+        metric=rule.metric,
         core_seconds=round(status.core_seconds, 3),
         model=model,
         value=value,
@@ -134,23 +137,29 @@ async def check(
     return entry
 
 
-def _check_answers(rule: StopWhen, answers: Mapping[str, list[Any]], n: int) -> None:
+def _check_answers(
+    rule: StopWhen, answers: Mapping[str, list[Any] | None], n: int
+) -> dict[str, list[Any]]:
+    """The regression models' answers; SpecError when the rule's model is not among them."""
     if rule.model is not None and rule.model not in answers:
         served = ", ".join(sorted(answers)) or "none"
         raise SpecError(
             f"model {rule.model!r} is not on the model server (it has {served})",
             field="stopWhen.model",
         )
-    numeric = [
-        m for m, ys in answers.items() if len(ys) == n and all(finite(y) is not None for y in ys)
-    ]
+    numeric = {
+        m: ys
+        for m, ys in answers.items()
+        if ys is not None and len(ys) == n and all(finite(y) is not None for y in ys)
+    }
     wanted = [rule.model] if rule.model is not None else sorted(answers)
     if wanted and not any(m in numeric for m in wanted):
         raise SpecError(
-            f"{rule.metric} needs numeric predictions: {', '.join(wanted)} answers"
-            " non-numeric ones (not a regression model)",
+            f"{rule.metric} is a regression metric: {', '.join(wanted)} predicts no numbers"
+            " (not a regression model)",
             field="stopWhen.metric",
         )
+    return numeric
 
 
 def _first_target_models(spec: LammpsSweepSpec) -> set[str] | None:
@@ -163,15 +172,13 @@ def _first_target_models(spec: LammpsSweepSpec) -> set[str] | None:
 
 def score(evaluation: Sequence[Evaluation], metric: str) -> dict[str, float]:
     """Each model's value of ``metric`` (models without one are left out)."""
-    values = {
-        "R2": lambda e: e.r2,
-        "MAPE": lambda e: e.mape,
-        "MAE": lambda e: e.mae,
-        "RMSE": lambda e: e.rmse,
-    }[metric]
+
+    def value_of(e: Evaluation) -> float | None:
+        return {"R2": e.r2, "MAPE": e.mape, "MAE": e.mae, "RMSE": e.rmse}[metric]
+
     out: dict[str, float] = {}
     for e in evaluation:
-        value = values(e)
+        value = value_of(e)
         if value is not None and math.isfinite(value):
             out[e.model] = value
     return out

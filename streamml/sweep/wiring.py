@@ -125,18 +125,22 @@ def held_out_predictor(access: ServerAccess) -> HeldOutPredict:
 
     async def predict(
         models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, list[Any] | None]:
         from streamml.client.api import ModelServerClient
 
         async with ModelServerClient(
             access.url, username=access.username, token=access.token
         ) as client:
             served = await client.models()
-            out: dict[str, list[Any]] = {}
+            out: dict[str, list[Any] | None] = {}
             for model in models or served:
-                if model in served:
-                    replies = await client.predict_batch(samples, model=model)
-                    out[model] = [r.prediction for r in replies]
+                if model not in served:
+                    continue
+                if "RMSE" not in await client.metrics(model):  # a classifier's metrics
+                    out[model] = None
+                    continue
+                replies = await client.predict_batch(samples, model=model)
+                out[model] = [r.prediction for r in replies]
             return out
 
     return predict

@@ -83,6 +83,7 @@ class HeldOutCheck(BaseModel):
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     trials: int = Field(description="training runs learned at the check")
+    metric: str | None = Field(default=None, description="the stop metric (R2, MAPE, MAE, RMSE)")
     core_seconds: float = Field(description="simulation core-seconds spent so far")
     model: str | None = Field(default=None, description="the model that counts (best or named)")
     value: float | None = Field(default=None, description="its value of the stop metric")

@@ -87,14 +87,14 @@ def test_a_check_is_due_every_k_runs_once_every_held_out_run_is_in() -> None:
     assert not stopping.due(missing, spec, training_open=True)  # a held-out run not in yet
 
 
-def _predictor(per_model: Mapping[str, Sequence[Any]]) -> stopping.HeldOutPredict:
+def _predictor(per_model: Mapping[str, Sequence[Any] | None]) -> stopping.HeldOutPredict:
     calls: list[tuple[Sequence[str] | None, list[dict[str, Any]]]] = []
 
     async def predict(
         models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, list[Any] | None]:
         calls.append((models, [dict(s) for s in samples]))
-        return {m: list(ys) for m, ys in per_model.items()}
+        return {m: None if ys is None else list(ys) for m, ys in per_model.items()}
 
     predict.calls = calls  # type: ignore[attr-defined]
     return predict
@@ -166,9 +166,10 @@ async def test_an_unknown_named_model_names_stopwhen_model() -> None:
 async def test_a_model_of_class_labels_names_stopwhen_metric() -> None:
     spec = _stop_spec(model="labels")
     status = _status_with_tests([1.0, 2.0, 3.0], succeeded=5)
-    with pytest.raises(SpecError, match="R2 needs numeric predictions") as info:
-        await stopping.check(status, spec, _predictor({"labels": ["a", "b", True]}), None)
-    assert info.value.field == "stopWhen.metric"
+    for answers in ({"labels": ["a", "b", True]}, {"labels": None, "m": [1, 2, 3]}):
+        with pytest.raises(SpecError, match="R2 is a regression metric: labels") as info:
+            await stopping.check(status, spec, _predictor(answers), None)
+        assert info.value.field == "stopWhen.metric"
 
 
 def test_budget_spent_without_the_target_says_so() -> None:
@@ -235,7 +236,7 @@ async def test_the_engine_runs_tests_first_and_stops_once_the_target_holds(
 
     async def predict(
         models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, list[Any] | None]:
         learned_at.append(engine.status.succeeded - 3)
         good = len(learned_at) >= 2  # the second check on predicts the truth exactly
         tests = sorted(engine.status.test_results, key=lambda r: r.id)
