@@ -463,7 +463,7 @@ class SweepEngine:
                 samples=samples,
                 value=value,
                 image_digest=images.current(self.status),
-                core_seconds=round(self.status.core_seconds, 3),
+                core_seconds=self.status.core_seconds,
             )
             jobs.add_point(curve.points, point)
             self._note_drift(model, progress.drift, learned)

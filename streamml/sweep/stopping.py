@@ -127,7 +127,7 @@ async def check(
     entry = HeldOutCheck(
         trials=training_learned(status),
         metric=rule.metric,
-        core_seconds=round(status.core_seconds, 3),
+        core_seconds=status.core_seconds,
         model=model,
         value=value,
         values={m: v for m, v in sorted(scored.items())},

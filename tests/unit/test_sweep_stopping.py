@@ -111,7 +111,7 @@ async def test_a_check_scores_every_model_and_the_best_counts() -> None:
                                    {"features": {"nx": 2.0}}]  # type: ignore[attr-defined]  # fmt: skip
     assert entry.model == "good" and entry.value == pytest.approx(1 - 0.01 / 2.0)
     assert entry.values["bad"] == pytest.approx(0.0)
-    assert entry.holds and entry.trials == 5 and entry.core_seconds == 12.346
+    assert entry.holds and entry.trials == 5 and entry.core_seconds == 12.3456
     assert status.runs_to_target == 5
     cond = next(c for c in status.conditions if c.type == "TargetReached")
     assert cond.status == "True" and cond.reason == "TargetReached" and "good" in cond.message
