@@ -151,21 +151,73 @@ def lhs_order(pool: list[Point], seed: int) -> tuple[list[int], float]:
     return order, per_trial
 
 
-def adaptive_chooser() -> tuple[Chooser | None, str]:
-    """issue 11 item 1's acquisition, when this branch has it (None and why not, otherwise)."""
+def adaptive_available() -> str | None:
+    """None when issue 11 item 1's acquisition is on this branch, else why it is not."""
     try:
-        from streamml.sweep import acquisition  # type: ignore[attr-defined]
+        from streamml.sweep import acquisition  # noqa: F401
+        from streamml.vocabulary.replies import BatchPrediction
     except ImportError:
-        return None, "streamml.sweep.acquisition is not on this branch (h-adaptive not merged)"
-    return None, f"acquisition found ({acquisition.__name__}) but no adapter written for it yet"
+        return "streamml.sweep.acquisition is not on this branch (h-adaptive not merged)"
+    if "std" not in BatchPrediction.model_fields:
+        return "the server's batch predict gives no predictive std on this branch"
+    return None
+
+
+def _parameters() -> list[Any]:
+    from streamml.vocabulary.lammpssweep import Parameter
+
+    return [Parameter(name=k, type="int", min=lo, max=hi) for k, (lo, hi) in SPACE.items()]
+
+
+class Adaptive:
+    """uncertaintyPerCost over the unused pool (issue 11 item 1's acquisition functions): the
+    models' predictive std (or disagreement) per predicted cost, one pick per trial; the
+    warm-up is the first ``warmup`` points of the seed's LHS order. Times each decision."""
+
+    def __init__(self, pool: list[Point], warm: list[int], cost_model: str) -> None:
+        self.pool, self.warm, self.cost_model = pool, warm, cost_model
+        self.seconds: list[float] = []
+
+    async def next(self, client: Any, names: list[str], learned: list[int]) -> int:
+        from streamml.sweep import acquisition
+
+        if len(learned) < len(self.warm):
+            return self.warm[len(learned)]
+        started = time.perf_counter()
+        left = [i for i in range(len(self.pool)) if i not in set(learned)]
+        samples = [{"features": features(self.pool[i], _atoms(self.pool[i]))} for i in left]
+        forecasts = {}
+        for name in names:
+            replies = await client.predict_batch(samples, model=name, uncertainty=True)
+            forecasts[name] = acquisition.Forecast(
+                mean=[_float(r.prediction) for r in replies], std=[r.std for r in replies]
+            )
+        params = _parameters()
+        coords = acquisition.coordinates([self.pool[i] for i in left], params)  # type: ignore[arg-type]
+        run = acquisition.coordinates([self.pool[i] for i in learned], params)  # type: ignore[arg-type]
+        uncertain, _ = acquisition.uncertainty(forecasts, coords, run)
+        cost = acquisition.costs(forecasts.get(self.cost_model), len(left))
+        best = acquisition.pick(acquisition.scores(uncertain, cost), coords, 1, [])[0]
+        self.seconds.append(time.perf_counter() - started)
+        return left[best]
+
+
+def _atoms(point: Point) -> float:
+    return float(4 * point["nx"] * point["ny"] * point["nz"])
+
+
+def _float(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 # -- one campaign against the real server ------------------------------------------------------
 
 
 async def campaign(
-    client: Any, tag: str, pool: list[Point], runs: list[dict[str, float]], order: list[int],
-    held_out: list[HeldOutResult], target: float, args: argparse.Namespace,
+    client: Any, tag: str, pool: list[Point], runs: list[dict[str, float]],
+    order: list[int] | Adaptive, held_out: list[HeldOutResult], target: float,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:  # fmt: skip
     names = []
     for data in MODELS:
@@ -175,12 +227,17 @@ async def campaign(
     samples = [{"features": dict(r.features or {})} for r in held_out]
     checks: list[dict[str, Any]] = []
     spent = 0.0
-    for n, index in enumerate(order, start=1):
+    learned: list[int] = []
+    for n in range(1, len(pool) + 1):
+        index = (
+            order[n - 1] if isinstance(order, list) else await order.next(client, names, learned)
+        )
+        learned.append(index)
         run = runs[index]
         spent += run["cpu_time"]
         x = features(pool[index], run["atoms"])
         await client.learn(x, run["cpu_time"], models=names, identifier=f"{tag}/{index}")
-        if n % args.check_every and n != len(order):
+        if n % args.check_every and n != len(pool):
             continue
         for name in names:
             replies = await client.predict_batch(samples, model=name)
@@ -228,7 +285,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     target = ceiling - args.margin
     strategies: dict[str, list[dict[str, Any]]] = {"random": [], "latinHypercube": []}
     plan_s: list[float] = []
-    chooser, adaptive_note = adaptive_chooser()
+    adaptive_note = adaptive_available()
+    adaptive_s: list[float] = []
+    if adaptive_note is None:
+        strategies["adaptive"] = []
     with (
         tempfile.TemporaryDirectory(prefix="campaign-server-") as data,
         running_server(Path(data)) as server,
@@ -239,7 +299,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for seed in range(args.seeds):
                 lhs, per_trial = lhs_order(pool, seed)
                 plan_s.append(per_trial)
-                orders = {"random": random_order(pool, seed), "latinHypercube": lhs}
+                orders: dict[str, list[int] | Adaptive] = {
+                    "random": random_order(pool, seed),
+                    "latinHypercube": lhs,
+                }
+                if adaptive_note is None:
+                    orders["adaptive"] = Adaptive(pool, lhs[: args.warmup], "atoms-bayesian")
                 for name, order in orders.items():
                     held_out = [
                         HeldOutResult(id=i, target=r["cpu_time"], features=features(p, r["atoms"]))
@@ -256,6 +321,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         args,
                     )
                     strategies[name].append({"seed": seed, **row})
+                    if isinstance(order, Adaptive):
+                        adaptive_s += order.seconds
     return {
         "command": "benchmarks/campaign_bench.py " + " ".join(args.argv),
         "load": os.getloadavg(),
@@ -267,12 +334,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                           "sum": sum(r["cpu_time"] for r in runs)},
         "ceiling_r2": ceiling, "target_r2": target,
         "summary": {k: _summary(v) for k, v in strategies.items()},
-        "adaptive": adaptive_note if chooser is None else "measured",
+        "adaptive": adaptive_note or "measured",
+        "verdict": verdict(strategies),
         "planning_per_trial_s": {"precomputed_p50": _quantile(plan_s, 0.5),
                                  "precomputed_p95": _quantile(plan_s, 0.95),
-                                 "adaptive": None if chooser is None else "measured"},
+                                 "adaptive_p50": _quantile(adaptive_s, 0.5),
+                                 "adaptive_p95": _quantile(adaptive_s, 0.95)},
         "runs": strategies,
     }  # fmt: skip
+
+
+def verdict(strategies: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The issue's target: adaptive's median core-seconds <= 0.6 x Latin hypercube's, and on
+    no seed more than 1.1 x Latin hypercube's (a seed that never reached counts as a miss)."""
+    if "adaptive" not in strategies:
+        return None
+    lhs = {r["seed"]: r["core_seconds"] for r in strategies["latinHypercube"]}
+    ada = {r["seed"]: r["core_seconds"] for r in strategies["adaptive"]}
+    if None in lhs.values() or None in ada.values():
+        return {"met": False, "why": "a seed did not reach the target"}
+    ratio = statistics.median(ada.values()) / statistics.median(lhs.values())
+    worst = max(ada[s] / lhs[s] for s in lhs)
+    return {"median_ratio": ratio, "worst_seed_ratio": worst, "met": ratio <= 0.6 and worst <= 1.1}
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -298,11 +381,12 @@ def table(result: dict[str, Any]) -> str:
             f" {cell(s['core_seconds_min']):>8} {cell(s['core_seconds_max']):>8}"
             f" {cell(s['trials_median']):>11} {cell(s['trials_min']):>5} {cell(s['trials_max']):>5}"
         )
-    lines.append(f"adaptive: {result['adaptive']}")
+    lines.append(f"adaptive: {result['adaptive']}; verdict: {result['verdict']}")
     p = result["planning_per_trial_s"]
     lines.append(
         f"planning per trial, precomputed LHS: p50 {cell(p['precomputed_p50'])} s,"
-        f" p95 {cell(p['precomputed_p95'])} s; adaptive: {cell(p['adaptive'])}"
+        f" p95 {cell(p['precomputed_p95'])} s; adaptive (predict over HTTP + pick):"
+        f" p50 {cell(p['adaptive_p50'])} s, p95 {cell(p['adaptive_p95'])} s"
     )
     return "\n".join(lines)
 
@@ -317,6 +401,7 @@ def main() -> int:
     parser.add_argument("--hold", type=int, default=3, help="checks in a row at target (3)")
     parser.add_argument("--margin", type=float, default=0.02, help="below the ceiling (0.02)")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the pool and held-out set")
+    parser.add_argument("--warmup", type=int, default=4, help="adaptive's LHS warm-up runs (4)")
     parser.add_argument("--lmp", default="lmp", help="the LAMMPS binary (lmp)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
