@@ -263,14 +263,21 @@ class SweepDriver:
         return await self.engine.tick()
 
     async def _check_learners(self, spec: LammpsSweepSpec) -> None:
-        """Every model a target names is one the StreamModel declares (SpecError naming it)."""
-        if spec.targets is None:
+        """Every model a target names (and an adaptive sweep's cost model) is one the
+        StreamModel declares (SpecError naming it)."""
+        cost = spec.sampling.cost_model
+        if spec.targets is None and cost is None:
             return
         ref = spec.stream_model_ref.name
         body = await self.kube.stream_model(self.namespace, ref) or {}
         models = (body.get("spec") or {}).get("models") or []
         served = [m["name"] for m in models if isinstance(m, dict) and "name" in m]
-        problem = check_served(list(spec.targets), served, f"StreamModel {ref!r}")
+        problem = check_served(list(spec.targets or ()), served, f"StreamModel {ref!r}")
+        if problem is None and cost is not None and cost not in served:
+            problem = (
+                f"sampling.costModel: model {cost!r} is not a model of StreamModel {ref!r} "
+                f"(it has {', '.join(served) or 'none'})"
+            )
         if problem is not None:
             field, _, message = problem.partition(": ")
             raise SpecError(message, field=field)

@@ -35,6 +35,7 @@ from streamml.files import write_atomic
 from streamml.sweep import images, jobs
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.sweep.steering import Predictor, Steering
 from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import JobResult, scrub
 from streamml.vocabulary.lammpssweep import (
@@ -115,6 +116,7 @@ class SweepEngine:
         metrics: MetricsSource | None = None,
         redeliver: Redeliver | None = None,
         generation: int | None = None,
+        predict: Predictor | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -125,6 +127,8 @@ class SweepEngine:
         self.redeliver = redeliver
         self.generation = generation
         self.points: list[Point] = plan(spec)  # SpecError for impossible plans
+        #: adaptive sampling: the models choose the training points after the warm-up
+        self.steering = Steering.of(spec, predict)
         self.status = LammpsSweepStatus()
         self._loaded = False
 
@@ -385,9 +389,15 @@ class SweepEngine:
         return any(r.role == "train" and r.state in OPEN for r in self.status.trials)
 
     async def _submit_more(self) -> None:
+        slots = self.spec.parallelism - sum(r.state in ACTIVE for r in self.status.trials)
+        if self.steering and await self.steering.choose_ahead(self.status, slots):
+            await self.store.save(self.status)  # the choices, recorded BEFORE their runs exist
         while sum(r.state in ACTIVE for r in self.status.trials) < self.spec.parallelism:
             trial = self._next_trial()
             if trial is None:
+                return
+            if self.steering and not self.steering.chosen(trial, self.status):
+                self.status.next_trial = trial  # the models choose it once the warm-up is in
                 return
             attempt = self.status.attempts.get(str(trial), 0) + 1
             self.status.attempts.pop(str(trial), None)
@@ -397,7 +407,7 @@ class SweepEngine:
                 role="test" if trial >= self.spec.trials else "train",
                 attempt=attempt,
                 job_name=request.name,
-                params=as_vars(self.points[trial]),
+                params=as_vars(self._point(trial)),
             )
             self.status.trials.append(record)
             self._recount()
@@ -410,10 +420,15 @@ class SweepEngine:
             self.ctx,
             trial=trial,
             attempt=attempt,
-            point=self.points[trial],
+            point=self._point(trial),
             test=trial >= self.spec.trials,
             sweep=self.name,
         )
+
+    def _point(self, trial: int) -> Point:
+        if self.steering is None:
+            return self.points[trial]
+        return self.steering.point(trial, self.status, self.points)  # a recorded choice
 
     async def _submit(self, record: TrialRecord, request: JobRequest) -> None:
         try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from streamml.errors import DeliveryError, SpecError
 from streamml.files import write_atomic
 from streamml.sweep import jobs, schedulers
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
+from streamml.sweep.acquisition import Forecast
 from streamml.sweep.engine import (
     MetricsSource,
     ModelProgress,
@@ -31,6 +33,7 @@ from streamml.sweep.schedulers.options import (
     SlurmCliOptions,
     SlurmRestOptions,
 )
+from streamml.sweep.steering import Predictor
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
 from streamml.vocabulary.sweepsummary import SweepSummary
 from streamml.vocabulary.targets import learner_models
@@ -117,6 +120,42 @@ def metrics_source(access: ServerAccess) -> MetricsSource:
     return fetch
 
 
+def forecaster(access: ServerAccess) -> Predictor:
+    """Each model's forecast of an adaptive sweep's candidates (prediction and predictive
+    standard deviation), from the server's batch predict; models it does not serve are left
+    out."""
+
+    async def forecast(
+        models: Sequence[str] | None, samples: list[dict[str, Any]]
+    ) -> dict[str, Forecast]:
+        from streamml.client.api import ModelServerClient
+        from streamml.vocabulary.wire import MAX_BATCH_SAMPLES
+
+        out: dict[str, Forecast] = {}
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            served = await client.models()
+            for model in [m for m in models or served if m in served]:
+                means: list[float | None] = []
+                stds: list[float | None] = []
+                for at in range(0, len(samples), MAX_BATCH_SAMPLES):
+                    chunk = [{"features": f} for f in samples[at : at + MAX_BATCH_SAMPLES]]
+                    for p in await client.predict_batch(chunk, model=model, uncertainty=True):
+                        means.append(_number(p.prediction))
+                        stds.append(p.std)
+                out[model] = Forecast(mean=means, std=stds)
+        return out
+
+    return forecast
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     """Re-send what jobs spooled while the server was unreachable."""
 
@@ -193,6 +232,7 @@ def build_engine(
         metrics=metrics_source(access),
         redeliver=redeliverer(workdir.resolve(), access),
         generation=generation,
+        predict=forecaster(access) if spec.sampling.method == "adaptive" else None,
     )
     # the server's dashboard shows the sweep: each saved status is published to it too
     engine.store = PublishingStore(store, lambda: engine.spec, summary_publisher(name, access))
