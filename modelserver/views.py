@@ -390,7 +390,8 @@ async def _predict_spread(request: web.Request, body: BatchPredictRequest) -> we
     for i, sample in enumerate(body.samples):
         if sample.identifier is not None:
             raise SpecError(
-                "with uncertainty the predictions wait for no label: give no identifier",
+                f"samples[{i}].identifier: with uncertainty the predictions wait for no label:"
+                " give no identifier",
                 field=f"samples[{i}].identifier",
             )
     features = [sample.features for sample in body.samples]

@@ -395,7 +395,7 @@ def _adaptive_options(spec: LammpsSweepSpec) -> None:
     """The adaptive method's options agree with the rest of the spec (the pool's size against
     the space is checked where the pool is drawn: ``streamml.sweep.design``)."""
     s = spec.sampling
-    options = {"candidates": s.candidates, "warmup": s.warmup}
+    options: dict[str, object] = {"candidates": s.candidates, "warmup": s.warmup}
     options |= {"acquisition": s.acquisition, "costModel": s.cost_model}
     if s.method != "adaptive":
         for name, value in options.items():
