@@ -8,6 +8,7 @@ model server process, SIGKILL of the driver) is tests/integration/test_sweep_ada
 
 from __future__ import annotations
 
+import doctest
 import json
 import math
 from collections.abc import Sequence
@@ -32,6 +33,10 @@ NY = Parameter(name="ny", type="int", min=0, max=10)
 
 
 # ---- the acquisition ----------------------------------------------------------------------
+
+
+def test_the_module_examples_hold() -> None:
+    assert doctest.testmod(acquisition).failed == 0
 
 
 def test_coordinates_span_the_unit_cube() -> None:
