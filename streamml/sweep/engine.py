@@ -35,6 +35,7 @@ from streamml.files import write_atomic
 from streamml.sweep import images, jobs, stopping
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.sweep.steering import Predictor, Steering
 from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import JobResult, scrub
 from streamml.vocabulary.lammpssweep import (
@@ -115,7 +116,8 @@ class SweepEngine:
         metrics: MetricsSource | None = None,
         redeliver: Redeliver | None = None,
         generation: int | None = None,
-        predict: stopping.HeldOutPredict | None = None,
+        predict: Predictor | None = None,
+        held_out: stopping.HeldOutPredict | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -125,8 +127,10 @@ class SweepEngine:
         self.metrics = metrics
         self.redeliver = redeliver
         self.generation = generation
-        self.predict = predict  # stopWhen: the held-out set predicted again
+        self.held_out = held_out  # stopWhen: the held-out set predicted again
         self.points: list[Point] = plan(spec)  # SpecError for impossible plans
+        #: adaptive sampling: the models choose the training points after the warm-up
+        self.steering = Steering.of(spec, predict)
         self.status = LammpsSweepStatus()
         self._loaded = False
 
@@ -393,9 +397,15 @@ class SweepEngine:
         return any(r.role == "train" and r.state in OPEN for r in self.status.trials)
 
     async def _submit_more(self) -> None:
+        slots = self.spec.parallelism - sum(r.state in ACTIVE for r in self.status.trials)
+        if self.steering and await self.steering.choose_ahead(self.status, slots):
+            await self.store.save(self.status)  # the choices, recorded BEFORE their runs exist
         while sum(r.state in ACTIVE for r in self.status.trials) < self.spec.parallelism:
             trial = self._next_trial()
             if trial is None:
+                return
+            if self.steering and not self.steering.chosen(trial, self.status):
+                self.status.next_trial = trial  # the models choose it once the warm-up is in
                 return
             attempt = self.status.attempts.get(str(trial), 0) + 1
             self.status.attempts.pop(str(trial), None)
@@ -405,7 +415,7 @@ class SweepEngine:
                 role="test" if trial >= self.spec.trials else "train",
                 attempt=attempt,
                 job_name=request.name,
-                params=as_vars(self.points[trial]),
+                params=as_vars(self._point(trial)),
             )
             self.status.trials.append(record)
             self._recount()
@@ -418,10 +428,15 @@ class SweepEngine:
             self.ctx,
             trial=trial,
             attempt=attempt,
-            point=self.points[trial],
+            point=self._point(trial),
             test=trial >= self.spec.trials,
             sweep=self.name,
         )
+
+    def _point(self, trial: int) -> Point:
+        if self.steering is None:
+            return self.points[trial]
+        return self.steering.point(trial, self.status, self.points)  # a recorded choice
 
     async def _submit(self, record: TrialRecord, request: JobRequest) -> None:
         try:
@@ -475,10 +490,10 @@ class SweepEngine:
             or bool(self.status.retry_queue)
             or any(r.role == "train" and r.state in OPEN for r in self.status.trials)
         )
-        if self.predict is None or not stopping.due(self.status, self.spec, training_open):
+        if self.held_out is None or not stopping.due(self.status, self.spec, training_open):
             return
         try:
-            await stopping.check(self.status, self.spec, self.predict, self.ctx.models)
+            await stopping.check(self.status, self.spec, self.held_out, self.ctx.models)
         except SpecError as exc:  # the server cannot answer for the rule: nothing more to run
             self.status.phase = "Failed"
             message = f"spec.{exc.field}: {exc}" if exc.field else str(exc)

@@ -53,7 +53,13 @@ MAX_TRIAL_RECORDS = 200
 #: points kept per model in the learning curve (older points are thinned, never the last one)
 MAX_CURVE_POINTS = 100
 
-SamplingMethod = Literal["random", "grid", "latinHypercube"]
+# adaptive last: v1alpha1 only ever appends
+SamplingMethod = Literal["random", "grid", "latinHypercube", "adaptive"]
+#: what an adaptive sweep runs next: the candidate the models are least sure about (per unit of
+#: predicted cost)
+Acquisition = Literal["uncertainty", "uncertaintyPerCost"]
+#: bounds of an adaptive sweep's candidate pool (every candidate is predicted once per decision)
+MIN_CANDIDATES, MAX_CANDIDATES = 2, 20_000
 # flux last: v1alpha1 only ever appends
 SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes", "flux"]
 SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes", "flux")
@@ -139,6 +145,34 @@ class Parameter(_Camel):
 class Sampling(_Camel):
     method: SamplingMethod = Field(default="random", description="how points are drawn")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed: same seed, same plan")
+    # the adaptive method's options (checked in streamml.sweep.acquisition, naming the field)
+    candidates: int | None = Field(
+        default=None,
+        ge=MIN_CANDIDATES,
+        le=MAX_CANDIDATES,
+        description=f"adaptive: size of the seeded candidate pool the training runs after the "
+        f"warm-up are chosen from ({MIN_CANDIDATES}-{MAX_CANDIDATES}; default: 20 per trial, at "
+        "most 2000, at least trials - warmup)",
+    )
+    warmup: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="adaptive: training runs of the space-filling (Latin hypercube) warm-up "
+        "before the models choose (1 to trials; default: max(parallelism, trials / 5))",
+    )
+    acquisition: Acquisition | None = Field(
+        default=None,
+        description="adaptive: uncertainty (the candidate the models are least sure about) or "
+        "uncertaintyPerCost (that per unit of costModel's predicted cost); default uncertainty",
+    )
+    cost_model: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="adaptive, uncertaintyPerCost: the sweep's model whose prediction is a "
+        "run's cost (a runtime model)",
+    )
 
 
 class ObjectRef(_Camel):
@@ -359,6 +393,7 @@ class LammpsSweepSpec(_Camel):
         if clash:
             raise ValueError(f"lammps.vars: {sorted(clash)} are also parameters")
         _container_on_hosts(self)
+        _adaptive_options(self)
         _stop_rule(self)
         return self
 
@@ -369,11 +404,43 @@ def _stop_rule(spec: LammpsSweepSpec) -> None:
         return
     if spec.test_trials < 2:
         raise ValueError("testTrials: stopWhen is measured on the held-out runs: give at least 2")
+    if spec.sampling.method == "adaptive":  # both reorder the plan: not combined yet
+        raise ValueError(
+            "sampling.method: adaptive does not combine with stopWhen yet (both order the runs)"
+        )
     taught = learner_models(resolved_targets(spec), spec.models)
     if rule.model is not None and taught is not None and rule.model not in taught:
         raise ValueError(
             f"stopWhen.model: model {rule.model!r} is not one this sweep teaches"
             f" ({', '.join(taught)})"
+        )
+
+
+def _adaptive_options(spec: LammpsSweepSpec) -> None:
+    """The adaptive method's options agree with the rest of the spec (the pool's size against
+    the space is checked where the pool is drawn: ``streamml.sweep.design``)."""
+    s = spec.sampling
+    options: dict[str, object] = {"candidates": s.candidates, "warmup": s.warmup}
+    options |= {"acquisition": s.acquisition, "costModel": s.cost_model}
+    if s.method != "adaptive":
+        for name, value in options.items():
+            if value is not None:
+                raise ValueError(f"sampling.{name}: only for method adaptive, not {s.method}")
+        return
+    if s.warmup is not None and s.warmup > spec.trials:
+        raise ValueError(f"sampling.warmup: {s.warmup} warm-up runs > trials {spec.trials}")
+    if s.acquisition == "uncertaintyPerCost" and s.cost_model is None:
+        raise ValueError("sampling.costModel: uncertaintyPerCost needs the model of the cost")
+    models = learner_models(resolved_targets(spec), spec.models)
+    if s.cost_model is not None and models is not None and s.cost_model not in models:
+        raise ValueError(
+            f"sampling.costModel: {s.cost_model!r} is not among the sweep's models "
+            f"({', '.join(models)})"
+        )
+    if spec.lammps.features != "vars":
+        raise ValueError(
+            "lammps.features: adaptive sampling needs vars (a candidate's atom count is not "
+            "known before it runs)"
         )
 
 
@@ -514,6 +581,26 @@ class DriftNote(_Record):
     magnitude: float = Field(description="mean error since the change, in warm-up error units")
 
 
+#: adaptive decisions kept with their scores in a sweep's status (the newest; ``chosen`` keeps all)
+MAX_DECISION_NOTES = 32
+
+
+class Decision(_Record):
+    """One choice of an adaptive sweep, recorded before its run was submitted."""
+
+    trial: int = Field(ge=0, description="the trial it chose the point of")
+    candidate: int = Field(ge=0, description="the point's index in the candidate pool")
+    score: float | None = Field(default=None, description="its acquisition score")
+    uncertainty: float | None = Field(default=None, description="the models' uncertainty")
+    cost: float | None = Field(default=None, description="the predicted cost (per cost)")
+    basis: str = Field(
+        default="sigma",
+        description="sigma (predictive standard deviation), disagreement (spread of the models' "
+        "predictions) or distance (no usable prediction: the farthest candidate)",
+    )
+    learned: int = Field(default=0, description="training runs learned when it was made")
+
+
 class LammpsSweepStatus(_Record):
     phase: Phase = "Pending"
     observed_generation: int | None = None
@@ -570,6 +657,17 @@ class LammpsSweepStatus(_Record):
         default_factory=list,
         max_length=MAX_HELD_OUT_CHECKS,
         description="each re-measurement on the held-out runs (stopWhen)",
+    )
+    chosen: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_TRIALS,
+        description="adaptive: the candidate-pool index of each training run after the warm-up,"
+        " in trial order, recorded before its run is submitted (a restart replays them)",
+    )
+    decisions: list[Decision] = Field(
+        default_factory=list,
+        max_length=MAX_DECISION_NOTES,
+        description="adaptive: the newest decisions with their scores",
     )
 
 

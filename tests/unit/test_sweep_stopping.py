@@ -244,7 +244,7 @@ async def test_the_engine_runs_tests_first_and_stops_once_the_target_holds(
 
     ctx = jobs.JobContext(server="http://127.0.0.1:9", workdir=tmp_path, identity="uid-1")
     store = FileStore(tmp_path / "state.json")
-    engine = SweepEngine("demo", spec, sched, store, ctx, predict=predict)
+    engine = SweepEngine("demo", spec, sched, store, ctx, held_out=predict)
     for _ in range(400):
         if await engine.tick():
             break
@@ -261,3 +261,12 @@ async def test_the_engine_runs_tests_first_and_stops_once_the_target_holds(
     assert cond["TargetReached"].status == "True" and cond["Ready"].reason == "Succeeded"
     assert status.best_model == "m" and status.held_out_r2 == 1.0
     assert [c.trials for c in status.held_out_checks] == [2, 4, 6]
+
+
+def test_stop_when_and_adaptive_sampling_are_refused_together_naming_the_field() -> None:
+    base = {"streamModelRef": {"name": "m"}, "trials": 5, "testTrials": 3,
+            "parameters": [{"name": "nx", "type": "int", "min": 1, "max": 9}],
+            "sampling": {"method": "adaptive"}, "stopWhen": {"threshold": 0.9}}  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        validate(base)
+    assert info.value.field == "sampling.method"
