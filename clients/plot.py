@@ -8,7 +8,10 @@ Reads from ``--in DIR``:
   ``sweep.json`` (a LammpsSweep as ``kubectl get -o json`` prints it, or its status) →
   ``predicted_vs_actual.png`` for the held-out runs (one marker set per model, the offline ceiling
   and the diagonal), ``runtime_vs_atoms.png`` (training and held-out runs, the ceiling's line) and
-  ``runtime_heatmap.png`` (mean runtime over the first two parameters).
+  ``runtime_heatmap.png`` (mean runtime over the first two parameters); from ``sweep.json``
+  also the error against the simulation core-seconds spent (:mod:`.plot_cost`:
+  ``held_out_vs_core_seconds.png`` for a ``stopWhen`` sweep and
+  ``learning_curve_vs_core_seconds.png``).
 
 A sweep with several targets (trial records naming their target; a status with
 ``evaluationByTarget``) gets each figure once per target, its file named by the target:
@@ -272,6 +275,11 @@ def render(in_dir: Path, out_dir: Path) -> list[Path]:
     _learning_curves(rows, _model_targets(reports, sweep_status), save)
     for report in reports:
         _trial_figures(report, save)
+    if sweep_status is not None:  # error against the simulation core-seconds spent
+        from streamml.clients.plot_cost import cost_figures
+
+        for name, figure in cost_figures(sweep_status):
+            save(figure, name)
     if not written:
         expected = f"{METRICS_CSV}, {TRIALS_JSONL} or {SWEEP_JSON}"
         raise SpecError(f"nothing to plot in {in_dir}: expected {expected}")

@@ -13,6 +13,7 @@ from typing import Any
 from streamml.modelserver.events import EventHub, publish_predictions
 from streamml.modelserver.learning import ModelState
 from streamml.modelserver.registry import Registry
+from streamml.modelserver.spread import spread_of
 from streamml.modelserver.workers import ModelWorkers
 
 
@@ -63,3 +64,12 @@ class Predictions:
         made = ((features, value) for (features, _), (value, _) in zip(samples, out, strict=True))
         publish_predictions(self.hub, model, made)
         return out
+
+    async def spread(
+        self, model: str, samples: list[dict[str, Any]]
+    ) -> list[tuple[Any, float | None]]:
+        """Predictions with their predictive standard deviations (None: the model has no
+        distribution), on the model's thread; looks only: none waits for a label, none is
+        published, so a candidate pool costs no capacity."""
+        state = self.registry.get(model)
+        return await self.workers.run(model, lambda: [spread_of(state, f) for f in samples])

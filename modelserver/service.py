@@ -70,6 +70,7 @@ class ModelService:
         self.predict = self.predictions.predict
         self.predict_now = self.predictions.now
         self.predict_many = self.predictions.many
+        self.predict_spread = self.predictions.spread
         self.snapshot_dirty = self.snapshots.snapshot_dirty
         #: what start-up loaded (filled by :meth:`load`)
         self.report = LoadReport()

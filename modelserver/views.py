@@ -377,9 +377,26 @@ async def predict(request: web.Request) -> web.Response:
 
 async def predict_batch(request: web.Request) -> web.Response:
     body = await parse(request, BatchPredictRequest)
+    if body.uncertainty:
+        return await _predict_spread(request, body)
     samples = [(sample.features, sample.identifier) for sample in body.samples]
     answers = await request.app[SERVICE].predict_many(body.model, samples)
     predictions = [{"prediction": value, "identifier": identifier} for value, identifier in answers]
+    return reply({"model": body.model, "predictions": predictions})
+
+
+async def _predict_spread(request: web.Request, body: BatchPredictRequest) -> web.Response:
+    """``"uncertainty": true``: each prediction with its ``std``, none kept for a label."""
+    for i, sample in enumerate(body.samples):
+        if sample.identifier is not None:
+            raise SpecError(
+                f"samples[{i}].identifier: with uncertainty the predictions wait for no label:"
+                " give no identifier",
+                field=f"samples[{i}].identifier",
+            )
+    features = [sample.features for sample in body.samples]
+    answers = await request.app[SERVICE].predict_spread(body.model, features)
+    predictions = [{"prediction": value, "std": std, "identifier": None} for value, std in answers]
     return reply({"model": body.model, "predictions": predictions})
 
 

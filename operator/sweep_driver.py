@@ -35,6 +35,7 @@ from streamml.sweep.schedulers import Scheduler
 from streamml.sweep.spec import validate
 from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.stopping import check_stop_model
 from streamml.vocabulary.streammodel import STREAMMODEL
 from streamml.vocabulary.targets import check_served
 
@@ -263,14 +264,29 @@ class SweepDriver:
         return await self.engine.tick()
 
     async def _check_learners(self, spec: LammpsSweepSpec) -> None:
-        """Every model a target names is one the StreamModel declares (SpecError naming it)."""
-        if spec.targets is None:
+        """Every model a target names (and an adaptive sweep's cost model, and stopWhen's
+        model) is one the StreamModel declares, of a flavor that has stopWhen's metric
+        (SpecError naming the field)."""
+        cost = spec.sampling.cost_model
+        if spec.targets is None and cost is None and spec.stop_when is None:
             return
         ref = spec.stream_model_ref.name
         body = await self.kube.stream_model(self.namespace, ref) or {}
         models = (body.get("spec") or {}).get("models") or []
         served = [m["name"] for m in models if isinstance(m, dict) and "name" in m]
-        problem = check_served(list(spec.targets), served, f"StreamModel {ref!r}")
+        flavors = {
+            m["name"]: str(m.get("flavor") or "regression")
+            for m in models
+            if isinstance(m, dict) and "name" in m
+        }
+        problem = check_stop_model(spec.stop_when, flavors, f"StreamModel {ref!r}")
+        if problem is None:
+            problem = check_served(list(spec.targets or ()), served, f"StreamModel {ref!r}")
+        if problem is None and cost is not None and cost not in served:
+            problem = (
+                f"sampling.costModel: model {cost!r} is not a model of StreamModel {ref!r} "
+                f"(it has {', '.join(served) or 'none'})"
+            )
         if problem is not None:
             field, _, message = problem.partition(": ")
             raise SpecError(message, field=field)

@@ -201,9 +201,13 @@ class ModelServerClient:
         return await self._call(PredictReply, "POST", "/api/predict/", json=body)
 
     async def predict_batch(
-        self, samples: Sequence[Mapping[str, Any]], *, model: str
+        self, samples: Sequence[Mapping[str, Any]], *, model: str, uncertainty: bool = False
     ) -> list[BatchPrediction]:
-        body = {"model": model, "samples": [dict(s) for s in samples]}
+        """Predictions of many samples; ``uncertainty``: each with its predictive standard
+        deviation (``std``, None when the model has none) and none kept for a label."""
+        body: dict[str, Any] = {"model": model, "samples": [dict(s) for s in samples]}
+        if uncertainty:
+            body["uncertainty"] = True
         reply = await self._call(BatchPredictReply, "POST", "/api/predict/batch/", json=body)
         return reply.predictions
 

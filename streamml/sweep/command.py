@@ -138,6 +138,13 @@ def report(status: Any) -> str:
         f"phase {status.phase}: {status.progress} runs, {status.failed} failed attempts,"
         f" {status.submitted} submitted"
     ]
+    lines.append(f"runs {status.runs or '-'}, {status.core_seconds:.1f} simulation core-seconds")
+    if status.held_out_checks:
+        target = next((c for c in status.conditions if c.type == "TargetReached"), None)
+        lines.append(
+            f"held-out {status.held_out} after {len(status.held_out_checks)} checks"
+            + (f": {target.reason}: {target.message}" if target else "")
+        )
     failed = [t for t in status.trials if t.state in ("Failed", "Lost")]
     for trial in failed[-5:]:
         lines.append(f"  failed {trial.job_name}: {trial.reason}")

@@ -33,9 +33,10 @@ from typing import Protocol
 
 from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError, StreamMLError
 from streamml.files import write_atomic
-from streamml.sweep import images, jobs, timelimits
+from streamml.sweep import images, jobs, stopping, timelimits
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.sweep.steering import Predictor, Steering
 from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import JobResult, scrub
 from streamml.vocabulary.lammpssweep import (
@@ -116,7 +117,9 @@ class SweepEngine:
         metrics: MetricsSource | None = None,
         redeliver: Redeliver | None = None,
         generation: int | None = None,
-        predict: timelimits.Predict | None = None,
+        predict: Predictor | None = None,
+        held_out: stopping.HeldOutPredict | None = None,
+        wall_time: timelimits.Predict | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -126,8 +129,11 @@ class SweepEngine:
         self.metrics = metrics
         self.redeliver = redeliver
         self.generation = generation
-        self.predict = predict  # the time-limit model's predictions (predictedTimeLimit)
+        self.held_out = held_out  # stopWhen: the held-out set predicted again
+        self.wall_time = wall_time  # the time-limit model's predictions (predictedTimeLimit)
         self.points: list[Point] = plan(spec)  # SpecError for impossible plans
+        #: adaptive sampling: the models choose the training points after the warm-up
+        self.steering = Steering.of(spec, predict)
         self.status = LammpsSweepStatus()
         self._loaded = False
 
@@ -212,7 +218,8 @@ class SweepEngine:
             await self.cancel_all("the sweep failed")
         else:
             learned |= await self._deliver_spooled()
-            if reachable:
+            await self._check_target()  # before submitting: a target reached starts nothing
+            if reachable and not self._failed():
                 await self._submit_more()
         self._recount()
         if learned:
@@ -298,6 +305,8 @@ class SweepEngine:
     def _finish_trial(self, record: TrialRecord, status: JobStatus) -> bool:
         record.finished_at = stamp()
         result = jobs.read_result(self.ctx, record.job_name, status.output)
+        if record.state != "Spooled":  # a redelivered run was counted when it ended
+            self.status.core_seconds += stopping.core_seconds(result, self.spec)
         images.record(self.status, record, result)
         if timelimits.censor(self.spec, self.status, record, result, status):
             return False  # killed at its limit: resubmitted with a larger one, never learned
@@ -320,6 +329,7 @@ class SweepEngine:
                         predictions=result.finite_predictions(),
                         image_digest=record.image_digest,
                         targets=record.targets,
+                        features=stopping.held_out_features(result),
                     )
                 ]
             return record.role == "train" and delivered
@@ -374,6 +384,8 @@ class SweepEngine:
         return learned
 
     def _next_trial(self) -> int | None:
+        if self.spec.stop_when is not None:  # held-out trials first, then up to the target
+            return stopping.next_trial(self.status, self.spec)
         queue = self.status.retry_queue
         if queue and (queue[0] < self.spec.trials or not self._training_open()):
             return queue.pop(0)
@@ -393,14 +405,20 @@ class SweepEngine:
         return any(r.role == "train" and r.state in OPEN for r in self.status.trials)
 
     async def _submit_more(self) -> None:
+        slots = self.spec.parallelism - sum(r.state in ACTIVE for r in self.status.trials)
+        if self.steering and await self.steering.choose_ahead(self.status, slots):
+            await self.store.save(self.status)  # the choices, recorded BEFORE their runs exist
         while sum(r.state in ACTIVE for r in self.status.trials) < self.spec.parallelism:
             trial = self._next_trial()
             if trial is None:
                 return
+            if self.steering and not self.steering.chosen(trial, self.status):
+                self.status.next_trial = trial  # the models choose it once the warm-up is in
+                return
             attempt = self.status.attempts.get(str(trial), 0) + 1
             self.status.attempts.pop(str(trial), None)
             limit = await timelimits.plan(
-                self.spec, self.status, self.predict, trial, self.points[trial]
+                self.spec, self.status, self.wall_time, trial, self._point(trial)
             )
             request = self._request(trial, attempt, limit.seconds)
             record = TrialRecord(
@@ -408,7 +426,7 @@ class SweepEngine:
                 role="test" if trial >= self.spec.trials else "train",
                 attempt=attempt,
                 job_name=request.name,
-                params=as_vars(self.points[trial]),
+                params=as_vars(self._point(trial)),
                 submitted_at=stamp(),
                 time_limit_seconds=limit.seconds,
                 predicted_wall_seconds=limit.predicted_wall,
@@ -424,11 +442,16 @@ class SweepEngine:
             self.ctx,
             trial=trial,
             attempt=attempt,
-            point=self.points[trial],
+            point=self._point(trial),
             test=trial >= self.spec.trials,
             sweep=self.name,
             time_limit=time_limit,
         )
+
+    def _point(self, trial: int) -> Point:
+        if self.steering is None:
+            return self.points[trial]
+        return self.steering.point(trial, self.status, self.points)  # a recorded choice
 
     async def _submit(self, record: TrialRecord, request: JobRequest) -> None:
         try:
@@ -470,9 +493,29 @@ class SweepEngine:
                 samples=samples,
                 value=value,
                 image_digest=images.current(self.status),
+                core_seconds=self.status.core_seconds,
             )
             jobs.add_point(curve.points, point)
             self._note_drift(model, progress.drift, learned)
+
+    async def _check_target(self) -> None:
+        """stopWhen: measure the held-out set again when a check is due (module stopping)."""
+        training_open = (
+            self.status.next_trial < self.total
+            or bool(self.status.retry_queue)
+            or any(r.role == "train" and r.state in OPEN for r in self.status.trials)
+        )
+        if self.held_out is None or not stopping.due(self.status, self.spec, training_open):
+            return
+        try:
+            await stopping.check(self.status, self.spec, self.held_out, self.ctx.models)
+        except SpecError as exc:  # the server cannot answer for the rule: nothing more to run
+            self.status.phase = "Failed"
+            message = f"spec.{exc.field}: {exc}" if exc.field else str(exc)
+            set_condition(self.status.conditions, "Ready", False, "InvalidSpec", message)
+            await self.cancel_all("invalid spec")
+        except StreamMLError as exc:
+            log.info("sweep %s: held-out check waits for the server: %s", self.name, exc)
 
     def _note_drift(self, model: str, drift: DriftStats | None, learned: int) -> None:
         """The model's new detections, placed on this sweep's training runs: its scored samples
@@ -511,7 +554,9 @@ class SweepEngine:
             self._complete()
             return
         busy = any(r.state in OPEN for r in self.status.trials)
-        if self.status.next_trial >= self.total and not self.status.retry_queue and not busy:
+        started = self.status.next_trial >= self.total or stopping.stopped(self.status)
+        if started and not self.status.retry_queue and not busy:
+            stopping.budget_spent(self.status, self.spec)
             self.status.phase = "Succeeded"
             set_condition(self.status.conditions, "Ready", True, "Succeeded", "every run finished")
             self._complete()
@@ -526,6 +571,7 @@ class SweepEngine:
         s.running = sum(r.state == "Running" for r in active)
         s.pending = self.total - s.succeeded - len(active) - len(s.retry_queue)
         s.progress = f"{s.succeeded}/{self.total}"
+        s.runs = stopping.runs(s, self.spec)
         if self.generation is not None:
             s.observed_generation = self.generation
         targets = resolved_targets(self.spec)

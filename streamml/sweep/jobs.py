@@ -215,7 +215,13 @@ def evaluate(
         mean = sum(y for y, _ in pairs) / n
         sst = sum((y - mean) ** 2 for y, _ in pairs)
         r2 = 1.0 - sse / sst if sst > 0 else None
-        out.append(Evaluation(model=model, n=n, MAE=mae, RMSE=math.sqrt(sse / n), R2=r2))
+        # MAPE only where every truth is non-zero (a zero truth has no relative error)
+        mape = (
+            100.0 * sum(abs(y_hat - y) / abs(y) for y, y_hat in pairs) / n
+            if all(y != 0 for y, _ in pairs)
+            else None
+        )
+        out.append(Evaluation(model=model, n=n, MAE=mae, RMSE=math.sqrt(sse / n), R2=r2, MAPE=mape))
     return out
 
 

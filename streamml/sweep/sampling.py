@@ -113,6 +113,10 @@ def sample(
 def plan(spec: LammpsSweepSpec) -> list[Point]:
     """All points of a sweep: the training points, then the held-out test points."""
     params, method, seed = spec.parameters, spec.sampling.method, spec.sampling.seed
+    if method == "adaptive":  # chosen as results come in; the design builds on this module
+        from streamml.sweep.design import adaptive_design
+
+        return adaptive_design(spec).provisional
     train_n, test_n = spec.trials, spec.test_trials
     if train_n < 1:
         raise SpecError("trials must be at least 1", field="trials")

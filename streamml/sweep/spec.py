@@ -32,8 +32,9 @@ def validate(raw: Mapping[str, Any]) -> LammpsSweepSpec:
 
 #: a whole-spec check (the targets' mapping to models) names its field first in its message
 _ROOT_FIELD = re.compile(
-    r"^spec\.\(root\): Value error, ((?:targets|models)\[\d+\](?:\.\w+)?|lammps\.target"
-    r"|resources\.predictedTimeLimit(?:\.\w+)?): "
+    r"^spec\.\(root\): Value error, "
+    r"((?:targets|models)\[\d+\](?:\.\w+)?|lammps\.target|lammps\.features|sampling\.\w+"
+    r"|stopWhen\.\w+|testTrials|resources\.predictedTimeLimit(?:\.\w+)?): "
 )
 
 

@@ -16,6 +16,7 @@ from streamml.files import write_atomic
 from streamml.sweep import jobs, schedulers, timelimits
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
+from streamml.sweep.acquisition import Forecast
 from streamml.sweep.engine import (
     MetricsSource,
     ModelProgress,
@@ -32,6 +33,8 @@ from streamml.sweep.schedulers.options import (
     SlurmCliOptions,
     SlurmRestOptions,
 )
+from streamml.sweep.steering import Predictor
+from streamml.sweep.stopping import HeldOutPredict
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
 from streamml.vocabulary.sweepsummary import SweepSummary
 from streamml.vocabulary.targets import learner_models
@@ -134,6 +137,69 @@ def predictor(access: ServerAccess) -> timelimits.Predict:
     return predict
 
 
+def held_out_predictor(access: ServerAccess) -> HeldOutPredict:
+    """stopWhen: each model's predictions of the held-out set (one batch request per model;
+    a model the server does not have is left out of the answer)."""
+
+    async def predict(
+        models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any] | None]:
+        from streamml.client.api import ModelServerClient
+
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            served = await client.models()
+            out: dict[str, list[Any] | None] = {}
+            for model in models or served:
+                if model not in served:
+                    continue
+                if "RMSE" not in await client.metrics(model):  # a classifier's metrics
+                    out[model] = None
+                    continue
+                replies = await client.predict_batch(samples, model=model)
+                out[model] = [r.prediction for r in replies]
+            return out
+
+    return predict
+
+
+def forecaster(access: ServerAccess) -> Predictor:
+    """Each model's forecast of an adaptive sweep's candidates (prediction and predictive
+    standard deviation), from the server's batch predict; models it does not serve are left
+    out."""
+
+    async def forecast(
+        models: Sequence[str] | None, samples: list[dict[str, Any]]
+    ) -> dict[str, Forecast]:
+        from streamml.client.api import ModelServerClient
+        from streamml.vocabulary.wire import MAX_BATCH_SAMPLES
+
+        out: dict[str, Forecast] = {}
+        async with ModelServerClient(
+            access.url, username=access.username, token=access.token
+        ) as client:
+            served = await client.models()
+            for model in [m for m in models or served if m in served]:
+                means: list[float | None] = []
+                stds: list[float | None] = []
+                for at in range(0, len(samples), MAX_BATCH_SAMPLES):
+                    chunk = [{"features": f} for f in samples[at : at + MAX_BATCH_SAMPLES]]
+                    for p in await client.predict_batch(chunk, model=model, uncertainty=True):
+                        means.append(_number(p.prediction))
+                        stds.append(p.std)
+                out[model] = Forecast(mean=means, std=stds)
+        return out
+
+    return forecast
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def redeliverer(workdir: Path, access: ServerAccess) -> Redeliver:
     """Re-send what jobs spooled while the server was unreachable."""
 
@@ -210,7 +276,9 @@ def build_engine(
         metrics=metrics_source(access),
         redeliver=redeliverer(workdir.resolve(), access),
         generation=generation,
-        predict=predictor(access) if spec.resources.predicted_time_limit else None,
+        predict=forecaster(access) if spec.sampling.method == "adaptive" else None,
+        held_out=held_out_predictor(access) if spec.stop_when is not None else None,
+        wall_time=predictor(access) if spec.resources.predicted_time_limit else None,
     )
     # the server's dashboard shows the sweep: each saved status is published to it too
     engine.store = PublishingStore(store, lambda: engine.spec, summary_publisher(name, access))

@@ -31,7 +31,14 @@ from pydantic.alias_generators import to_camel
 
 from streamml.vocabulary.conditions import Condition
 from streamml.vocabulary.resource import PrinterColumn, ResourceInfo
-from streamml.vocabulary.targets import MAX_TARGETS, MetricName, TargetSpec, check_mapping
+from streamml.vocabulary.stopping import MAX_HELD_OUT_CHECKS, HeldOutCheck, StopWhen
+from streamml.vocabulary.targets import (
+    MAX_TARGETS,
+    MetricName,
+    TargetSpec,
+    check_mapping,
+    learner_models,
+)
 from streamml.vocabulary.timelimit import PredictedTimeLimit, TimeLimitStatus, check_time_model
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -47,7 +54,13 @@ MAX_TRIAL_RECORDS = 200
 #: points kept per model in the learning curve (older points are thinned, never the last one)
 MAX_CURVE_POINTS = 100
 
-SamplingMethod = Literal["random", "grid", "latinHypercube"]
+# adaptive last: v1alpha1 only ever appends
+SamplingMethod = Literal["random", "grid", "latinHypercube", "adaptive"]
+#: what an adaptive sweep runs next: the candidate the models are least sure about (per unit of
+#: predicted cost)
+Acquisition = Literal["uncertainty", "uncertaintyPerCost"]
+#: bounds of an adaptive sweep's candidate pool (every candidate is predicted once per decision)
+MIN_CANDIDATES, MAX_CANDIDATES = 2, 20_000
 # flux last: v1alpha1 only ever appends
 SchedulerType = Literal["local", "slurm", "slurm-rest", "kubernetes", "flux"]
 SCHEDULER_TYPES: tuple[SchedulerType, ...] = ("local", "slurm", "slurm-rest", "kubernetes", "flux")
@@ -133,6 +146,34 @@ class Parameter(_Camel):
 class Sampling(_Camel):
     method: SamplingMethod = Field(default="random", description="how points are drawn")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed: same seed, same plan")
+    # the adaptive method's options (checked in streamml.sweep.acquisition, naming the field)
+    candidates: int | None = Field(
+        default=None,
+        ge=MIN_CANDIDATES,
+        le=MAX_CANDIDATES,
+        description=f"adaptive: size of the seeded candidate pool the training runs after the "
+        f"warm-up are chosen from ({MIN_CANDIDATES}-{MAX_CANDIDATES}; default: 20 per trial, at "
+        "most 2000, at least trials - warmup)",
+    )
+    warmup: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TRIALS,
+        description="adaptive: training runs of the space-filling (Latin hypercube) warm-up "
+        "before the models choose (1 to trials; default: max(parallelism, trials / 5))",
+    )
+    acquisition: Acquisition | None = Field(
+        default=None,
+        description="adaptive: uncertainty (the candidate the models are least sure about) or "
+        "uncertaintyPerCost (that per unit of costModel's predicted cost); default uncertainty",
+    )
+    cost_model: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="adaptive, uncertaintyPerCost: the sweep's model whose prediction is a "
+        "run's cost (a runtime model)",
+    )
 
 
 class ObjectRef(_Camel):
@@ -342,6 +383,11 @@ class LammpsSweepSpec(_Camel):
         description="what each trial teaches, each target to its models (default: "
         "lammps.target to every model of models)",
     )
+    stop_when: StopWhen | None = Field(
+        default=None,
+        description="stop once the held-out metric reaches a target (test trials run first; "
+        "trials becomes the budget ceiling)",
+    )
 
     @model_validator(mode="after")
     def _names(self) -> LammpsSweepSpec:
@@ -358,7 +404,55 @@ class LammpsSweepSpec(_Camel):
         )
         if problem is not None:
             raise ValueError(problem)
+        _adaptive_options(self)
+        _stop_rule(self)
         return self
+
+
+def _stop_rule(spec: LammpsSweepSpec) -> None:
+    rule = spec.stop_when
+    if rule is None:
+        return
+    if spec.test_trials < 2:
+        raise ValueError("testTrials: stopWhen is measured on the held-out runs: give at least 2")
+    if spec.sampling.method == "adaptive":  # both reorder the plan: not combined yet
+        raise ValueError(
+            "sampling.method: adaptive does not combine with stopWhen yet (both order the runs)"
+        )
+    taught = learner_models(resolved_targets(spec), spec.models)
+    if rule.model is not None and taught is not None and rule.model not in taught:
+        raise ValueError(
+            f"stopWhen.model: model {rule.model!r} is not one this sweep teaches"
+            f" ({', '.join(taught)})"
+        )
+
+
+def _adaptive_options(spec: LammpsSweepSpec) -> None:
+    """The adaptive method's options agree with the rest of the spec (the pool's size against
+    the space is checked where the pool is drawn: ``streamml.sweep.design``)."""
+    s = spec.sampling
+    options: dict[str, object] = {"candidates": s.candidates, "warmup": s.warmup}
+    options |= {"acquisition": s.acquisition, "costModel": s.cost_model}
+    if s.method != "adaptive":
+        for name, value in options.items():
+            if value is not None:
+                raise ValueError(f"sampling.{name}: only for method adaptive, not {s.method}")
+        return
+    if s.warmup is not None and s.warmup > spec.trials:
+        raise ValueError(f"sampling.warmup: {s.warmup} warm-up runs > trials {spec.trials}")
+    if s.acquisition == "uncertaintyPerCost" and s.cost_model is None:
+        raise ValueError("sampling.costModel: uncertaintyPerCost needs the model of the cost")
+    models = learner_models(resolved_targets(spec), spec.models)
+    if s.cost_model is not None and models is not None and s.cost_model not in models:
+        raise ValueError(
+            f"sampling.costModel: {s.cost_model!r} is not among the sweep's models "
+            f"({', '.join(models)})"
+        )
+    if spec.lammps.features != "vars":
+        raise ValueError(
+            "lammps.features: adaptive sampling needs vars (a candidate's atom count is not "
+            "known before it runs)"
+        )
 
 
 def _targets_map(spec: LammpsSweepSpec) -> None:
@@ -442,6 +536,9 @@ class CurvePoint(_Record):
     image_digest: str | None = Field(
         default=None, description="the container image of the newest trial learned"
     )
+    core_seconds: float | None = Field(
+        default=None, description="simulation core-seconds spent so far (every run)"
+    )
 
 
 class LearningCurve(_Record):
@@ -459,6 +556,9 @@ class HeldOutResult(_Record):
     targets: dict[str, float] | None = Field(
         default=None, description="every target's value (several targets; target is the first)"
     )
+    features: dict[str, int | float | str] | None = Field(
+        default=None, description="what the models saw (stopWhen: re-predicted at each check)"
+    )
 
 
 class Evaluation(_Record):
@@ -467,6 +567,9 @@ class Evaluation(_Record):
     mae: float | None = Field(default=None, alias="MAE")
     rmse: float | None = Field(default=None, alias="RMSE")
     r2: float | None = Field(default=None, alias="R2")
+    mape: float | None = Field(
+        default=None, alias="MAPE", description="mean absolute percentage error (%)"
+    )
 
 
 class ImageEvaluation(_Record):
@@ -503,6 +606,26 @@ class DriftNote(_Record):
     )
     detected_after_trials: int = Field(description="training runs learned when it was seen")
     magnitude: float = Field(description="mean error since the change, in warm-up error units")
+
+
+#: adaptive decisions kept with their scores in a sweep's status (the newest; ``chosen`` keeps all)
+MAX_DECISION_NOTES = 32
+
+
+class Decision(_Record):
+    """One choice of an adaptive sweep, recorded before its run was submitted."""
+
+    trial: int = Field(ge=0, description="the trial it chose the point of")
+    candidate: int = Field(ge=0, description="the point's index in the candidate pool")
+    score: float | None = Field(default=None, description="its acquisition score")
+    uncertainty: float | None = Field(default=None, description="the models' uncertainty")
+    cost: float | None = Field(default=None, description="the predicted cost (per cost)")
+    basis: str = Field(
+        default="sigma",
+        description="sigma (predictive standard deviation), disagreement (spread of the models' "
+        "predictions) or distance (no usable prediction: the farthest candidate)",
+    )
+    learned: int = Field(default=0, description="training runs learned when it was made")
 
 
 class LammpsSweepStatus(_Record):
@@ -548,6 +671,34 @@ class LammpsSweepStatus(_Record):
     time_limits: TimeLimitStatus | None = Field(
         default=None, description="how the jobs' time limits fit their runs (with a limit)"
     )
+    core_seconds: float = Field(
+        default=0.0,
+        description="simulation core-seconds spent: every finished run's CPU seconds x MPI "
+        "ranks (its loop time x CPUs when the log lacks the CPU use)",
+    )
+    runs: str | None = Field(default=None, description="training runs learned / the trials budget")
+    runs_to_target: int | None = Field(
+        default=None, description="training runs learned when stopWhen's target held"
+    )
+    held_out: str | None = Field(
+        default=None, description="the stop metric's latest held-out value against its target"
+    )
+    held_out_checks: list[HeldOutCheck] = Field(
+        default_factory=list,
+        max_length=MAX_HELD_OUT_CHECKS,
+        description="each re-measurement on the held-out runs (stopWhen)",
+    )
+    chosen: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_TRIALS,
+        description="adaptive: the candidate-pool index of each training run after the warm-up,"
+        " in trial order, recorded before its run is submitted (a restart replays them)",
+    )
+    decisions: list[Decision] = Field(
+        default_factory=list,
+        max_length=MAX_DECISION_NOTES,
+        description="adaptive: the newest decisions with their scores",
+    )
 
 
 LAMMPSSWEEP = ResourceInfo(
@@ -563,7 +714,11 @@ LAMMPSSWEEP = ResourceInfo(
         PrinterColumn("Succeeded", ".status.succeeded", "integer"),
         PrinterColumn("Failed", ".status.failed", "integer"),
         PrinterColumn("Model", ".spec.streamModelRef.name"),
+        PrinterColumn("Strategy", ".spec.sampling.method", description="how points are drawn"),
+        PrinterColumn("Runs", ".status.runs", description="training runs learned/budget"),
         PrinterColumn("R2", ".status.heldOutR2", "number", "held-out R² of the best model"),
+        PrinterColumn("HeldOut", ".status.heldOut", description="stop metric vs its target"),
+        PrinterColumn("CoreSec", ".status.coreSeconds", "number", "simulation core-seconds"),
         PrinterColumn("Best", ".status.bestModel", priority=1),
         PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     ),

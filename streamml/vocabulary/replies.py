@@ -82,7 +82,10 @@ class PredictReply(BaseModel):
 
 class BatchPrediction(BaseModel):
     prediction: Any
-    identifier: str
+    #: None with ``uncertainty`` (the prediction waits for no label)
+    identifier: str | None
+    #: the predictive standard deviation (``uncertainty``; None: the model has no distribution)
+    std: float | None = None
 
 
 class BatchPredictReply(BaseModel):

@@ -235,6 +235,12 @@ class PredictSample(_Request):
 class BatchPredictRequest(_Request):
     model: ModelName
     samples: list[PredictSample] = Field(min_length=1, max_length=MAX_BATCH_SAMPLES)
+    uncertainty: StrictBool = Field(
+        default=False,
+        description="an extension: each prediction also gets its predictive standard deviation "
+        "(std; null when the model has no predictive distribution), and none waits for a label "
+        "(identifier null). riverapi never sends it, so its replies are unchanged",
+    )
 
 
 class LabelRequest(_Request):
