@@ -40,7 +40,6 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests.fixtures (after the stdlib)
 
+from streamml import procs
 from streamml.clients.lammps import parse_log
 from streamml.sweep import jobs
 from streamml.sweep.sampling import plan
@@ -89,7 +89,7 @@ def measure(
         args = [lmp, "-in", str(IN_LJ), "-log", "log.lammps", "-screen", "none"]
         for name, value in {**point, "steps": steps}.items():
             args += ["-var", name, str(value)]
-        subprocess.run(args, cwd=work, check=True, timeout=600, capture_output=True)
+        procs.run(args, cwd=work, check=True, timeout=600, capture_output=True)
         metrics = parse_log((Path(work) / "log.lammps").read_text())
     assert metrics.cpu_time is not None, "the log reports no CPU use"
     cache[key] = {"cpu_time": metrics.cpu_time, "atoms": float(metrics.atoms)}

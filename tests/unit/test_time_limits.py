@@ -233,7 +233,7 @@ async def test_the_engine_resubmits_a_censored_trial_with_a_larger_limit(tmp_pat
 
     sched = LimitScheduler(tmp_path)
     ctx = jobs.JobContext(server="http://127.0.0.1:9", workdir=tmp_path, identity="uid-1")
-    engine = SweepEngine("t", spec, sched, FileStore(tmp_path / "s.json"), ctx, predict=predict)
+    engine = SweepEngine("t", spec, sched, FileStore(tmp_path / "s.json"), ctx, wall_time=predict)
     for _ in range(200):
         if await engine.tick():
             break
