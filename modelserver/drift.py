@@ -137,26 +137,31 @@ class DriftWatch:
 
     def observe(self, error: float) -> bool:
         """One scored sample's error; True when it completes a detection."""
-        self.observed += 1
+        self.observed = observed = self.observed + 1
         unit = self._unit
         if unit is None:
             self._warm(error)
             return False
+        # every attribute read once and kept in a local (this runs once per scored learn); the
+        # float operations are the same, in the same order
+        threshold = self.threshold
         x = error / unit
-        cap = self.threshold / CAP_PARTS
+        cap = threshold / CAP_PARTS
         if x > cap:
             x = cap
         # river.drift.PageHinkley.update, mode "up", alpha 1 - 1e-4, min_instances 1
         self._count = count = self._count + 1.0
-        self._mean = mean = self._mean + (1.0 / count) * (x - self._mean)
+        mean = self._mean
+        self._mean = mean = mean + (1.0 / count) * (x - mean)
         self._cusum = cusum = ALPHA * self._cusum + (x - mean) - self.delta
-        self._n += 1
-        self._sum += error
-        if cusum < self._cusum_min:
-            self._cusum_min = cusum
-        if cusum <= self._cusum_min:
-            self._min_at, self._min_n, self._min_sum = self.observed, self._n, self._sum
-        if not cusum - self._cusum_min > self.threshold:
+        self._n = n = self._n + 1
+        self._sum = total = self._sum + error
+        low = self._cusum_min
+        if cusum < low:
+            self._cusum_min = low = cusum
+        if cusum <= low:
+            self._min_at, self._min_n, self._min_sum = observed, n, total
+        if not cusum - low > threshold:
             return False
         self._detected(unit)
         return True

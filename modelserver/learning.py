@@ -354,7 +354,9 @@ class ModelState:
             else self.new_features(features)
         )
         if prediction is None and predict:
-            prediction = self.predict(features)
+            # predict() less its per-sample bound: the check above already holds it (a sample
+            # within the distinct-name bound has at most that many features)
+            prediction = self.predict_with(self.model, features)
         learn_one = self.model.learn_one  # a model without one is a bug, not the sample's fault
         try:
             if y is None:
@@ -367,8 +369,22 @@ class ModelState:
             self.known_features |= new
         if prediction is not None:
             self._update_metrics(y, prediction)
-            if self.drift is not None:
-                self._watch(features, y, prediction)
+            watch = self.drift
+            if watch is not None:
+                value = prediction.value
+                if (
+                    type(value) is float
+                    and type(y) is float
+                    and self.fork is None
+                    and self.flavor == "regression"
+                ):
+                    # _watch's common case inline (a regressor's float residual, no fork): the
+                    # same error as error_of, one call per sample instead of four
+                    error = abs(y - value)
+                    if math.isfinite(error) and watch.observe(error):
+                        self._drifted(watch)
+                else:
+                    self._watch(features, y, prediction)
         return prediction
 
     def _watch(self, features: dict[str, Any], y: Any, prediction: Prediction) -> None:
@@ -381,6 +397,10 @@ class ModelState:
         error = error_of(self.classifier, y, prediction.value)
         if watch is None or error is None or not watch.observe(error):
             return
+        self._drifted(watch)
+
+    def _drifted(self, watch: DriftWatch) -> None:
+        """A detection just completed: act on the watch's policy."""
         log.info("model %s: drift detected at sample %d", self.name, watch.observed)
         if watch.policy == "fork":
             self.fork = Fork.of(watch.observed, self.model, self.metrics)
@@ -450,6 +470,8 @@ class ModelState:
         seen, name = self.seen, self.name
         check_target, validate, remember = self.check_target, self.validate, self._remember
         predict = bool(self.metrics) and update_metrics
+        regression = self.flavor == "regression"
+        isfinite = math.isfinite
         start = time.perf_counter_ns()
         for index, (features, ground_truth, identifier) in enumerate(samples):
             if identifier is not None and identifier in seen:
@@ -457,7 +479,11 @@ class ModelState:
                 continue
             waiting = None
             try:
-                y = check_target(ground_truth)
+                # check_target's common case inline (a finite float for a regressor)
+                if regression and type(ground_truth) is float and isfinite(ground_truth):
+                    y = ground_truth
+                else:
+                    y = check_target(ground_truth)
                 prediction = None
                 if identifier is not None:
                     waiting = pending.take(name, identifier)
@@ -471,7 +497,12 @@ class ModelState:
                 continue
             if waiting is not None and taken is not None:
                 taken.append((name, identifier, waiting))  # type: ignore[arg-type]
-            pred = None if prediction is None else prediction.encode()
+            if prediction is None:
+                pred = None
+            elif prediction.proba is None and type(prediction.value) is float:
+                pred = prediction.value  # what encode() gives a plain float, without the call
+            else:
+                pred = prediction.encode()
             encoded.append([features, y, pred, 0, identifier])
             if identifier is not None:
                 remember(identifier, window)
@@ -529,7 +560,14 @@ class ModelState:
                 (metric.update, not self.classifier or metric.requires_labels)
                 for metric in self.metrics
             ]
-        self._apply(scorers, y, value, proba)
+        for update, with_label in scorers:  # _apply, inline (once per scored learn)
+            argument = value if with_label else proba or None
+            if argument is None:
+                continue
+            try:
+                update(y, argument)
+            except (ArithmeticError, TypeError, ValueError):
+                log.debug("a metric skipped a sample of model %s", self.name)  # see _apply
 
     def _score(self, metrics: list[Any], y: Any, prediction: Prediction) -> None:
         """Score ``prediction`` into ``metrics`` (a fork's), as :meth:`_update_metrics` does."""
