@@ -36,9 +36,9 @@ MODELS: list[dict[str, Any]] = [
 async def _post(server: ServerProcess, body: dict[str, Any]) -> tuple[int, Any]:
     import aiohttp
 
-    auth = {"Authorization": aiohttp.BasicAuth(server.username or "", server.token or "").encode()}
     url = f"{server.url}/api/predict/batch/"
-    async with aiohttp.ClientSession(headers=auth) as session, session.post(url, json=body) as r:
+    headers = server.auth_header()
+    async with aiohttp.ClientSession(headers=headers) as session, session.post(url, json=body) as r:
         return r.status, await r.json()
 
 
