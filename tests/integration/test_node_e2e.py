@@ -14,8 +14,7 @@ import base64
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from streamml import procs
 from streamml.testbed import nodeflags, nodehost
 from streamml.testbed.imagebuild import IMAGE_NAMES, ensure_images, load_images
 from streamml.testbed.node import NodeCluster
+from streamml.testbed.waiting import wait_for
 from tests.integration.test_server_riverapi import (
     DECLARATIVE,
     JOB_SNIPPET,
@@ -38,16 +38,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.node, pytest.mark.images,
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NS = "streamml-system"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 300.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get_json(node: NodeCluster, *args: str) -> dict[str, Any]:
@@ -293,3 +283,83 @@ def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
 
     wait_for("ten learned samples per model", learned_once)
     print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
+
+
+KILL_LAMMPS = """
+import os, signal
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv0 = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")[0]
+    except OSError:
+        continue
+    if argv0.endswith(b"lmp"):
+        os.kill(int(pid), signal.SIGKILL)
+        print("killed", pid)
+"""
+
+
+def running_job_pods(node: NodeCluster, ns: str) -> list[dict[str, Any]]:
+    pods = get_json(node, "pods", "-n", ns, "-l", "streamml.io/trial")["items"]
+    return [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+
+
+def test_an_evicted_and_a_failed_job_pod_are_retried_within_max_failures(
+    operator_pod: NodeCluster, node_namespace: str
+) -> None:
+    """One running job's pod is evicted through the Eviction API (as a drain or the kubelet's
+    pressure handling would), another's LAMMPS process is killed in its container: each Job
+    fails (backoffLimit 0), the sweep records the failed attempt and retries the trial as a new
+    Job, and it succeeds with both failures counted and nothing learned twice."""
+    node, ns = operator_pod, node_namespace
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(streammodel("retry")))
+    doc = lammps_sweep("lj", "retry")
+    doc["spec"].update(trials=3, testTrials=1, parallelism=2, maxFailures=2)
+    doc["spec"]["lammps"]["vars"] = {"steps": "40000"}  # tens of seconds: caught running
+    node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+
+    evicted = wait_for("a running job pod", lambda: running_job_pods(node, ns), 900)[0]
+    name = evicted["metadata"]["name"]
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": ns}}  # fmt: skip
+    node.kubectl("create", "--raw", f"/api/v1/namespaces/{ns}/pods/{name}/eviction",
+                 "-f", "-", input=json.dumps(eviction))  # fmt: skip
+
+    def another() -> list[dict[str, Any]]:
+        return [p for p in running_job_pods(node, ns) if p["metadata"]["name"] != name]
+
+    def kill_lammps() -> dict[str, Any] | None:
+        """SIGKILL to LAMMPS in another running job's container (the job image has python;
+        a container that just ended cannot be entered: try the next)."""
+        for pod in another():
+            out = node.kubectl("exec", "-n", ns, pod["metadata"]["name"], "--", "python", "-c",
+                               KILL_LAMMPS, check=False)  # fmt: skip
+            if out.returncode == 0 and "killed" in out.stdout:
+                return pod
+        return None
+
+    killed = wait_for("LAMMPS killed in a second running job", kill_lammps, 900)
+
+    def sweep_status() -> dict[str, Any]:
+        return dict(get_json(node, "lammpssweep", "lj", "-n", ns).get("status", {}))
+
+    wait_for("the sweep to finish", lambda: sweep_status().get("phase") in ("Succeeded", "Failed"),
+             1500)  # fmt: skip
+    status = sweep_status()
+    assert status["phase"] == "Succeeded", json.dumps(status)[:3000]
+    assert status["succeeded"] == 4 and status["failed"] == 2
+    by_job = {t["jobName"]: t for t in status["trials"]}
+    for pod in (evicted, killed):
+        job = pod["metadata"]["labels"]["job-name"]
+        first = by_job[job]
+        assert first["state"] == "Failed" and first["attempt"] == 1, first
+        retried = [t for t in status["trials"] if t["id"] == first["id"] and t["attempt"] == 2]
+        assert [t["state"] for t in retried] == ["Succeeded"], status["trials"]
+    jobs = {j["metadata"]["name"] for j in get_json(node, "jobs", "-n", ns)["items"]}
+    assert jobs == set(by_job)  # every attempt its own Job, none submitted twice
+
+    def learned_once() -> bool:  # three training runs, each learned once despite the failures
+        got = get_json(node, "streammodel", "retry", "-n", ns)["status"]["models"]
+        return all(m.get("samples") == 3 for m in got)
+
+    wait_for("three learned samples per model", learned_once)
+    print(node.kubectl("get", "pods,jobs,lammpssweeps", "-n", ns).stdout)
