@@ -53,8 +53,9 @@ from streamml import procs
 from streamml.clients.lammps import parse_log
 from streamml.sweep import jobs
 from streamml.sweep.sampling import plan
-from streamml.vocabulary.lammpssweep import HeldOutResult, LammpsSweepSpec
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 from streamml.vocabulary.modelspec import ModelSpec
+from streamml.vocabulary.sweepstatus import HeldOutResult
 
 RESULTS = Path(__file__).parent / "results" / "campaign.json"
 IN_LJ = Path(__file__).parents[1] / "clients" / "inputs" / "in.lj"

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from streamml.sweep import jobs
-from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.engine import SweepEngine
 from streamml.sweep.schedulers.local import LocalScheduler
+from streamml.sweep.state import FileStore
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 
 RESULTS = Path(__file__).parent / "results" / "sweep_bench.json"

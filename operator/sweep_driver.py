@@ -34,9 +34,10 @@ from streamml.sweep.engine import SweepEngine
 from streamml.sweep.schedulers import Scheduler
 from streamml.sweep.spec import validate
 from streamml.vocabulary.conditions import set_condition
-from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.lammpssweep import LAMMPSSWEEP, LammpsSweepSpec
 from streamml.vocabulary.stopping import check_stop_model
 from streamml.vocabulary.streammodel import STREAMMODEL
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus
 from streamml.vocabulary.targets import check_served
 
 log = logging.getLogger(__name__)

@@ -56,9 +56,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     from streamml.sweep import wiring as rt
     from streamml.sweep.access import ServerAccess
-    from streamml.sweep.engine import FileStore
     from streamml.sweep.snapshot import Roots
     from streamml.sweep.spec import load_sweep_file
+    from streamml.sweep.state import FileStore
 
     class Env(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="STREAMML_", extra="ignore")

@@ -3,8 +3,9 @@
 The engine keeps ``parallelism`` trials in flight on a scheduler, reads each finished trial's
 result, retries failures up to ``maxFailures``, runs the held-out trials once training is done,
 and keeps a learning curve and the held-out evaluation. Its whole memory is a
-:class:`~streamml.vocabulary.lammpssweep.LammpsSweepStatus`, persisted through a
-:class:`StateStore` (the operator's patches the CR status; the CLI's writes a JSON file).
+:class:`~streamml.vocabulary.sweepstatus.LammpsSweepStatus`, persisted through a
+:class:`~streamml.sweep.state.StateStore` (the operator's patches the CR status; the CLI's
+writes a JSON file).
 
 Restart safety rests on one ordering: a trial's record (state ``Submitting``, its deterministic
 job name) is SAVED before the job is submitted, and the job id is saved right after. A restarted
@@ -17,41 +18,41 @@ scheduler answers again: no failure is counted for an outage.
 
 The plan (the sampled points) is not stored: it is recomputed from the spec (seeded), and a
 fingerprint in status detects a spec whose space was edited after the sweep started.
+
+One concept, kept in one module on purpose (longer than ~500 lines): the transitions of a trial
+read in order here, and every policy they consult lives in its own room (``sampling``,
+``steering``/``acquisition`` for adaptive choices, ``stopping``, ``timelimits``, ``images``,
+``jobs``, ``state``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol
 
 from streamml.errors import SchedulerError, SchedulerUnavailable, SpecError, StreamMLError
-from streamml.files import write_atomic
 from streamml.sweep import images, jobs, stopping, timelimits
 from streamml.sweep.sampling import Point, as_vars, fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus, Scheduler
+from streamml.sweep.state import StateStore, stamp
 from streamml.sweep.steering import Predictor, Steering
 from streamml.vocabulary.conditions import now, set_condition
 from streamml.vocabulary.jobresult import JobResult, scrub
-from streamml.vocabulary.lammpssweep import (
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
+from streamml.vocabulary.replies import DriftStats
+from streamml.vocabulary.sweepstatus import (
     MAX_DRIFT_NOTES,
     MAX_TRIAL_RECORDS,
     CurvePoint,
     DriftNote,
     HeldOutResult,
-    LammpsSweepSpec,
     LammpsSweepStatus,
     LearningCurve,
     TrialRecord,
-    resolved_targets,
 )
-from streamml.vocabulary.replies import DriftStats
 from streamml.vocabulary.targets import model_targets
 
 log = logging.getLogger(__name__)
@@ -73,34 +74,6 @@ class ModelProgress:
 
 MetricsSource = Callable[[Sequence[str] | None], Awaitable[dict[str, ModelProgress]]]
 Redeliver = Callable[[], Awaitable[None]]
-
-
-class StateStore(Protocol):
-    """Where a sweep's status lives between ticks (and across restarts)."""
-
-    async def load(self) -> LammpsSweepStatus | None: ...
-
-    async def save(self, status: LammpsSweepStatus) -> None: ...
-
-
-class FileStore:
-    """The CLI's store: the status as JSON, replaced atomically on every save."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def load(self) -> LammpsSweepStatus | None:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            return LammpsSweepStatus.model_validate_json(text)
-        except ValueError as exc:
-            raise SpecError(f"state file {self.path} is not a sweep status: {exc}") from exc
-
-    async def save(self, status: LammpsSweepStatus) -> None:
-        write_atomic(self.path, status.model_dump_json(by_alias=True, indent=1))
 
 
 class SweepEngine:
@@ -604,12 +577,3 @@ def _same_space(a: LammpsSweepSpec, b: LammpsSweepSpec) -> bool:
         b.trials,
         b.test_trials,
     )
-
-
-def stamp() -> str:
-    """Now, RFC 3339 with milliseconds (a trial's times; conditions keep whole seconds)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def dump(status: LammpsSweepStatus) -> str:
-    return json.dumps(status.model_dump(by_alias=True), indent=1)

@@ -15,7 +15,7 @@ from streamml.sweep import jobs
 from streamml.sweep.container import FATAL_CODES
 from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.jobresult import JobResult
-from streamml.vocabulary.lammpssweep import (
+from streamml.vocabulary.sweepstatus import (
     HeldOutResult,
     ImageEvaluation,
     LammpsSweepStatus,

@@ -20,12 +20,12 @@ from streamml.sweep.sampling import Point, as_vars
 from streamml.sweep.schedulers.base import JobRequest
 from streamml.vocabulary import jobresult
 from streamml.vocabulary.jobresult import JobResult, finite
-from streamml.vocabulary.lammpssweep import (
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import (
     MAX_CURVE_POINTS,
     CurvePoint,
     Evaluation,
     HeldOutResult,
-    LammpsSweepSpec,
     TargetEvaluation,
 )
 from streamml.vocabulary.targets import TARGET_LIST, TargetSpec, model_targets

@@ -17,8 +17,9 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-from streamml.sweep.engine import StateStore
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus
+from streamml.sweep.state import StateStore
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus
 from streamml.vocabulary.sweepsummary import (
     MAX_CURVE_POINTS,
     MAX_HELD_OUT,

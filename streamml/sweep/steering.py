@@ -20,13 +20,8 @@ from streamml.sweep import acquisition
 from streamml.sweep.acquisition import Forecast
 from streamml.sweep.design import AdaptiveDesign, adaptive_design
 from streamml.sweep.sampling import Point, as_vars
-from streamml.vocabulary.lammpssweep import (
-    MAX_DECISION_NOTES,
-    Decision,
-    LammpsSweepSpec,
-    LammpsSweepStatus,
-    resolved_targets,
-)
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
+from streamml.vocabulary.sweepstatus import MAX_DECISION_NOTES, Decision, LammpsSweepStatus
 
 log = logging.getLogger(__name__)
 

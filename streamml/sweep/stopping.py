@@ -25,13 +25,9 @@ from streamml.errors import SpecError
 from streamml.sweep import jobs
 from streamml.vocabulary.conditions import set_condition
 from streamml.vocabulary.jobresult import JobResult, finite
-from streamml.vocabulary.lammpssweep import (
-    Evaluation,
-    LammpsSweepSpec,
-    LammpsSweepStatus,
-    resolved_targets,
-)
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets
 from streamml.vocabulary.stopping import MAX_HELD_OUT_CHECKS, HeldOutCheck, StopWhen
+from streamml.vocabulary.sweepstatus import Evaluation, LammpsSweepStatus
 from streamml.vocabulary.targets import model_targets
 
 #: (models to ask, or None for every model on the server; samples) -> model -> predictions,

@@ -27,7 +27,8 @@ from streamml.errors import StreamMLError
 from streamml.sweep.sampling import Point, as_vars
 from streamml.sweep.schedulers.base import JobStatus
 from streamml.vocabulary.jobresult import JobResult, finite
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus, TrialRecord
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus, TrialRecord
 from streamml.vocabulary.timelimit import (
     MAX_LIMIT_SAMPLES,
     WALL_METRIC,

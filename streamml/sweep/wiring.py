@@ -17,13 +17,7 @@ from streamml.sweep import jobs, schedulers, timelimits
 from streamml.sweep import snapshot as inputs
 from streamml.sweep.access import ServerAccess
 from streamml.sweep.acquisition import Forecast
-from streamml.sweep.engine import (
-    MetricsSource,
-    ModelProgress,
-    Redeliver,
-    StateStore,
-    SweepEngine,
-)
+from streamml.sweep.engine import MetricsSource, ModelProgress, Redeliver, SweepEngine
 from streamml.sweep.publish import Publish, PublishingStore
 from streamml.sweep.schedulers import Scheduler, SchedulerOptions
 from streamml.sweep.schedulers.options import (
@@ -33,6 +27,7 @@ from streamml.sweep.schedulers.options import (
     SlurmCliOptions,
     SlurmRestOptions,
 )
+from streamml.sweep.state import StateStore
 from streamml.sweep.steering import Predictor
 from streamml.sweep.stopping import HeldOutPredict
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec, resolved_targets

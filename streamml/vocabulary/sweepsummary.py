@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from streamml.vocabulary.lammpssweep import MAX_TEST_TRIALS, MAX_TRIALS
+from streamml.vocabulary.lammpssweep import MAX_TEST_TRIALS
+from streamml.vocabulary.sweepstatus import MAX_TRIALS
 
 #: a sweep name: a Kubernetes object name (DNS subdomain), as LammpsSweep's metadata.name
 SWEEP_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"

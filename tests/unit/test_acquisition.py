@@ -20,12 +20,14 @@ import pytest
 from streamml.errors import SpecError
 from streamml.sweep import acquisition, design, jobs
 from streamml.sweep.acquisition import Forecast
-from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.engine import SweepEngine
 from streamml.sweep.sampling import fingerprint, plan
 from streamml.sweep.schedulers.base import JobRequest
 from streamml.sweep.spec import validate
+from streamml.sweep.state import FileStore
 from streamml.sweep.steering import Predictor
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus, Parameter
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec, Parameter
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus
 from tests.unit.test_sweep_engine import Crash, CrashingStore, FakeScheduler
 
 NX = Parameter(name="nx", type="int", min=0, max=10)

@@ -11,8 +11,9 @@ from typing import Any
 
 from streamml.operator import status as st
 from streamml.operator.reconcile import model_hash
-from streamml.sweep.engine import FileStore, ModelProgress, SweepEngine
+from streamml.sweep.engine import ModelProgress, SweepEngine
 from streamml.sweep.jobs import JobContext
+from streamml.sweep.state import FileStore
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 from streamml.vocabulary.modelspec import ModelSpec
 from streamml.vocabulary.replies import DriftStats

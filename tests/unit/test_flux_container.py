@@ -14,12 +14,8 @@ from streamml.sweep import images as sweep_images
 from streamml.sweep.schedulers import JobRequest, JobState
 from streamml.sweep.schedulers.flux import map_job, submit_argv
 from streamml.vocabulary.jobresult import JobResult
-from streamml.vocabulary.lammpssweep import (
-    HeldOutResult,
-    LammpsSweepSpec,
-    LammpsSweepStatus,
-    TrialRecord,
-)
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import HeldOutResult, LammpsSweepStatus, TrialRecord
 
 BASE = {"streamModelRef": {"name": "m"}, "parameters": [{"name": "nx", "type": "int",
         "min": 1, "max": 2}], "trials": 1}  # fmt: skip

@@ -16,7 +16,8 @@ from streamml.modelserver import sessions
 from streamml.modelserver.auth import READ, WRITE, Authenticator
 from streamml.modelserver.settings import ServerSettings
 from streamml.sweep.publish import PublishingStore, summary_of
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus
 from streamml.vocabulary.sweepsummary import MAX_HELD_OUT, SweepSummary
 
 SECRET = b"k" * 32

@@ -18,11 +18,13 @@ import pytest
 
 from streamml.errors import SchedulerError, SpecError
 from streamml.sweep import jobs
-from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.engine import SweepEngine
 from streamml.sweep.sampling import plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
+from streamml.sweep.state import FileStore
 from streamml.vocabulary import conditions
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus
 
 
 class Crash(Exception):
@@ -480,7 +482,7 @@ def test_job_request_carries_no_secret(tmp_path: Path) -> None:
 
 
 def test_curve_is_bounded_and_keeps_newest() -> None:
-    from streamml.vocabulary.lammpssweep import MAX_CURVE_POINTS, CurvePoint
+    from streamml.vocabulary.sweepstatus import MAX_CURVE_POINTS, CurvePoint
 
     points: list[CurvePoint] = []
     for i in range(1, 1000):
@@ -491,7 +493,7 @@ def test_curve_is_bounded_and_keeps_newest() -> None:
 
 
 def test_evaluate_handles_constant_targets() -> None:
-    from streamml.vocabulary.lammpssweep import HeldOutResult
+    from streamml.vocabulary.sweepstatus import HeldOutResult
 
     ev = jobs.evaluate([HeldOutResult(id=i, target=1.0, predictions={"m": 2.0}) for i in range(3)])
     assert ev[0].r2 is None and ev[0].mae == 1.0 and math.isclose(ev[0].rmse or 0, 1.0)

@@ -266,8 +266,8 @@ def test_input_snapshots_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_kubernetes_jobs_report_through_the_termination_message(tmp_path: Path) -> None:
     from streamml.sweep import jobs
-    from streamml.sweep.engine import FileStore
     from streamml.sweep.schedulers.local import LocalScheduler
+    from streamml.sweep.state import FileStore
 
     spec = _spec(scheduler={"type": "kubernetes", "image": "img"})
     access = ServerAccess("http://sm.ns.svc", "u", "tok")

@@ -15,11 +15,13 @@ import pytest
 
 from streamml.errors import SpecError
 from streamml.sweep import jobs, stopping
-from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.engine import SweepEngine
 from streamml.sweep.spec import validate
+from streamml.sweep.state import FileStore
 from streamml.vocabulary.jobresult import JobResult
-from streamml.vocabulary.lammpssweep import HeldOutResult, LammpsSweepSpec, LammpsSweepStatus
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
 from streamml.vocabulary.stopping import HeldOutCheck, StopWhen, check_stop_model
+from streamml.vocabulary.sweepstatus import HeldOutResult, LammpsSweepStatus
 from tests.unit.test_sweep_engine import FakeScheduler, _spec
 
 

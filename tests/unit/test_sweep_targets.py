@@ -14,7 +14,8 @@ from streamml.errors import SpecError
 from streamml.operator.sweep_driver import validate
 from streamml.sweep import jobs
 from streamml.sweep.spec import load_sweep_file
-from streamml.vocabulary.lammpssweep import HeldOutResult, resolved_targets
+from streamml.vocabulary.lammpssweep import resolved_targets
+from streamml.vocabulary.sweepstatus import HeldOutResult
 from streamml.vocabulary.targets import TARGET_LIST
 
 BASE: dict[str, Any] = {

@@ -14,12 +14,14 @@ from pydantic import ValidationError
 
 from streamml.errors import SpecError
 from streamml.sweep import jobs, timelimits
-from streamml.sweep.engine import FileStore, SweepEngine
+from streamml.sweep.engine import SweepEngine
 from streamml.sweep.sampling import plan
 from streamml.sweep.schedulers.base import JobRequest, JobState, JobStatus
 from streamml.sweep.spec import validate
+from streamml.sweep.state import FileStore
 from streamml.vocabulary.jobresult import JobResult
-from streamml.vocabulary.lammpssweep import LammpsSweepSpec, LammpsSweepStatus, TrialRecord
+from streamml.vocabulary.lammpssweep import LammpsSweepSpec
+from streamml.vocabulary.sweepstatus import LammpsSweepStatus, TrialRecord
 from streamml.vocabulary.timelimit import PredictedTimeLimit, TimeLimitStatus
 from tests.unit.test_sweep_engine import FakeScheduler, _values
 
