@@ -196,9 +196,7 @@ def main() -> None:
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="node-sweep-bench-") as tmp:
         root = Path(tmp)
-        status, extra = run_on_node(args.trials)
-        rows["kubernetes (node, operator pod)"] = latencies(status)
-        report.update(extra)
+        root.chmod(0o755)  # munged and slurmd (other users) reach the Slurm state dir in it
         cluster = hpc.start(root / "slurm", rest=False)
         server = OurServer(root / "server", port=procs.free_port())
         try:
@@ -212,6 +210,9 @@ def main() -> None:
         finally:
             server.stop()
             hpc.stop(root / "slurm")
+        status, extra = run_on_node(args.trials)
+        rows["kubernetes (node, operator pod)"] = latencies(status)
+        report.update(extra)
     report["rows"] = rows
     report["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     RESULTS.parent.mkdir(exist_ok=True)
