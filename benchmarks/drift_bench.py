@@ -36,7 +36,8 @@ from _report import write_result
 from river import linear_model, preprocessing
 
 from streamml.modelserver.drift import DriftWatch
-from streamml.modelserver.learning import ModelState, Prediction, default_metrics
+from streamml.modelserver.learning import ModelState, default_metrics
+from streamml.modelserver.records import Prediction
 from streamml.sweep.access import ServerAccess
 from tests.fixtures.drift import LONGER_CUTOFF, MODEL, MORE_RANKS, PIPELINE, run_drift_sweep
 from tests.fixtures.server import ServerProcess, running_server

@@ -81,6 +81,8 @@ def _read_file(path: Path | None) -> str | None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``streamml run-lammps``, in the order ``--help`` lists them (longer than ~60
+    lines on purpose: one ``add_argument`` per option, nothing else)."""
     parser.add_argument("--server", help="model server base URL (env STREAMML_SERVER)")
     parser.add_argument("--trial-id", help="the trial's identifier (idempotent learn)")
     parser.add_argument(

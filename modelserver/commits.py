@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from streamml.modelserver.events import jsonable
-from streamml.modelserver.learning import LearnRecord, ModelState, Taken
+from streamml.modelserver.learning import ModelState, Taken
+from streamml.modelserver.records import LearnRecord
 from streamml.modelserver.registry import Registry
 from streamml.modelserver.storage import Op, Storage, StorageError
 

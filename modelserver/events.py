@@ -26,7 +26,8 @@ from streamml.errors import CapacityError
 from streamml.modelserver import feed
 
 if TYPE_CHECKING:
-    from streamml.modelserver.learning import LearnRecord, ModelState
+    from streamml.modelserver.learning import ModelState
+    from streamml.modelserver.records import LearnRecord
 
 log = logging.getLogger(__name__)
 

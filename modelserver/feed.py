@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamml.modelserver.learning import LearnRecord, ModelState
+    from streamml.modelserver.learning import ModelState
+    from streamml.modelserver.records import LearnRecord
 
 TOPIC = "dashboard"
 #: at most one batch per INTERVAL seconds (2 a second: the page repaints at that rate)

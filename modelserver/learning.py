@@ -1,5 +1,6 @@
 """The learning core: one named river model with its metrics, stats and the identifiers it has
-learned (:class:`ModelState`), and the record of each applied learn (:class:`LearnRecord`). It
+learned (:class:`ModelState`); the record of each applied learn is
+:class:`~streamml.modelserver.records.LearnRecord`, its timings :mod:`.callstats`. It
 knows nothing of HTTP, storage or threads: the registry joins learns to waiting predictions and
 the model service orders, logs and commits what it returns.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,9 +28,11 @@ from typing import Any
 from river import metrics as _river_metrics
 
 from streamml.errors import SpecError
+from streamml.modelserver.callstats import CallStats
 from streamml.modelserver.drift import DriftWatch, Fork, error_of, fresh_model, metric_values
 from streamml.modelserver.pending import PendingPrediction, PendingSource
 from streamml.modelserver.provenance import Origins
+from streamml.modelserver.records import LearnRecord, Prediction, finite_number, plain_number
 
 #: where a learn notes the waiting predictions it consumed (model, identifier, prediction), so
 #: that they can be put back when its write is not made durable
@@ -41,70 +43,11 @@ log = logging.getLogger(__name__)
 #: river is typed loosely; treat its metric classes as Any
 river_metrics: Any = _river_metrics
 
-#: weight of the newest call in the exponentially weighted mean duration
-EWM_ALPHA = 0.1
 CLASSIFIERS = ("binary", "multiclass")
 
 
 class SampleError(SpecError):
     """A sample the model cannot use (wrong feature types, missing ground truth)."""
-
-
-def human_duration(ns: int) -> str:
-    """``1950828`` -> ``1ms950μs828ns`` (the old server's human form)."""
-    if ns <= 0:
-        return "0ns"
-    parts = []
-    for unit, size in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000)):
-        if ns >= size:
-            parts.append(f"{ns // size}{unit}")
-            ns %= size
-    for unit, size in (("ms", 1_000_000), ("μs", 1_000), ("ns", 1)):
-        if ns >= size:
-            parts.append(f"{ns // size}{unit}")
-            ns %= size
-    return "".join(parts)
-
-
-@dataclass
-class CallStats:
-    """Count and durations of one kind of call (learn or predict), in nanoseconds."""
-
-    n_calls: int = 0
-    total_ns: int = 0
-    ewm_ns: float = 0.0
-
-    def record(self, ns: int) -> None:
-        self.n_calls += 1
-        self.total_ns += ns
-        self.ewm_ns = (
-            float(ns) if self.n_calls == 1 else EWM_ALPHA * ns + (1 - EWM_ALPHA) * self.ewm_ns
-        )
-
-    def record_many(self, ns: int, count: int) -> None:
-        """``count`` calls of ``ns`` each, as ``count`` :meth:`record` calls would (bit for bit:
-        a replay of the log records them one by one and must agree), one method call."""
-        if count <= 0:
-            return
-        ewm = float(ns) if self.n_calls == 0 else self.ewm_ns
-        keep = 1 - EWM_ALPHA
-        weighted = EWM_ALPHA * ns
-        for _ in range(count if self.n_calls else count - 1):
-            ewm = weighted + keep * ewm
-        self.n_calls += count
-        self.total_ns += ns * count
-        self.ewm_ns = ewm
-
-    def to_data(self) -> dict[str, Any]:
-        mean = self.total_ns // self.n_calls if self.n_calls else 0
-        ewm = round(self.ewm_ns)
-        return {
-            "n_calls": self.n_calls,
-            "mean_duration": mean,
-            "mean_duration_human": human_duration(mean),
-            "ewm_duration": ewm,
-            "ewm_duration_human": human_duration(ewm),
-        }
 
 
 def default_metrics(flavor: str) -> list[Any]:
@@ -142,80 +85,6 @@ def _check_number(value: Any) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):
         raise SampleError("ground_truth must be a finite number for a regression model")
     return float(value)
-
-
-def plain_number(value: Any) -> Any:
-    """A regressor's output as a Python float: river's PARegressor returns ``numpy.float64``
-    (and others may return numpy or int scalars), which the checks, metrics and JSON treat
-    differently from the float they are. Anything that is not a real number is returned as is."""
-    kind = type(value)
-    if kind is float or kind is int or kind is bool or value is None:
-        return value
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return value
-
-
-def finite_number(value: Any) -> float | None:
-    """``value`` as a finite float, or None when it is no finite real number (or a bool)."""
-    value = plain_number(value)
-    if type(value) is int:
-        value = float(value)
-    return value if type(value) is float and math.isfinite(value) else None
-
-
-@dataclass(slots=True)
-class Prediction:
-    """What progressive validation compares with the truth: a label/number and, for
-    classifiers, the class probabilities (for LogLoss/CrossEntropy)."""
-
-    value: Any
-    proba: dict[Any, float] | None = None
-
-    def encode(self) -> Any:
-        """A plain value as itself; with probabilities (or a list value) as
-        ``[value, [[label, p], ...] | null]`` so that non-string labels survive JSON."""
-        if self.proba is None and not isinstance(self.value, list):
-            return self.value
-        pairs = None if self.proba is None else [[k, v] for k, v in self.proba.items()]
-        return [self.value, pairs]
-
-    @classmethod
-    def decode(cls, data: Any) -> Prediction:
-        if isinstance(data, list):
-            value, pairs = data
-            return cls(value, None if pairs is None else {k: v for k, v in pairs})
-        return cls(data)
-
-
-@dataclass(slots=True)
-class LearnRecord:
-    """One applied learn, enough to replay it: ``[features, y, prediction, ns, identifier]``,
-    plus ``provenance`` as a 6th element only when the learn carried one (a row without it,
-    such as every row an earlier release wrote, decodes as before)."""
-
-    features: dict[str, Any]
-    ground_truth: Any
-    prediction: Prediction | None
-    duration_ns: int
-    identifier: str | None
-    #: where the sample came from (``wire.check_provenance``), None: not said
-    provenance: dict[str, str] | None = None
-
-    def encode(self) -> list[Any]:
-        pred = None if self.prediction is None else self.prediction.encode()
-        row = [self.features, self.ground_truth, pred, self.duration_ns, self.identifier]
-        if self.provenance is not None:
-            row.append(self.provenance)
-        return row
-
-    @classmethod
-    def decode(cls, data: list[Any]) -> LearnRecord:
-        features, y, pred, ns, identifier, *rest = data
-        if len(rest) > 1 or (rest and type(rest[0]) is not dict):
-            raise ValueError(f"a learn-log record has {len(data)} elements or a bad provenance")
-        prediction = None if pred is None else Prediction.decode(pred)
-        return cls(features, y, prediction, ns, identifier, rest[0] if rest else None)
 
 
 @dataclass
@@ -463,6 +332,10 @@ class ModelState:
         sample leaves it for the corrected retry); the ones taken are noted in ``taken``.
 
         Returns (encoded records, duplicates, [(index, reason)] of rejected samples).
+
+        The batch path's loop, longer than ~60 lines on purpose: the plain-float cases of the
+        target check, the drift hook and the record encoding are inlined per sample (BENCHMARKS.md,
+        "Issue 14: server figures after the hot-path fixes"); a call per sample is what they cost.
         """
         encoded: list[list[Any]] = []
         rejected: list[tuple[int, str]] = []

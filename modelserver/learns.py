@@ -21,8 +21,9 @@ from typing import Any
 from streamml.errors import SpecError
 from streamml.modelserver.commits import Commits, dumps
 from streamml.modelserver.events import EventHub, publish_learns
-from streamml.modelserver.learning import LearnRecord, ModelState, Taken
+from streamml.modelserver.learning import ModelState, Taken
 from streamml.modelserver.pending import TakenPredictions
+from streamml.modelserver.records import LearnRecord
 from streamml.modelserver.registry import Join, Registry
 from streamml.modelserver.storage import Op
 from streamml.modelserver.workers import ModelWorkers

@@ -291,7 +291,10 @@ def _page_op(summary: str, statuses: tuple[str, ...], *, public: bool) -> dict[s
 
 
 def _dashboard_ops() -> dict[str, Any]:
-    """The dashboard: its pages and login, and the data it draws (``modelserver/dashboard.py``)."""
+    """The dashboard: its pages and login, and the data it draws (``modelserver/dashboard.py``).
+
+    One table of operations as one literal (longer than ~60 lines on purpose: it reads as the
+    OpenAPI document it becomes)."""
     obj = {"content": {"application/json": {"schema": {"type": "object"}}}}
     whole = {"type": "string", "pattern": "^[0-9]{1,16}$"}
     history_params = [

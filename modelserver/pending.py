@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from streamml.errors import CapacityError
 
 if TYPE_CHECKING:
-    from streamml.modelserver.learning import Prediction
+    from streamml.modelserver.records import Prediction
 
 #: what a pending entry costs besides its features: key tuple, dataclass, prediction, ids
 ENTRY_BYTES = 600

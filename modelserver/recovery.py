@@ -18,7 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from streamml.modelserver.learning import LearnRecord, ModelState
+from streamml.modelserver.learning import ModelState
+from streamml.modelserver.records import LearnRecord
 from streamml.modelserver.registry import Quarantine, Registry
 from streamml.modelserver.snapshots import SnapshotError, load_snapshot
 from streamml.modelserver.storage import Orphan, Storage, StoredModel

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamml.errors import ConflictError, NotFoundError, SpecError, StreamMLError
-from streamml.modelserver.learning import LearnRecord, ModelState, Prediction, Taken
+from streamml.modelserver.learning import ModelState, Taken
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
+from streamml.modelserver.records import LearnRecord, Prediction
 
 
 class PredictionIds:

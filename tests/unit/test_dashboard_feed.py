@@ -10,7 +10,8 @@ from river import linear_model
 
 from streamml.modelserver import feed
 from streamml.modelserver.events import EventHub, Subscriber, publish_learns, publish_predictions
-from streamml.modelserver.learning import LearnRecord, ModelState, Prediction
+from streamml.modelserver.learning import ModelState
+from streamml.modelserver.records import LearnRecord, Prediction
 
 
 def learned(state: ModelState, n: int) -> list[LearnRecord]:

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from river import linear_model, preprocessing
 
 from streamml.modelserver.drift import DriftWatch, error_of
-from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.learning import ModelState, default_metrics
+from streamml.modelserver.records import LearnRecord
 from streamml.modelserver.snapshots import load_snapshot, snapshot_blob
 from streamml.vocabulary.modelspec import DriftSettings, ModelSpec
 from streamml.vocabulary.wire import DeclarativeModelRequest

@@ -14,8 +14,9 @@ import yaml
 from streamml.errors import CapacityError, SpecError
 from streamml.modelserver.capacity import Budget, memory_given
 from streamml.modelserver.events import EventHub
-from streamml.modelserver.learning import ModelState, Prediction, SampleError
+from streamml.modelserver.learning import ModelState, SampleError
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions, approx_bytes
+from streamml.modelserver.records import Prediction
 from streamml.modelserver.settings import ServerSettings
 from streamml.vocabulary.modelcost import CostLimits, model_cost
 from streamml.vocabulary.modelspec import Component, ModelSpec

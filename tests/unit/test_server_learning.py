@@ -10,17 +10,10 @@ import pytest
 from river import linear_model, metrics, preprocessing
 
 from streamml.errors import NotFoundError, SpecError
-from streamml.modelserver.learning import (
-    CallStats,
-    LearnRecord,
-    ModelState,
-    Prediction,
-    SampleError,
-    Taken,
-    default_metrics,
-    human_duration,
-)
+from streamml.modelserver.callstats import CallStats, human_duration
+from streamml.modelserver.learning import ModelState, SampleError, Taken, default_metrics
 from streamml.modelserver.pending import PendingPrediction, PendingPredictions
+from streamml.modelserver.records import LearnRecord, Prediction
 from streamml.modelserver.registry import PredictionIds, Registry
 
 X = [{"x": 8, "y": 16, "z": 8}, {"x": 8, "y": 8, "z": 16}, {"x": 8, "y": 14, "z": 8}]

@@ -17,9 +17,10 @@ from streamml.client.delivery import Request, provenance_value
 from streamml.clients.lammps import lammps_version
 from streamml.errors import DeliveryError
 from streamml.modelserver import provenance as provenance_index
-from streamml.modelserver.learning import LearnRecord, ModelState, default_metrics
+from streamml.modelserver.learning import ModelState, default_metrics
 from streamml.modelserver.pending import PendingPredictions
 from streamml.modelserver.provenance import Origins
+from streamml.modelserver.records import LearnRecord
 from streamml.modelserver.snapshots import load_snapshot, snapshot_blob
 from streamml.sweep.jobs import JobContext, build_job
 from streamml.vocabulary.lammpssweep import LammpsSweepSpec
