@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamml.sweep.schedulers import JobRequest, JobState
+from streamml.sweep.schedulers import flux as flux_scheduler
 from streamml.sweep.schedulers.flux import unreachable
 from streamml.sweep.schedulers.kubernetes import CANCELLED_ANNOTATION, job_manifest, job_status
 from streamml.sweep.schedulers.slurm_cli import (
@@ -168,6 +169,24 @@ def test_stop_never_hits_a_process_of_another_instance(tmp_path: Path) -> None:
 )
 def test_flux_errors_tell_down_from_refused(stderr: str, down: bool) -> None:
     assert unreachable(stderr) is down
+
+
+@pytest.mark.parametrize(
+    ("code", "out", "err", "unanswered"),
+    [
+        (0, "f2Ab3\n", "", False),  # accepted
+        (1, "", "flux-submit: ERROR: Unsatisfiable request: requested 64 cores", False),
+        (1, "", "[Errno 38] No service matching job-ingest.submit is registered", True),
+        (1, "", "", True),  # ended without a word mid-shutdown (CI, stop 12)
+        (-9, "", "", True),  # killed by a signal
+        (-15, "", "flux-submit: ERROR: Unsatisfiable request", True),  # killed: no verdict
+        (0, "", "", True),  # exit 0 and no id: whether it acted is unknown: look it up
+    ],
+)
+def test_a_submit_without_an_answer_is_unavailable_not_refused(
+    code: int, out: str, err: str, unanswered: bool
+) -> None:
+    assert flux_scheduler.submit_unanswered(code, out, err) is unanswered
 
 
 @pytest.mark.parametrize(

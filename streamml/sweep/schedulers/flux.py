@@ -53,6 +53,16 @@ def unreachable(stderr: str) -> bool:
     return _UNREACHABLE.search(stderr) is not None
 
 
+def submit_unanswered(code: int, out: str, err: str) -> bool:
+    """Whether a ``flux submit`` got no answer rather than a refusal: the instance is down or
+    going down, or the command ended without a word (killed by a signal, or its connection cut
+    mid-shutdown: seen in CI at stop 12 as an empty "flux refused job" that failed the trial).
+    A refusal always says why; the engine looks an unanswered submit up by its name."""
+    if code == 0:
+        return not out.strip() and not err.strip()
+    return unreachable(err) or code < 0 or not (out.strip() or err.strip())
+
+
 _PENDING = {"NEW", "DEPEND", "PRIORITY", "SCHED"}
 _RUNNING = {"RUN", "CLEANUP"}
 
@@ -187,7 +197,8 @@ class FluxScheduler:
             raise SchedulerUnavailable(
                 f"{shlex.join(args[:2])} did not answer in {timeout_s} s"
             ) from exc
-        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        code = proc.returncode if proc.returncode is not None else 0  # < 0: killed by a signal
+        return code, out.decode(errors="replace"), err.decode(errors="replace")
 
     async def submit(self, job: JobRequest) -> str:
         check_job(job)
@@ -196,8 +207,11 @@ class FluxScheduler:
         env = {**self.env, **job.env, "STREAMML_FLUX": self.flux}
         code, out, err = await self._run(*submit_argv(self.flux, job), env=env)
         job_id = out.strip().splitlines()[-1].strip() if out.strip() else ""
-        if code != 0 and unreachable(err):
-            raise SchedulerUnavailable(f"Flux at {self.uri} is unreachable: {err.strip()[:300]}")
+        if submit_unanswered(code, out, err):
+            raise SchedulerUnavailable(
+                f"Flux at {self.uri} did not take job {job.name!r}: "
+                f"{err.strip()[:300] or f'flux submit exited {code} and said nothing'}"
+            )
         if code != 0 or not _ID.match(job_id):
             raise SchedulerError(f"flux refused job {job.name!r}: {(err or out).strip()[:500]}")
         return job_id
