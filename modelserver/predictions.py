@@ -13,7 +13,7 @@ from typing import Any
 from streamml.modelserver.events import EventHub, publish_predictions
 from streamml.modelserver.learning import ModelState
 from streamml.modelserver.registry import Registry
-from streamml.modelserver.spread import spread_of
+from streamml.modelserver.spread import spreads
 from streamml.modelserver.workers import ModelWorkers
 
 
@@ -72,4 +72,4 @@ class Predictions:
         distribution), on the model's thread; looks only: none waits for a label, none is
         published, so a candidate pool costs no capacity."""
         state = self.registry.get(model)
-        return await self.workers.run(model, lambda: [spread_of(state, f) for f in samples])
+        return await self.workers.run(model, lambda: spreads(state, samples))

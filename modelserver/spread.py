@@ -36,10 +36,15 @@ def has_distribution(model: Any) -> bool:
         return False
 
 
-def spread_of(state: ModelState, features: dict[str, Any]) -> tuple[Any, float | None]:
-    """(prediction, predictive standard deviation or None); SampleError for unusable input."""
+def spreads(state: ModelState, samples: list[dict[str, Any]]) -> list[tuple[Any, float | None]]:
+    """Each sample's (prediction, predictive standard deviation or None), the model's kind
+    looked up once for the batch; SampleError for unusable input (nothing is kept either way)."""
     if state.flavor != "regression" or not has_distribution(state.model):
-        return state.predict(features).value, None
+        return [(state.predict(features).value, None) for features in samples]
+    return [_with_dist(state, features) for features in samples]
+
+
+def _with_dist(state: ModelState, features: dict[str, Any]) -> tuple[Any, float | None]:
     if state.max_features is not None and len(features) > state.max_features:
         state.predict(features)  # its refusal, word for word
     try:
