@@ -279,7 +279,8 @@ class SweepEngine:
         record.finished_at = stamp()
         result = jobs.read_result(self.ctx, record.job_name, status.output)
         if record.state != "Spooled":  # a redelivered run was counted when it ended
-            self.status.core_seconds += stopping.core_seconds(result, self.spec)
+            spent = self.status.core_seconds + stopping.core_seconds(result, self.spec)
+            self.status.core_seconds = round(spent, 6)  # no float dust in `kubectl get`
         images.record(self.status, record, result)
         if timelimits.censor(self.spec, self.status, record, result, status):
             return False  # killed at its limit: resubmitted with a larger one, never learned
