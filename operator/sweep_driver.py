@@ -274,12 +274,12 @@ class SweepDriver:
         ref = spec.stream_model_ref.name
         body = await self.kube.stream_model(self.namespace, ref) or {}
         models = (body.get("spec") or {}).get("models") or []
-        served = [m["name"] for m in models if isinstance(m, dict) and "name" in m]
         flavors = {
             m["name"]: str(m.get("flavor") or "regression")
             for m in models
             if isinstance(m, dict) and "name" in m
         }
+        served = list(flavors)
         problem = check_stop_model(spec.stop_when, flavors, f"StreamModel {ref!r}")
         if problem is None:
             problem = check_served(list(spec.targets or ()), served, f"StreamModel {ref!r}")
