@@ -383,11 +383,12 @@ class SweepEngine:
         if self.steering and await self.steering.choose_ahead(self.status, slots):
             await self.store.save(self.status)  # the choices, recorded BEFORE their runs exist
         while sum(r.state in ACTIVE for r in self.status.trials) < self.spec.parallelism:
+            position = self.status.next_trial
             trial = self._next_trial()
             if trial is None:
                 return
             if self.steering and not self.steering.chosen(trial, self.status):
-                self.status.next_trial = trial  # the models choose it once the warm-up is in
+                self.status.next_trial = position  # the models choose it once the warm-up is in
                 return
             attempt = self.status.attempts.get(str(trial), 0) + 1
             self.status.attempts.pop(str(trial), None)

@@ -7,6 +7,8 @@ A restarted driver loads the status and :meth:`Steering.point` replays every rec
 a choice is made once, and a run is never chosen twice (the pool is drawn without replacement).
 
 The first choice waits for the warm-up: every warm-up run finished (learned or failed for good).
+With ``stopWhen`` the held-out runs go first (:mod:`streamml.sweep.stopping`): the steering counts
+training runs, not plan positions, and chooses nothing once the target held.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from streamml.errors import SpecError, StreamMLError
-from streamml.sweep import acquisition
+from streamml.sweep import acquisition, stopping
 from streamml.sweep.acquisition import Forecast
 from streamml.sweep.design import AdaptiveDesign, adaptive_design
 from streamml.sweep.sampling import Point, as_vars
@@ -80,7 +82,7 @@ class Steering:
         return plan[trial]
 
     def _warmed_up(self, status: LammpsSweepStatus) -> bool:
-        if status.next_trial < self.warmup:
+        if stopping.training_cursor(status, self.spec) < self.warmup:
             return False
         if any(i < self.warmup for i in status.retry_queue):
             return False
@@ -90,10 +92,13 @@ class Steering:
     async def choose_ahead(self, status: LammpsSweepStatus, slots: int) -> bool:
         """Choose the points of the next ``slots`` new training runs not chosen yet; True when
         it recorded choices in ``status`` (the caller saves them before submitting)."""
-        start = max(status.next_trial, self.warmup + len(status.chosen))
-        end = min(status.next_trial + slots, self.spec.trials)
+        cursor = stopping.training_cursor(status, self.spec)
+        start = max(cursor, self.warmup + len(status.chosen))
+        end = min(cursor + slots, self.spec.trials)
         k = end - start
-        if k <= 0 or self.predict is None or not self._warmed_up(status):
+        if k <= 0 or self.predict is None or stopping.stopped(status):
+            return False
+        if not self._warmed_up(status):
             return False
         try:
             picks, notes = await self._decide(status, k)

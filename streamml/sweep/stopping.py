@@ -45,6 +45,14 @@ def trial_at(spec: LammpsSweepSpec, position: int) -> int:
     return spec.trials + position if position < tests else position - tests
 
 
+def training_cursor(status: LammpsSweepStatus, spec: LammpsSweepSpec) -> int:
+    """The plan index of the next training trial not started yet (``status.next_trial`` counts
+    plan positions; with stopWhen the held-out positions come first)."""
+    if spec.stop_when is None:
+        return status.next_trial
+    return max(status.next_trial - spec.test_trials, 0)
+
+
 def next_trial(status: LammpsSweepStatus, spec: LammpsSweepSpec) -> int | None:
     """The next trial of a stopWhen sweep (retries first); None once stopped or all started."""
     if stopped(status):

@@ -398,10 +398,6 @@ def _stop_rule(spec: LammpsSweepSpec) -> None:
         return
     if spec.test_trials < 2:
         raise ValueError("testTrials: stopWhen is measured on the held-out runs: give at least 2")
-    if spec.sampling.method == "adaptive":  # both reorder the plan: not combined yet
-        raise ValueError(
-            "sampling.method: adaptive does not combine with stopWhen yet (both order the runs)"
-        )
     taught = learner_models(resolved_targets(spec), spec.models)
     if rule.model is not None and taught is not None and rule.model not in taught:
         raise ValueError(

@@ -30,6 +30,7 @@ from tests.integration.operator_support import OperatorProcess, install_crds
 pytestmark = [pytest.mark.integration, pytest.mark.controlplane, pytest.mark.lammps]
 
 LJ_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "lj_data"
+SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 
 STREAMMODEL = {
     "apiVersion": "streamml.io/v1alpha1",
@@ -159,10 +160,10 @@ def operator(
         yield op
 
 
-def server_learns(op: Operator, model: str) -> int:
+def server_learns(op: Operator, model: str, streammodel: str = "lj-runtime") -> int:
     import asyncio
 
-    sm = op.get("streammodel", "lj-runtime") or {}
+    sm = op.get("streammodel", streammodel) or {}
     address = sm["status"]["address"]
     secret = op.get("secret", sm["status"]["authSecretName"]) or {}
     import base64
@@ -452,10 +453,56 @@ def test_an_input_file_outside_the_allowed_roots_is_an_invalid_spec(operator: Op
     assert status.get("submitted", 0) == 0
 
 
-def test_the_sample_is_accepted_by_the_api_server(operator: Operator) -> None:
-    sample = Path(__file__).resolve().parents[2] / "config" / "samples" / "lammpssweep.yaml"
+@pytest.mark.parametrize("name", ["lammpssweep.yaml", "adaptive/lammpssweep.yaml"])
+def test_the_samples_are_accepted_by_the_api_server(operator: Operator, name: str) -> None:
+    sample = SAMPLES / name
     out = operator.kubectl("apply", "--dry-run=server", "-o", "json", "-f", str(sample))
     applied = json.loads(out)
     written = yaml.safe_load(sample.read_text())
-    for key in ("streamModelRef", "parameters", "trials", "testTrials", "scheduler"):
-        assert applied["spec"][key] == written["spec"][key], key  # nothing pruned
+    assert set(written["spec"]) <= set(applied["spec"])
+    for key, value in written["spec"].items():
+        assert applied["spec"][key] == value, key  # nothing pruned
+
+
+def test_the_adaptive_sample_stops_at_its_target_across_an_operator_kill(
+    operator: Operator,
+) -> None:
+    """config/samples/adaptive/, smaller, with the atom count as the target: the sample's
+    atoms-bayesian model (the cell product and a bias) learns it exactly, so the held-out R²
+    reaches the target after a few training runs whatever the machine's load."""
+    op = operator
+    model = yaml.safe_load((SAMPLES / "streammodel.yaml").read_text())
+    doc = yaml.safe_load((SAMPLES / "adaptive" / "lammpssweep.yaml").read_text())
+    spec = doc["spec"]
+    spec.update(trials=20, testTrials=3)
+    spec["sampling"].update(warmup=3, candidates=80)
+    spec["stopWhen"].update(threshold=0.99, consecutive=3)
+    spec["lammps"].update(target="atoms", vars={"steps": "1000"})
+    assert op.apply(model).returncode == 0
+    assert op.apply(doc).returncode == 0
+    name = doc["metadata"]["name"]
+    op.wait_for("a recorded choice", lambda: bool(op.status(name).get("chosen")), timeout=600)
+    op.kill()  # after the first choices, before the target held
+    mid = op.status(name)
+    assert mid["phase"] == "Running" and mid.get("runsToTarget") is None, mid
+    op.start()
+    op.wait_for("the sweep to finish", lambda: op.status(name).get("phase") == "Succeeded")
+    status = op.status(name)
+    trials = status["trials"]
+    assert [t["role"] for t in trials[:3]] == ["test"] * 3  # the held-out runs first
+    names = op.job_names(name)
+    assert len(names) == len(set(names)) == status["submitted"]  # no trial twice
+    # the choices made before the kill were replayed; each chosen run ran its candidate
+    assert status["chosen"][: len(mid["chosen"])] == mid["chosen"]
+    assert len(status["chosen"]) == len(set(status["chosen"]))
+    assert [d["trial"] for d in status["decisions"]] == list(range(3, 3 + len(status["chosen"])))
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["TargetReached"]["status"] == "True", conds
+    checks = status["heldOutChecks"]
+    assert [c["holds"] for c in checks[-3:]] == [True] * 3
+    assert status["runsToTarget"] == checks[-1]["trials"]
+    learned = sum(t["role"] == "train" and t["state"] == "Succeeded" for t in trials)
+    assert status["runsToTarget"] <= learned < spec["trials"]  # stopped inside the budget
+    assert server_learns(op, "atoms-bayesian", "lammps-time") == learned
+    table = op.kubectl("get", "lammpssweep", name)
+    assert "adaptive" in table and f"{learned}/20" in table

@@ -11,7 +11,7 @@ from __future__ import annotations
 import doctest
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +317,91 @@ async def test_a_crash_anywhere_replays_choices_without_a_duplicate(
         if 4 <= record.id < 10:
             want = pool[status.chosen[record.id - 4]]
             assert record.params == {k: str(v) for k, v in want.items()}
+
+
+# ---- adaptive with a stop target: held-out runs first, then warm-up, then choices -------------
+
+
+def _stop_engine(
+    tmp: Path, spec: LammpsSweepSpec, sched: FakeScheduler, store: FileStore, good_after: int
+) -> SweepEngine:
+    """An adaptive engine whose held-out predictor is exact from the ``good_after``-th check."""
+    checks: list[int] = []
+
+    async def held_out(
+        models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
+    ) -> dict[str, list[Any] | None]:
+        checks.append(len(checks))
+        tests = sorted(engine.status.test_results, key=lambda r: r.id)
+        return {"bayes": [r.target if len(checks) >= good_after else 0.0 for r in tests]}
+
+    ctx = jobs.JobContext(server="http://127.0.0.1:9", workdir=tmp, identity="uid-1")
+    engine = SweepEngine(
+        "demo", spec, sched, store, ctx, predict=_forecaster(sched), held_out=held_out
+    )
+    return engine
+
+
+def _stop_spec() -> LammpsSweepSpec:
+    return _spec(trials=30, sampling={"candidates": 60},
+                 stopWhen={"threshold": 0.9, "checkEvery": 2, "consecutive": 2})  # fmt: skip
+
+
+def _trial_ids(sched: FakeScheduler) -> list[int]:
+    return [int(n.split("-t")[1][:5]) for n in sched.submissions]
+
+
+async def test_an_adaptive_sweep_with_a_stop_target_runs_tests_warmup_choices_then_stops(
+    tmp_path: Path,
+) -> None:
+    spec = _stop_spec()
+    store = FileStore(tmp_path / "state.json")
+    sched = FakeScheduler(tmp_path)
+    engine = _stop_engine(tmp_path, spec, sched, store, good_after=3)
+    await _drive(engine)
+    status = engine.status
+    assert status.phase == "Succeeded"
+    ids = _trial_ids(sched)
+    assert sorted(ids[:3]) == [30, 31, 32]  # the held-out runs first
+    assert sorted(ids[3:7]) == [0, 1, 2, 3]  # then the Latin hypercube warm-up
+    assert ids[7:] == list(range(4, len(ids) - 3))  # then one chosen run per new trial
+    assert len(ids) == len(set(ids))
+    # a check once 2 more training runs are in (runs end in pairs); exact from the third on,
+    # so the target held at the third and the fourth check, and the sweep stopped there
+    at = [c.trials for c in status.held_out_checks]
+    assert len(at) == 4 and all(b - a >= 2 for a, b in zip([0, *at], at, strict=False))
+    assert [c.holds for c in status.held_out_checks] == [False, False, True, True]
+    assert status.runs_to_target == at[-1]
+    # every chosen run has its recorded decision, nothing was chosen after the stop
+    assert len(status.chosen) == len(ids) - 3 - 4 == len(set(status.chosen))
+    assert [d.trial for d in status.decisions] == list(range(4, 4 + len(status.chosen)))
+    assert len(ids) <= 3 + at[-1] + spec.parallelism  # the runs in flight at the stop finish
+    cond = {c.type: c for c in status.conditions}
+    assert cond["TargetReached"].status == "True"
+    pool = engine.steering.design.pool if engine.steering else []
+    for record in status.trials:
+        if 4 <= record.id < 30:
+            want = pool[status.chosen[record.id - 4]]
+            assert record.params == {k: str(v) for k, v in want.items()}
+
+
+@pytest.mark.parametrize("crash_at", range(2, 30, 4))
+async def test_an_adaptive_stop_sweep_replays_its_choices_after_a_crash(
+    tmp_path: Path, crash_at: int
+) -> None:
+    spec = _stop_spec()
+    store = CrashingStore(tmp_path / "state.json", crash_at=crash_at)
+    sched = FakeScheduler(tmp_path)
+    with pytest.raises(Crash):
+        await _drive(_stop_engine(tmp_path, spec, sched, store, good_after=3))
+    saved = None
+    if store.path.exists():
+        saved = LammpsSweepStatus.model_validate_json(store.path.read_text())
+    restarted = _stop_engine(tmp_path, spec, sched, FileStore(store.path), good_after=1)
+    await _drive(restarted)
+    status = restarted.status
+    assert status.phase == "Succeeded" and status.runs_to_target is not None
+    assert len(sched.submissions) == len(set(sched.submissions))
+    if saved is not None:
+        assert status.chosen[: len(saved.chosen)] == saved.chosen
+    assert len(status.chosen) == len(set(status.chosen))

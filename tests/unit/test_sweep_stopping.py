@@ -265,10 +265,12 @@ async def test_the_engine_runs_tests_first_and_stops_once_the_target_holds(
     assert [c.trials for c in status.held_out_checks] == [2, 4, 6]
 
 
-def test_stop_when_and_adaptive_sampling_are_refused_together_naming_the_field() -> None:
-    base = {"streamModelRef": {"name": "m"}, "trials": 5, "testTrials": 3,
-            "parameters": [{"name": "nx", "type": "int", "min": 1, "max": 9}],
+def test_stop_when_combines_with_adaptive_sampling_and_still_names_bad_fields() -> None:
+    base = {"streamModelRef": {"name": "m"}, "trials": 5, "testTrials": 3, "models": ["a", "b"],
+            "parameters": [{"name": "nx", "type": "int", "min": 1, "max": 30}],
             "sampling": {"method": "adaptive"}, "stopWhen": {"threshold": 0.9}}  # fmt: skip
+    spec = validate(base)
+    assert spec.sampling.method == "adaptive" and spec.stop_when is not None
     with pytest.raises(SpecError) as info:
-        validate(base)
-    assert info.value.field == "sampling.method"
+        validate({**base, "stopWhen": {"threshold": 0.9, "model": "c"}})
+    assert info.value.field == "stopWhen.model"
