@@ -224,7 +224,10 @@ class Adaptive:
         uncertain, _ = acquisition.uncertainty(forecasts, coords, run)
         cost = None
         if self.acquisition == "uncertaintyPerCost":
-            cost = acquisition.costs(forecasts.get(self.cost_model), len(left))
+            # the campaign's models carry its tag: TAG-NAME
+            mine = [m for m in names if m.endswith(f"-{self.cost_model}")]
+            assert len(mine) == 1, (names, self.cost_model)
+            cost = acquisition.costs(forecasts[mine[0]], len(left))
         best = acquisition.pick(acquisition.scores(uncertain, cost), coords, 1, [])[0]
         self.seconds.append(time.perf_counter() - started)
         return left[best]
