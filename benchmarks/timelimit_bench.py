@@ -10,7 +10,8 @@ on the cell product, the sample's ``atoms-bayesian``) learning ``job_wall_time``
 
 For each: the jobs under a predicted limit, the fraction killed at their limit (target <= 2 %),
 the median requested / actual wall time (target <= 2x), resubmissions, and the sweep's wall
-time. ``--scheduler flux`` runs the same on a Flux instance (``FLUX_URI`` or a test instance).
+time. ``--scheduler flux`` runs the same on a Flux instance: the one ``FLUX_URI`` names, else one
+the benchmark starts (``streamml.testbed.flux``, the project's flux-core build) and shuts down.
 
     .venv/bin/python benchmarks/timelimit_bench.py [--trials 40] [--parallelism 2]
 
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--scheduler", choices=("local", "flux"), default="local")
     parser.add_argument("--modes", nargs="+", default=["predicted", "fixed"])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the result JSON")
     parser.add_argument(
         "--state",
         type=Path,
@@ -210,6 +212,7 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="timelimit-bench-") as tmp:
+        flux_dir = _start_flux(Path(tmp) / "flux") if args.scheduler == "flux" else None
         server = OurServer(Path(tmp) / "server", port=_free_port())
         server.start()
         try:
@@ -222,14 +225,29 @@ def main() -> None:
                     rows.append(same_runs_fixed(state))
         finally:
             server.stop()
+            if flux_dir is not None:
+                from streamml.testbed import flux
+
+                flux.stop(flux_dir)
     finish(rows, args)
+
+
+def _start_flux(state_dir: Path) -> Path | None:
+    """A Flux instance for the sweeps when ``FLUX_URI`` names none (its directory, to stop)."""
+    if os.environ.get("FLUX_URI"):
+        return None
+    from streamml.testbed import flux
+
+    instance = flux.start(state_dir, install=flux.ensure_flux(print))
+    os.environ.update(instance.env())  # FLUX_URI and the flux command on PATH, for the sweeps
+    return state_dir
 
 
 def finish(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print_table(rows, args)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    RESULTS.write_text(
+    args.out.write_text(
         json.dumps(
             {
                 "machine": platform.platform(),
@@ -241,7 +259,7 @@ def finish(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         )
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
