@@ -54,4 +54,5 @@ def test_the_api_server_accepts_the_old_samples_and_todays(
         "lammpssweep.streamml.io/lj-eos created (server dry run)",
         "streammodel.streamml.io/lj-eos created (server dry run)",
     ]
-    assert _created(today.stdout) == sorted(ACCEPTED + eos), today.stdout
+    adaptive = ["lammpssweep.streamml.io/lj-size-adaptive created (server dry run)"]  # issue 11
+    assert _created(today.stdout) == sorted(ACCEPTED + eos + adaptive), today.stdout

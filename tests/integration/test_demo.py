@@ -83,8 +83,16 @@ def start_sampled(command: list[str]) -> tuple[subprocess.Popen[str], TreeSample
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # as from a terminal: a runner that ignores SIGINT (a background job of a shell
+        # without job control) passes the ignore on, and a demo that inherits it cannot be
+        # interrupted by the Ctrl-C this module sends
+        preexec_fn=_default_sigint,
     )
     return proc, TreeSampler(proc.pid)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module", autouse=True)
