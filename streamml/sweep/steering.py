@@ -97,7 +97,7 @@ class Steering:
         end = min(cursor + slots, self.spec.trials)
         k = end - start
         if k <= 0 or self.predict is None or stopping.stopped(status):
-            return False
+            return False  # nothing to choose, nothing to choose with, or the target held
         if not self._warmed_up(status):
             return False
         try:

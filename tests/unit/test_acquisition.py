@@ -311,11 +311,16 @@ async def test_a_crash_anywhere_replays_choices_without_a_duplicate(
     if saved is not None:  # what was recorded is replayed, never decided again
         assert status.chosen[: len(saved.chosen)] == saved.chosen
     assert len(status.chosen) == 6 == len(set(status.chosen))
-    # every run's parameters are those of its recorded choice
-    pool = restarted.steering.design.pool if restarted.steering else []
+    _assert_chosen_runs_ran_their_candidates(restarted)
+
+
+def _assert_chosen_runs_ran_their_candidates(engine: SweepEngine, warmup: int = 4) -> None:
+    """Every chosen training run ran the pool point its recorded choice names."""
+    status, steering = engine.status, engine.steering
+    assert steering is not None
     for record in status.trials:
-        if 4 <= record.id < 10:
-            want = pool[status.chosen[record.id - 4]]
+        if warmup <= record.id < engine.spec.trials:
+            want = steering.design.pool[status.chosen[record.id - warmup]]
             assert record.params == {k: str(v) for k, v in want.items()}
 
 
@@ -326,14 +331,15 @@ def _stop_engine(
     tmp: Path, spec: LammpsSweepSpec, sched: FakeScheduler, store: FileStore, good_after: int
 ) -> SweepEngine:
     """An adaptive engine whose held-out predictor is exact from the ``good_after``-th check."""
-    checks: list[int] = []
+    checks = 0
 
     async def held_out(
         models: Sequence[str] | None, samples: Sequence[Mapping[str, Any]]
     ) -> dict[str, list[Any] | None]:
-        checks.append(len(checks))
+        nonlocal checks
+        checks += 1
         tests = sorted(engine.status.test_results, key=lambda r: r.id)
-        return {"bayes": [r.target if len(checks) >= good_after else 0.0 for r in tests]}
+        return {"bayes": [r.target if checks >= good_after else 0.0 for r in tests]}
 
     ctx = jobs.JobContext(server="http://127.0.0.1:9", workdir=tmp, identity="uid-1")
     engine = SweepEngine(
@@ -378,11 +384,7 @@ async def test_an_adaptive_sweep_with_a_stop_target_runs_tests_warmup_choices_th
     assert len(ids) <= 3 + at[-1] + spec.parallelism  # the runs in flight at the stop finish
     cond = {c.type: c for c in status.conditions}
     assert cond["TargetReached"].status == "True"
-    pool = engine.steering.design.pool if engine.steering else []
-    for record in status.trials:
-        if 4 <= record.id < 30:
-            want = pool[status.chosen[record.id - 4]]
-            assert record.params == {k: str(v) for k, v in want.items()}
+    _assert_chosen_runs_ran_their_candidates(engine)
 
 
 @pytest.mark.parametrize("crash_at", range(2, 30, 4))
@@ -405,3 +407,4 @@ async def test_an_adaptive_stop_sweep_replays_its_choices_after_a_crash(
     if saved is not None:
         assert status.chosen[: len(saved.chosen)] == saved.chosen
     assert len(status.chosen) == len(set(status.chosen))
+    _assert_chosen_runs_ran_their_candidates(restarted)
