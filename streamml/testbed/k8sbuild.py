@@ -183,7 +183,7 @@ def _locked(lock_path: Path, progress: Progress) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"waiting for another build of the control plane ({lock_path})")
+            progress(f"waiting for another build to finish ({lock_path})")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

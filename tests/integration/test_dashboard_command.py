@@ -317,6 +317,7 @@ def _endpoints(cp: ControlPlane, ns: str, name: str) -> None:
     cp.kubectl("apply", "-f", "-", input=json.dumps(endpoints))
 
 
+@pytest.mark.controlplane
 async def test_the_page_through_a_real_service_proxy(
     page: Page, tmp_path: Path, relay_process: list[subprocess.Popen[str]]
 ) -> None:

@@ -13,7 +13,8 @@ from streamml.testbed.controlplane import ControlPlane
 from streamml.testbed.k8sbuild import ensure_binaries
 from streamml.vocabulary import crdgen
 
-pytestmark = pytest.mark.integration
+# The rendering uses the control plane build's kubectl.
+pytestmark = [pytest.mark.integration, pytest.mark.controlplane]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "streamml-system"

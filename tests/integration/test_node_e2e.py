@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -242,7 +243,11 @@ def test_a_sweep_runs_real_jobs_that_post_to_the_server_from_inside(
 
     wait_for("four learned samples per model", learned)
     assert models["address"] == f"http://surrogate.{ns}.svc:80"
-    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
+    # Into the run's log, past output capture: what the cluster holds once a sweep has run.
+    shown = node.kubectl("get", "pods,svc,ingress,streammodels,lammpssweeps", "-A").stdout
+    print(f"\n>> kubectl get pods,svc,ingress,streammodels,lammpssweeps -A\n{shown}",
+          file=sys.__stderr__, flush=True)  # fmt: skip
+    assert re.search(rf"^{ns}\s+lammpssweep\.streamml\.io/lj\s.*Succeeded", shown, re.M), shown
 
 
 def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
@@ -282,7 +287,11 @@ def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
         return all(m.get("samples") == 10 for m in got)
 
     wait_for("ten learned samples per model", learned_once)
-    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
+    # Into the run's log, past output capture: what the cluster holds once a sweep has run.
+    shown = node.kubectl("get", "pods,svc,ingress,streammodels,lammpssweeps", "-A").stdout
+    print(f"\n>> kubectl get pods,svc,ingress,streammodels,lammpssweeps -A\n{shown}",
+          file=sys.__stderr__, flush=True)  # fmt: skip
+    assert re.search(rf"^{ns}\s+lammpssweep\.streamml\.io/lj\s.*Succeeded", shown, re.M), shown
 
 
 KILL_LAMMPS = """
