@@ -213,7 +213,7 @@ def lammps_sweep(name: str, model: str) -> dict[str, Any]:
 
 
 def test_a_sweep_runs_real_jobs_that_post_to_the_server_from_inside(
-    operator_pod: NodeCluster, node_namespace: str
+    operator_pod: NodeCluster, node_namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     node, ns = operator_pod, node_namespace
     node.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(streammodel("surrogate")))
@@ -245,8 +245,8 @@ def test_a_sweep_runs_real_jobs_that_post_to_the_server_from_inside(
     assert models["address"] == f"http://surrogate.{ns}.svc:80"
     # Into the run's log, past output capture: what the cluster holds once a sweep has run.
     shown = node.kubectl("get", "pods,svc,ingress,streammodels,lammpssweeps", "-A").stdout
-    print(f"\n>> kubectl get pods,svc,ingress,streammodels,lammpssweeps -A\n{shown}",
-          file=sys.__stderr__, flush=True)  # fmt: skip
+    with capsys.disabled():
+        print(f"\n>> kubectl get pods,svc,ingress,streammodels,lammpssweeps -A\n{shown}")
     assert re.search(rf"^{ns}\s+lammpssweep\.streamml\.io/lj\s.*Succeeded", shown, re.M), shown
 
 
@@ -287,11 +287,7 @@ def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
         return all(m.get("samples") == 10 for m in got)
 
     wait_for("ten learned samples per model", learned_once)
-    # Into the run's log, past output capture: what the cluster holds once a sweep has run.
-    shown = node.kubectl("get", "pods,svc,ingress,streammodels,lammpssweeps", "-A").stdout
-    print(f"\n>> kubectl get pods,svc,ingress,streammodels,lammpssweeps -A\n{shown}",
-          file=sys.__stderr__, flush=True)  # fmt: skip
-    assert re.search(rf"^{ns}\s+lammpssweep\.streamml\.io/lj\s.*Succeeded", shown, re.M), shown
+    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
 
 
 KILL_LAMMPS = """
