@@ -23,7 +23,8 @@ fi
 # The builds run in the background, niced, while pytest runs the tests that need nothing built;
 # pytest then orders the rest by what they need (tests/conftest.py: the control plane, then Flux
 # and Apptainer, then the node and the images), and each fixture waits for its build's lock.
-# Cached builds take a second. Logs: build/test-builds/*.log, printed at the end.
+# Cached builds take a second. Logs: build/test-builds/*.log, printed at the end. A cold run with
+# the node measured 56.4 min (BENCHMARKS.md, "builds beside the tests").
 logs=build/test-builds
 rm -rf "$logs" && mkdir -p "$logs"
 set -m  # each background chain in a process group of its own, so that it can be stopped whole
