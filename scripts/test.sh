@@ -21,8 +21,9 @@ if [ "$#" -gt 0 ]; then
 fi
 
 # The builds run in the background, niced, while pytest runs the tests that need nothing built;
-# pytest then orders the rest by what they need (tests/conftest.py: the control plane, then Flux
-# and Apptainer, then the node and the images), and each fixture waits for its build's lock.
+# pytest then orders the rest by what they need (tests/fixtures/builds.py: the control plane,
+# then Flux and Apptainer, then the node and the images), and waits for each build's lock before
+# its first test.
 # Cached builds take a second. Logs: build/test-builds/*.log, printed at the end. A cold run with
 # the node measured 56.4 min (BENCHMARKS.md, "builds beside the tests").
 logs=build/test-builds
