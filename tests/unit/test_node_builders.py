@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamml.errors import InfrastructureError
 from streamml.testbed import k8sbuild, nodebuild, nodeflags, nodehost, nodeimages, noderelay
 
 NODE = ipaddress.ip_address(nodeflags.NODE_IP)
@@ -129,12 +130,38 @@ def test_node_module_keeps_every_control_plane_pin() -> None:
         if version == "v0.0.0":  # staging modules: replaced either way
             continue
         assert node[module] == version, module
-    replaces = lambda t: sorted(line for line in t.splitlines() if "=>" in line)  # noqa: E731
+
+    def replaces(text: str) -> list[str]:
+        return sorted(line for line in text.splitlines() if "=>" in line)
+
     assert replaces(go_mod) == replaces(node_mod)
     coredns = (nodebuild.COREDNS_DIR / "go.mod").read_text()
     staging = f"v0.{k8sbuild.kubernetes_version().split('.', 1)[1]}"
     for module in ("k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go"):
         assert requires(coredns)[module] == staging, module
+
+
+def test_a_source_patch_applies_exactly_once_or_fails_naming_the_file(tmp_path: Path) -> None:
+    source = tmp_path / "pkg" / "a.go"
+    source.parent.mkdir()
+    source.write_text('import (\n\t"x/dns"\n)\nf(dns.New())\ng()\ng()\n')
+    once = nodebuild.SourcePatch("pkg/a.go", '\t"x/dns"\n', "")
+    nodebuild.apply_patches(tmp_path, (once, nodebuild.SourcePatch("pkg/a.go", "dns.New()", "nil")))
+    assert source.read_text() == "import (\n)\nf(nil)\ng()\ng()\n"
+    for old, times in (('\t"x/dns"\n', 0), ("g()", 2)):
+        with pytest.raises(InfrastructureError, match=f"matches {times} times.*a.go"):
+            nodebuild.apply_patches(tmp_path, (nodebuild.SourcePatch("pkg/a.go", old, ""),))
+    assert source.read_text() == "import (\n)\nf(nil)\ng()\ng()\n"
+
+
+def test_traefik_is_built_without_lego_dns_providers_and_the_patch_is_in_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    removed = [p for p in nodebuild.TRAEFIK_PATCHES if "providers/dns" in p.old]
+    assert removed and all(p.path == "pkg/provider/acme/provider.go" for p in removed)
+    patched = nodebuild.traefik_target().recipe()
+    monkeypatch.setattr(nodebuild, "TRAEFIK_PATCHES", nodebuild.TRAEFIK_PATCHES[:1])
+    assert nodebuild.traefik_target().recipe() != patched  # an old build is not reused
 
 
 def test_build_targets_are_cached_per_version_with_their_own_key(
