@@ -74,7 +74,8 @@ def _apptainer_steps(source: Path, prefix: Path) -> list[tuple[list[str], dict[s
             (["go", "mod", "edit", f"-dropreplace={old}"], env),
         ]
     steps += [
-        (["./mconfig", f"--prefix={prefix}"], env),
+        # no CNI plugins (twelve more Go binaries, each linked externally): only `--net` uses them
+        (["./mconfig", f"--prefix={prefix}", "--without-network"], env),
         (["make", "-C", "builddir"], env),
         (["make", "-C", "builddir", "install"], env),
     ]
@@ -87,6 +88,7 @@ APPTAINER_RECIPE = Recipe(
     steps=_apptainer_steps,
     version=APPTAINER_VERSION.split("+")[0],
     product="bin/apptainer",
+    revision="2",  # 2: --without-network
 )
 
 
