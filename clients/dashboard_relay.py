@@ -72,6 +72,8 @@ class DashboardRelay:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: upstream answers being streamed back (event streams stay open until ended)
+        self._streams: set[aiohttp.ClientResponse] = set()
         self.port = 0
 
     @property
@@ -83,6 +85,7 @@ class DashboardRelay:
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._relay)
+        app.on_shutdown.append(self._end_streams)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)
@@ -95,6 +98,12 @@ class DashboardRelay:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+    async def _end_streams(self, _app: web.Application) -> None:
+        """An open event stream would hold the shutdown for aiohttp's whole grace period (60 s):
+        closing its upstream answer ends the relayed stream at once."""
+        for answer in list(self._streams):
+            answer.close()
 
     def _own_hosts(self) -> set[str]:
         return {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
@@ -149,11 +158,15 @@ class DashboardRelay:
         if location is not None:
             response.headers["Location"] = self._local_location(location)
         await response.prepare(request)
+        self._streams.add(answer)
         try:
             async for chunk in answer.content.iter_any():
                 await response.write(chunk)
-        except (ConnectionResetError, aiohttp.ClientPayloadError):
-            return response  # the browser went away (an EventSource closed), or the upstream
+        except (ConnectionResetError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            # the browser went away (an EventSource closed), the upstream did, or the relay stops
+            return response
+        finally:
+            self._streams.discard(answer)
         await response.write_eof()
         return response
 
