@@ -24,8 +24,8 @@ fi
 # pytest then orders the rest by what they need (tests/fixtures/builds.py: the control plane,
 # then Flux and Apptainer, then the node and the images), and waits for each build's lock before
 # its first test.
-# Cached builds take a second. Logs: build/test-builds/*.log, printed at the end. A cold run with
-# the node measured 56.4 min (BENCHMARKS.md, "builds beside the tests").
+# Cached builds take a second. Logs: build/test-builds/*.log, printed at the end. A cold run on a
+# new machine (apt packages included) measured 59.6 min (BENCHMARKS.md, "issue 9, stop 15").
 logs=build/test-builds
 rm -rf "$logs" && mkdir -p "$logs"
 set -m  # each background chain in a process group of its own, so that it can be stopped whole

@@ -74,7 +74,7 @@ def _apptainer_steps(source: Path, prefix: Path) -> list[tuple[list[str], dict[s
             (["go", "mod", "edit", f"-dropreplace={old}"], env),
         ]
     steps += [
-        # no CNI plugins (twelve more Go binaries, each linked externally): only `--net` uses them
+        # no CNI plugins (fourteen more Go binaries, each linked externally): only `--net` uses them
         (["./mconfig", f"--prefix={prefix}", "--without-network"], env),
         (["make", "-C", "builddir"], env),
         (["make", "-C", "builddir", "install"], env),
