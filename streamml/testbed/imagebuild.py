@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -253,7 +254,31 @@ def _build(name: str, say: Progress) -> BuiltImage:
                        bytes=tar.stat().st_size)  # fmt: skip
     tar.with_suffix(".json").write_text(image.model_dump_json(indent=2) + "\n")
     say(f"built {ref} in {image.build_seconds:.0f} s: {tar} ({image.bytes / 2**20:.0f} MiB)")
+    for old in prune_builds(images_dir(), name, KEEP_BUILDS):
+        say(f"removed an older build of {name}: {old.name}")
     return image
+
+
+#: builds kept per image: this one and the one before (another checkout may still want it);
+#: every source change makes a new key, and a set of the three images is 1.7 GB
+KEEP_BUILDS = 2
+
+
+def prune_builds(directory: Path, name: str, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest ``<name>-<key>.tar`` (and their ``.json``).
+
+    Only docker archives with a key of 16 hex digits: the LAMMPS SIF (``lammps-<key>.sif``,
+    its ``.json``) and the base image are not builds of ``name``.
+    """
+    pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}\.tar")
+    tars = [p for p in directory.iterdir() if pattern.fullmatch(p.name)]
+    tars.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for tar in tars[keep:]:
+        tar.with_suffix(".json").unlink(missing_ok=True)
+        tar.unlink(missing_ok=True)
+        removed.append(tar)
+    return removed
 
 
 def archive_image_id(tar: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -102,3 +103,37 @@ def test_the_operator_setting_names_the_server_image_unless_the_spec_does(
     assert context.image(spec) == "registry.example.org/me/server:1"
     own = StreamModelSpec.model_validate({"server": {"image": "mine:2"}, "models": []})
     assert context.image(own) == "mine:2"
+
+
+def test_only_the_newest_builds_of_an_image_are_kept_and_nothing_else_is_touched(
+    tmp_path: Path,
+) -> None:
+    keys = ["1" * 16, "2" * 16, "3" * 16]
+    for age, key in enumerate(reversed(keys)):  # keys[2] is the newest
+        for name in ("server", "lammps"):
+            for suffix in (".tar", ".json"):
+                path = tmp_path / f"{name}-{key}{suffix}"
+                path.write_text(key)
+                os.utime(path, (1_000_000 - age * 10, 1_000_000 - age * 10))
+    others = [
+        tmp_path / f"lammps-{'a' * 16}.sif",  # the SIF and its record are not image builds
+        tmp_path / f"lammps-{'a' * 16}.json",
+        tmp_path / f"base-python-{'b' * 16}.tar",
+        tmp_path / f"server-{'c' * 16}.tar.tmp-123",  # another build's unfinished push
+        tmp_path / "server-notakey.tar",
+    ]
+    for path in others:
+        path.write_text("x")
+        os.utime(path, (1, 1))
+    removed = imagebuild.prune_builds(tmp_path, "server", 2)
+    assert [p.name for p in removed] == [f"server-{keys[0]}.tar"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert f"server-{keys[0]}.json" not in left
+    for key in keys[1:]:
+        assert {f"server-{key}.tar", f"server-{key}.json"} <= set(left)
+    assert all(p.exists() for p in others)
+    assert all((tmp_path / f"lammps-{key}.tar").exists() for key in keys)  # another image's
+    imagebuild.prune_builds(tmp_path, "lammps", 1)
+    assert not (tmp_path / f"lammps-{keys[1]}.tar").exists()
+    assert (tmp_path / f"lammps-{keys[2]}.tar").exists()
+    assert all(p.exists() for p in others)
