@@ -3,8 +3,12 @@ to its proxy prefix come back to the relay's root; other sites' redirects are le
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 import aiohttp
 import pytest
+from aiohttp import web
 
 from streamml.cli import main
 from streamml.clients.dashboard import is_local, service_proxy_base
@@ -57,3 +61,40 @@ async def test_an_unreachable_upstream_is_a_502_naming_it() -> None:
     ):
         assert answer.status == 502
         assert "upstream unreachable" in (await answer.json())["message"]
+
+
+async def test_stopping_ends_an_open_event_stream_instead_of_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An open page's event stream must not hold the relay's exit: with a grace period longer
+    than the test's own timeout, a relay that waited for the stream would fail this test."""
+    monkeypatch.setattr(web, "AppRunner", functools.partial(web.AppRunner, shutdown_timeout=900))
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        for _ in range(3600):  # an event stream: open until someone ends it
+            await asyncio.sleep(0.05)
+            await response.write(b": keep-alive\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/events", events)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        relay = DashboardRelay(Upstream(f"http://127.0.0.1:{port}"))
+        await relay.__aenter__()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(relay.url + "/api/events") as answer,
+        ):
+            assert await answer.content.readuntil(b"\n\n") == b"data: first\n\n"
+            await relay.__aexit__(None, None, None)
+            rest = await answer.content.read()  # the stream ended: nothing hangs here
+            assert set(rest.split(b"\n\n")) <= {b": keep-alive", b""}
+    finally:
+        await runner.cleanup()
