@@ -287,7 +287,6 @@ def test_pods_deleted_mid_sweep_lose_no_trial_and_learn_none_twice(
         return all(m.get("samples") == 10 for m in got)
 
     wait_for("ten learned samples per model", learned_once)
-    print(node.kubectl("get", "pods,jobs,streammodels,lammpssweeps", "-n", ns).stdout)
 
 
 KILL_LAMMPS = """

@@ -13,8 +13,8 @@ from streamml.testbed.node import NodeCluster
 from streamml.testbed.nodeimages import TINYHTTP_IMAGE
 
 
-def test_stop_restores_the_host(node_host: bool) -> None:
-    node = NodeCluster(with_ingress=node_host)
+def test_stop_restores_the_host(node_host: None) -> None:
+    node = NodeCluster()
     scope = (str(node.workdir), *nodehost.MOUNT_SCOPE)
     before = nodehost.snapshot(scope)
     try:
